@@ -1,0 +1,2 @@
+//! rampart
+pub use rampart_core as core;
