@@ -1,2 +1,112 @@
-//! rampart
+//! # rampart
+//!
+//! Production resilience patterns for async services, each one a
+//! [`tower::Layer`] + [`tower::Service`], so they compose in one
+//! [`ServiceBuilder`] around any hyper or axum service, tonic client, or
+//! plain `Service`.
+//!
+//! ```
+//! use rampart::prelude::*;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use http::{Request, Response};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! // A server stack that answers rampart errors with 503/504/… responses.
+//! let svc = ServiceBuilder::new()
+//!     .handle_errors()
+//!     .service(service_fn(|_req: Request<()>| async {
+//!         Err::<Response<String>, _>(Error::overloaded(None))
+//!     }));
+//! let res = svc.oneshot(Request::new(())).await.unwrap();
+//! assert_eq!(res.status(), 503);
+//! # }
+//! ```
+//!
+//! ## Recommended stacks
+//!
+//! Client, outermost first: context propagation → total deadline → retry
+//! (with a budget) → concurrency limit → per-attempt timeout → client.
+//!
+//! Server, outermost first: request id / context → handle errors →
+//! cancel/drain → deadline → limit or queue → handler.
+//!
+//! ## Crates and features
+//!
+//! Each pattern lives in its own crate and is enabled by a feature of the
+//! same name (all on by default through `full`):
+//!
+//! | feature | crate | what |
+//! |---|---|---|
+//! | (always) | [`core`] | [`Error`], classification, [`Context`], header codecs |
+//! | `retry` | `rampart-retry` | retry with capped backoff, budgets, body replay |
+//! | `timeout` | `rampart-timeout` | per-attempt timeout, total deadline, propagation |
+//! | `limit` | `rampart-limit` | concurrency limits: shared, shedding, keyed, adaptive |
+//! | `context` | `rampart-context` | request id and context propagation |
+//! | `http` | | error → HTTP/gRPC response mapping, [`HandleErrorsLayer`] |
+//! | `axum` | | `IntoResponse` for [`Error`] |
+
 pub use rampart_core as core;
+pub use rampart_core::classify::{self, GrpcClassify, HttpClassify, HttpOrGrpcClassify};
+pub use rampart_core::{
+    BoxError, Classify, ClassifyResult, Context, Error, ErrorKind, InContextExt, Outcome,
+    RequestId, codec, grpc, spawn,
+};
+#[cfg(feature = "http")]
+pub use rampart_core::{HandleErrors, HandleErrorsLayer};
+
+/// Retry: capped jittered backoff, budgets, HTTP/gRPC classification, body
+/// replay (`rampart-retry`).
+#[cfg(feature = "retry")]
+pub use rampart_retry as retry;
+
+/// Per-attempt timeouts, total deadlines and deadline propagation
+/// (`rampart-timeout`).
+#[cfg(feature = "timeout")]
+pub use rampart_timeout as timeout;
+
+/// Concurrency limits: shared, shedding, keyed, adaptive (`rampart-limit`).
+#[cfg(feature = "limit")]
+pub use rampart_limit as limit;
+
+/// Request id and context propagation (`rampart-context`).
+#[cfg(feature = "context")]
+pub use rampart_context as context;
+
+use tower::ServiceBuilder;
+use tower_layer::Stack;
+
+mod sealed {
+    pub trait Sealed {}
+    impl<L> Sealed for tower::ServiceBuilder<L> {}
+}
+
+/// rampart's layers as [`ServiceBuilder`] methods.
+///
+/// The names differ from `ServiceBuilder`'s own methods (`retry`, `timeout`,
+/// `concurrency_limit`, …) on purpose: an inherent method silently wins over
+/// a trait method, so a same-named extension would never be called.
+///
+/// This trait is sealed: it is implemented for `ServiceBuilder` only.
+pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
+    /// Turns rampart errors into HTTP or gRPC responses
+    /// ([`HandleErrorsLayer`]); the service becomes `Infallible`, as axum
+    /// wants.
+    #[cfg(feature = "http")]
+    fn handle_errors(self) -> ServiceBuilder<Stack<HandleErrorsLayer, L>>;
+}
+
+impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    #[cfg(feature = "http")]
+    fn handle_errors(self) -> ServiceBuilder<Stack<HandleErrorsLayer, L>> {
+        self.layer(HandleErrorsLayer::new())
+    }
+}
+
+/// The names most code needs: `use rampart::prelude::*;`.
+pub mod prelude {
+    #[cfg(feature = "http")]
+    pub use crate::HandleErrorsLayer;
+    pub use crate::ServiceBuilderExt;
+    pub use rampart_core::classify::{GrpcClassify, HttpClassify, HttpOrGrpcClassify};
+    pub use rampart_core::{Context, Error, ErrorKind, InContextExt, Outcome, RequestId};
+}

@@ -1,1 +1,48 @@
-//! core
+//! Core types shared by every rampart layer.
+//!
+//! - [`Error`] / [`ErrorKind`]: one error type for all layers, mapped to HTTP
+//!   and gRPC responses (feature `http`) by [`HandleErrorsLayer`].
+//! - [`classify`]: what a result means — success, retryable (after a delay),
+//!   or fatal — for HTTP, gRPC and plain services.
+//! - [`Context`]: the request id, deadline and cancellation token of the
+//!   request being handled, task-local and in request extensions.
+//! - [`codec`]: total parsers and encoders for `grpc-timeout`, an HTTP
+//!   deadline header, `Retry-After`, `grpc-retry-pushback-ms`; [`RequestId`]
+//!   validation and UUIDv7 generation.
+//!
+//! A server stack that turns rampart errors into responses:
+//!
+//! ```
+//! use rampart_core::{Context, HandleErrorsLayer};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use http::{Request, Response};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let svc = ServiceBuilder::new()
+//!     .layer(HandleErrorsLayer::new())
+//!     .service(service_fn(|_req: Request<()>| async {
+//!         // A deadline that passed becomes a 504.
+//!         Err::<Response<String>, _>(rampart_core::Error::deadline_exceeded())
+//!     }));
+//! let res = svc.oneshot(Request::new(())).await.unwrap();
+//! assert_eq!(res.status(), 504);
+//! # }
+//! ```
+
+pub mod classify;
+pub mod codec;
+mod context;
+mod error;
+pub mod grpc;
+mod request_id;
+#[cfg(feature = "http")]
+mod response;
+
+pub use classify::{Classify, ClassifyResult, Outcome};
+pub use context::{Context, InContext, InContextExt, Scoped, spawn};
+pub use error::{BoxError, Error, ErrorKind};
+pub use request_id::{
+    InvalidRequestId, MAX_REQUEST_ID_LEN, RequestId, X_REQUEST_ID, is_request_id_byte,
+};
+#[cfg(feature = "http")]
+pub use response::{HandleErrors, HandleErrorsFuture, HandleErrorsLayer};

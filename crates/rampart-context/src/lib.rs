@@ -1,0 +1,1 @@
+//! rampart-context: being written (see its issue).

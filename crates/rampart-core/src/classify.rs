@@ -1,0 +1,810 @@
+//! Deciding what a result means: success, retryable (perhaps after a delay),
+//! or a failure not worth repeating.
+//!
+//! Classification is split in two, like tower-http's `MakeClassifier`: a
+//! [`Classify`] looks at the request once (is the method idempotent? is it
+//! gRPC?) and returns a small [`ClassifyResult`] that judges each result, so a
+//! layer need not keep the request around.
+//!
+//! ```
+//! use rampart_core::classify::{Classify, ClassifyResult, HttpClassify, Outcome};
+//! use http::{Request, Response, StatusCode};
+//!
+//! let get = Request::get("/").body(()).unwrap();
+//! let judge = HttpClassify::default().classify_request(&get);
+//! let busy = Response::builder().status(503).header("retry-after", "2").body(()).unwrap();
+//! assert_eq!(
+//!     judge.classify(Ok(&busy)),
+//!     Outcome::Retryable { after: Some(std::time::Duration::from_secs(2)) }
+//! );
+//!
+//! let post = Request::post("/").body(()).unwrap();
+//! let judge = HttpClassify::default().classify_request(&post);
+//! assert_eq!(judge.classify(Ok(&busy)), Outcome::Fatal); // POST is not idempotent
+//! ```
+
+use crate::codec::{GRPC_RETRY_PUSHBACK_MS, Pushback, parse_grpc_pushback, parse_retry_after};
+use crate::grpc::{Code, is_grpc_request};
+use crate::{Error, ErrorKind};
+use http::{Method, StatusCode};
+use std::time::{Duration, SystemTime};
+
+/// An error as a classifier sees it.
+pub type ErrorRef<'a> = &'a (dyn std::error::Error + 'static);
+
+/// What a result means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It worked.
+    Success,
+    /// It failed in a way worth repeating, after `after` if the peer said so.
+    Retryable {
+        /// The delay the peer asked for (`Retry-After`, gRPC pushback).
+        after: Option<Duration>,
+    },
+    /// It failed, and repeating it will not help (or is not safe).
+    Fatal,
+}
+
+impl Outcome {
+    /// True for [`Outcome::Success`].
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::Success)
+    }
+    /// True for [`Outcome::Retryable`].
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Outcome::Retryable { .. })
+    }
+}
+
+/// Looks at a request once and returns the judge of its results.
+pub trait Classify<Req, Res> {
+    /// The per-request judge.
+    type Classifier: ClassifyResult<Res>;
+    /// Looks at the request.
+    fn classify_request(&self, req: &Req) -> Self::Classifier;
+}
+
+/// Judges the results of one request (each attempt, when retrying).
+pub trait ClassifyResult<Res> {
+    /// What `result` means.
+    fn classify(&self, result: Result<&Res, ErrorRef<'_>>) -> Outcome;
+}
+
+/// The facts about an error that decide whether it may be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request never reached the peer (refused connection, local shed):
+    /// safe to retry for any method.
+    NeverSent {
+        /// A delay asked for by a local limit.
+        after: Option<Duration>,
+    },
+    /// A transport failure or timeout after the request may have been sent:
+    /// safe to retry only when the request is idempotent.
+    MaybeSent,
+    /// Deadline passed, cancelled, closed, retries already exhausted: never
+    /// retry.
+    Final,
+}
+
+/// Sorts an error by walking its source chain: rampart [`Error`] kinds,
+/// `io::Error` kinds, and (feature `hyper-util`) hyper-util's connect errors.
+pub fn classify_error(e: ErrorRef<'_>) -> ErrorClass {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(r) = e.downcast_ref::<Error>() {
+            match r.kind() {
+                ErrorKind::Overloaded => {
+                    return ErrorClass::NeverSent {
+                        after: r.retry_after(),
+                    };
+                }
+                ErrorKind::Timeout => return ErrorClass::MaybeSent,
+                ErrorKind::Inner => {}
+                _ => return ErrorClass::Final,
+            }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return ErrorClass::NeverSent { after: None };
+            }
+        }
+        #[cfg(feature = "hyper-util")]
+        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            if h.is_connect() {
+                return ErrorClass::NeverSent { after: None };
+            }
+        }
+        next = e.source();
+    }
+    ErrorClass::MaybeSent
+}
+
+fn error_outcome(e: ErrorRef<'_>, retry_if_maybe_sent: bool) -> Outcome {
+    match classify_error(e) {
+        ErrorClass::NeverSent { after } => Outcome::Retryable { after },
+        ErrorClass::MaybeSent if retry_if_maybe_sent => Outcome::Retryable { after: None },
+        ErrorClass::MaybeSent | ErrorClass::Final => Outcome::Fatal,
+    }
+}
+
+const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// HTTP classification.
+///
+/// - Only idempotent methods are retried by default (GET HEAD OPTIONS PUT
+///   DELETE TRACE); [`retry_methods`](HttpClassify::retry_methods) changes the
+///   set.
+/// - 408, 429, 502, 503, 504 are retryable; other 4xx/5xx are fatal; the rest
+///   is success.
+/// - `Retry-After` (delta-seconds or HTTP-date) becomes the delay; one longer
+///   than [`max_retry_after`](HttpClassify::max_retry_after) (default 60 s)
+///   makes the failure fatal instead of being waited on.
+/// - An error showing the request never left (refused connection,
+///   hyper-util's connect error, a local shed) is retryable for any method.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+pub struct HttpClassify {
+    #[cfg_attr(feature = "serde", serde(skip, default = "default_methods"))]
+    methods: MethodSet,
+    #[cfg_attr(feature = "serde", serde(skip, default = "default_statuses"))]
+    statuses: StatusSet,
+    max_retry_after: Duration,
+}
+
+#[cfg(feature = "serde")]
+fn default_methods() -> MethodSet {
+    HttpClassify::default().methods
+}
+#[cfg(feature = "serde")]
+fn default_statuses() -> StatusSet {
+    HttpClassify::default().statuses
+}
+
+/// Bitset of the nine standard methods; extension methods are never
+/// idempotent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MethodSet(u16);
+
+impl MethodSet {
+    fn bit(m: &Method) -> u16 {
+        let i = match *m {
+            Method::GET => 0,
+            Method::HEAD => 1,
+            Method::OPTIONS => 2,
+            Method::PUT => 3,
+            Method::DELETE => 4,
+            Method::TRACE => 5,
+            Method::POST => 6,
+            Method::PATCH => 7,
+            Method::CONNECT => 8,
+            _ => return 0,
+        };
+        1 << i
+    }
+    fn of(methods: &[Method]) -> MethodSet {
+        MethodSet(methods.iter().map(MethodSet::bit).fold(0, |a, b| a | b))
+    }
+    fn contains(self, m: &Method) -> bool {
+        self.0 & MethodSet::bit(m) != 0
+    }
+}
+
+/// Bitset of statuses 400..=599.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StatusSet([u64; 4]);
+
+impl StatusSet {
+    fn of(statuses: &[StatusCode]) -> StatusSet {
+        let mut s = StatusSet([0; 4]);
+        for st in statuses {
+            if let Some(i) = st.as_u16().checked_sub(400).filter(|i| *i < 200) {
+                s.0[usize::from(i / 64)] |= 1 << (i % 64);
+            }
+        }
+        s
+    }
+    fn contains(self, st: StatusCode) -> bool {
+        st.as_u16()
+            .checked_sub(400)
+            .filter(|i| *i < 200)
+            .is_some_and(|i| self.0[usize::from(i / 64)] & (1 << (i % 64)) != 0)
+    }
+}
+
+impl Default for HttpClassify {
+    fn default() -> Self {
+        HttpClassify {
+            methods: MethodSet::of(&[
+                Method::GET,
+                Method::HEAD,
+                Method::OPTIONS,
+                Method::PUT,
+                Method::DELETE,
+                Method::TRACE,
+            ]),
+            statuses: StatusSet::of(&[
+                StatusCode::REQUEST_TIMEOUT,
+                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::BAD_GATEWAY,
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::GATEWAY_TIMEOUT,
+            ]),
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+        }
+    }
+}
+
+impl HttpClassify {
+    /// The default: idempotent methods; 408 429 502 503 504; 60 s cap.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The methods whose requests may be retried after they may have been
+    /// sent. (Requests that were never sent are retryable for any method.)
+    pub fn retry_methods(mut self, methods: &[Method]) -> Self {
+        self.methods = MethodSet::of(methods);
+        self
+    }
+    /// The response statuses (in 400..=599) that are retryable.
+    pub fn retry_statuses(mut self, statuses: &[StatusCode]) -> Self {
+        self.statuses = StatusSet::of(statuses);
+        self
+    }
+    /// The longest `Retry-After` that is honoured; longer makes the failure
+    /// fatal (returned, not waited on).
+    pub fn max_retry_after(mut self, cap: Duration) -> Self {
+        self.max_retry_after = cap;
+        self
+    }
+}
+
+/// The per-request judge of [`HttpClassify`].
+#[derive(Clone, Copy, Debug)]
+pub struct HttpClassifier {
+    idempotent: bool,
+    statuses: StatusSet,
+    max_retry_after: Duration,
+}
+
+impl<B, B2> Classify<http::Request<B>, http::Response<B2>> for HttpClassify {
+    type Classifier = HttpClassifier;
+    fn classify_request(&self, req: &http::Request<B>) -> HttpClassifier {
+        HttpClassify::classify_request(self, req)
+    }
+}
+
+impl HttpClassify {
+    /// Looks at a request: keeps whether its method may be retried.
+    /// (The same as the [`Classify`] method, without naming the response type.)
+    pub fn classify_request<B>(&self, req: &http::Request<B>) -> HttpClassifier {
+        HttpClassifier {
+            idempotent: self.methods.contains(req.method()),
+            statuses: self.statuses,
+            max_retry_after: self.max_retry_after,
+        }
+    }
+}
+
+impl<B> ClassifyResult<http::Response<B>> for HttpClassifier {
+    fn classify(&self, result: Result<&http::Response<B>, ErrorRef<'_>>) -> Outcome {
+        match result {
+            Err(e) => error_outcome(e, self.idempotent),
+            Ok(res) => {
+                let status = res.status();
+                if self.statuses.contains(status) {
+                    if !self.idempotent {
+                        return Outcome::Fatal;
+                    }
+                    let after = res
+                        .headers()
+                        .get(http::header::RETRY_AFTER)
+                        .and_then(|v| parse_retry_after(v.as_bytes(), SystemTime::now()));
+                    match after {
+                        Some(d) if d > self.max_retry_after => Outcome::Fatal,
+                        after => Outcome::Retryable { after },
+                    }
+                } else if status.is_client_error() || status.is_server_error() {
+                    Outcome::Fatal
+                } else {
+                    Outcome::Success
+                }
+            }
+        }
+    }
+}
+
+/// gRPC classification, from the `grpc-status` in response headers
+/// (trailers-only responses, which is how servers answer failures that happen
+/// before any message; a status only in trailers counts as success here).
+///
+/// - Retryable codes: `UNAVAILABLE` by default
+///   ([`retry_codes`](GrpcClassify::retry_codes) changes the set).
+///   `RESOURCE_EXHAUSTED` is retried only when the server sent a valid
+///   `grpc-retry-pushback-ms`.
+/// - `grpc-retry-pushback-ms`: a valid value is the delay (fatal when longer
+///   than [`max_retry_after`](GrpcClassify::max_retry_after)); a negative or
+///   garbled value means do not retry, as gRPC's retry design says.
+/// - A response without `grpc-status` and with a non-200 HTTP status is
+///   mapped with gRPC's HTTP-to-gRPC table (502/503/504/429 → UNAVAILABLE).
+/// - Errors: never sent → retryable; otherwise retryable when UNAVAILABLE is
+///   in the set (gRPC reports transport failures as UNAVAILABLE).
+#[derive(Clone, Copy, Debug)]
+pub struct GrpcClassify {
+    codes: u32,
+    max_retry_after: Duration,
+}
+
+impl Default for GrpcClassify {
+    fn default() -> Self {
+        GrpcClassify {
+            codes: Code::Unavailable.bit(),
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+        }
+    }
+}
+
+impl GrpcClassify {
+    /// The default: UNAVAILABLE retryable, 60 s pushback cap.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The codes that are retryable.
+    pub fn retry_codes(mut self, codes: &[Code]) -> Self {
+        self.codes = codes.iter().fold(0, |a, c| a | c.bit());
+        self
+    }
+    /// The longest pushback honoured; longer makes the failure fatal.
+    pub fn max_retry_after(mut self, cap: Duration) -> Self {
+        self.max_retry_after = cap;
+        self
+    }
+}
+
+impl<B, B2> Classify<http::Request<B>, http::Response<B2>> for GrpcClassify {
+    type Classifier = GrpcClassify;
+    fn classify_request(&self, _req: &http::Request<B>) -> GrpcClassify {
+        *self
+    }
+}
+
+impl<B> ClassifyResult<http::Response<B>> for GrpcClassify {
+    fn classify(&self, result: Result<&http::Response<B>, ErrorRef<'_>>) -> Outcome {
+        let res = match result {
+            Err(e) => return error_outcome(e, self.codes & Code::Unavailable.bit() != 0),
+            Ok(res) => res,
+        };
+        let code = match Code::from_headers(res.headers()) {
+            Some(code) => code,
+            None if res.status() == StatusCode::OK => return Outcome::Success,
+            None => Code::from_http_status(res.status()),
+        };
+        if code == Code::Ok {
+            return Outcome::Success;
+        }
+        let listed = self.codes & code.bit() != 0;
+        match res.headers().get(&GRPC_RETRY_PUSHBACK_MS) {
+            Some(v) => match parse_grpc_pushback(v.as_bytes()) {
+                Pushback::After(d)
+                    if d <= self.max_retry_after && (listed || code == Code::ResourceExhausted) =>
+                {
+                    Outcome::Retryable { after: Some(d) }
+                }
+                // Negative or garbled pushback, one past the cap, or a code
+                // not retried: stop.
+                Pushback::After(_) | Pushback::Stop => Outcome::Fatal,
+            },
+            None if listed && code != Code::ResourceExhausted => Outcome::Retryable { after: None },
+            None => Outcome::Fatal,
+        }
+    }
+}
+
+/// HTTP or gRPC classification, chosen per request by its `content-type`
+/// (`application/grpc…` → [`GrpcClassify`], else [`HttpClassify`]).
+#[derive(Clone, Debug, Default)]
+pub struct HttpOrGrpcClassify {
+    /// Used for plain HTTP requests.
+    pub http: HttpClassify,
+    /// Used for gRPC requests.
+    pub grpc: GrpcClassify,
+}
+
+/// The per-request judge of [`HttpOrGrpcClassify`].
+#[derive(Clone, Copy, Debug)]
+pub enum HttpOrGrpcClassifier {
+    /// A plain HTTP request.
+    Http(HttpClassifier),
+    /// A gRPC request.
+    Grpc(GrpcClassify),
+}
+
+impl<B, B2> Classify<http::Request<B>, http::Response<B2>> for HttpOrGrpcClassify {
+    type Classifier = HttpOrGrpcClassifier;
+    fn classify_request(&self, req: &http::Request<B>) -> HttpOrGrpcClassifier {
+        if is_grpc_request(req) {
+            HttpOrGrpcClassifier::Grpc(self.grpc)
+        } else {
+            HttpOrGrpcClassifier::Http(<HttpClassify as Classify<
+                http::Request<B>,
+                http::Response<B2>,
+            >>::classify_request(&self.http, req))
+        }
+    }
+}
+
+impl<B> ClassifyResult<http::Response<B>> for HttpOrGrpcClassifier {
+    fn classify(&self, result: Result<&http::Response<B>, ErrorRef<'_>>) -> Outcome {
+        match self {
+            HttpOrGrpcClassifier::Http(c) => c.classify(result),
+            HttpOrGrpcClassifier::Grpc(c) => c.classify(result),
+        }
+    }
+}
+
+/// For services that are not HTTP: every `Ok` is a success; an error is
+/// retryable unless it is final (deadline passed, cancelled, closed).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ErrorClassify;
+
+impl<Req, Res> Classify<Req, Res> for ErrorClassify {
+    type Classifier = ErrorClassify;
+    fn classify_request(&self, _req: &Req) -> ErrorClassify {
+        ErrorClassify
+    }
+}
+
+impl<Res> ClassifyResult<Res> for ErrorClassify {
+    fn classify(&self, result: Result<&Res, ErrorRef<'_>>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Success,
+            Err(e) => error_outcome(e, true),
+        }
+    }
+}
+
+/// A closure as a classifier: `classify_fn(|result| ...)`.
+///
+/// ```
+/// use rampart_core::classify::{classify_fn, Classify, ClassifyResult, Outcome};
+/// use rampart_core::classify::ErrorRef;
+/// let c = classify_fn(|r: Result<&u32, ErrorRef<'_>>| match r {
+///     Ok(n) if *n >= 500 => Outcome::Retryable { after: None },
+///     Ok(_) => Outcome::Success,
+///     Err(_) => Outcome::Fatal,
+/// });
+/// let judge = Classify::<(), u32>::classify_request(&c, &());
+/// assert!(judge.classify(Ok(&503)).is_retryable());
+/// ```
+pub fn classify_fn<F>(f: F) -> ClassifyFn<F> {
+    ClassifyFn(f)
+}
+
+/// A classifier made of a closure; see [`classify_fn`].
+#[derive(Clone, Copy, Debug)]
+pub struct ClassifyFn<F>(F);
+
+impl<Req, Res, F> Classify<Req, Res> for ClassifyFn<F>
+where
+    F: Fn(Result<&Res, ErrorRef<'_>>) -> Outcome + Clone,
+{
+    type Classifier = ClassifyFn<F>;
+    fn classify_request(&self, _req: &Req) -> ClassifyFn<F> {
+        self.clone()
+    }
+}
+
+impl<Res, F> ClassifyResult<Res> for ClassifyFn<F>
+where
+    F: Fn(Result<&Res, ErrorRef<'_>>) -> Outcome,
+{
+    fn classify(&self, result: Result<&Res, ErrorRef<'_>>) -> Outcome {
+        (self.0)(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type Res = http::Response<()>;
+
+    fn req(method: Method) -> http::Request<()> {
+        http::Request::builder()
+            .method(method)
+            .uri("/")
+            .body(())
+            .unwrap()
+    }
+    fn grpc_req() -> http::Request<()> {
+        http::Request::post("/svc/M")
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap()
+    }
+    fn res(status: u16, headers: &[(&str, &[u8])]) -> Res {
+        let mut b = http::Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, http::HeaderValue::from_bytes(v).unwrap());
+        }
+        b.body(()).unwrap()
+    }
+    fn http_judge(m: Method) -> HttpClassifier {
+        Classify::<_, Res>::classify_request(&HttpClassify::default(), &req(m))
+    }
+    fn grpc_judge(c: GrpcClassify) -> GrpcClassify {
+        Classify::<_, Res>::classify_request(&c, &grpc_req())
+    }
+    fn err(e: ErrorRef<'_>) -> Result<&Res, ErrorRef<'_>> {
+        Err(e)
+    }
+    fn refused() -> Error {
+        Error::from_inner(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+    }
+
+    #[test]
+    fn http_retryable_statuses_for_idempotent_methods_only() {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+            Method::TRACE,
+        ] {
+            for s in [408, 429, 502, 503, 504] {
+                assert_eq!(
+                    http_judge(m.clone()).classify(Ok(&res(s, &[]))),
+                    Outcome::Retryable { after: None },
+                    "{m} {s}"
+                );
+            }
+        }
+        for m in [
+            Method::POST,
+            Method::PATCH,
+            Method::CONNECT,
+            Method::from_bytes(b"PURGE").unwrap(),
+        ] {
+            assert_eq!(
+                http_judge(m.clone()).classify(Ok(&res(503, &[]))),
+                Outcome::Fatal,
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn http_other_statuses() {
+        let j = http_judge(Method::GET);
+        assert_eq!(j.classify(Ok(&res(200, &[]))), Outcome::Success);
+        assert_eq!(j.classify(Ok(&res(304, &[]))), Outcome::Success);
+        assert_eq!(j.classify(Ok(&res(404, &[]))), Outcome::Fatal);
+        assert_eq!(j.classify(Ok(&res(500, &[]))), Outcome::Fatal);
+        let custom = HttpClassify::new().retry_statuses(&[StatusCode::INTERNAL_SERVER_ERROR]);
+        let j = Classify::<_, Res>::classify_request(&custom, &req(Method::GET));
+        assert!(j.classify(Ok(&res(500, &[]))).is_retryable());
+        assert_eq!(j.classify(Ok(&res(503, &[]))), Outcome::Fatal);
+        let posts = HttpClassify::new().retry_methods(&[Method::POST]);
+        let j = Classify::<_, Res>::classify_request(&posts, &req(Method::POST));
+        assert!(j.classify(Ok(&res(503, &[]))).is_retryable());
+    }
+
+    #[test]
+    fn http_retry_after_is_honoured_and_capped() {
+        let j = http_judge(Method::GET);
+        assert_eq!(
+            j.classify(Ok(&res(503, &[("retry-after", b"2")]))),
+            Outcome::Retryable {
+                after: Some(Duration::from_secs(2))
+            }
+        );
+        assert_eq!(
+            j.classify(Ok(&res(503, &[("retry-after", b"99999")]))),
+            Outcome::Fatal
+        );
+        // Garbage or negative Retry-After is ignored, not fatal.
+        for bad in [&b"-1"[..], b"soon", b"\xff\xfe", b"1.5"] {
+            assert_eq!(
+                j.classify(Ok(&res(429, &[("retry-after", bad)]))),
+                Outcome::Retryable { after: None }
+            );
+        }
+        let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
+        assert_eq!(
+            j.classify(Ok(&res(503, &[("retry-after", date.as_bytes())]))),
+            Outcome::Fatal
+        );
+        let short = HttpClassify::new().max_retry_after(Duration::from_secs(1));
+        let j = Classify::<_, Res>::classify_request(&short, &req(Method::GET));
+        assert_eq!(
+            j.classify(Ok(&res(503, &[("retry-after", b"2")]))),
+            Outcome::Fatal
+        );
+    }
+
+    #[test]
+    fn errors_that_never_left_are_retryable_for_any_method() {
+        let post = http_judge(Method::POST);
+        assert_eq!(
+            post.classify(err(&refused())),
+            Outcome::Retryable { after: None }
+        );
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(post.classify(err(&io)).is_retryable());
+        let shed = Error::overloaded(Some(Duration::from_millis(5)));
+        assert_eq!(
+            post.classify(err(&shed)),
+            Outcome::Retryable {
+                after: Some(Duration::from_millis(5))
+            }
+        );
+        // A reset after sending: only idempotent requests.
+        let reset = Error::from_inner(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(post.classify(err(&reset)), Outcome::Fatal);
+        assert!(http_judge(Method::GET).classify(err(&reset)).is_retryable());
+        assert!(
+            http_judge(Method::GET)
+                .classify(err(&Error::timeout()))
+                .is_retryable()
+        );
+    }
+
+    #[test]
+    fn final_errors_are_never_retried() {
+        for e in [
+            Error::deadline_exceeded(),
+            Error::cancelled(),
+            Error::closed(),
+            Error::retries_exhausted(3, Error::timeout()),
+        ] {
+            assert_eq!(
+                http_judge(Method::GET).classify(err(&e)),
+                Outcome::Fatal,
+                "{e}"
+            );
+            assert_eq!(
+                ClassifyResult::<Res>::classify(&ErrorClassify, err(&e)),
+                Outcome::Fatal
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn hyper_util_connect_error_counts_as_never_sent() {
+        // Bind and drop a listener so the port refuses.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<String>();
+        let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
+        let failure = client
+            .request(http::Request::post(uri).body(String::new()).unwrap())
+            .await
+            .unwrap_err();
+        let e = Error::from_inner(failure);
+        assert!(matches!(classify_error(&e), ErrorClass::NeverSent { .. }));
+        assert!(http_judge(Method::POST).classify(err(&e)).is_retryable());
+    }
+
+    #[test]
+    fn grpc_codes_and_pushback() {
+        let j = grpc_judge(GrpcClassify::default());
+        assert_eq!(j.classify(Ok(&res(200, &[]))), Outcome::Success);
+        assert_eq!(
+            j.classify(Ok(&res(200, &[("grpc-status", b"0")]))),
+            Outcome::Success
+        );
+        assert_eq!(
+            j.classify(Ok(&res(200, &[("grpc-status", b"14")]))),
+            Outcome::Retryable { after: None }
+        );
+        assert_eq!(
+            j.classify(Ok(&res(200, &[("grpc-status", b"13")]))),
+            Outcome::Fatal
+        );
+        assert_eq!(
+            j.classify(Ok(&res(
+                200,
+                &[("grpc-status", b"14"), ("grpc-retry-pushback-ms", b"250")]
+            ))),
+            Outcome::Retryable {
+                after: Some(Duration::from_millis(250))
+            }
+        );
+        for stop in [&b"-1"[..], b"abc", b"", b"1.5"] {
+            assert_eq!(
+                j.classify(Ok(&res(
+                    200,
+                    &[("grpc-status", b"14"), ("grpc-retry-pushback-ms", stop)]
+                ))),
+                Outcome::Fatal,
+                "{stop:?}"
+            );
+        }
+        // RESOURCE_EXHAUSTED only with a valid pushback.
+        assert_eq!(
+            j.classify(Ok(&res(200, &[("grpc-status", b"8")]))),
+            Outcome::Fatal
+        );
+        assert_eq!(
+            j.classify(Ok(&res(
+                200,
+                &[("grpc-status", b"8"), ("grpc-retry-pushback-ms", b"10")]
+            ))),
+            Outcome::Retryable {
+                after: Some(Duration::from_millis(10))
+            }
+        );
+        assert_eq!(
+            j.classify(Ok(&res(
+                200,
+                &[
+                    ("grpc-status", b"14"),
+                    ("grpc-retry-pushback-ms", b"999999999")
+                ]
+            ))),
+            Outcome::Fatal
+        );
+        // No grpc-status: HTTP status mapped.
+        assert!(j.classify(Ok(&res(503, &[]))).is_retryable());
+        assert_eq!(j.classify(Ok(&res(404, &[]))), Outcome::Fatal);
+        // Garbled grpc-status with 200: treated as no status.
+        assert_eq!(
+            j.classify(Ok(&res(200, &[("grpc-status", b"xx")]))),
+            Outcome::Success
+        );
+        let custom = grpc_judge(GrpcClassify::new().retry_codes(&[Code::Aborted]));
+        assert!(
+            custom
+                .classify(Ok(&res(200, &[("grpc-status", b"10")])))
+                .is_retryable()
+        );
+        assert_eq!(
+            custom.classify(Ok(&res(200, &[("grpc-status", b"14")]))),
+            Outcome::Fatal
+        );
+        assert_eq!(custom.classify(err(&Error::timeout())), Outcome::Fatal);
+        assert!(custom.classify(err(&refused())).is_retryable());
+    }
+
+    #[test]
+    fn http_or_grpc_picks_by_content_type() {
+        let c = HttpOrGrpcClassify::default();
+        let r = res(200, &[("grpc-status", b"14")]);
+        let j = Classify::<_, Res>::classify_request(&c, &grpc_req());
+        assert!(j.classify(Ok(&r)).is_retryable());
+        let j = Classify::<_, Res>::classify_request(&c, &req(Method::GET));
+        assert_eq!(j.classify(Ok(&r)), Outcome::Success);
+    }
+
+    proptest! {
+        #[test]
+        fn classification_is_total_on_hostile_headers(
+            status in 100u16..1000,
+            ra in proptest::collection::vec(any::<u8>(), 0..40),
+            gs in proptest::collection::vec(any::<u8>(), 0..8),
+            pb in proptest::collection::vec(any::<u8>(), 0..24),
+        ) {
+            let mut r = http::Response::new(());
+            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+            for (name, v) in [("retry-after", &ra), ("grpc-status", &gs), ("grpc-retry-pushback-ms", &pb)] {
+                if let Ok(v) = http::HeaderValue::from_bytes(v) {
+                    r.headers_mut().insert(name, v);
+                }
+            }
+            let h = http_judge(Method::GET).classify(Ok(&r));
+            let g = grpc_judge(GrpcClassify::default()).classify(Ok(&r));
+            for o in [h, g] {
+                if let Outcome::Retryable { after: Some(d) } = o {
+                    prop_assert!(d <= DEFAULT_MAX_RETRY_AFTER);
+                }
+            }
+        }
+    }
+}

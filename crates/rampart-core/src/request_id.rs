@@ -1,0 +1,226 @@
+//! Request ids: validation of ids that arrive from outside, and UUIDv7
+//! generation.
+
+use http::HeaderValue;
+use http::header::HeaderName;
+use std::fmt;
+
+/// The conventional request id header, `x-request-id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest request id accepted from outside, in bytes.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// A validated request id: 1 to [`MAX_REQUEST_ID_LEN`] bytes of visible
+/// ASCII, without quotes, backslashes or the separators that break log lines
+/// and structured fields (`"` `'` `\` `` ` `` `,` `;` `<` `>` `(` `)` `[` `]`
+/// `{` `}`).
+///
+/// Cloning is cheap: the bytes are shared (a [`HeaderValue`] inside), so the
+/// id can be put in a header without copying.
+///
+/// ```
+/// use rampart_core::RequestId;
+/// assert!(RequestId::parse(b"req-1").is_ok());
+/// assert!(RequestId::parse(b"evil\r\nSet-Cookie: x").is_err());
+/// let id = RequestId::new_v7();
+/// assert_eq!(id.as_str().len(), 36);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(HeaderValue);
+
+/// Why a request id was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidRequestId {
+    /// Zero bytes.
+    Empty,
+    /// More than [`MAX_REQUEST_ID_LEN`] bytes.
+    TooLong,
+    /// A byte outside the allowed set (control, space, non-ASCII, separator).
+    BadByte,
+}
+
+impl fmt::Display for InvalidRequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InvalidRequestId::Empty => "request id is empty",
+            InvalidRequestId::TooLong => "request id is longer than 128 bytes",
+            InvalidRequestId::BadByte => {
+                "request id has a byte outside visible ASCII or a separator"
+            }
+        })
+    }
+}
+
+impl std::error::Error for InvalidRequestId {}
+
+/// True for the bytes a request id may contain.
+pub const fn is_request_id_byte(b: u8) -> bool {
+    matches!(b, 0x21..=0x7e)
+        && !matches!(
+            b,
+            b'"' | b'\''
+                | b'\\'
+                | b'`'
+                | b','
+                | b';'
+                | b'<'
+                | b'>'
+                | b'('
+                | b')'
+                | b'['
+                | b']'
+                | b'{'
+                | b'}'
+        )
+}
+
+fn validate(bytes: &[u8]) -> Result<(), InvalidRequestId> {
+    if bytes.is_empty() {
+        Err(InvalidRequestId::Empty)
+    } else if bytes.len() > MAX_REQUEST_ID_LEN {
+        Err(InvalidRequestId::TooLong)
+    } else if !bytes.iter().all(|&b| is_request_id_byte(b)) {
+        Err(InvalidRequestId::BadByte)
+    } else {
+        Ok(())
+    }
+}
+
+impl RequestId {
+    /// Validates and copies `bytes`.
+    pub fn parse(bytes: &[u8]) -> Result<RequestId, InvalidRequestId> {
+        validate(bytes)?;
+        Ok(RequestId(
+            HeaderValue::from_bytes(bytes).map_err(|_| InvalidRequestId::BadByte)?,
+        ))
+    }
+
+    /// Validates a header value, sharing its bytes (no copy).
+    pub fn from_header(value: &HeaderValue) -> Result<RequestId, InvalidRequestId> {
+        validate(value.as_bytes())?;
+        Ok(RequestId(value.clone()))
+    }
+
+    /// A new time-ordered UUIDv7, hyphenated lower-case (36 bytes).
+    pub fn new_v7() -> RequestId {
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+        RequestId(HeaderValue::from_str(text).expect("a UUID is a valid header value"))
+    }
+
+    /// The id as text (always ASCII).
+    pub fn as_str(&self) -> &str {
+        // Validation admits visible ASCII only.
+        self.0.to_str().unwrap_or_default()
+    }
+
+    /// The id as a header value (a cheap clone).
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RequestId {
+    type Err = InvalidRequestId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RequestId::parse(s.as_bytes())
+    }
+}
+
+impl From<RequestId> for HeaderValue {
+    fn from(id: RequestId) -> HeaderValue {
+        id.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hostile_ids_are_refused() {
+        assert_eq!(RequestId::parse(b""), Err(InvalidRequestId::Empty));
+        assert_eq!(
+            RequestId::parse(&[b'a'; 10 * 1024]),
+            Err(InvalidRequestId::TooLong)
+        );
+        assert_eq!(
+            RequestId::parse(&[b'a'; 129]),
+            Err(InvalidRequestId::TooLong)
+        );
+        assert!(RequestId::parse(&[b'a'; 128]).is_ok());
+        for bad in [
+            &b"a b"[..],
+            b"a\r\nb",
+            b"a\tb",
+            b"\x00",
+            b"caf\xc3\xa9",
+            b"\xff\xfe",
+            b"a\"b",
+            b"a,b",
+            b"a;b",
+            b"{json}",
+        ] {
+            assert_eq!(
+                RequestId::parse(bad),
+                Err(InvalidRequestId::BadByte),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ordinary_ids_are_accepted() {
+        for ok in [
+            "req-1",
+            "0190f4f6-7f0e-7cc4-9f5e-1d2c3b4a5968",
+            "a.b:c/d+e=f_g~h@i",
+        ] {
+            assert_eq!(RequestId::parse(ok.as_bytes()).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_valid_and_time_ordered() {
+        let a = RequestId::new_v7();
+        let b = RequestId::new_v7();
+        assert!(RequestId::parse(a.as_str().as_bytes()).is_ok());
+        assert!(a.as_str() < b.as_str() || a.as_str()[..13] == b.as_str()[..13]);
+        assert_eq!(
+            uuid::Uuid::parse_str(a.as_str()).unwrap().get_version_num(),
+            7
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parse_is_total_and_accepted_ids_are_clean(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(id) = RequestId::parse(&bytes) {
+                prop_assert!(id.as_str().len() <= MAX_REQUEST_ID_LEN);
+                prop_assert!(id.as_str().bytes().all(is_request_id_byte));
+                prop_assert_eq!(id.as_str().as_bytes(), &bytes[..]);
+            }
+        }
+
+        #[test]
+        fn valid_ids_round_trip(s in "[A-Za-z0-9._:/+=@~-]{1,128}") {
+            let id = RequestId::parse(s.as_bytes()).unwrap();
+            prop_assert_eq!(RequestId::from_header(id.header_value()).unwrap(), id);
+        }
+    }
+}

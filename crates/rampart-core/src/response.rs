@@ -1,0 +1,317 @@
+//! Mapping rampart errors to HTTP and gRPC responses, and the
+//! [`HandleErrors`] layer that does it for a whole server stack.
+//!
+//! | kind | HTTP | gRPC |
+//! |---|---|---|
+//! | Timeout, DeadlineExceeded | 504 | DEADLINE_EXCEEDED (4) |
+//! | Overloaded | 503 + `Retry-After` | RESOURCE_EXHAUSTED (8) + `grpc-retry-pushback-ms` |
+//! | Cancelled | 499 | CANCELLED (1) |
+//! | Closed | 503 | UNAVAILABLE (14) |
+//! | RetriesExhausted | 502 | UNAVAILABLE (14) |
+//! | Inner | 500 | UNKNOWN (2) |
+//!
+//! ```
+//! use rampart_core::HandleErrorsLayer;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use http::{Request, Response};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let svc = ServiceBuilder::new()
+//!     .layer(HandleErrorsLayer::new())
+//!     .service(service_fn(|_req: Request<String>| async {
+//!         Err::<Response<String>, _>(rampart_core::Error::overloaded(Some(std::time::Duration::from_secs(2))))
+//!     }));
+//! let res = svc.oneshot(Request::new(String::new())).await.unwrap(); // Infallible
+//! assert_eq!(res.status(), 503);
+//! assert_eq!(res.headers()["retry-after"], "2");
+//! # }
+//! ```
+
+use crate::codec::{
+    GRPC_MESSAGE, GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS, encode_grpc_pushback, encode_retry_after,
+};
+use crate::grpc::{Code, is_grpc_request};
+use crate::{BoxError, Error, ErrorKind};
+use http::{HeaderValue, Response, StatusCode, header};
+use pin_project_lite::pin_project;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tower_layer::Layer;
+use tower_service::Service;
+
+impl Error {
+    /// The HTTP status for this error (see the module table).
+    pub fn http_status(&self) -> StatusCode {
+        match self.kind() {
+            ErrorKind::Timeout | ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Overloaded | ErrorKind::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
+            ErrorKind::RetriesExhausted => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The gRPC status code for this error (see the module table).
+    pub fn grpc_code(&self) -> Code {
+        match self.kind() {
+            ErrorKind::Timeout | ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+            ErrorKind::Overloaded => Code::ResourceExhausted,
+            ErrorKind::Cancelled => Code::Cancelled,
+            ErrorKind::Closed | ErrorKind::RetriesExhausted => Code::Unavailable,
+            _ => Code::Unknown,
+        }
+    }
+
+    /// An HTTP response: the status, `Retry-After` (whole seconds, rounded
+    /// up) when known, and an empty body.
+    pub fn to_http_response<B: Default>(&self) -> Response<B> {
+        let mut res = Response::new(B::default());
+        *res.status_mut() = self.http_status();
+        if let Some(after) = self.retry_after() {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, encode_retry_after(after));
+        }
+        res
+    }
+
+    /// A gRPC trailers-only response: HTTP 200, `content-type:
+    /// application/grpc`, `grpc-status`, `grpc-message`, and
+    /// `grpc-retry-pushback-ms` when a retry delay is known.
+    pub fn to_grpc_response<B: Default>(&self) -> Response<B> {
+        let mut res = Response::new(B::default());
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(&GRPC_STATUS, self.grpc_code().header_value());
+        h.insert(
+            &GRPC_MESSAGE,
+            HeaderValue::from_static(self.kind().describe_static()),
+        );
+        if let Some(after) = self.retry_after() {
+            h.insert(&GRPC_RETRY_PUSHBACK_MS, encode_grpc_pushback(after));
+        }
+        res
+    }
+}
+
+impl ErrorKind {
+    fn describe_static(self) -> &'static str {
+        // Percent-encoding is not needed: these are plain ASCII words.
+        match self {
+            ErrorKind::Timeout => "request timed out",
+            ErrorKind::DeadlineExceeded => "deadline exceeded",
+            ErrorKind::Overloaded => "service overloaded",
+            ErrorKind::Cancelled => "request cancelled",
+            ErrorKind::Closed => "service closed",
+            ErrorKind::RetriesExhausted => "retries exhausted",
+            _ => "inner service error",
+        }
+    }
+}
+
+/// Turns errors of the inner service into responses ([`Error::to_http_response`],
+/// or [`Error::to_grpc_response`] for requests with a gRPC content-type), so
+/// the stack's error type is [`Infallible`] as axum and hyper want.
+///
+/// Errors that are not rampart errors become 500 / UNKNOWN.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HandleErrorsLayer {
+    _priv: (),
+}
+
+impl HandleErrorsLayer {
+    /// A new layer.
+    pub fn new() -> Self {
+        HandleErrorsLayer { _priv: () }
+    }
+}
+
+impl<S> Layer<S> for HandleErrorsLayer {
+    type Service = HandleErrors<S>;
+    fn layer(&self, inner: S) -> HandleErrors<S> {
+        HandleErrors { inner }
+    }
+}
+
+/// The service of [`HandleErrorsLayer`].
+#[derive(Clone, Debug)]
+pub struct HandleErrors<S> {
+    inner: S,
+}
+
+impl<S> HandleErrors<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        HandleErrors { inner }
+    }
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqB, ResB> Service<http::Request<ReqB>> for HandleErrors<S>
+where
+    S: Service<http::Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    ResB: Default,
+{
+    type Response = Response<ResB>;
+    type Error = Infallible;
+    type Future = HandleErrorsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // A not-ready inner service stays not ready; an error in poll_ready is
+        // reported on the next call instead (tower's contract forbids calling
+        // a service whose poll_ready failed, so we remember it).
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: http::Request<ReqB>) -> Self::Future {
+        let grpc = is_grpc_request(&req);
+        HandleErrorsFuture {
+            inner: self.inner.call(req),
+            grpc,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`HandleErrors`].
+    pub struct HandleErrorsFuture<F> {
+        #[pin]
+        inner: F,
+        grpc: bool,
+    }
+}
+
+impl<F, B, E> Future for HandleErrorsFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Default,
+{
+    type Output = Result<Response<B>, Infallible>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(Ok(match ready!(this.inner.poll(cx)) {
+            Ok(res) => res,
+            Err(e) => {
+                let e = Error::from_inner(e);
+                if *this.grpc {
+                    e.to_grpc_response()
+                } else {
+                    e.to_http_response()
+                }
+            }
+        }))
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for Error {
+    fn into_response(self) -> axum::response::Response {
+        self.to_http_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tower::{ServiceExt, service_fn};
+
+    #[test]
+    fn http_mapping() {
+        let cases = [
+            (Error::timeout(), 504),
+            (Error::deadline_exceeded(), 504),
+            (Error::overloaded(None), 503),
+            (Error::cancelled(), 499),
+            (Error::closed(), 503),
+            (Error::retries_exhausted(2, Error::timeout()), 502),
+            (Error::from_inner("boom"), 500),
+        ];
+        for (e, status) in cases {
+            let r: Response<()> = e.to_http_response();
+            assert_eq!(r.status().as_u16(), status, "{e}");
+        }
+        let r: Response<()> =
+            Error::overloaded(Some(Duration::from_millis(1500))).to_http_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn grpc_mapping() {
+        let cases = [
+            (Error::timeout(), Code::DeadlineExceeded),
+            (Error::deadline_exceeded(), Code::DeadlineExceeded),
+            (Error::overloaded(None), Code::ResourceExhausted),
+            (Error::cancelled(), Code::Cancelled),
+            (Error::closed(), Code::Unavailable),
+            (Error::from_inner("boom"), Code::Unknown),
+        ];
+        for (e, code) in cases {
+            let r: Response<()> = e.to_grpc_response();
+            assert_eq!(r.status(), 200);
+            assert_eq!(Code::from_headers(r.headers()), Some(code), "{e}");
+            assert_eq!(r.headers()[header::CONTENT_TYPE], "application/grpc");
+        }
+        let r: Response<()> =
+            Error::overloaded(Some(Duration::from_millis(250))).to_grpc_response();
+        assert_eq!(r.headers()[&GRPC_RETRY_PUSHBACK_MS], "250");
+    }
+
+    #[tokio::test]
+    async fn handle_errors_answers_grpc_requests_in_grpc() {
+        let svc = HandleErrorsLayer::new().layer(service_fn(|_req: http::Request<()>| async {
+            Err::<Response<String>, _>(Error::timeout())
+        }));
+        let grpc = http::Request::post("/a.B/C")
+            .header("content-type", "application/grpc+proto")
+            .body(())
+            .unwrap();
+        let res = svc.clone().oneshot(grpc).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["grpc-status"], "4");
+        let res = svc.oneshot(http::Request::new(())).await.unwrap();
+        assert_eq!(res.status(), 504);
+    }
+
+    #[tokio::test]
+    async fn handle_errors_maps_foreign_errors_to_500_and_passes_successes() {
+        let svc = HandleErrorsLayer::new().layer(service_fn(|req: http::Request<()>| async move {
+            if req.uri() == "/ok" {
+                Ok(Response::new(String::from("fine")))
+            } else {
+                Err(std::io::Error::other("disk on fire"))
+            }
+        }));
+        let res = svc
+            .clone()
+            .oneshot(http::Request::get("/ok").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.into_body(), "fine");
+        let res = svc
+            .oneshot(http::Request::get("/bad").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 500);
+    }
+}

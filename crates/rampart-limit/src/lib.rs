@@ -1,0 +1,1 @@
+//! rampart-limit: being written (see its issue).

@@ -1,0 +1,1 @@
+//! rampart-retry: being written (see its issue).

@@ -1,0 +1,1 @@
+//! rampart-timeout: being written (see its issue).
