@@ -110,3 +110,8 @@ pub mod prelude {
     pub use rampart_core::classify::{GrpcClassify, HttpClassify, HttpOrGrpcClassify};
     pub use rampart_core::{Context, Error, ErrorKind, InContextExt, Outcome, RequestId};
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
