@@ -93,12 +93,33 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// wants.
     #[cfg(feature = "http")]
     fn handle_errors(self) -> ServiceBuilder<Stack<HandleErrorsLayer, L>>;
+
+    /// Gives every request an id (the incoming one if valid, else a UUIDv7),
+    /// runs it in a [`Context`], records it in the tracing span and echoes it
+    /// ([`context::RequestIdLayer`]). Outermost on a server.
+    #[cfg(feature = "context")]
+    fn request_id(self) -> ServiceBuilder<Stack<rampart_context::RequestIdLayer, L>>;
+
+    /// Writes the current [`Context`]'s request id into every outgoing
+    /// request ([`context::PropagateContextLayer`]). Outermost on a client.
+    #[cfg(feature = "context")]
+    fn propagate_context(self) -> ServiceBuilder<Stack<rampart_context::PropagateContextLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     #[cfg(feature = "http")]
     fn handle_errors(self) -> ServiceBuilder<Stack<HandleErrorsLayer, L>> {
         self.layer(HandleErrorsLayer::new())
+    }
+
+    #[cfg(feature = "context")]
+    fn request_id(self) -> ServiceBuilder<Stack<rampart_context::RequestIdLayer, L>> {
+        self.layer(rampart_context::RequestIdLayer::new())
+    }
+
+    #[cfg(feature = "context")]
+    fn propagate_context(self) -> ServiceBuilder<Stack<rampart_context::PropagateContextLayer, L>> {
+        self.layer(rampart_context::PropagateContextLayer::new())
     }
 }
 

@@ -1,1 +1,70 @@
-//! rampart-context: being written (see its issue).
+//! Request ids and context propagation, from the incoming request to every
+//! outgoing HTTP and gRPC call: Python's `contextvars` request id, done for
+//! tower.
+//!
+//! - Server side, [`RequestIdLayer`]: accepts a valid incoming
+//!   `x-request-id` or generates a UUIDv7, replaces hostile ids (never echoed),
+//!   runs the request inside a [`Context`] (on request also stored in the
+//!   request's extensions), records the id in the request's tracing span, and
+//!   echoes it in the response.
+//! - Client side, [`PropagateContextLayer`]: writes the current context's id
+//!   (and, when configured, its remaining deadline as `grpc-timeout` or a
+//!   milliseconds header) into every outgoing request of a hyper client,
+//!   axum-style service or tonic channel.
+//! - Feature `axum`: the extractors `ReqId` and `CurrentContext`.
+//!
+//! The context follows the request through every `.await` of its handler and
+//! into tasks started with [`rampart_core::spawn`] (`rampart::spawn`) or
+//! futures wrapped with [`.in_context()`](rampart_core::InContextExt). A bare
+//! `tokio::spawn` is the one thing that loses it: task-locals do not cross
+//! into a new task.
+//!
+//! ```
+//! use rampart_context::{PropagateContextLayer, RequestIdLayer};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use http::{Request, Response};
+//! use std::convert::Infallible;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! // A downstream service that answers with the id it received.
+//! let downstream = service_fn(|req: Request<()>| async move {
+//!     let got = req.headers()["x-request-id"].to_str().unwrap().to_owned();
+//!     Ok::<_, Infallible>(Response::new(got))
+//! });
+//! // The client a handler uses: it carries the request's id.
+//! let client = ServiceBuilder::new()
+//!     .layer(PropagateContextLayer::new())
+//!     .service(downstream);
+//! // The server: a request id for every request, then the handler.
+//! let server = ServiceBuilder::new()
+//!     .layer(RequestIdLayer::new())
+//!     .service(service_fn(move |_req: Request<()>| {
+//!         let client = client.clone();
+//!         async move {
+//!             let res = client.oneshot(Request::new(())).await?;
+//!             Ok::<_, Infallible>(Response::new(res.into_body()))
+//!         }
+//!     }));
+//!
+//! let req = Request::builder().header("x-request-id", "req-1").body(()).unwrap();
+//! let res = server.oneshot(req).await.unwrap();
+//! assert_eq!(res.headers()["x-request-id"], "req-1"); // echoed
+//! assert_eq!(res.body(), "req-1"); // and seen downstream
+//! # }
+//! ```
+
+pub mod client;
+mod config;
+#[cfg(feature = "axum")]
+mod extract;
+pub mod server;
+
+pub use client::{
+    PropagateConfig, PropagateContext, PropagateContextBuilder, PropagateContextLayer,
+};
+pub use config::ConfigError;
+#[cfg(feature = "axum")]
+pub use extract::{CurrentContext, MissingRequestId, ReqId};
+pub use server::{RequestIdBuilder, RequestIdConfig, RequestIdLayer, RequestIdService};
+
+pub use rampart_core::{Context, RequestId};

@@ -88,6 +88,13 @@ impl Context {
         CURRENT.scope(self, f)
     }
 
+    /// Runs the closure `f` with this context as the current one (the
+    /// synchronous twin of [`Context::scope`]), e.g. a `Service::call` that
+    /// must see the context its future will run in.
+    pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self, f)
+    }
+
     /// Merges `self` over the current context: fields `self` leaves empty are
     /// taken from the current one, and the earliest deadline wins.
     pub fn inherit(self) -> Context {
@@ -312,6 +319,15 @@ mod tests {
         assert_eq!(merged.request_id().unwrap().as_str(), "outer");
         token.cancel();
         assert!(merged.is_cancelled());
+    }
+
+    #[test]
+    fn sync_scope_sets_the_context_for_the_closure_only() {
+        let seen = Context::new()
+            .with_request_id(id("sync"))
+            .sync_scope(current_id);
+        assert_eq!(seen.as_deref(), Some("sync"));
+        assert_eq!(current_id(), None);
     }
 
     #[tokio::test]

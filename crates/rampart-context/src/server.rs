@@ -1,0 +1,391 @@
+//! Server side: [`RequestIdLayer`] gives every incoming request an id and runs
+//! it inside a [`Context`].
+//!
+//! For each request the layer
+//!
+//! 1. keeps the id a layer further out already set (in the request's
+//!    extensions or the current [`Context`]) — it never overwrites one;
+//! 2. otherwise accepts the incoming header when it passes
+//!    [`RequestId::from_header`] (the bytes are shared, not copied), or
+//!    generates a UUIDv7. A refused id (too long, control characters, CR/LF,
+//!    non-ASCII, separators, repeated header) is replaced, logged as a debug
+//!    event without its bytes, and never echoed;
+//! 3. runs the inner `call` and its future inside [`Context::scope`] with
+//!    the request's [`Context`] (merged with any context a layer further out
+//!    set), so [`Context::current`] sees it in every layer, handler and
+//!    `rampart::spawn`ed task below. A [`Context`] already in the request's
+//!    extensions is updated; with
+//!    [`store_in_extensions`](RequestIdBuilder::store_in_extensions) one is
+//!    always stored there, for code that handles the request outside its task
+//!    (e.g. behind tower's `Buffer`). That is off by default: the task-local
+//!    context reaches everything in the request's task (and the extractors
+//!    read it), and `http::Extensions` costs three allocations per request
+//!    when the request has none yet;
+//! 4. records the id in the request's tracing span (see below);
+//! 5. echoes the id in the response header.
+//!
+//! After the layer, the request's own header is either absent (none
+//! arrived) or holds exactly the request's id: a refused or superseded value
+//! is overwritten, so nothing inside can read it.
+//!
+//! # Tracing
+//!
+//! When the current span declares a `request_id` field (say, tower-http's
+//! `TraceLayer` with `request_id = tracing::field::Empty` in its
+//! `make_span_with`), the id is recorded there and no span is added.
+//! Otherwise the layer opens a `DEBUG` span `request{request_id=…}` (target
+//! `rampart_context`) and enters it on every poll, so every event of the
+//! request carries the id. A disabled span costs a level check: with no
+//! subscriber, or one that filters out `DEBUG` for this target, the layer
+//! creates nothing and allocates nothing for tracing.
+
+use crate::config::{self, ConfigError};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use rampart_core::{Context, InvalidRequestId, RequestId, Scoped, X_REQUEST_ID};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, ready};
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::Span;
+
+/// Target of the layer's tracing span and events.
+const TARGET: &str = "rampart_context";
+
+/// The configuration of a [`RequestIdLayer`], e.g. read from a file.
+///
+/// ```
+/// use rampart_context::{RequestIdConfig, RequestIdLayer};
+/// let config = RequestIdConfig {
+///     header: "X-Correlation-Id".into(),
+///     ..RequestIdConfig::default()
+/// };
+/// let layer = RequestIdLayer::from_config(&config).unwrap();
+/// assert_eq!(layer.header_name(), "x-correlation-id");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
+pub struct RequestIdConfig {
+    /// The request and response header that carries the id (case-insensitive;
+    /// default `x-request-id`).
+    pub header: String,
+    /// Accept a valid id the caller sent (default `true`). An edge facing
+    /// untrusted clients may set `false` to always generate its own.
+    pub accept_incoming: bool,
+    /// Also store the [`Context`] in the request's extensions (default
+    /// `false`), for code that reads the request outside the request's task,
+    /// e.g. behind tower's `Buffer`. Costs three allocations per request
+    /// (`http::Extensions`' map, its table and the boxed value) when the
+    /// request has no extensions yet.
+    pub store_in_extensions: bool,
+}
+
+impl Default for RequestIdConfig {
+    fn default() -> Self {
+        RequestIdConfig {
+            header: X_REQUEST_ID.as_str().to_owned(),
+            accept_incoming: true,
+            store_in_extensions: false,
+        }
+    }
+}
+
+/// Builds a [`RequestIdLayer`] and checks its configuration.
+#[derive(Clone, Debug, Default)]
+pub struct RequestIdBuilder {
+    config: RequestIdConfig,
+}
+
+impl RequestIdBuilder {
+    /// The header that carries the id (default `x-request-id`).
+    pub fn header(mut self, name: impl Into<String>) -> Self {
+        self.config.header = name.into();
+        self
+    }
+
+    /// Whether a valid incoming id is kept (default `true`).
+    pub fn accept_incoming(mut self, accept: bool) -> Self {
+        self.config.accept_incoming = accept;
+        self
+    }
+
+    /// Whether the [`Context`] is also stored in the request's extensions
+    /// (default `false`; see [`RequestIdConfig::store_in_extensions`]).
+    pub fn store_in_extensions(mut self, store: bool) -> Self {
+        self.config.store_in_extensions = store;
+        self
+    }
+
+    /// The layer, or why the configuration is refused (an invalid header
+    /// name, or one HTTP or gRPC owns).
+    pub fn build(self) -> Result<RequestIdLayer, ConfigError> {
+        RequestIdLayer::from_config(&self.config)
+    }
+}
+
+/// Gives every request an id, runs it inside a [`Context`], records the id
+/// in the tracing span and echoes it in the response (see the
+/// [module docs](crate::server)).
+///
+/// ```
+/// use rampart_context::RequestIdLayer;
+/// use rampart_core::Context;
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+/// use http::{Request, Response};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let svc = ServiceBuilder::new()
+///     .layer(RequestIdLayer::new())
+///     .service(service_fn(|_req: Request<()>| async {
+///         let id = Context::current().unwrap().request_id().unwrap().to_string();
+///         Ok::<_, std::convert::Infallible>(Response::new(id))
+///     }));
+/// let req = Request::builder().header("x-request-id", "req-1").body(()).unwrap();
+/// let res = svc.oneshot(req).await.unwrap();
+/// assert_eq!(res.headers()["x-request-id"], "req-1");
+/// assert_eq!(res.body(), "req-1");
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct RequestIdLayer {
+    header: HeaderName,
+    accept_incoming: bool,
+    store_in_extensions: bool,
+}
+
+impl Default for RequestIdLayer {
+    fn default() -> Self {
+        RequestIdLayer::new()
+    }
+}
+
+impl RequestIdLayer {
+    /// The default: header `x-request-id`, valid incoming ids accepted.
+    pub fn new() -> RequestIdLayer {
+        RequestIdLayer {
+            header: X_REQUEST_ID.clone(),
+            accept_incoming: true,
+            store_in_extensions: false,
+        }
+    }
+
+    /// A builder for a custom header name or policy.
+    ///
+    /// ```
+    /// use rampart_context::{ConfigError, RequestIdLayer};
+    /// let layer = RequestIdLayer::builder().header("x-correlation-id").build().unwrap();
+    /// assert_eq!(layer.header_name(), "x-correlation-id");
+    /// let err = RequestIdLayer::builder().header("content-length").build().unwrap_err();
+    /// assert!(matches!(err, ConfigError::ReservedHeader(_)));
+    /// ```
+    pub fn builder() -> RequestIdBuilder {
+        RequestIdBuilder::default()
+    }
+
+    /// The layer a [`RequestIdConfig`] describes.
+    pub fn from_config(config: &RequestIdConfig) -> Result<RequestIdLayer, ConfigError> {
+        Ok(RequestIdLayer {
+            header: config::header_name(&config.header)?,
+            accept_incoming: config.accept_incoming,
+            store_in_extensions: config.store_in_extensions,
+        })
+    }
+
+    /// The header that carries the id.
+    pub fn header_name(&self) -> &HeaderName {
+        &self.header
+    }
+}
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = RequestIdService<S>;
+
+    fn layer(&self, inner: S) -> RequestIdService<S> {
+        RequestIdService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`RequestIdLayer`] builds.
+#[derive(Clone, Debug)]
+pub struct RequestIdService<S> {
+    inner: S,
+    layer: RequestIdLayer,
+}
+
+impl<S> RequestIdService<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming the wrapper.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B, ResB> Service<Request<B>> for RequestIdService<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // A context a layer further out set, in the extensions or the task:
+        // its fields win over the task's, the earliest deadline wins.
+        let outer = req
+            .extensions()
+            .get::<Context>()
+            .cloned()
+            .unwrap_or_default()
+            .inherit();
+        let kept = outer.request_id().cloned();
+        let id = self.layer.resolve(kept, req.headers_mut());
+        let ctx = outer.with_request_id(id.clone());
+        if self.layer.store_in_extensions {
+            req.extensions_mut().insert(ctx.clone());
+        } else if let Some(stored) = req.extensions_mut().get_mut::<Context>() {
+            // Keep a context a layer further out stored up to date (no
+            // allocation: the slot exists).
+            *stored = ctx.clone();
+        }
+        let span = request_span(&id);
+        let fut = {
+            let _entered = span.enter();
+            ctx.clone().sync_scope(|| self.inner.call(req))
+        };
+        ResponseFuture {
+            inner: ctx.scope(fut),
+            span,
+            echo: Some((self.layer.header.clone(), id.into())),
+        }
+    }
+}
+
+/// Why an incoming id was not used.
+#[derive(Clone, Copy, Debug)]
+enum Refused {
+    Invalid(InvalidRequestId),
+    Repeated,
+    NotAccepted,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Invalid(why) => why.fmt(f),
+            Refused::Repeated => f.write_str("the header was sent more than once"),
+            Refused::NotAccepted => f.write_str("incoming ids are not accepted"),
+        }
+    }
+}
+
+impl RequestIdLayer {
+    /// The request's id: `kept` (set further out), else the valid incoming
+    /// header, else a new UUIDv7. Leaves the request header absent or equal
+    /// to the id.
+    fn resolve(&self, kept: Option<RequestId>, headers: &mut HeaderMap) -> RequestId {
+        let mut values = headers.get_all(&self.header).iter();
+        let Some(first) = values.next() else {
+            return kept.unwrap_or_else(RequestId::new_v7);
+        };
+        let repeated = values.next().is_some();
+        let (id, stale) = match kept {
+            Some(id) => {
+                let stale = repeated || first != id.header_value();
+                (id, stale)
+            }
+            None => match self.accept(first, repeated) {
+                Ok(id) => (id, false),
+                Err(refused) => {
+                    let id = RequestId::new_v7();
+                    tracing::debug!(
+                        target: TARGET,
+                        header = %self.header,
+                        reason = %refused,
+                        len = first.len(),
+                        replacement = %id,
+                        "incoming request id refused; generated a new one"
+                    );
+                    (id, true)
+                }
+            },
+        };
+        if stale {
+            headers.insert(self.header.clone(), id.header_value().clone());
+        }
+        id
+    }
+
+    fn accept(&self, value: &HeaderValue, repeated: bool) -> Result<RequestId, Refused> {
+        if !self.accept_incoming {
+            Err(Refused::NotAccepted)
+        } else if repeated {
+            Err(Refused::Repeated)
+        } else {
+            RequestId::from_header(value).map_err(Refused::Invalid)
+        }
+    }
+}
+
+/// The span that carries the id: the current one when it declares a
+/// `request_id` field, else a new `DEBUG` span (free when disabled).
+fn request_span(id: &RequestId) -> Span {
+    if tracing::level_filters::LevelFilter::current() == tracing::level_filters::LevelFilter::OFF {
+        // No subscriber, or none that records anything: no span to look up.
+        return Span::none();
+    }
+    let current = Span::current();
+    if current.field("request_id").is_some() {
+        current.record("request_id", id.as_str());
+        return Span::none();
+    }
+    tracing::debug_span!(target: TARGET, "request", request_id = %id)
+}
+
+pin_project! {
+    /// The future of [`RequestIdService`]: runs the inner future inside the
+    /// request's [`Context`] and span, then echoes the id in the response.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: Scoped<F>,
+        span: Span,
+        echo: Option<(HeaderName, HeaderValue)>,
+    }
+}
+
+impl<F, ResB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+{
+    type Output = Result<Response<ResB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let mut res = ready!(this.inner.poll(cx))?;
+        if let Some((name, value)) = this.echo.take() {
+            res.headers_mut().insert(name, value);
+        }
+        Poll::Ready(Ok(res))
+    }
+}
