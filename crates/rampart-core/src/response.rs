@@ -133,20 +133,33 @@ impl HandleErrorsLayer {
 impl<S> Layer<S> for HandleErrorsLayer {
     type Service = HandleErrors<S>;
     fn layer(&self, inner: S) -> HandleErrors<S> {
-        HandleErrors { inner }
+        HandleErrors::new(inner)
     }
 }
 
 /// The service of [`HandleErrorsLayer`].
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct HandleErrors<S> {
     inner: S,
+    /// The inner service failed `poll_ready`: the next call answers with
+    /// this error instead of calling it (tower forbids calling a service
+    /// whose `poll_ready` failed).
+    ready_error: Option<Error>,
+}
+
+impl<S: Clone> Clone for HandleErrors<S> {
+    fn clone(&self) -> Self {
+        HandleErrors::new(self.inner.clone())
+    }
 }
 
 impl<S> HandleErrors<S> {
     /// Wraps `inner`.
     pub fn new(inner: S) -> Self {
-        HandleErrors { inner }
+        HandleErrors {
+            inner,
+            ready_error: None,
+        }
     }
     /// The inner service.
     pub fn get_ref(&self) -> &S {
@@ -173,21 +186,30 @@ where
     type Future = HandleErrorsFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // A not-ready inner service stays not ready; an error in poll_ready is
-        // reported on the next call instead (tower's contract forbids calling
-        // a service whose poll_ready failed, so we remember it).
+        if self.ready_error.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        // A not-ready inner service stays not ready; an error in poll_ready
+        // is answered on the next call, without calling the inner service.
         match self.inner.poll_ready(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                self.ready_error = Some(Error::from_inner(e));
+                Poll::Ready(Ok(()))
+            }
         }
     }
 
     fn call(&mut self, req: http::Request<ReqB>) -> Self::Future {
         let grpc = is_grpc_request(&req);
-        HandleErrorsFuture {
-            inner: self.inner.call(req),
-            grpc,
-        }
+        let state = match self.ready_error.take() {
+            Some(e) => State::Failed { error: Some(e) },
+            None => State::Called {
+                fut: self.inner.call(req),
+            },
+        };
+        HandleErrorsFuture { state, grpc }
     }
 }
 
@@ -195,8 +217,16 @@ pin_project! {
     /// The response future of [`HandleErrors`].
     pub struct HandleErrorsFuture<F> {
         #[pin]
-        inner: F,
+        state: State<F>,
         grpc: bool,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Called { #[pin] fut: F },
+        Failed { error: Option<Error> },
     }
 }
 
@@ -209,10 +239,13 @@ where
     type Output = Result<Response<B>, Infallible>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        Poll::Ready(Ok(match ready!(this.inner.poll(cx)) {
+        let result = match this.state.project() {
+            StateProj::Called { fut } => ready!(fut.poll(cx)).map_err(Error::from_inner),
+            StateProj::Failed { error } => Err(error.take().unwrap_or_else(Error::closed)),
+        };
+        Poll::Ready(Ok(match result {
             Ok(res) => res,
             Err(e) => {
-                let e = Error::from_inner(e);
                 if *this.grpc {
                     e.to_grpc_response()
                 } else {
@@ -291,6 +324,41 @@ mod tests {
         assert_eq!(res.headers()["grpc-status"], "4");
         let res = svc.oneshot(http::Request::new(())).await.unwrap();
         assert_eq!(res.status(), 504);
+    }
+
+    #[tokio::test]
+    async fn poll_ready_failure_is_answered_without_calling_the_inner_service() {
+        use failing::FailingReady;
+        let mut svc = HandleErrorsLayer::new().layer(FailingReady { calls: 0 });
+        let res = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 503);
+        assert_eq!(svc.get_ref().calls, 0);
+    }
+
+    mod failing {
+        use super::*;
+        /// A service whose `poll_ready` always fails with `Closed`.
+        pub(super) struct FailingReady {
+            pub(super) calls: usize,
+        }
+        impl Service<http::Request<()>> for FailingReady {
+            type Response = Response<()>;
+            type Error = Error;
+            type Future = std::future::Ready<Result<Response<()>, Error>>;
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+                Poll::Ready(Err(Error::closed()))
+            }
+            fn call(&mut self, _: http::Request<()>) -> Self::Future {
+                self.calls += 1;
+                std::future::ready(Ok(Response::new(())))
+            }
+        }
     }
 
     #[tokio::test]
