@@ -1,0 +1,208 @@
+//! Adaptive limits: the limit follows what the service can take.
+//!
+//! After every call the layer hands its algorithm a [`Sample`]: how long the
+//! call held its permit, how many permits were in use when it took its own,
+//! and whether the result was an overload signal (a *drop*: the layer's
+//! [`Classify`](rampart_core::Classify) judged it
+//! [`Retryable`](rampart_core::Outcome::Retryable) — a 503, a 429, a per-attempt
+//! timeout, gRPC `UNAVAILABLE`, a shed further down). Results judged
+//! [`Fatal`](rampart_core::Outcome::Fatal) (a 404, a bad request, a deadline
+//! that passed) say nothing about capacity and are not sampled, and neither
+//! are calls whose caller went away. The algorithm answers with the new
+//! limit, which takes effect at once: waiters that now fit are let in,
+//! permits above a smaller limit are retired as they come back.
+//!
+//! The three algorithms, their parameters and their defaults are those of
+//! Netflix's [concurrency-limits](https://github.com/Netflix/concurrency-limits):
+//!
+//! | algorithm | signal | defaults |
+//! |---|---|---|
+//! | [`Aimd`] | drops (and calls slower than `timeout`) | initial 20, min 20, max 200, backoff ratio 0.9, timeout 5 s |
+//! | [`Vegas`] | queueing estimated from RTT vs. the no-load RTT | initial 20, min 1, max 1000, smoothing 1.0, probe multiplier 30, α = 3·log10(limit), β = 6·log10(limit) |
+//! | [`Gradient2`] | short RTT vs. a long exponential average | initial 20, min 20, max 200, smoothing 0.2, queue size 4, long window 600, RTT tolerance 1.5 |
+//!
+//! By default calls are batched into [`SampleWindow`]s (Netflix's
+//! `WindowedLimit`: one decision per window of about a second and at least
+//! 10 calls, from their average RTT and whether any was a drop), which keeps
+//! a few slow or refused calls from swinging the limit;
+//! [`LimitBuilder::sample_window`](crate::LimitBuilder::sample_window)
+//! shortens the window, or removes it to sample every call.
+//!
+//! Put per-attempt timeouts *inside* the limit (client stack: … → limit →
+//! per-attempt timeout → client) so that a timed-out call is seen as a drop;
+//! a caller that gives up outside the limit only cancels its call.
+
+mod aimd;
+mod gradient2;
+mod vegas;
+mod window;
+
+pub use aimd::{Aimd, AimdConfig};
+pub use gradient2::{Gradient2, Gradient2Config};
+pub use vegas::{Vegas, VegasConfig};
+pub use window::SampleWindow;
+use window::Window;
+
+use crate::sem::Sem;
+use rampart_core::Outcome;
+use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// One finished call, as an adaptive algorithm sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// Time from taking the permit to the response.
+    pub rtt: Duration,
+    /// Permits in use when this call took its permit, counting its own.
+    pub in_flight: u32,
+    /// The result was an overload signal.
+    pub dropped: bool,
+}
+
+impl Sample {
+    /// A sample.
+    pub fn new(rtt: Duration, in_flight: u32, dropped: bool) -> Sample {
+        Sample {
+            rtt,
+            in_flight,
+            dropped,
+        }
+    }
+}
+
+/// An adaptive limit algorithm.
+///
+/// Implemented by [`Aimd`], [`Vegas`] and [`Gradient2`]; implement it to
+/// plug in another. The layer calls it under a lock, one sample at a time.
+pub trait LimitAlgorithm: Send + fmt::Debug + 'static {
+    /// A short name for logs (`"aimd"`).
+    fn name(&self) -> &'static str;
+    /// The current limit (at least 1).
+    fn limit(&self) -> u32;
+    /// Takes one sample into account and returns the new limit (at least 1;
+    /// larger values are clamped to [`MAX_LIMIT`](crate::MAX_LIMIT)).
+    fn update(&mut self, sample: Sample) -> u32;
+}
+
+/// `max(1, floor(log10(n)))`, Netflix's `Log10RootFunction` (applied here
+/// at every size; Netflix switches to a square root from 1000 on).
+pub(crate) fn log10_root(n: f64) -> f64 {
+    if n >= 10.0 { n.log10().floor() } else { 1.0 }
+}
+
+/// The algorithm of an adaptive layer, shared by its clones.
+pub(crate) struct Adaptive {
+    state: Mutex<State>,
+    name: &'static str,
+}
+
+struct State {
+    algo: Box<dyn LimitAlgorithm>,
+    window: Option<Window>,
+}
+
+impl fmt::Debug for Adaptive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Adaptive")
+            .field("algorithm", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Adaptive {
+    pub(crate) fn new(algo: Box<dyn LimitAlgorithm>, window: Option<SampleWindow>) -> Adaptive {
+        Adaptive {
+            name: algo.name(),
+            state: Mutex::new(State {
+                algo,
+                window: window.map(Window::new),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn initial_limit(&self) -> u32 {
+        self.lock().algo.limit().clamp(1, crate::MAX_LIMIT)
+    }
+
+    /// Feeds a call that ended at `end` to the algorithm (through the
+    /// window, if any) and resizes `sem`.
+    pub(crate) fn on_result(
+        &self,
+        sem: &Sem,
+        end: Instant,
+        rtt: Duration,
+        in_flight: u32,
+        outcome: Outcome,
+    ) {
+        let dropped = match outcome {
+            Outcome::Success => false,
+            Outcome::Retryable { .. } => true,
+            Outcome::Fatal => return,
+        };
+        let sample = Sample::new(rtt, in_flight, dropped);
+        // The limit is set under the algorithm's lock so that concurrent
+        // updates reach the semaphore in the order they were computed.
+        let mut state = self.lock();
+        let sample = match &mut state.window {
+            Some(w) => match w.add(end, sample) {
+                Some(s) => s,
+                None => return,
+            },
+            None => sample,
+        };
+        let old = sem.limit();
+        let new = state.algo.update(sample).clamp(1, crate::MAX_LIMIT);
+        if new != old {
+            sem.set_limit(new);
+            tracing::debug!(
+                algorithm = self.name,
+                old,
+                new,
+                rtt_us = sample.rtt.as_micros() as u64,
+                in_flight = sample.in_flight,
+                dropped = sample.dropped,
+                "concurrency limit changed"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log10_root_matches_netflix_below_1000() {
+        assert_eq!(log10_root(1.0) as u32, 1);
+        assert_eq!(log10_root(9.0) as u32, 1);
+        assert_eq!(log10_root(10.0) as u32, 1);
+        assert_eq!(log10_root(99.0) as u32, 1);
+        assert_eq!(log10_root(100.0) as u32, 2);
+        assert_eq!(log10_root(999.0) as u32, 2);
+    }
+
+    #[test]
+    fn fatal_results_are_not_sampled_and_drops_shrink() {
+        let cfg = AimdConfig {
+            initial_limit: 10,
+            min_limit: 1,
+            ..AimdConfig::default()
+        };
+        let adaptive = Adaptive::new(Box::new(cfg.build().unwrap()), None);
+        let sem = Sem::new(adaptive.initial_limit());
+        let ms = Duration::from_millis(1);
+        let now = Instant::now();
+        adaptive.on_result(&sem, now, ms, 10, Outcome::Fatal);
+        assert_eq!(sem.limit(), 10);
+        adaptive.on_result(&sem, now, ms, 10, Outcome::Success);
+        assert_eq!(sem.limit(), 11);
+        adaptive.on_result(&sem, now, ms, 10, Outcome::Retryable { after: None });
+        assert_eq!(sem.limit(), 9);
+    }
+}

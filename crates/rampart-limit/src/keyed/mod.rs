@@ -1,0 +1,228 @@
+//! Keyed limits: one limit per key (tenant, host, route), so one busy key
+//! cannot take every permit.
+
+mod extract;
+mod map;
+mod service;
+
+pub use extract::{HeaderKey, KeyExtractor};
+pub use service::{KeyedConcurrencyLimit, KeyedResponseFuture};
+
+use crate::config::{Mode, WaitPolicy};
+use crate::error::{ConfigError, check_limit};
+use crate::stats::KeyedStats;
+use map::KeyMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tower_layer::Layer;
+
+/// The default cap on the number of keys.
+pub const DEFAULT_MAX_KEYS: usize = 10_000;
+
+/// Plain configuration of a keyed limit (deserializes with the `serde`
+/// feature).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
+pub struct KeyedConfig {
+    /// At most this many calls at once per key.
+    pub limit_per_key: u32,
+    /// At most this many keys are tracked (default 10 000).
+    #[cfg_attr(feature = "serde", serde(default = "default_max_keys"))]
+    pub max_keys: usize,
+    /// What a call does when its key is at its limit.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub wait: WaitPolicy,
+}
+
+#[cfg(feature = "serde")]
+fn default_max_keys() -> usize {
+    DEFAULT_MAX_KEYS
+}
+
+/// A concurrency limit per key, shared by every service this layer makes
+/// and their clones.
+///
+/// Each key gets its own FIFO limit, so two keys never wait for each other.
+/// The map of keys is capped at `max_keys`: keys with nothing in flight or
+/// waiting are evicted when the cap is reached, and when every tracked key
+/// is busy a request with a new key is refused with
+/// [`ErrorKind::Overloaded`](rampart_core::ErrorKind::Overloaded) — a stream
+/// of distinct keys cannot grow memory without bound.
+///
+/// Keys are identified by a 64-bit SipHash under a random per-layer key,
+/// not stored: memory per key is constant whatever the key, and an attacker
+/// cannot aim keys at one bucket. Two distinct keys share a limit only if
+/// their hashes collide (about 1 in 2⁶⁴ per pair).
+///
+/// The map is behind a lock taken once per request (tower has no keyed
+/// limit to compare with); the per-key permit is then the same lock-free
+/// fast path as [`ConcurrencyLimitLayer`](crate::ConcurrencyLimitLayer).
+///
+/// ```
+/// use rampart_limit::{HeaderKey, KeyedConcurrencyLimitLayer};
+///
+/// // At most 4 at once per tenant; busy tenants are told to come back.
+/// let per_tenant = KeyedConcurrencyLimitLayer::builder(HeaderKey::from_static("x-tenant"), 4)
+///     .shed()
+///     .max_keys(50_000)
+///     .build()?;
+/// // Any key: here the URI's host.
+/// let per_host = KeyedConcurrencyLimitLayer::new(
+///     |req: &http::Request<()>| req.uri().host().map(str::to_owned),
+///     8,
+/// )?;
+/// # Ok::<(), rampart_limit::ConfigError>(())
+/// ```
+pub struct KeyedConcurrencyLimitLayer<E> {
+    shared: Arc<KeyedShared>,
+    extractor: E,
+}
+
+#[derive(Debug)]
+pub(crate) struct KeyedShared {
+    pub(crate) keys: KeyMap,
+    pub(crate) map_full: AtomicU64,
+}
+
+impl KeyedShared {
+    pub(crate) fn stats(&self) -> KeyedStats {
+        let t = self.keys.totals();
+        KeyedStats {
+            keys: t.keys,
+            in_flight: t.in_flight,
+            waiting: t.waiting,
+            limit_per_key: self.keys.limit(),
+            shed: self.keys.counters.shed_count(),
+            expired: self.keys.counters.expired_count(),
+            key_map_full: self.map_full.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl<E: Clone> Clone for KeyedConcurrencyLimitLayer<E> {
+    fn clone(&self) -> Self {
+        KeyedConcurrencyLimitLayer {
+            shared: Arc::clone(&self.shared),
+            extractor: self.extractor.clone(),
+        }
+    }
+}
+
+impl<E> fmt::Debug for KeyedConcurrencyLimitLayer<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedConcurrencyLimitLayer")
+            .field("stats", &self.shared.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E> KeyedConcurrencyLimitLayer<E> {
+    /// At most `limit_per_key` calls at once per key; the others wait, first
+    /// come first served; at most [`DEFAULT_MAX_KEYS`] keys.
+    pub fn new(extractor: E, limit_per_key: u32) -> Result<Self, ConfigError> {
+        Self::builder(extractor, limit_per_key).build()
+    }
+
+    /// Starts a builder.
+    pub fn builder(extractor: E, limit_per_key: u32) -> KeyedBuilder<E> {
+        KeyedBuilder {
+            extractor,
+            config: KeyedConfig {
+                limit_per_key,
+                max_keys: DEFAULT_MAX_KEYS,
+                wait: WaitPolicy::default(),
+            },
+        }
+    }
+
+    /// Builds a layer from plain configuration.
+    pub fn from_config(extractor: E, config: &KeyedConfig) -> Result<Self, ConfigError> {
+        KeyedBuilder {
+            extractor,
+            config: config.clone(),
+        }
+        .build()
+    }
+
+    /// Keys, in flight and waiting (all keys together), and what was
+    /// refused so far.
+    pub fn stats(&self) -> KeyedStats {
+        self.shared.stats()
+    }
+}
+
+impl<S, E: Clone> Layer<S> for KeyedConcurrencyLimitLayer<E> {
+    type Service = KeyedConcurrencyLimit<S, E>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyedConcurrencyLimit::from_parts(inner, Arc::clone(&self.shared), self.extractor.clone())
+    }
+}
+
+/// Builds a [`KeyedConcurrencyLimitLayer`].
+#[derive(Debug)]
+pub struct KeyedBuilder<E> {
+    extractor: E,
+    config: KeyedConfig,
+}
+
+impl<E> KeyedBuilder<E> {
+    /// At most this many keys are tracked (default [`DEFAULT_MAX_KEYS`]).
+    pub fn max_keys(mut self, max: usize) -> Self {
+        self.config.max_keys = max;
+        self
+    }
+
+    /// Callers wait for their key's permit, first come first served (the
+    /// default).
+    pub fn wait(mut self) -> Self {
+        self.config.wait.mode = Mode::Wait;
+        self
+    }
+
+    /// Callers whose key is at its limit fail at once with `Overloaded`.
+    pub fn shed(mut self) -> Self {
+        self.config.wait.mode = Mode::Shed;
+        self
+    }
+
+    /// The longest a caller waits before failing with `Overloaded`.
+    pub fn max_wait(mut self, max: Duration) -> Self {
+        self.config.wait.max_wait = Some(max);
+        self
+    }
+
+    /// The most callers that may wait per key.
+    pub fn max_waiting(mut self, max: usize) -> Self {
+        self.config.wait.max_waiting = Some(max);
+        self
+    }
+
+    /// The `retry_after` hint of `Overloaded` errors (default 1 s).
+    pub fn retry_after(mut self, after: Option<Duration>) -> Self {
+        self.config.wait.retry_after = after;
+        self
+    }
+
+    /// Checks the settings and builds the layer.
+    pub fn build(self) -> Result<KeyedConcurrencyLimitLayer<E>, ConfigError> {
+        let limit = check_limit("limit_per_key", self.config.limit_per_key)?;
+        if self.config.max_keys == 0 {
+            return Err(ConfigError::Zero { field: "max_keys" });
+        }
+        let policy = self.config.wait.check()?;
+        Ok(KeyedConcurrencyLimitLayer {
+            shared: Arc::new(KeyedShared {
+                keys: KeyMap::new(limit, self.config.max_keys, policy),
+                map_full: AtomicU64::new(0),
+            }),
+            extractor: self.extractor,
+        })
+    }
+}

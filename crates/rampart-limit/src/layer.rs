@@ -1,0 +1,242 @@
+//! [`ConcurrencyLimitLayer`] and its builder.
+
+use crate::adaptive::{Adaptive, LimitAlgorithm, SampleWindow};
+use crate::config::{Limit, LimitConfig, Mode, WaitPolicy};
+use crate::error::ConfigError;
+use crate::sem::Sem;
+use crate::service::ConcurrencyLimit;
+use crate::shared::Shared;
+use crate::stats::{Counters, Stats};
+use rampart_core::classify::ErrorClassify;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_layer::Layer;
+
+/// A concurrency limit shared by every service this layer makes and every
+/// clone of them.
+///
+/// The state (permits, waiters, counters) is created with the layer, so
+/// the services axum clones for each request all count against the same
+/// limit, and one layer applied to several services limits them together.
+/// For a limit per route, build one layer per route.
+///
+/// The permit is taken inside the response future, not in `poll_ready`, so
+/// a timeout around this layer bounds the wait; it is given back when the
+/// inner response future completes or is dropped (for HTTP: when the
+/// response head arrives — the body may still be streaming).
+///
+/// ```
+/// use rampart_limit::ConcurrencyLimitLayer;
+/// use std::time::Duration;
+///
+/// // At most 3 at once; callers wait in line up to 2 s, at most 100 of them.
+/// let layer = ConcurrencyLimitLayer::builder(3)
+///     .max_wait(Duration::from_secs(2))
+///     .max_waiting(100)
+///     .build()?;
+/// // At most 64 at once; refuse the rest at once (503 + Retry-After: 1).
+/// let shed = ConcurrencyLimitLayer::builder(64).shed().build()?;
+/// # Ok::<(), rampart_limit::ConfigError>(())
+/// ```
+pub struct ConcurrencyLimitLayer<C = ErrorClassify> {
+    shared: Arc<Shared>,
+    classify: C,
+}
+
+impl<C: Clone> Clone for ConcurrencyLimitLayer<C> {
+    fn clone(&self) -> Self {
+        ConcurrencyLimitLayer {
+            shared: Arc::clone(&self.shared),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<C> fmt::Debug for ConcurrencyLimitLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConcurrencyLimitLayer")
+            .field("stats", &self.shared.stats())
+            .field("adaptive", &self.shared.adaptive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConcurrencyLimitLayer {
+    /// At most `limit` calls at once; the others wait, first come first
+    /// served, without a bound of their own.
+    pub fn new(limit: u32) -> Result<Self, ConfigError> {
+        Self::builder(limit).build()
+    }
+
+    /// Starts a builder: `builder(8)` for a fixed limit, or
+    /// `builder(VegasConfig::default())` (or an [`AimdConfig`](crate::AimdConfig),
+    /// a [`Gradient2Config`](crate::Gradient2Config)) for an adaptive one.
+    pub fn builder(limit: impl Into<Limit>) -> LimitBuilder {
+        LimitBuilder {
+            limit: limit.into(),
+            algorithm: None,
+            wait: WaitPolicy::default(),
+            window: Some(SampleWindow::default()),
+            classify: ErrorClassify,
+        }
+    }
+
+    /// Starts a builder with your own adaptive algorithm.
+    pub fn with_algorithm(algorithm: impl LimitAlgorithm) -> LimitBuilder {
+        LimitBuilder {
+            limit: Limit::Fixed(1),
+            algorithm: Some(Box::new(algorithm)),
+            wait: WaitPolicy::default(),
+            window: Some(SampleWindow::default()),
+            classify: ErrorClassify,
+        }
+    }
+
+    /// Builds a layer from plain configuration (see [`LimitConfig`]).
+    pub fn from_config(config: &LimitConfig) -> Result<Self, ConfigError> {
+        Self::builder(config.limit.clone())
+            .wait_policy(config.wait.clone())
+            .sample_window(config.sample_window.clone())
+            .build()
+    }
+}
+
+impl<C> ConcurrencyLimitLayer<C> {
+    /// In flight, waiting, the current limit, and what was refused so far.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// The current limit (changes over time for an adaptive limit).
+    pub fn limit(&self) -> u32 {
+        self.shared.sem.limit()
+    }
+}
+
+impl<S, C: Clone> Layer<S> for ConcurrencyLimitLayer<C> {
+    type Service = ConcurrencyLimit<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ConcurrencyLimit::from_parts(inner, Arc::clone(&self.shared), self.classify.clone())
+    }
+}
+
+/// Builds a [`ConcurrencyLimitLayer`]; every setting is checked by
+/// [`build`](Self::build).
+pub struct LimitBuilder<C = ErrorClassify> {
+    limit: Limit,
+    algorithm: Option<Box<dyn LimitAlgorithm>>,
+    wait: WaitPolicy,
+    window: Option<SampleWindow>,
+    classify: C,
+}
+
+impl<C> fmt::Debug for LimitBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LimitBuilder")
+            .field("limit", &self.limit)
+            .field("algorithm", &self.algorithm)
+            .field("wait", &self.wait)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> LimitBuilder<C> {
+    /// Callers wait for a permit, first come first served (the default).
+    pub fn wait(mut self) -> Self {
+        self.wait.mode = Mode::Wait;
+        self
+    }
+
+    /// Callers that find the limit reached fail at once with
+    /// [`ErrorKind::Overloaded`](rampart_core::ErrorKind::Overloaded).
+    pub fn shed(mut self) -> Self {
+        self.wait.mode = Mode::Shed;
+        self
+    }
+
+    /// The longest a caller waits before failing with `Overloaded`.
+    pub fn max_wait(mut self, max: Duration) -> Self {
+        self.wait.max_wait = Some(max);
+        self
+    }
+
+    /// The most callers that may wait; more fail at once with `Overloaded`.
+    pub fn max_waiting(mut self, max: usize) -> Self {
+        self.wait.max_waiting = Some(max);
+        self
+    }
+
+    /// The hint of when to try again carried by `Overloaded` errors (and so
+    /// the `Retry-After` of a 503); `None` for no hint. Default 1 s.
+    pub fn retry_after(mut self, after: Option<Duration>) -> Self {
+        self.wait.retry_after = after;
+        self
+    }
+
+    /// Replaces the whole wait policy.
+    pub fn wait_policy(mut self, wait: WaitPolicy) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// How an adaptive limit batches calls into samples (see
+    /// [`SampleWindow`]); `None` makes every call a sample. Default:
+    /// [`SampleWindow::default`] (Netflix's `WindowedLimit`). Not used by a
+    /// fixed limit.
+    pub fn sample_window(mut self, window: Option<SampleWindow>) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// How results are judged for an adaptive limit: a result judged
+    /// [`Retryable`](rampart_core::Outcome::Retryable) is a drop (it shrinks
+    /// the limit), [`Success`](rampart_core::Outcome::Success) a latency
+    /// sample, [`Fatal`](rampart_core::Outcome::Fatal) ignored. The default,
+    /// [`ErrorClassify`], makes every error except a final one (deadline
+    /// passed, cancelled) a drop.
+    ///
+    /// With [`HttpClassify`](rampart_core::classify::HttpClassify), only the
+    /// idempotent methods' 503s are retryable by default; to count every
+    /// method's 503 as a drop use `HttpClassify::new().retry_methods(..)`
+    /// with all of them. Not used by a fixed limit.
+    pub fn classify<C2>(self, classify: C2) -> LimitBuilder<C2> {
+        LimitBuilder {
+            limit: self.limit,
+            algorithm: self.algorithm,
+            wait: self.wait,
+            window: self.window,
+            classify,
+        }
+    }
+
+    /// Checks the settings and builds the layer.
+    pub fn build(self) -> Result<ConcurrencyLimitLayer<C>, ConfigError> {
+        let policy = self.wait.check()?;
+        if let Some(w) = &self.window {
+            w.check()?;
+        }
+        let algorithm = match self.algorithm {
+            Some(a) => Err(a),
+            None => self.limit.check()?,
+        };
+        let (limit, adaptive) = match algorithm {
+            Ok(fixed) => (fixed, None),
+            Err(a) => {
+                let adaptive = Adaptive::new(a, self.window);
+                (adaptive.initial_limit(), Some(adaptive))
+            }
+        };
+        Ok(ConcurrencyLimitLayer {
+            shared: Arc::new(Shared {
+                sem: Sem::new(limit),
+                adaptive,
+                policy,
+                counters: Counters::default(),
+            }),
+            classify: self.classify,
+        })
+    }
+}
