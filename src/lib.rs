@@ -100,6 +100,24 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     #[cfg(feature = "context")]
     fn request_id(self) -> ServiceBuilder<Stack<rampart_context::RequestIdLayer, L>>;
 
+    /// Limits concurrent calls: one limit shared by every clone, the permit
+    /// taken inside the call (so a timeout above bounds the wait), FIFO wait
+    /// or shed (503 + `Retry-After`), fixed or adaptive
+    /// ([`limit::ConcurrencyLimitLayer`]).
+    #[cfg(feature = "limit")]
+    fn limit_concurrency<C>(
+        self,
+        layer: rampart_limit::ConcurrencyLimitLayer<C>,
+    ) -> ServiceBuilder<Stack<rampart_limit::ConcurrencyLimitLayer<C>, L>>;
+
+    /// A concurrency limit per key (tenant header, host, route) with a
+    /// capped key map ([`limit::KeyedConcurrencyLimitLayer`]).
+    #[cfg(feature = "limit")]
+    fn limit_concurrency_per_key<E>(
+        self,
+        layer: rampart_limit::KeyedConcurrencyLimitLayer<E>,
+    ) -> ServiceBuilder<Stack<rampart_limit::KeyedConcurrencyLimitLayer<E>, L>>;
+
     /// Writes the current [`Context`]'s request id into every outgoing
     /// request ([`context::PropagateContextLayer`]). Outermost on a client.
     #[cfg(feature = "context")]
@@ -121,6 +139,22 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn propagate_context(self) -> ServiceBuilder<Stack<rampart_context::PropagateContextLayer, L>> {
         self.layer(rampart_context::PropagateContextLayer::new())
     }
+
+    #[cfg(feature = "limit")]
+    fn limit_concurrency<C>(
+        self,
+        layer: rampart_limit::ConcurrencyLimitLayer<C>,
+    ) -> ServiceBuilder<Stack<rampart_limit::ConcurrencyLimitLayer<C>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "limit")]
+    fn limit_concurrency_per_key<E>(
+        self,
+        layer: rampart_limit::KeyedConcurrencyLimitLayer<E>,
+    ) -> ServiceBuilder<Stack<rampart_limit::KeyedConcurrencyLimitLayer<E>, L>> {
+        self.layer(layer)
+    }
 }
 
 /// The names most code needs: `use rampart::prelude::*;`.
@@ -128,8 +162,12 @@ pub mod prelude {
     #[cfg(feature = "http")]
     pub use crate::HandleErrorsLayer;
     pub use crate::ServiceBuilderExt;
+    #[cfg(feature = "context")]
+    pub use rampart_context::{PropagateContextLayer, RequestIdLayer};
     pub use rampart_core::classify::{GrpcClassify, HttpClassify, HttpOrGrpcClassify};
     pub use rampart_core::{Context, Error, ErrorKind, InContextExt, Outcome, RequestId};
+    #[cfg(feature = "limit")]
+    pub use rampart_limit::{ConcurrencyLimitLayer, KeyedConcurrencyLimitLayer};
 }
 
 /// The README's examples, compiled and run as doc tests.
