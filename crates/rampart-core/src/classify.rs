@@ -186,8 +186,10 @@ impl MethodSet {
     fn of(methods: &[Method]) -> MethodSet {
         MethodSet(methods.iter().map(MethodSet::bit).fold(0, |a, b| a | b))
     }
+    /// Every method, extension methods included.
+    const ANY: MethodSet = MethodSet(u16::MAX);
     fn contains(self, m: &Method) -> bool {
-        self.0 & MethodSet::bit(m) != 0
+        self == MethodSet::ANY || self.0 & MethodSet::bit(m) != 0
     }
 }
 
@@ -245,6 +247,15 @@ impl HttpClassify {
     /// sent. (Requests that were never sent are retryable for any method.)
     pub fn retry_methods(mut self, methods: &[Method]) -> Self {
         self.methods = MethodSet::of(methods);
+        self
+    }
+    /// Treats every method as safe to repeat, extension methods included.
+    ///
+    /// For judging load rather than retrying (an adaptive concurrency limit
+    /// wants a POST's 503 counted as an overload signal too), or for APIs
+    /// whose writes are idempotent (idempotency keys).
+    pub fn retry_any_method(mut self) -> Self {
+        self.methods = MethodSet::ANY;
         self
     }
     /// The response statuses (in 400..=599) that are retryable.
@@ -587,6 +598,15 @@ mod tests {
         let j = Classify::<_, Res>::classify_request(&custom, &req(Method::GET));
         assert!(j.classify(Ok(&res(500, &[]))).is_retryable());
         assert_eq!(j.classify(Ok(&res(503, &[]))), Outcome::Fatal);
+        let any = HttpClassify::new().retry_any_method();
+        for m in [
+            Method::POST,
+            Method::PATCH,
+            Method::from_bytes(b"PURGE").unwrap(),
+        ] {
+            let j = Classify::<_, Res>::classify_request(&any, &req(m));
+            assert!(j.classify(Ok(&res(503, &[]))).is_retryable());
+        }
         let posts = HttpClassify::new().retry_methods(&[Method::POST]);
         let j = Classify::<_, Res>::classify_request(&posts, &req(Method::POST));
         assert!(j.classify(Ok(&res(503, &[]))).is_retryable());

@@ -200,8 +200,8 @@ impl<C> LimitBuilder<C> {
     ///
     /// With [`HttpClassify`](rampart_core::classify::HttpClassify), only the
     /// idempotent methods' 503s are retryable by default; to count every
-    /// method's 503 as a drop use `HttpClassify::new().retry_methods(..)`
-    /// with all of them. Not used by a fixed limit.
+    /// method's 503 as a drop use `HttpClassify::new().retry_any_method()`.
+    /// Not used by a fixed limit.
     pub fn classify<C2>(self, classify: C2) -> LimitBuilder<C2> {
         LimitBuilder {
             limit: self.limit,
