@@ -1,0 +1,39 @@
+//! Timeout: tower `Timeout` (1 s, never fires) against the bare inner
+//! service, ready and yielding inner, current-thread and multi-thread
+//! runtimes, one caller (and 64 callers for the yielding inner).
+//!
+//! Group `timeout`; ids `floor`, `tower` and `rampart` (the per-attempt
+//! `TimeoutLayer` of `rampart-timeout`, also 1 s), registered with the same
+//! `common::bench_layer` call.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    InnerKind::{Ready, Yield},
+    Rt::{Ct, Mt},
+    bench_floor, bench_layer, cases, group,
+};
+use criterion::Criterion;
+use tower::timeout::TimeoutLayer;
+
+/// The timeout every id uses: long enough never to fire.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+fn timeout(c: &mut Criterion) {
+    let mut g = group(c, "timeout");
+    let mut all = cases(&[Ct, Mt], &[Ready, Yield], &[1]);
+    all.extend(cases(&[Ct, Mt], &[Yield], &[64]));
+    for case in all {
+        bench_floor(&mut g, case);
+        bench_layer(&mut g, "tower", case, TimeoutLayer::new(TIMEOUT));
+        let rampart = rampart::timeout::TimeoutLayer::new(TIMEOUT).expect("a non-zero timeout");
+        bench_layer(&mut g, "rampart", case, rampart);
+    }
+    g.finish();
+}
+
+fn main() {
+    common::main(&[timeout]);
+}

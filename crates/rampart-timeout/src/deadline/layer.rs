@@ -1,0 +1,119 @@
+//! [`DeadlineLayer`]: the configuration of a total deadline.
+
+use super::{Deadline, FromHeaders, NoHeaders, OnMalformed};
+use crate::DeadlineHeaders;
+use crate::error::{ConfigError, nonzero};
+use std::time::Duration;
+use tower_layer::Layer;
+
+/// Gives each request a deadline — `budget` from its arrival, or the
+/// caller's earlier one — puts it in the request's
+/// [`Context`](rampart_core::Context), and fails the call with
+/// [`ErrorKind::DeadlineExceeded`](rampart_core::ErrorKind::DeadlineExceeded)
+/// when it passes.
+///
+/// - **Earliest wins**: a deadline already in the current `Context` (set
+///   further out, or by the server this call is made from) is never
+///   extended; the inner work sees the effective one through
+///   [`Context::current()`](rampart_core::Context::current) and
+///   [`Context::current_deadline()`](rampart_core::Context::current_deadline).
+/// - **Whole call**: the wait for the inner service's readiness counts, as
+///   for [`TimeoutLayer`](crate::TimeoutLayer); the inner call is dropped
+///   when the deadline fires.
+/// - **Expired on arrival**: a request whose deadline has already passed
+///   fails at once; the inner service is not called.
+///
+/// On a server, [`DeadlineLayer::from_headers`] also starts the deadline
+/// from the caller's `grpc-timeout` or HTTP deadline header; on a client,
+/// [`PropagateDeadlineLayer`](crate::PropagateDeadlineLayer) writes the
+/// time that remains on outgoing requests.
+///
+/// ```
+/// use rampart_core::Context;
+/// use rampart_timeout::DeadlineLayer;
+/// use std::time::Duration;
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let svc = ServiceBuilder::new()
+///     .layer(DeadlineLayer::new(Duration::from_millis(300))?)
+///     .service(service_fn(|()| async {
+///         // The inner work sees the deadline.
+///         let left = Context::current().and_then(|c| c.remaining()).unwrap();
+///         Ok::<_, std::convert::Infallible>(left)
+///     }));
+/// let left = svc.oneshot(()).await?;
+/// assert!(left <= Duration::from_millis(300));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadlineLayer<H = NoHeaders> {
+    budget: Duration,
+    source: H,
+}
+
+impl DeadlineLayer {
+    /// A deadline `budget` after each call (or the caller's, if earlier).
+    /// A zero budget is refused.
+    pub fn new(budget: Duration) -> Result<Self, ConfigError> {
+        Ok(DeadlineLayer {
+            budget: nonzero(budget)?,
+            source: NoHeaders,
+        })
+    }
+}
+
+impl DeadlineLayer<FromHeaders> {
+    /// The server side: the deadline starts from the caller's header
+    /// (`grpc-timeout` on gRPC requests, the HTTP deadline header on the
+    /// others; see [`DeadlineHeaders`]), capped by `budget`, which also
+    /// applies when the request carries no header. A malformed header is
+    /// ignored unless [`on_malformed`](Self::on_malformed) says otherwise.
+    ///
+    /// ```
+    /// use rampart_timeout::{DeadlineHeaders, DeadlineLayer, OnMalformed};
+    /// use std::time::Duration;
+    ///
+    /// let layer = DeadlineLayer::from_headers(Duration::from_secs(5), DeadlineHeaders::new())?
+    ///     .on_malformed(OnMalformed::Reject);
+    /// # Ok::<(), rampart_timeout::ConfigError>(())
+    /// ```
+    pub fn from_headers(budget: Duration, headers: DeadlineHeaders) -> Result<Self, ConfigError> {
+        Ok(DeadlineLayer {
+            budget: nonzero(budget)?,
+            source: FromHeaders {
+                headers,
+                on_malformed: OnMalformed::Ignore,
+            },
+        })
+    }
+
+    /// What to do with a malformed deadline header.
+    pub fn on_malformed(mut self, policy: OnMalformed) -> Self {
+        self.source.on_malformed = policy;
+        self
+    }
+}
+
+impl<H> DeadlineLayer<H> {
+    /// The budget of a request (and the cap on a caller's deadline).
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// Where the caller's deadline is read from: [`NoHeaders`], or the
+    /// server's [`FromHeaders`].
+    pub fn source(&self) -> &H {
+        &self.source
+    }
+}
+
+impl<S, H: Clone> Layer<S> for DeadlineLayer<H> {
+    type Service = Deadline<S, H>;
+
+    fn layer(&self, inner: S) -> Deadline<S, H> {
+        Deadline::from_parts(inner, self.budget, self.source.clone())
+    }
+}

@@ -1,0 +1,155 @@
+//! [`Deadline`]: the service of [`DeadlineLayer`](super::DeadlineLayer).
+
+use super::DeadlineFuture;
+use super::headers::{self, FromHeaders, NoHeaders, OnMalformed};
+use crate::bounded::Bounded;
+use crate::call::ReadyGate;
+use crate::headers::Malformed;
+use crate::timer::Timer;
+use rampart_core::codec::deadline_after;
+use rampart_core::grpc::is_grpc_request;
+use rampart_core::{BoxError, Context, Error, ErrorKind};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+use tokio::time::Instant;
+use tower_service::Service;
+
+/// Bounds the whole call by the request's deadline and runs it inside a
+/// [`Context`] that carries that deadline (see
+/// [`DeadlineLayer`](super::DeadlineLayer)).
+///
+/// `H` is [`NoHeaders`] (any request type) or [`FromHeaders`] (a server
+/// reading `http::Request` headers). Like [`Timeout`](crate::Timeout),
+/// `poll_ready` never waits and a not-ready inner service is waited for
+/// inside the future, under the deadline; that needs `S: Clone`.
+#[derive(Clone, Debug)]
+pub struct Deadline<S, H = NoHeaders> {
+    inner: ReadyGate<S>,
+    budget: Duration,
+    source: H,
+}
+
+impl<S, H> Deadline<S, H> {
+    pub(crate) fn from_parts(inner: S, budget: Duration, source: H) -> Self {
+        Deadline {
+            inner: ReadyGate::new(inner),
+            budget,
+            source,
+        }
+    }
+
+    /// The budget of a request.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+
+    /// Calls the inner service inside `base` with the deadline `at` (the
+    /// earliest of the two wins), or fails at once if it already passed.
+    fn start<Req>(
+        &mut self,
+        base: Context,
+        now: Instant,
+        at: Instant,
+        req: Req,
+    ) -> DeadlineFuture<S, Req>
+    where
+        S: Service<Req> + Clone,
+        S::Error: Into<BoxError>,
+    {
+        let at = base.deadline().map_or(at, |d| d.min(at));
+        if at <= now {
+            tracing::debug!(
+                late_by = ?now.saturating_duration_since(at),
+                "deadline already passed on arrival, inner service not called"
+            );
+            return DeadlineFuture::done(Err(Error::deadline_exceeded()));
+        }
+        let ctx = base.with_deadline(at);
+        let call = ctx.clone().sync_scope(|| self.inner.call(req));
+        let bounded = Bounded::new(call, Timer::at(at), ErrorKind::DeadlineExceeded);
+        DeadlineFuture::running(ctx.scope(bounded))
+    }
+}
+
+impl<S, Req> Service<Req> for Deadline<S, NoHeaders>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = DeadlineFuture<S, Req>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_inner)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let now = Instant::now();
+        let at = deadline_after(now, self.budget);
+        self.start(Context::current().unwrap_or_default(), now, at, req)
+    }
+}
+
+impl<S, ReqB, ResB> Service<http::Request<ReqB>> for Deadline<S, FromHeaders>
+where
+    S: Service<http::Request<ReqB>, Response = http::Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    ResB: Default,
+{
+    type Response = http::Response<ResB>;
+    type Error = Error;
+    type Future = DeadlineFuture<S, http::Request<ReqB>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_inner)
+    }
+
+    fn call(&mut self, mut req: http::Request<ReqB>) -> Self::Future {
+        let now = Instant::now();
+        let grpc = is_grpc_request(&req);
+        let timeout = match self.source.headers.read(req.headers(), grpc) {
+            Ok(Some(caller)) if caller > self.budget => {
+                tracing::debug!(?caller, budget = ?self.budget, "caller's deadline capped by the budget");
+                self.budget
+            }
+            Ok(Some(caller)) => caller,
+            Ok(None) => self.budget,
+            Err(Malformed) => match self.source.on_malformed {
+                OnMalformed::Ignore => {
+                    tracing::debug!(grpc, "malformed deadline header ignored");
+                    self.budget
+                }
+                OnMalformed::Reject => {
+                    tracing::debug!(grpc, "malformed deadline header rejected");
+                    return DeadlineFuture::done(Ok(headers::reject(grpc)));
+                }
+            },
+        };
+        let base = Context::current()
+            .or_else(|| Context::from_request(&req).cloned())
+            .unwrap_or_default();
+        let own = deadline_after(now, timeout);
+        let at = base.deadline().map_or(own, |d| d.min(own));
+        // Keep a context an outer layer stored in the request up to date.
+        if let Some(stored) = req.extensions_mut().get_mut::<Context>() {
+            *stored = std::mem::take(stored).with_deadline(at);
+        }
+        self.start(base, now, at, req)
+    }
+}

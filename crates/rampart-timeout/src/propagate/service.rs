@@ -1,0 +1,84 @@
+//! [`PropagateDeadline`]: the service of
+//! [`PropagateDeadlineLayer`](super::PropagateDeadlineLayer).
+
+use super::PropagateFuture;
+use crate::DeadlineHeaders;
+use rampart_core::grpc::is_grpc_request;
+use rampart_core::{BoxError, Context, Error};
+use std::task::{Context as TaskContext, Poll};
+use tokio::time::Instant;
+use tower_service::Service;
+
+/// Writes the remaining time before the deadline on outgoing requests (see
+/// [`PropagateDeadlineLayer`](super::PropagateDeadlineLayer)).
+#[derive(Clone, Debug)]
+pub struct PropagateDeadline<S> {
+    inner: S,
+    headers: DeadlineHeaders,
+}
+
+impl<S> PropagateDeadline<S> {
+    pub(crate) fn from_parts(inner: S, headers: DeadlineHeaders) -> Self {
+        PropagateDeadline { inner, headers }
+    }
+
+    /// Wraps `inner`, writing the deadline in `headers`.
+    pub fn new(inner: S, headers: DeadlineHeaders) -> Self {
+        PropagateDeadline::from_parts(inner, headers)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for PropagateDeadline<S>
+where
+    S: Service<http::Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = PropagateFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_inner)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let stored = Context::from_request(&req).and_then(Context::deadline);
+        let deadline = match (Context::current_deadline(), stored) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(d) => d,
+                None => return PropagateFuture::called(self.inner.call(req)),
+            },
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let grpc = is_grpc_request(&req);
+        if self
+            .headers
+            .write(req.headers_mut(), grpc, remaining)
+            .is_err()
+        {
+            tracing::debug!(
+                grpc,
+                ?remaining,
+                "no time left before the deadline, request not sent"
+            );
+            return PropagateFuture::failed(Error::deadline_exceeded());
+        }
+        PropagateFuture::called(self.inner.call(req))
+    }
+}

@@ -1,0 +1,306 @@
+//! `TimeoutLayer`: fires exactly on time, drops the inner call, bounds the
+//! wait for readiness and permits (paused clock).
+
+use rampart_core::{Error, ErrorKind};
+use rampart_testkit::{Gate, MockReply, MockService, ReadyMode, cancel_at_every_poll};
+use rampart_timeout::{ConfigError, TimeoutLayer};
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Bounds a test step so that a regression fails instead of hanging (the
+/// clock is paused, so the hour passes at once).
+async fn within_an_hour<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(3600), f)
+        .await
+        .expect("the call should have finished long before an hour")
+}
+
+/// Polls `fut` once, in the current task.
+async fn poll_once<F: Future>(mut fut: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+    poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await
+}
+
+fn timeout(d: Duration) -> TimeoutLayer {
+    TimeoutLayer::new(d).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn fires_exactly_at_the_deadline() {
+    let svc = MockService::<(), ()>::scripted([MockReply::pending()]);
+    let start = Instant::now();
+    let err = within_an_hour(timeout(ms(2000)).layer(svc).oneshot(()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(start.elapsed(), ms(2000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_just_before_the_deadline_gets_through() {
+    let svc = MockService::<(), u8>::scripted([MockReply::ok(7).after(ms(1999))]);
+    let start = Instant::now();
+    let res = within_an_hour(timeout(ms(2000)).layer(svc).oneshot(()))
+        .await
+        .unwrap();
+    assert_eq!(res, 7);
+    assert_eq!(start.elapsed(), ms(1999));
+}
+
+#[tokio::test(start_paused = true)]
+async fn does_not_fire_a_tick_early_when_stepped_by_hand() {
+    let svc = MockService::<(), ()>::scripted([MockReply::pending()]);
+    let mut fut = pin!(timeout(ms(2000)).layer(svc).oneshot(()));
+    assert!(
+        poll_once(fut.as_mut()).await.is_pending(),
+        "first poll starts the clock"
+    );
+    tokio::time::advance(ms(1999)).await;
+    assert!(
+        poll_once(fut.as_mut()).await.is_pending(),
+        "1 ms before the deadline"
+    );
+    tokio::time::advance(ms(1)).await;
+    match poll_once(fut.as_mut()).await {
+        std::task::Poll::Ready(Err(e)) => assert_eq!(e.kind(), ErrorKind::Timeout),
+        other => panic!("expected the timeout at the deadline, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_article_slow_operation_times_out_after_two_seconds() {
+    // asyncio.wait_for(slow_operation(), timeout=2.0) where slow_operation
+    // sleeps 10 s.
+    let slow = service_fn(|()| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok::<_, std::convert::Infallible>("done")
+    });
+    let start = Instant::now();
+    let err = within_an_hour(timeout(Duration::from_secs(2)).layer(slow).oneshot(()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn inner_future_is_dropped_the_moment_the_timeout_fires() {
+    let mock = MockService::<(), ()>::scripted([MockReply::pending()]);
+    let mut svc = timeout(ms(100)).layer(mock.clone());
+    poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    let mut fut = pin!(svc.call(()));
+    assert_eq!(mock.inflight(), 1);
+    let err = fut.as_mut().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    // The response future is still alive, the inner call is already gone.
+    assert_eq!(mock.dropped(), 1);
+    assert_eq!(mock.inflight(), 0);
+    assert_eq!(mock.completed(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_for_readiness_is_bounded_by_the_timeout() {
+    let gate = Gate::new(); // never opened: poll_ready stays Pending
+    let mock = MockService::<(), ()>::new(|()| MockReply::ok(()));
+    mock.set_ready(ReadyMode::Gated(gate.clone()));
+    let start = Instant::now();
+    let err = within_an_hour(timeout(ms(500)).layer(mock.clone()).oneshot(()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(start.elapsed(), ms(500));
+    assert_eq!(mock.calls(), 0, "the inner service was never called");
+}
+
+#[tokio::test(start_paused = true)]
+async fn towers_timeout_does_not_bound_readiness_which_is_why_this_layer_exists() {
+    let mock = MockService::<(), ()>::new(|()| MockReply::ok(()));
+    mock.set_ready(ReadyMode::Gated(Gate::new()));
+    let svc = tower::timeout::TimeoutLayer::new(ms(500)).layer(mock);
+    let outer = within_an_hour(tokio::time::timeout(
+        Duration::from_secs(60),
+        svc.oneshot(()),
+    ))
+    .await;
+    assert!(
+        outer.is_err(),
+        "tower's Timeout waited in poll_ready for 60 s (tower#648)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_that_becomes_ready_in_time_is_called_inside_the_future() {
+    let gate = Gate::new();
+    let mock = MockService::<(), u8>::new(|()| MockReply::ok(1));
+    mock.set_ready(ReadyMode::Gated(gate.clone()));
+    let opener = tokio::spawn({
+        let gate = gate.clone();
+        async move {
+            tokio::time::sleep(ms(300)).await;
+            gate.open();
+        }
+    });
+    let start = Instant::now();
+    let res = within_an_hour(timeout(ms(500)).layer(mock.clone()).oneshot(()))
+        .await
+        .unwrap();
+    assert_eq!(res, 1);
+    assert_eq!(start.elapsed(), ms(300));
+    assert_eq!(mock.calls(), 1);
+    opener.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_for_a_permit_inside_call_is_bounded_and_leaves_the_queue() {
+    let permits = Arc::new(Semaphore::new(1));
+    let held = permits.clone().acquire_owned().await.unwrap();
+    let svc = service_fn({
+        let permits = permits.clone();
+        move |()| {
+            let permits = permits.clone();
+            async move {
+                let _permit = permits.acquire().await.expect("not closed");
+                Ok::<_, std::convert::Infallible>(())
+            }
+        }
+    });
+    let start = Instant::now();
+    let err = within_an_hour(timeout(ms(250)).layer(svc.clone()).oneshot(()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(start.elapsed(), ms(250));
+    // The waiter that timed out left the queue: once the permit is back, the
+    // next call gets it at once.
+    drop(held);
+    timeout(ms(250)).layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(permits.available_permits(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_poll_ready_is_an_inner_error() {
+    let mock = MockService::<(), ()>::new(|()| MockReply::ok(()));
+    mock.set_ready(ReadyMode::Fail(rampart_testkit::MockError::new("broken")));
+    let err = within_an_hour(timeout(ms(100)).layer(mock).oneshot(()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Inner);
+    assert_eq!(err.to_string(), "inner service error: broken");
+}
+
+#[tokio::test(start_paused = true)]
+async fn inner_errors_are_wrapped_once_and_rampart_errors_pass_through() {
+    let mock = MockService::<(), ()>::scripted([MockReply::err("boom")]);
+    let err = within_an_hour(timeout(ms(100)).layer(mock).oneshot(()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Inner);
+    assert!(err.find_source::<rampart_testkit::MockError>().is_some());
+
+    // Nested timeouts: the inner one fires first and its error comes out
+    // unnested.
+    let mock = MockService::<(), ()>::scripted([MockReply::pending()]);
+    let svc = timeout(ms(300)).layer(timeout(ms(100)).layer(mock));
+    let err: Error = within_an_hour(svc.oneshot(())).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(std::error::Error::source(&err).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ready_response_needs_no_timer_and_succeeds() {
+    let mock = MockService::<(), u8>::scripted([MockReply::ok(3)]);
+    let res = within_an_hour(timeout(ms(1)).layer(mock.clone()).oneshot(()))
+        .await
+        .unwrap();
+    assert_eq!(res, 3);
+    assert_eq!(mock.completed(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_at_every_poll_leaves_nothing_in_flight() {
+    let mock = MockService::<(), u8>::new(|()| MockReply::ok(1).after(ms(50)).after_yield());
+    let drops = cancel_at_every_poll(
+        || timeout(ms(1000)).layer(mock.clone()).oneshot(()),
+        || match mock.inflight() {
+            0 => Ok(()),
+            n => Err(format!("{n} inner calls still in flight")),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(drops >= 2, "the call was cancelled at {drops} points");
+
+    // Also while waiting for readiness.
+    let gate = Gate::new();
+    let gated = MockService::<(), u8>::new(|()| MockReply::ok(1));
+    gated.set_ready(ReadyMode::Gated(gate.clone()));
+    let opener = gate.clone();
+    let drops = cancel_at_every_poll(
+        || {
+            let svc = timeout(ms(1000)).layer(gated.clone());
+            let (opener, closer) = (opener.clone(), opener.clone());
+            async move {
+                let call = svc.oneshot(());
+                let open = async move {
+                    tokio::time::sleep(ms(10)).await;
+                    opener.open();
+                };
+                let (res, ()) = tokio::join!(call, open);
+                closer.close();
+                res
+            }
+        },
+        || match gated.inflight() {
+            0 => Ok(()),
+            n => Err(format!("{n} inner calls still in flight")),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(drops >= 2);
+}
+
+#[test]
+fn zero_timeout_is_refused_with_a_typed_error() {
+    assert_eq!(
+        TimeoutLayer::new(Duration::ZERO),
+        Err(ConfigError::ZeroDuration)
+    );
+    assert!(rampart_timeout::Timeout::new((), Duration::ZERO).is_err());
+    let layer = TimeoutLayer::try_from(Duration::MAX).unwrap();
+    assert_eq!(layer.timeout(), Duration::MAX);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_timeout_saturates_instead_of_overflowing() {
+    let mock = MockService::<(), u8>::scripted([MockReply::ok(5).after(ms(10))]);
+    let res = within_an_hour(
+        TimeoutLayer::new(Duration::MAX)
+            .unwrap()
+            .layer(mock)
+            .oneshot(()),
+    )
+    .await;
+    assert_eq!(res.unwrap(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_never_waits_so_backpressure_is_not_passed_up() {
+    let mock = MockService::<(), ()>::new(|()| MockReply::ok(()));
+    mock.set_ready(ReadyMode::Gated(Gate::new()));
+    let mut svc = timeout(ms(100)).layer(mock.clone());
+    let ready = poll_once(std::pin::pin!(poll_fn(|cx| svc.poll_ready(cx)))).await;
+    assert!(
+        matches!(ready, std::task::Poll::Ready(Ok(()))),
+        "Ready although the inner service is not"
+    );
+    assert_eq!(mock.ready_polls(), 1, "the inner service was asked once");
+}
