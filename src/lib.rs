@@ -72,6 +72,8 @@ pub use rampart_limit as limit;
 #[cfg(feature = "context")]
 pub use rampart_context as context;
 
+#[cfg(feature = "timeout")]
+use std::time::Duration;
 use tower::ServiceBuilder;
 use tower_layer::Stack;
 
@@ -99,6 +101,45 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// ([`context::RequestIdLayer`]). Outermost on a server.
     #[cfg(feature = "context")]
     fn request_id(self) -> ServiceBuilder<Stack<rampart_context::RequestIdLayer, L>>;
+
+    /// Per-attempt timeout ([`timeout::TimeoutLayer`]): fails a call with
+    /// [`ErrorKind::Timeout`] after `timeout`, the wait for readiness or a
+    /// permit included. A zero duration is refused.
+    #[cfg(feature = "timeout")]
+    fn attempt_timeout(
+        self,
+        timeout: Duration,
+    ) -> Result<ServiceBuilder<Stack<rampart_timeout::TimeoutLayer, L>>, rampart_timeout::ConfigError>;
+
+    /// Total deadline of the request ([`timeout::DeadlineLayer`]), set in
+    /// its [`Context`]; the earliest deadline wins. A zero budget is refused.
+    #[cfg(feature = "timeout")]
+    fn deadline(
+        self,
+        budget: Duration,
+    ) -> Result<
+        ServiceBuilder<Stack<rampart_timeout::DeadlineLayer, L>>,
+        rampart_timeout::ConfigError,
+    >;
+
+    /// Server side: starts the request's deadline from the caller's
+    /// `grpc-timeout` / `x-request-timeout-ms`, capped by `budget`
+    /// ([`timeout::DeadlineLayer::from_headers`]).
+    #[cfg(feature = "timeout")]
+    fn deadline_from_headers(
+        self,
+        budget: Duration,
+    ) -> Result<
+        ServiceBuilder<Stack<rampart_timeout::DeadlineLayer<rampart_timeout::FromHeaders>, L>>,
+        rampart_timeout::ConfigError,
+    >;
+
+    /// Client side: writes the time that remains before the [`Context`]'s
+    /// deadline on outgoing requests ([`timeout::PropagateDeadlineLayer`]).
+    #[cfg(feature = "timeout")]
+    fn propagate_deadline(
+        self,
+    ) -> ServiceBuilder<Stack<rampart_timeout::PropagateDeadlineLayer, L>>;
 
     /// Limits concurrent calls: one limit shared by every clone, the permit
     /// taken inside the call (so a timeout above bounds the wait), FIFO wait
@@ -140,6 +181,47 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(rampart_context::PropagateContextLayer::new())
     }
 
+    #[cfg(feature = "timeout")]
+    fn attempt_timeout(
+        self,
+        timeout: Duration,
+    ) -> Result<ServiceBuilder<Stack<rampart_timeout::TimeoutLayer, L>>, rampart_timeout::ConfigError>
+    {
+        Ok(self.layer(rampart_timeout::TimeoutLayer::new(timeout)?))
+    }
+
+    #[cfg(feature = "timeout")]
+    fn deadline(
+        self,
+        budget: Duration,
+    ) -> Result<
+        ServiceBuilder<Stack<rampart_timeout::DeadlineLayer, L>>,
+        rampart_timeout::ConfigError,
+    > {
+        Ok(self.layer(rampart_timeout::DeadlineLayer::new(budget)?))
+    }
+
+    #[cfg(feature = "timeout")]
+    fn deadline_from_headers(
+        self,
+        budget: Duration,
+    ) -> Result<
+        ServiceBuilder<Stack<rampart_timeout::DeadlineLayer<rampart_timeout::FromHeaders>, L>>,
+        rampart_timeout::ConfigError,
+    > {
+        Ok(self.layer(rampart_timeout::DeadlineLayer::from_headers(
+            budget,
+            rampart_timeout::DeadlineHeaders::new(),
+        )?))
+    }
+
+    #[cfg(feature = "timeout")]
+    fn propagate_deadline(
+        self,
+    ) -> ServiceBuilder<Stack<rampart_timeout::PropagateDeadlineLayer, L>> {
+        self.layer(rampart_timeout::PropagateDeadlineLayer::new())
+    }
+
     #[cfg(feature = "limit")]
     fn limit_concurrency<C>(
         self,
@@ -168,6 +250,10 @@ pub mod prelude {
     pub use rampart_core::{Context, Error, ErrorKind, InContextExt, Outcome, RequestId};
     #[cfg(feature = "limit")]
     pub use rampart_limit::{ConcurrencyLimitLayer, KeyedConcurrencyLimitLayer};
+    #[cfg(feature = "timeout")]
+    pub use rampart_timeout::{
+        DeadlineHeaders, DeadlineLayer, PropagateDeadlineLayer, TimeoutLayer,
+    };
 }
 
 /// The README's examples, compiled and run as doc tests.
