@@ -12,13 +12,23 @@
 //! - when deadline propagation is on, writes the time left until the
 //!   context's deadline: `grpc-timeout` on gRPC requests (`content-type:
 //!   application/grpc…`, gRPC-Web included), the configured milliseconds header (default
-//!   `x-request-timeout-ms`) on others, with core's codecs, rounding down so
-//!   a deadline never grows on the way.
+//!   `x-request-timeout-ms`) on others, rounding down so a deadline never
+//!   grows on the way. The rules are core's
+//!   [`DeadlineHeaders`], the same `rampart-timeout` reads and writes with.
 //!
 //! A request id header the request already has is kept, unless
 //! [`overwrite`](PropagateContextBuilder::overwrite) is set. A deadline
-//! header already there is kept when it is not later than the context's
-//! deadline (the earliest deadline wins) and replaced otherwise.
+//! header already there is kept when it is a single well-formed value not
+//! later than the context's deadline (the earliest deadline wins) and
+//! replaced otherwise.
+//!
+//! A deadline that already passed is written as zero (`0n`, `0`), which
+//! the next hop treats as expired on arrival. It is not left out: without
+//! the header the next hop would take its whole default budget, more time
+//! than the caller has. This layer cannot fail, so the request is still
+//! sent; to fail it locally with `DeadlineExceeded` instead, put
+//! `rampart-timeout`'s `PropagateDeadlineLayer` (or a `DeadlineLayer`)
+//! under it.
 //!
 //! When no task-local context is current, a [`Context`] in the request's
 //! extensions is used instead (a request forwarded from an incoming one
@@ -31,15 +41,11 @@
 //! is the inner service's.
 
 use crate::config::{self, ConfigError};
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
-use rampart_core::codec::{
-    GRPC_TIMEOUT, X_REQUEST_TIMEOUT_MS, encode_deadline_ms, encode_grpc_timeout, parse_deadline_ms,
-    parse_grpc_timeout,
-};
+use http::{HeaderMap, HeaderName, Request};
+use rampart_core::codec::{DeadlineHeaders, X_REQUEST_TIMEOUT_MS};
 use rampart_core::grpc::is_grpc_request;
 use rampart_core::{Context, X_REQUEST_ID};
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -158,7 +164,7 @@ impl PropagateContextBuilder {
 #[derive(Clone, Debug)]
 pub struct PropagateContextLayer {
     request_id: Option<HeaderName>,
-    deadline: Option<HeaderName>,
+    deadline: Option<DeadlineHeaders>,
     overwrite: bool,
 }
 
@@ -202,7 +208,8 @@ impl PropagateContextLayer {
             None
         };
         let deadline = if config.deadline {
-            Some(config::header_name(&config.deadline_header)?)
+            let ms_header = config::header_name(&config.deadline_header)?;
+            Some(DeadlineHeaders::new().http_header(ms_header))
         } else {
             None
         };
@@ -221,7 +228,9 @@ impl PropagateContextLayer {
     /// The milliseconds header for non-gRPC requests, if the deadline is
     /// written.
     pub fn deadline_header(&self) -> Option<&HeaderName> {
-        self.deadline.as_ref()
+        self.deadline
+            .as_ref()
+            .and_then(DeadlineHeaders::http_header_name)
     }
 
     /// Writes `ctx` into the headers of a request (`grpc`: a gRPC one) as
@@ -232,45 +241,17 @@ impl PropagateContextLayer {
         {
             headers.insert(name.clone(), id.header_value().clone());
         }
-        if let Some(ms_header) = &self.deadline
+        if let Some(deadline) = &self.deadline
             && let Some(left) = ctx.remaining()
         {
-            if grpc {
-                self.write_deadline(headers, &GRPC_TIMEOUT, left, Codec::GRPC);
+            // An expired deadline goes out as zero (see the module docs).
+            if self.overwrite {
+                deadline.overwrite(headers, grpc, left);
             } else {
-                self.write_deadline(headers, ms_header, left, Codec::MS);
+                deadline.write(headers, grpc, left);
             }
         }
     }
-
-    fn write_deadline(&self, headers: &mut HeaderMap, name: &HeaderName, left: Duration, c: Codec) {
-        let earlier_there = !self.overwrite
-            && headers
-                .get(name)
-                .and_then(|v| (c.parse)(v.as_bytes()))
-                .is_some_and(|there| there <= left);
-        if !earlier_there {
-            headers.insert(name.clone(), (c.encode)(left));
-        }
-    }
-}
-
-/// A deadline header's parser and encoder.
-#[derive(Clone, Copy)]
-struct Codec {
-    parse: fn(&[u8]) -> Option<Duration>,
-    encode: fn(Duration) -> HeaderValue,
-}
-
-impl Codec {
-    const GRPC: Codec = Codec {
-        parse: parse_grpc_timeout,
-        encode: encode_grpc_timeout,
-    };
-    const MS: Codec = Codec {
-        parse: parse_deadline_ms,
-        encode: encode_deadline_ms,
-    };
 }
 
 impl<S> Layer<S> for PropagateContextLayer {

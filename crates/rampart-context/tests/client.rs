@@ -170,6 +170,33 @@ async fn expired_deadline_is_written_as_zero_never_as_more_time() {
     assert_eq!(headers["x-request-timeout-ms"], "0");
 }
 
+#[tokio::test(start_paused = true)]
+async fn expired_deadline_replaces_a_longer_or_repeated_header_with_zero_for_grpc_too() {
+    let layer = PropagateContextLayer::builder().deadline().build().unwrap();
+    let c = ctx("late-grpc").with_deadline(Instant::now() + Duration::from_millis(10));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let mut req = grpc_request();
+    req.headers_mut()
+        .insert("grpc-timeout", HeaderValue::from_static("5S"));
+    let headers = c.clone().scope(sent(&layer, req)).await;
+    assert_eq!(headers["grpc-timeout"], "0n");
+    // A repeated header is malformed downstream (even when its first value
+    // would do): one value replaces it.
+    let mut req = Request::new(());
+    for v in ["0", "2"] {
+        req.headers_mut()
+            .append("x-request-timeout-ms", HeaderValue::from_static(v));
+    }
+    let headers = c.scope(sent(&layer, req)).await;
+    assert_eq!(
+        headers
+            .get_all("x-request-timeout-ms")
+            .iter()
+            .collect::<Vec<_>>(),
+        ["0"]
+    );
+}
+
 #[tokio::test]
 async fn context_in_request_extensions_is_used_when_no_task_context() {
     let layer = PropagateContextLayer::new();

@@ -83,8 +83,8 @@ pub enum ErrorClass {
     /// A transport failure or timeout after the request may have been sent:
     /// safe to retry only when the request is idempotent.
     MaybeSent,
-    /// Deadline passed, cancelled, closed, retries already exhausted: never
-    /// retry.
+    /// Deadline passed, cancelled, closed, retries already exhausted, the
+    /// request itself invalid: never retry.
     Final,
 }
 
@@ -102,7 +102,11 @@ pub fn classify_error(e: ErrorRef<'_>) -> ErrorClass {
                 }
                 ErrorKind::Timeout => return ErrorClass::MaybeSent,
                 ErrorKind::Inner => {}
-                _ => return ErrorClass::Final,
+                ErrorKind::DeadlineExceeded
+                | ErrorKind::Cancelled
+                | ErrorKind::Closed
+                | ErrorKind::RetriesExhausted
+                | ErrorKind::InvalidRequest => return ErrorClass::Final,
             }
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -690,6 +694,26 @@ mod tests {
                 Outcome::Fatal
             );
         }
+    }
+
+    #[test]
+    fn an_invalid_request_is_final_for_any_method() {
+        let e = Error::invalid_request();
+        assert_eq!(classify_error(&e), ErrorClass::Final);
+        // Found in the source chain of an inner error too.
+        let wrapped = Error::new(ErrorKind::Inner).with_source(Error::invalid_request());
+        assert_eq!(classify_error(&wrapped), ErrorClass::Final);
+        for m in [Method::GET, Method::PUT, Method::POST] {
+            assert_eq!(http_judge(m).classify(err(&e)), Outcome::Fatal);
+        }
+        assert_eq!(
+            ClassifyResult::<Res>::classify(&grpc_judge(GrpcClassify::default()), err(&e)),
+            Outcome::Fatal
+        );
+        assert_eq!(
+            ClassifyResult::<Res>::classify(&ErrorClassify, err(&e)),
+            Outcome::Fatal
+        );
     }
 
     #[tokio::test]

@@ -1,12 +1,21 @@
 //! Header codecs: `grpc-timeout`, an HTTP deadline header in milliseconds,
-//! `Retry-After` and `grpc-retry-pushback-ms`.
+//! `Retry-After` and `grpc-retry-pushback-ms`; [`DeadlineHeaders`], the one
+//! place that decides which header carries a request's deadline and how it
+//! is read and written; [`parse_header_name`] for configured header names.
 //!
-//! Every parser is total: any bytes in give `None` (or [`Pushback::Stop`]),
-//! never a panic, and no parser returns more than [`MAX_DURATION`].
+//! Every parser is total: any bytes in give `None` (or [`Pushback::Stop`],
+//! or a typed error), never a panic, and no parser returns more than
+//! [`MAX_DURATION`].
 
 use http::HeaderValue;
 use http::header::HeaderName;
 use std::time::{Duration, SystemTime};
+
+mod deadline;
+
+pub use deadline::{
+    DeadlineHeaders, HeaderNameError, MalformedDeadline, Written, parse_header_name,
+};
 
 /// The `grpc-timeout` request header.
 pub static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");

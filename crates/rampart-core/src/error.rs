@@ -26,10 +26,15 @@ pub enum ErrorKind {
     RetriesExhausted,
     /// The inner service failed; its error is the source.
     Inner,
+    /// The request itself is unusable (say, a malformed deadline header):
+    /// sending it again unchanged cannot help.
+    InvalidRequest,
 }
 
 impl ErrorKind {
-    fn describe(self) -> &'static str {
+    /// A few plain ASCII words (also used as a `grpc-message`, so they need
+    /// no percent-encoding).
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             ErrorKind::Timeout => "request timed out",
             ErrorKind::DeadlineExceeded => "deadline exceeded",
@@ -38,6 +43,7 @@ impl ErrorKind {
             ErrorKind::Closed => "service closed",
             ErrorKind::RetriesExhausted => "retries exhausted",
             ErrorKind::Inner => "inner service error",
+            ErrorKind::InvalidRequest => "invalid request",
         }
     }
 }
@@ -128,6 +134,11 @@ impl Error {
     /// [`ErrorKind::Closed`].
     pub fn closed() -> Error {
         Error::new(ErrorKind::Closed)
+    }
+
+    /// [`ErrorKind::InvalidRequest`].
+    pub fn invalid_request() -> Error {
+        Error::new(ErrorKind::InvalidRequest)
     }
 
     /// [`ErrorKind::RetriesExhausted`] after `attempts` calls; `last` is the
@@ -279,6 +290,16 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Inner);
         assert_eq!(e.to_string(), "inner service error: boom");
         assert!(e.find_source::<Boom>().is_some());
+    }
+
+    #[test]
+    fn invalid_request_has_its_kind_and_message() {
+        let e = Error::invalid_request();
+        assert_eq!(e.kind(), ErrorKind::InvalidRequest);
+        assert_eq!(e.to_string(), "invalid request");
+        assert!(!e.is_timeout());
+        let boxed: BoxError = e.into();
+        assert_eq!(Error::from_inner(boxed).kind(), ErrorKind::InvalidRequest);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | Cancelled | 499 | CANCELLED (1) |
 //! | Closed | 503 | UNAVAILABLE (14) |
 //! | RetriesExhausted | 502 | UNAVAILABLE (14) |
+//! | InvalidRequest | 400 | INVALID_ARGUMENT (3) |
 //! | Inner | 500 | UNKNOWN (2) |
 //!
 //! ```
@@ -49,6 +50,7 @@ impl Error {
             ErrorKind::Overloaded | ErrorKind::Closed => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
             ErrorKind::RetriesExhausted => StatusCode::BAD_GATEWAY,
+            ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -60,6 +62,7 @@ impl Error {
             ErrorKind::Overloaded => Code::ResourceExhausted,
             ErrorKind::Cancelled => Code::Cancelled,
             ErrorKind::Closed | ErrorKind::RetriesExhausted => Code::Unavailable,
+            ErrorKind::InvalidRequest => Code::InvalidArgument,
             _ => Code::Unknown,
         }
     }
@@ -89,27 +92,12 @@ impl Error {
         h.insert(&GRPC_STATUS, self.grpc_code().header_value());
         h.insert(
             &GRPC_MESSAGE,
-            HeaderValue::from_static(self.kind().describe_static()),
+            HeaderValue::from_static(self.kind().describe()),
         );
         if let Some(after) = self.retry_after() {
             h.insert(&GRPC_RETRY_PUSHBACK_MS, encode_grpc_pushback(after));
         }
         res
-    }
-}
-
-impl ErrorKind {
-    fn describe_static(self) -> &'static str {
-        // Percent-encoding is not needed: these are plain ASCII words.
-        match self {
-            ErrorKind::Timeout => "request timed out",
-            ErrorKind::DeadlineExceeded => "deadline exceeded",
-            ErrorKind::Overloaded => "service overloaded",
-            ErrorKind::Cancelled => "request cancelled",
-            ErrorKind::Closed => "service closed",
-            ErrorKind::RetriesExhausted => "retries exhausted",
-            _ => "inner service error",
-        }
     }
 }
 
@@ -308,6 +296,31 @@ mod tests {
         let r: Response<()> =
             Error::overloaded(Some(Duration::from_millis(250))).to_grpc_response();
         assert_eq!(r.headers()[&GRPC_RETRY_PUSHBACK_MS], "250");
+    }
+
+    #[tokio::test]
+    async fn invalid_request_is_400_or_invalid_argument() {
+        let e = Error::invalid_request();
+        assert_eq!(e.http_status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.grpc_code(), Code::InvalidArgument);
+        let r: Response<()> = e.to_grpc_response();
+        assert_eq!(r.headers()[&GRPC_STATUS], "3");
+        assert_eq!(r.headers()[&GRPC_MESSAGE], "invalid request");
+        let svc = HandleErrorsLayer::new().layer(service_fn(|_req: http::Request<()>| async {
+            Err::<Response<()>, _>(Error::invalid_request())
+        }));
+        let res = svc.clone().oneshot(http::Request::new(())).await.unwrap();
+        assert_eq!(res.status(), 400);
+        let grpc = http::Request::post("/a.B/C")
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let res = svc.oneshot(grpc).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            Code::from_headers(res.headers()),
+            Some(Code::InvalidArgument)
+        );
     }
 
     #[tokio::test]

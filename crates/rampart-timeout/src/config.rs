@@ -47,7 +47,8 @@ pub struct HeadersConfig {
     /// `grpc-timeout` on gRPC requests (default true).
     pub grpc_timeout: bool,
     /// The HTTP deadline header on other requests (default
-    /// `x-request-timeout-ms`; `None`: no header).
+    /// `x-request-timeout-ms`; `None`: no header). A header HTTP framing or
+    /// gRPC owns is refused ([`ConfigError::ReservedHeader`]).
     pub http_header: Option<String>,
 }
 
@@ -175,6 +176,27 @@ mod tests {
             ..HeadersConfig::default()
         };
         assert!(empty.build().is_err());
+    }
+
+    #[test]
+    fn a_header_http_or_grpc_owns_cannot_carry_the_deadline() {
+        for owned in ["content-length", "Host", "grpc-timeout", "grpc-status"] {
+            let cfg = HeadersConfig {
+                http_header: Some(owned.into()),
+                ..HeadersConfig::default()
+            };
+            assert!(
+                matches!(cfg.build(), Err(ConfigError::ReservedHeader(_))),
+                "{owned}"
+            );
+        }
+        let err = HeadersConfig {
+            http_header: Some("te".into()),
+            ..HeadersConfig::default()
+        }
+        .build_propagate()
+        .unwrap_err();
+        assert!(err.to_string().contains("te"));
     }
 
     #[cfg(feature = "serde")]

@@ -1,5 +1,7 @@
 //! Why a configuration was refused.
 
+use http::HeaderName;
+use rampart_core::codec::HeaderNameError;
 use std::fmt;
 
 /// An invalid timeout or deadline configuration.
@@ -12,6 +14,10 @@ pub enum ConfigError {
     ZeroDuration,
     /// The header name is not a valid HTTP header name.
     InvalidHeaderName(String),
+    /// The header is one HTTP framing or gRPC owns (`content-length`,
+    /// `host`, `te`, `grpc-*`, …): a deadline written there would corrupt
+    /// the message.
+    ReservedHeader(HeaderName),
 }
 
 impl fmt::Display for ConfigError {
@@ -23,11 +29,24 @@ impl fmt::Display for ConfigError {
             ConfigError::InvalidHeaderName(name) => {
                 write!(f, "{name:?} is not a valid HTTP header name")
             }
+            ConfigError::ReservedHeader(name) => write!(
+                f,
+                "header {name} is owned by HTTP or gRPC and cannot carry a deadline"
+            ),
         }
     }
 }
 
 impl std::error::Error for ConfigError {}
+
+impl From<HeaderNameError> for ConfigError {
+    fn from(e: HeaderNameError) -> Self {
+        match e {
+            HeaderNameError::InvalidHeaderName(name) => ConfigError::InvalidHeaderName(name),
+            HeaderNameError::ReservedHeader(name) => ConfigError::ReservedHeader(name),
+        }
+    }
+}
 
 /// Checks a configured duration.
 pub(crate) fn nonzero(d: std::time::Duration) -> Result<std::time::Duration, ConfigError> {
@@ -36,10 +55,4 @@ pub(crate) fn nonzero(d: std::time::Duration) -> Result<std::time::Duration, Con
     } else {
         Ok(d)
     }
-}
-
-/// Parses a configured header name.
-pub(crate) fn header_name(name: &str) -> Result<http::HeaderName, ConfigError> {
-    http::HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| ConfigError::InvalidHeaderName(name.to_owned()))
 }

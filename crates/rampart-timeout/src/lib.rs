@@ -47,7 +47,10 @@
 //!   - client side, [`PropagateDeadlineLayer`] writes the time that
 //!     *remains* on outgoing `http::Request`s (hyper, axum-style clients,
 //!     tonic channels), so each hop sees a smaller budget than the last;
-//!   - [`DeadlineHeaders`] names the headers, the same value for both ends.
+//!   - [`DeadlineHeaders`] (from `rampart_core::codec`, shared with
+//!     `rampart-context`'s `PropagateContextLayer`) names the headers, the
+//!     same value for both ends, and holds the rules for reading and
+//!     writing them.
 //!
 //! Both fire by dropping the inner call: its future is dropped the moment
 //! the timer expires, not later when the caller drops the response future.
@@ -104,14 +107,12 @@ mod call;
 pub mod config;
 mod deadline;
 mod error;
-mod headers;
 mod propagate;
 mod timeout;
 mod timer;
 
 pub use deadline::{Deadline, DeadlineFuture, DeadlineLayer, FromHeaders, NoHeaders, OnMalformed};
 pub use error::ConfigError;
-pub use headers::DeadlineHeaders;
 pub use propagate::{PropagateDeadline, PropagateDeadlineLayer, PropagateFuture};
-pub use rampart_core::codec::{GRPC_TIMEOUT, X_REQUEST_TIMEOUT_MS};
+pub use rampart_core::codec::{DeadlineHeaders, GRPC_TIMEOUT, X_REQUEST_TIMEOUT_MS};
 pub use timeout::{Timeout, TimeoutFuture, TimeoutLayer};

@@ -1,11 +1,9 @@
 //! The server side: reading the caller's deadline ([`FromHeaders`]) and
 //! what to do with a malformed one ([`OnMalformed`]).
 
-use crate::headers::DeadlineHeaders;
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Response, StatusCode};
-use rampart_core::codec::{GRPC_MESSAGE, GRPC_STATUS};
-use rampart_core::grpc::Code;
+use http::{HeaderValue, Response};
+use rampart_core::Error;
+use rampart_core::codec::{DeadlineHeaders, GRPC_MESSAGE};
 
 /// The plain [`DeadlineLayer`](crate::DeadlineLayer): the deadline comes from
 /// the budget and the current [`Context`](rampart_core::Context) only, for
@@ -23,8 +21,10 @@ pub enum OnMalformed {
     /// default: a garbled header never makes a request fail.
     #[default]
     Ignore,
-    /// Answer at once, without calling the inner service: HTTP 400, or for
-    /// gRPC requests `grpc-status: 3` (INVALID_ARGUMENT).
+    /// Answer at once, without calling the inner service, with the response
+    /// for [`ErrorKind::InvalidRequest`](rampart_core::ErrorKind::InvalidRequest):
+    /// HTTP 400, or for gRPC requests `grpc-status: 3` (INVALID_ARGUMENT)
+    /// with `grpc-message: malformed grpc-timeout`.
     Reject,
 }
 
@@ -49,19 +49,17 @@ impl FromHeaders {
     }
 }
 
-/// The answer to a request whose deadline header was rejected.
+/// The answer to a request whose deadline header was rejected: core's
+/// mapping of [`Error::invalid_request`], saying which header was wrong.
 pub(crate) fn reject<B: Default>(grpc: bool) -> Response<B> {
-    let mut res = Response::new(B::default());
     if grpc {
-        let h = res.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        h.insert(&GRPC_STATUS, Code::InvalidArgument.header_value());
-        h.insert(
+        let mut res = Error::invalid_request().to_grpc_response();
+        res.headers_mut().insert(
             &GRPC_MESSAGE,
             HeaderValue::from_static("malformed grpc-timeout"),
         );
+        res
     } else {
-        *res.status_mut() = StatusCode::BAD_REQUEST;
+        Error::invalid_request().to_http_response()
     }
-    res
 }

@@ -4,9 +4,8 @@ use super::DeadlineFuture;
 use super::headers::{self, FromHeaders, NoHeaders, OnMalformed};
 use crate::bounded::Bounded;
 use crate::call::ReadyGate;
-use crate::headers::Malformed;
 use crate::timer::Timer;
-use rampart_core::codec::deadline_after;
+use rampart_core::codec::{MalformedDeadline, deadline_after};
 use rampart_core::grpc::is_grpc_request;
 use rampart_core::{BoxError, Context, Error, ErrorKind};
 use std::task::{Context as TaskContext, Poll};
@@ -130,7 +129,7 @@ where
             }
             Ok(Some(caller)) => caller,
             Ok(None) => self.budget,
-            Err(Malformed) => match self.source.on_malformed {
+            Err(MalformedDeadline) => match self.source.on_malformed {
                 OnMalformed::Ignore => {
                     tracing::debug!(grpc, "malformed deadline header ignored");
                     self.budget

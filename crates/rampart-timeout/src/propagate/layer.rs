@@ -24,9 +24,11 @@ use tower_layer::Layer;
 /// A header already on the request (say, tonic's own `grpc-timeout`) is
 /// kept when it is shorter, replaced otherwise. Without a deadline the
 /// request goes out untouched. With no time left (less than a millisecond
-/// for the HTTP header) the call fails at once with
+/// for the HTTP header: it would be written as zero, see
+/// [`DeadlineHeaders::reads_as_expired`]) the call fails at once with
 /// [`ErrorKind::DeadlineExceeded`](rampart_core::ErrorKind::DeadlineExceeded)
-/// and nothing is sent.
+/// and nothing is sent. (`rampart-context`'s infallible
+/// `PropagateContextLayer` sends such a request with the zero instead.)
 ///
 /// ```
 /// use rampart_timeout::{DeadlineHeaders, PropagateDeadlineLayer};

@@ -67,11 +67,8 @@ where
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
         let grpc = is_grpc_request(&req);
-        if self
-            .headers
-            .write(req.headers_mut(), grpc, remaining)
-            .is_err()
-        {
+        // An expired deadline would go out as zero: fail here instead.
+        if self.headers.reads_as_expired(grpc, remaining) {
             tracing::debug!(
                 grpc,
                 ?remaining,
@@ -79,6 +76,7 @@ where
             );
             return PropagateFuture::failed(Error::deadline_exceeded());
         }
+        self.headers.write(req.headers_mut(), grpc, remaining);
         PropagateFuture::called(self.inner.call(req))
     }
 }
