@@ -23,15 +23,8 @@ fn show(o: Outcome) -> String {
     }
 }
 
-/// A response as a classifier takes it.
-fn ok<T>(res: &T) -> Result<&T, ErrorRef<'_>> {
-    Ok(res)
-}
-
-/// An error as a classifier takes it (the response type is only named).
-fn err(e: &Error) -> Result<&http::Response<()>, ErrorRef<'_>> {
-    Err(e)
-}
+/// What a classifier is given: a response, or an error.
+type Judged<'a, T> = Result<&'a T, ErrorRef<'a>>;
 
 pub(crate) async fn run() -> Result<(), BoxError> {
     crate::heading("classification and error mapping (rampart-core)");
@@ -77,18 +70,18 @@ pub(crate) async fn run() -> Result<(), BoxError> {
         let grpc_call = what.starts_with("grpc");
         let (g, p) = match client.request(get).await {
             Ok(res) if grpc_call => {
-                let o = show(grpc.classify(ok(&res)));
+                let o = show(grpc.classify(Judged::Ok(&res)));
                 (o, "(gRPC: by code only)".to_string())
             }
             Ok(res) => (
-                show(judge_get.classify(ok(&res))),
-                show(judge_post.classify(ok(&res))),
+                show(judge_get.classify(Judged::Ok(&res))),
+                show(judge_post.classify(Judged::Ok(&res))),
             ),
             Err(e) => {
                 let e = Error::from_inner(e);
                 (
-                    show(judge_get.classify(err(&e))),
-                    show(judge_post.classify(err(&e))),
+                    show(judge_get.classify(Judged::<http::Response<()>>::Err(&e))),
+                    show(judge_post.classify(Judged::<http::Response<()>>::Err(&e))),
                 )
             }
         };
@@ -114,8 +107,8 @@ pub(crate) async fn run() -> Result<(), BoxError> {
     crate::line(format_args!(
         "{:<34} {:<22} {:<22}",
         "connection refused",
-        show(judge_get.classify(err(&e))),
-        show(judge_post.classify(err(&e)))
+        show(judge_get.classify(Judged::<http::Response<()>>::Err(&e))),
+        show(judge_post.classify(Judged::<http::Response<()>>::Err(&e)))
     ));
     server.shutdown().await;
 
