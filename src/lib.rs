@@ -102,6 +102,18 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     #[cfg(feature = "context")]
     fn request_id(self) -> ServiceBuilder<Stack<rampart_context::RequestIdLayer, L>>;
 
+    /// Retries retryable failures with capped, jittered backoff, an optional
+    /// shared budget, HTTP/gRPC classification and request-body replay
+    /// ([`retry::RetryLayer`]; build it with `RetryLayer::http()` or
+    /// `RetryLayer::builder()`). Place it inside the total deadline and
+    /// outside the per-attempt timeout. (Not `retry`: `ServiceBuilder::retry`
+    /// is tower's, and an inherent method always wins.)
+    #[cfg(feature = "retry")]
+    fn retry_with<C, R>(
+        self,
+        layer: rampart_retry::RetryLayer<C, R>,
+    ) -> ServiceBuilder<Stack<rampart_retry::RetryLayer<C, R>, L>>;
+
     /// Per-attempt timeout ([`timeout::TimeoutLayer`]): fails a call with
     /// [`ErrorKind::Timeout`] after `timeout`, the wait for readiness or a
     /// permit included. A zero duration is refused.

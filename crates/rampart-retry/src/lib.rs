@@ -1,1 +1,113 @@
-//! rampart-retry: being written (see its issue).
+//! Retry as a tower layer, the way production HTTP and gRPC clients need it.
+//!
+//! ```
+//! use rampart_retry::{Backoff, Budget, Jitter, RetryLayer};
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let seen = calls.clone();
+//! let flaky = service_fn(move |name: &'static str| {
+//!     let n = seen.fetch_add(1, Ordering::SeqCst);
+//!     async move {
+//!         // Refused twice, then fine.
+//!         if n < 2 {
+//!             Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+//!         } else {
+//!             Ok(format!("data from {name}"))
+//!         }
+//!     }
+//! });
+//! let svc = ServiceBuilder::new()
+//!     .layer(
+//!         RetryLayer::builder()
+//!             .max_attempts(3) // the first call counts
+//!             .backoff(Backoff::exponential(Duration::from_secs(1)).jitter(Jitter::None))
+//!             .budget(Budget::new(0.2, 10, Duration::from_secs(10)).unwrap())
+//!             .build()
+//!             .unwrap(),
+//!     )
+//!     .service(flaky);
+//! let started = tokio::time::Instant::now();
+//! assert_eq!(svc.clone().oneshot("api.example.com").await.unwrap(), "data from api.example.com");
+//! assert_eq!(started.elapsed(), Duration::from_secs(3)); // slept 1 s, then 2 s
+//! assert_eq!(calls.load(Ordering::SeqCst), 3);
+//!
+//! // Bad settings are an error, never a panic.
+//! assert!(RetryLayer::builder().max_attempts(0).build().is_err());
+//! # }
+//! ```
+//!
+//! What it does:
+//!
+//! - **Attempts**: [`max_attempts`](RetryBuilder::max_attempts) counts the
+//!   first call; an optional [`max_elapsed`](RetryBuilder::max_elapsed).
+//!   A retry never sleeps past the request's deadline (the task-local
+//!   [`Context`](rampart_core::Context), read when deciding) nor past
+//!   `max_elapsed`: when the next attempt would start too late, the last
+//!   failure comes back at once. A failed *response* (a 503) is returned as
+//!   it is; an *error* as [`ErrorKind::RetriesExhausted`] with the attempt
+//!   count and the last error as source, or the error itself
+//!   ([`OnExhausted`]).
+//! - **Backoff** ([`Backoff`]): exponential with base, multiplier and cap,
+//!   the cap applied before jitter ([`Jitter`]: none, full, equal,
+//!   decorrelated, gRPC's ×U(0.8, 1.2) clamped), seedable. A zero delay
+//!   retries at once without touching the timer.
+//! - **Budget** ([`Budget`]): a token bucket shared by many services; each
+//!   first call deposits `ratio`, each retry withdraws one, plus a
+//!   `min_per_sec` floor over a `ttl` window. An empty budget returns the
+//!   failure at once.
+//! - **Classification** by rampart-core's [`Classify`](rampart_core::Classify):
+//!   [`RetryLayer::http`] uses [`HttpOrGrpcClassify`](rampart_core::classify::HttpOrGrpcClassify)
+//!   (idempotent methods; `Retry-After` honoured up to a cap, a longer one
+//!   returning the failure at once; gRPC codes and pushback; a request that
+//!   never left is retried whatever its method); [`RetryLayer::builder`] uses
+//!   [`ErrorClassify`](rampart_core::classify::ErrorClassify); closures via
+//!   [`classify_fn`](rampart_core::classify::classify_fn). A delay asked by
+//!   the peer replaces the backoff delay; it is bounded by the classifier's
+//!   `max_retry_after`, the deadline and `max_elapsed`, not by the backoff
+//!   cap.
+//! - **Requests that cannot be cloned** ([`Replay`]): `http::Request<B>` for
+//!   any body is replayed from a buffer of at most `max_replay_bytes`
+//!   ([`ReplayBody`]); a longer body is sent once, in full, and not retried.
+//!   `Req: Clone` requests are cloned ([`CloneRequest`]).
+//! - An optional attempt header on retries (`x-retry-attempt: 2`), a
+//!   tracing debug event per retry and per give-up (attempt, delay, reason,
+//!   request id), and opt-in counters ([`RetryBuilder::stats`],
+//!   [`RetryLayer::stats`]).
+//!
+//! The success path of a `Req: Clone` request costs the clone and nothing
+//! else: no allocation, no lock, no atomic or reference count (unless a
+//! budget or stats are enabled), no clock read (unless `max_elapsed` or a
+//! budget is set), no timer. Everything a retry needs is allocated at the
+//! first retry.
+//!
+//! In a client stack it goes inside the total deadline and outside the
+//! per-attempt timeout (context propagation → deadline → retry →
+//! concurrency limit → attempt timeout → client), so each attempt gets its
+//! own timeout and no retry outlives the request.
+//!
+//! [`ErrorKind::RetriesExhausted`]: rampart_core::ErrorKind::RetriesExhausted
+
+mod backoff;
+mod budget;
+mod error;
+mod future;
+mod layer;
+mod policy;
+pub mod replay;
+mod service;
+mod stats;
+
+pub use backoff::{Backoff, Delays, Jitter};
+pub use budget::{Budget, BudgetConfig};
+pub use error::ConfigError;
+pub use future::ResponseFuture;
+pub use layer::{RetryBuilder, RetryLayer};
+pub use policy::{OnExhausted, RetryConfig};
+pub use replay::{CloneRequest, Replay, ReplayBody, ReplayHttp};
+pub use service::Retry;
+pub use stats::RetryStats;

@@ -1,0 +1,208 @@
+//! [`RetryLayer`] and its builder.
+
+use crate::policy::{OnExhausted, Policy, RetryConfig};
+use crate::replay::{CloneRequest, ReplayHttp};
+use crate::{Backoff, Budget, ConfigError, Retry, RetryStats};
+use http::HeaderName;
+use rampart_core::classify::{ErrorClassify, HttpOrGrpcClassify};
+use std::time::Duration;
+use tower_layer::Layer;
+
+/// Retries failed calls of the wrapped service; see the [crate docs](crate).
+///
+/// `C` is the [`Classify`](rampart_core::Classify) deciding what is
+/// retryable; `R` the [`Replay`](crate::Replay) strategy keeping the
+/// request for another attempt. Clones (and the services they make) share
+/// the budget and the stats counters, if any.
+#[derive(Clone, Debug)]
+pub struct RetryLayer<C = ErrorClassify, R = CloneRequest> {
+    classify: C,
+    replay: R,
+    policy: Policy,
+}
+
+impl RetryLayer {
+    /// A builder for plain services: any `Req: Clone` is cloned for each
+    /// attempt, and errors are classified by [`ErrorClassify`] (every error
+    /// retryable except deadline passed, cancelled, closed, retries
+    /// exhausted).
+    pub fn builder() -> RetryBuilder<ErrorClassify, CloneRequest> {
+        RetryBuilder {
+            config: RetryConfig::default(),
+            budget: None,
+            classify: ErrorClassify,
+            replay: CloneRequest,
+        }
+    }
+
+    /// A builder for HTTP and gRPC clients: results are classified by
+    /// [`HttpOrGrpcClassify`] (idempotent methods, 408/429/502/503/504,
+    /// `Retry-After`, gRPC codes and pushback), and `http::Request<B>`
+    /// bodies of any type are replayed from a 64 KiB buffer
+    /// ([`ReplayHttp`]).
+    pub fn http() -> RetryBuilder<HttpOrGrpcClassify, ReplayHttp> {
+        RetryBuilder {
+            config: RetryConfig::default(),
+            budget: None,
+            classify: HttpOrGrpcClassify::default(),
+            replay: ReplayHttp::default(),
+        }
+    }
+}
+
+impl Default for RetryLayer {
+    /// [`RetryLayer::builder`]'s defaults: 3 attempts, 100 ms doubling to
+    /// 10 s with full jitter, no budget.
+    fn default() -> Self {
+        RetryLayer {
+            classify: ErrorClassify,
+            replay: CloneRequest,
+            policy: Policy::default(),
+        }
+    }
+}
+
+impl<C, R> RetryLayer<C, R> {
+    /// The counters of every service this layer (and its clones) made, when
+    /// enabled with [`RetryBuilder::stats`]; `None` otherwise.
+    pub fn stats(&self) -> Option<RetryStats> {
+        self.policy.counters.as_ref().map(|c| c.snapshot())
+    }
+
+    /// The retry budget, if any.
+    pub fn budget(&self) -> Option<&Budget> {
+        self.policy.budget.as_ref()
+    }
+}
+
+impl<S, C: Clone, R: Clone> Layer<S> for RetryLayer<C, R> {
+    type Service = Retry<S, C, R>;
+
+    fn layer(&self, inner: S) -> Retry<S, C, R> {
+        Retry::new(
+            inner,
+            self.classify.clone(),
+            self.replay.clone(),
+            self.policy.clone(),
+        )
+    }
+}
+
+/// Configures a [`RetryLayer`]; [`build`](Self::build) validates.
+#[derive(Clone, Debug)]
+#[must_use = "call .build() to get the layer"]
+pub struct RetryBuilder<C, R> {
+    config: RetryConfig,
+    budget: Option<Budget>,
+    classify: C,
+    replay: R,
+}
+
+impl<C, R> RetryBuilder<C, R> {
+    /// Attempts in all, the first call included (default 3; at least 1).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.config.max_attempts = n;
+        self
+    }
+
+    /// No retry is started, nor slept towards, later than `max` after the
+    /// first call.
+    pub fn max_elapsed(mut self, max: Duration) -> Self {
+        self.config.max_elapsed = Some(max);
+        self
+    }
+
+    /// The delays between attempts (default: 100 ms doubling to 10 s, full
+    /// jitter).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// A retry budget, possibly shared with other layers (clone it).
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// What to return when giving up on an error.
+    pub fn on_exhausted(mut self, on: OnExhausted) -> Self {
+        self.config.on_exhausted = on;
+        self
+    }
+
+    /// Counts calls, retries, budget rejections and give-ups, readable with
+    /// [`RetryLayer::stats`] and [`Retry::stats`]. Off by default: it costs
+    /// an atomic increment per call and a reference count per service clone
+    /// and per call.
+    pub fn stats(mut self) -> Self {
+        self.config.stats = true;
+        self
+    }
+
+    /// Seeds the jitter, for repeatable delays (see [`RetryConfig::seed`]).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = Some(seed);
+        self
+    }
+
+    /// Replaces every setting of [`RetryConfig`] (e.g. read from a file).
+    pub fn config(mut self, config: RetryConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The classification of results: an HTTP/gRPC classifier, or a closure
+    /// through [`classify_fn`](rampart_core::classify::classify_fn).
+    pub fn classify<C2>(self, classify: C2) -> RetryBuilder<C2, R> {
+        RetryBuilder {
+            config: self.config,
+            budget: self.budget,
+            classify,
+            replay: self.replay,
+        }
+    }
+
+    /// How requests are kept for another attempt.
+    pub fn replay<R2>(self, replay: R2) -> RetryBuilder<C, R2> {
+        RetryBuilder {
+            config: self.config,
+            budget: self.budget,
+            classify: self.classify,
+            replay,
+        }
+    }
+
+    /// Clones `Req: Clone` requests instead of replaying bodies (e.g. for
+    /// `http::Request<()>` or `http::Request<Full<Bytes>>`).
+    pub fn clone_requests(self) -> RetryBuilder<C, CloneRequest> {
+        self.replay(CloneRequest)
+    }
+
+    /// Validates and builds the layer: zero attempts, a zero `max_elapsed`,
+    /// a multiplier below 1, a cap below the base delay, or a bad budget
+    /// config are a [`ConfigError`].
+    pub fn build(self) -> Result<RetryLayer<C, R>, ConfigError> {
+        Ok(RetryLayer {
+            policy: Policy::new(&self.config, self.budget)?,
+            classify: self.classify,
+            replay: self.replay,
+        })
+    }
+}
+
+impl<C> RetryBuilder<C, ReplayHttp> {
+    /// The most body bytes kept for a replay (default 64 KiB); a longer
+    /// body is sent once and the request is not retried.
+    pub fn max_replay_bytes(mut self, max: usize) -> Self {
+        self.replay = self.replay.max_bytes(max);
+        self
+    }
+
+    /// Sets `name: <attempt>` on each retry (2, 3, …), e.g.
+    /// `x-retry-attempt`.
+    pub fn attempt_header(mut self, name: HeaderName) -> Self {
+        self.replay = self.replay.attempt_header(name);
+        self
+    }
+}

@@ -1,0 +1,305 @@
+//! The retry policy: how many attempts, for how long, and the decision to
+//! retry one failure.
+
+use crate::backoff::{Backoff, Delays};
+use crate::budget::BudgetConfig;
+use crate::stats::Counters;
+use crate::{Budget, ConfigError};
+use rampart_core::{BoxError, Context, Error, RequestId};
+use std::cell::Cell;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What a retry layer returns when it gives up on a failure that was an
+/// *error* (a failed *response*, e.g. a 503, is always returned as it is).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum OnExhausted {
+    /// [`ErrorKind::RetriesExhausted`](rampart_core::ErrorKind::RetriesExhausted)
+    /// with the attempt count, the last error as its source. Outer retry
+    /// layers see it as final and do not retry again. The default.
+    #[default]
+    RetriesExhausted,
+    /// The last error itself (through [`Error::from_inner`]).
+    LastError,
+}
+
+/// The settings of a retry layer, e.g. from a config file
+/// (`serde::Deserialize` with the `serde` feature; every field is optional).
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
+pub struct RetryConfig {
+    /// Attempts in all, the first call included (default 3).
+    pub max_attempts: u32,
+    /// No retry is started, nor slept towards, past this time after the first
+    /// call (default: none).
+    pub max_elapsed: Option<Duration>,
+    /// The delays between attempts.
+    pub backoff: Backoff,
+    /// A retry budget of this layer's own (default: none); see
+    /// [`RetryBuilder::budget`](crate::RetryBuilder::budget) to share one.
+    pub budget: Option<BudgetConfig>,
+    /// What to return when giving up on an error.
+    pub on_exhausted: OnExhausted,
+    /// Count calls, retries, budget rejections and give-ups (default: off;
+    /// see [`RetryLayer::stats`](crate::RetryLayer::stats)).
+    pub stats: bool,
+    /// Seed of the jitter, for repeatable delays (default: random). With a
+    /// seed, the k-th request that starts retrying on a thread (counting
+    /// from 0) draws its delays from [`Backoff::delays`]`(seed + k)`.
+    pub seed: Option<u64>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 3,
+            max_elapsed: None,
+            backoff: Backoff::default(),
+            budget: None,
+            on_exhausted: OnExhausted::default(),
+            stats: false,
+            seed: None,
+        }
+    }
+}
+
+impl RetryConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(ConfigError::ZeroAttempts);
+        }
+        if self.max_elapsed == Some(Duration::ZERO) {
+            return Err(ConfigError::ZeroMaxElapsed);
+        }
+        self.backoff.validate()?;
+        if let Some(b) = &self.budget {
+            b.build()?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a retryable failure was not retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GiveUp {
+    Attempts,
+    NotReplayable,
+    Cancelled,
+    Deadline,
+    Elapsed,
+    Budget,
+}
+
+impl GiveUp {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            GiveUp::Attempts => "max attempts reached",
+            GiveUp::NotReplayable => "request cannot be replayed",
+            GiveUp::Cancelled => "request cancelled",
+            GiveUp::Deadline => "next attempt would start after the deadline",
+            GiveUp::Elapsed => "next attempt would start after max_elapsed",
+            GiveUp::Budget => "retry budget exhausted",
+        }
+    }
+}
+
+/// The validated policy, copied into every service and response future.
+///
+/// Nothing here is shared unless asked for (a budget, stats), so cloning a
+/// service or starting a call touches no reference count and no atomic.
+#[derive(Clone, Debug)]
+pub(crate) struct Policy {
+    backoff: Backoff,
+    // Nanoseconds; `None` when unset (zero is refused by validation).
+    max_elapsed: Option<NonZeroU64>,
+    seed: u64,
+    pub(crate) max_attempts: u32,
+    on_exhausted: OnExhausted,
+    seeded: bool,
+    pub(crate) budget: Option<Budget>,
+    pub(crate) counters: Option<Arc<Counters>>,
+}
+
+impl Default for Policy {
+    /// [`RetryConfig::default`], which is valid: no validation needed.
+    fn default() -> Self {
+        let c = RetryConfig::default();
+        Policy {
+            backoff: c.backoff,
+            max_elapsed: None,
+            seed: 0,
+            max_attempts: c.max_attempts,
+            on_exhausted: c.on_exhausted,
+            seeded: false,
+            budget: None,
+            counters: None,
+        }
+    }
+}
+
+impl Policy {
+    pub(crate) fn new(config: &RetryConfig, budget: Option<Budget>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let budget = match (budget, &config.budget) {
+            (Some(b), _) => Some(b),
+            (None, Some(cfg)) => Some(cfg.build()?),
+            (None, None) => None,
+        };
+        let max_elapsed = config
+            .max_elapsed
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .and_then(NonZeroU64::new);
+        Ok(Policy {
+            backoff: config.backoff,
+            max_elapsed,
+            seed: config.seed.unwrap_or_default(),
+            max_attempts: config.max_attempts,
+            on_exhausted: config.on_exhausted,
+            seeded: config.seed.is_some(),
+            budget,
+            counters: config.stats.then(Arc::default),
+        })
+    }
+
+    /// When a retry may no longer start, for a call starting now (`None`:
+    /// no `max_elapsed`; the clock is not read).
+    #[inline]
+    pub(crate) fn give_up_at(&self) -> Option<Instant> {
+        let max = Duration::from_nanos(self.max_elapsed?.get());
+        Some(rampart_core::codec::deadline_after(Instant::now(), max))
+    }
+
+    /// Records a first call (stats, budget deposit).
+    #[inline]
+    pub(crate) fn on_call(&self) {
+        if let Some(c) = &self.counters {
+            c.calls.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(b) = &self.budget {
+            b.deposit();
+        }
+    }
+
+    /// Records a retry being started.
+    pub(crate) fn on_retry(&self) {
+        if let Some(c) = &self.counters {
+            c.retries.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Decides whether the failure of attempt `attempt` is retried: the
+    /// delay before the next attempt, or why not. `replayable` says whether
+    /// the request can be sent again; `after` is the peer's requested delay.
+    pub(crate) fn decide(
+        &self,
+        attempt: u32,
+        replayable: bool,
+        give_up_at: Option<Instant>,
+        delays: &mut Option<Delays>,
+        after: Option<Duration>,
+    ) -> Result<Duration, GiveUp> {
+        if attempt >= self.max_attempts {
+            return Err(GiveUp::Attempts);
+        }
+        if !replayable {
+            return Err(GiveUp::NotReplayable);
+        }
+        let (deadline, cancelled) = Context::with_current(|c| {
+            c.map_or((None, false), |c| (c.deadline(), c.is_cancelled()))
+        });
+        if cancelled {
+            return Err(GiveUp::Cancelled);
+        }
+        // The peer's delay replaces the backoff (as gRPC's pushback does).
+        let delay = after.unwrap_or_else(|| {
+            delays
+                .get_or_insert_with(|| self.backoff.delays(self.next_stream()))
+                .next()
+                .unwrap_or_default()
+        });
+        if deadline.is_some() || give_up_at.is_some() {
+            let resume = rampart_core::codec::deadline_after(Instant::now(), delay);
+            if deadline.is_some_and(|d| resume >= d) {
+                return Err(GiveUp::Deadline);
+            }
+            if give_up_at.is_some_and(|at| resume > at) {
+                return Err(GiveUp::Elapsed);
+            }
+        }
+        if let Some(b) = &self.budget {
+            if !b.try_withdraw() {
+                return Err(GiveUp::Budget);
+            }
+        }
+        Ok(delay)
+    }
+
+    /// The seed of the next request that starts retrying on this thread.
+    fn next_stream(&self) -> u64 {
+        thread_local! {
+            // (random salt of this thread, requests that retried here)
+            static STREAMS: Cell<(u64, u64)> = Cell::new((random_seed(), 0));
+        }
+        STREAMS.with(|s| {
+            let (salt, k) = s.get();
+            s.set((salt, k.wrapping_add(1)));
+            let base = if self.seeded { self.seed } else { salt };
+            base.wrapping_add(k)
+        })
+    }
+
+    /// The result returned when giving up on `result` after `attempts`.
+    pub(crate) fn give_up<Res>(
+        &self,
+        result: Result<Res, BoxError>,
+        attempts: u32,
+        why: GiveUp,
+    ) -> Result<Res, Error> {
+        if let Some(c) = &self.counters {
+            let counter = if why == GiveUp::Budget {
+                &c.budget_rejections
+            } else {
+                &c.exhausted
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        with_request_id(|request_id| {
+            tracing::debug!(
+                attempts,
+                reason = why.as_str(),
+                request_id,
+                "retry: giving up"
+            );
+        });
+        match (result, self.on_exhausted) {
+            (Ok(res), _) => Ok(res),
+            (Err(e), OnExhausted::RetriesExhausted) => {
+                // Keep a "try again after" hint of the last failure visible.
+                let after = e.downcast_ref::<Error>().and_then(Error::retry_after);
+                Err(Error::retries_exhausted(attempts, e).with_retry_after(after))
+            }
+            (Err(e), OnExhausted::LastError) => Err(Error::from_inner(e)),
+        }
+    }
+}
+
+/// Calls `f` with the current request id, for tracing (no copy).
+pub(crate) fn with_request_id(f: impl FnOnce(Option<&str>)) {
+    Context::with_current(|c| f(c.and_then(Context::request_id).map(RequestId::as_str)));
+}
+
+/// A seed that differs per thread and per process, without an OS entropy
+/// dependency: std's hasher keys are random per process.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(N.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
