@@ -193,6 +193,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(rampart_context::PropagateContextLayer::new())
     }
 
+    #[cfg(feature = "retry")]
+    fn retry_with<C, R>(
+        self,
+        layer: rampart_retry::RetryLayer<C, R>,
+    ) -> ServiceBuilder<Stack<rampart_retry::RetryLayer<C, R>, L>> {
+        self.layer(layer)
+    }
+
     #[cfg(feature = "timeout")]
     fn attempt_timeout(
         self,
