@@ -270,6 +270,8 @@ pub mod prelude {
     pub use rampart_core::{Context, Error, ErrorKind, InContextExt, Outcome, RequestId};
     #[cfg(feature = "limit")]
     pub use rampart_limit::{ConcurrencyLimitLayer, KeyedConcurrencyLimitLayer};
+    #[cfg(feature = "retry")]
+    pub use rampart_retry::{Backoff, Budget, RetryLayer};
     #[cfg(feature = "timeout")]
     pub use rampart_timeout::{
         DeadlineHeaders, DeadlineLayer, PropagateDeadlineLayer, TimeoutLayer,
