@@ -125,12 +125,29 @@ pub fn classify_error(e: ErrorRef<'_>) -> ErrorClass {
     ErrorClass::MaybeSent
 }
 
-fn error_outcome(e: ErrorRef<'_>, retry_if_maybe_sent: bool) -> Outcome {
+/// The outcome of an error: a delay longer than `max_after` (a local limit's
+/// hint) makes it fatal, as a long `Retry-After` does.
+fn error_outcome(e: ErrorRef<'_>, retry_if_maybe_sent: bool, max_after: Duration) -> Outcome {
     match classify_error(e) {
+        ErrorClass::NeverSent { after: Some(d) } if d > max_after => Outcome::Fatal,
         ErrorClass::NeverSent { after } => Outcome::Retryable { after },
         ErrorClass::MaybeSent if retry_if_maybe_sent => Outcome::Retryable { after: None },
         ErrorClass::MaybeSent | ErrorClass::Final => Outcome::Fatal,
     }
+}
+
+/// True when the error chain holds a rampart per-attempt timeout.
+fn is_attempt_timeout(e: ErrorRef<'_>) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(r) = e.downcast_ref::<Error>() {
+            if r.kind() == ErrorKind::Timeout {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
 }
 
 const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -305,7 +322,7 @@ impl HttpClassify {
 impl<B> ClassifyResult<http::Response<B>> for HttpClassifier {
     fn classify(&self, result: Result<&http::Response<B>, ErrorRef<'_>>) -> Outcome {
         match result {
-            Err(e) => error_outcome(e, self.idempotent),
+            Err(e) => error_outcome(e, self.idempotent, self.max_retry_after),
             Ok(res) => {
                 let status = res.status();
                 if self.statuses.contains(status) {
@@ -387,7 +404,17 @@ impl<B, B2> Classify<http::Request<B>, http::Response<B2>> for GrpcClassify {
 impl<B> ClassifyResult<http::Response<B>> for GrpcClassify {
     fn classify(&self, result: Result<&http::Response<B>, ErrorRef<'_>>) -> Outcome {
         let res = match result {
-            Err(e) => return error_outcome(e, self.codes & Code::Unavailable.bit() != 0),
+            Err(e) => {
+                // gRPC reports a per-attempt timeout as DEADLINE_EXCEEDED and
+                // a transport failure as UNAVAILABLE: retry each only when
+                // its code is in the set.
+                let code = if is_attempt_timeout(e) {
+                    Code::DeadlineExceeded
+                } else {
+                    Code::Unavailable
+                };
+                return error_outcome(e, self.codes & code.bit() != 0, self.max_retry_after);
+            }
             Ok(res) => res,
         };
         let code = match Code::from_headers(res.headers()) {
@@ -459,7 +486,8 @@ impl<B> ClassifyResult<http::Response<B>> for HttpOrGrpcClassifier {
 }
 
 /// For services that are not HTTP: every `Ok` is a success; an error is
-/// retryable unless it is final (deadline passed, cancelled, closed).
+/// retryable unless it is final (deadline passed, cancelled, closed) or asks
+/// for a delay longer than 60 s (a local limit's `retry_after`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ErrorClassify;
 
@@ -474,7 +502,7 @@ impl<Res> ClassifyResult<Res> for ErrorClassify {
     fn classify(&self, result: Result<&Res, ErrorRef<'_>>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
-            Err(e) => error_outcome(e, true),
+            Err(e) => error_outcome(e, true, DEFAULT_MAX_RETRY_AFTER),
         }
     }
 }
@@ -674,6 +702,49 @@ mod tests {
                 .classify(err(&Error::timeout()))
                 .is_retryable()
         );
+    }
+
+    #[test]
+    fn a_local_limits_long_retry_after_is_fatal_not_waited_on() {
+        let long = Error::overloaded(Some(Duration::from_secs(3600)));
+        let short = Error::overloaded(Some(Duration::from_secs(1)));
+        assert_eq!(http_judge(Method::GET).classify(err(&long)), Outcome::Fatal);
+        assert_eq!(
+            grpc_judge(GrpcClassify::default()).classify(err(&long)),
+            Outcome::Fatal
+        );
+        assert_eq!(
+            ClassifyResult::<Res>::classify(&ErrorClassify, err(&long)),
+            Outcome::Fatal
+        );
+        let after = Outcome::Retryable {
+            after: Some(Duration::from_secs(1)),
+        };
+        assert_eq!(http_judge(Method::POST).classify(err(&short)), after);
+        assert_eq!(
+            grpc_judge(GrpcClassify::default()).classify(err(&short)),
+            after
+        );
+        assert_eq!(
+            ClassifyResult::<Res>::classify(&ErrorClassify, err(&short)),
+            after
+        );
+        let capped = HttpClassify::new().max_retry_after(Duration::from_millis(500));
+        let j = Classify::<_, Res>::classify_request(&capped, &req(Method::GET));
+        assert_eq!(j.classify(err(&short)), Outcome::Fatal);
+    }
+
+    #[test]
+    fn grpc_retries_an_attempt_timeout_only_when_deadline_exceeded_is_listed() {
+        let timeout = Error::timeout();
+        let reset = Error::from_inner(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let default = grpc_judge(GrpcClassify::default());
+        assert_eq!(default.classify(err(&timeout)), Outcome::Fatal);
+        assert!(default.classify(err(&reset)).is_retryable());
+        let both = grpc_judge(
+            GrpcClassify::new().retry_codes(&[Code::Unavailable, Code::DeadlineExceeded]),
+        );
+        assert!(both.classify(err(&timeout)).is_retryable());
     }
 
     #[test]

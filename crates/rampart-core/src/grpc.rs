@@ -119,12 +119,34 @@ impl fmt::Display for Code {
 pub fn is_grpc_request<B>(req: &http::Request<B>) -> bool {
     req.headers()
         .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .is_some_and(|v| {
+            // Media types are case-insensitive.
+            v.as_bytes()
+                .get(..16)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_content_type_is_matched_case_insensitively() {
+        for (ct, grpc) in [
+            ("application/grpc", true),
+            ("Application/GRPC+proto", true),
+            ("application/grpc-web", true),
+            ("application/json", false),
+            ("application/grp", false),
+        ] {
+            let req = http::Request::post("/")
+                .header("content-type", ct)
+                .body(())
+                .unwrap();
+            assert_eq!(is_grpc_request(&req), grpc, "{ct}");
+        }
+    }
 
     #[test]
     fn status_parsing_is_total() {
