@@ -56,6 +56,13 @@ impl SampleWindow {
                 field: "min_samples",
             });
         }
+        if self.max_time > rampart_core::codec::MAX_DURATION {
+            return Err(ConfigError::InvalidFactor {
+                field: "max_time",
+                value: self.max_time.as_secs_f64(),
+                expected: "max_time <= rampart_core::codec::MAX_DURATION (about 31 years)",
+            });
+        }
         if self.min_time > self.max_time {
             return Err(ConfigError::InvalidFactor {
                 field: "min_time",
@@ -114,7 +121,7 @@ impl Window {
         let span = avg
             .saturating_mul(2)
             .clamp(self.cfg.min_time, self.cfg.max_time);
-        self.closes_at = Some(end + span);
+        self.closes_at = Some(rampart_core::codec::deadline_after(end, span));
         let full = self.timed.saturating_add(self.drops) >= self.cfg.min_samples;
         let sample = Sample::new(avg, self.max_in_flight, self.drops > 0);
         self.rtt_sum = Duration::ZERO;
@@ -166,6 +173,16 @@ mod tests {
     #[test]
     fn bad_windows_are_typed_errors() {
         let d = SampleWindow::default;
+        assert!(
+            SampleWindow {
+                min_time: Duration::MAX,
+                max_time: Duration::MAX,
+                ..d()
+            }
+            .check()
+            .is_err(),
+            "a window past MAX_DURATION would overflow Instant"
+        );
         assert!(
             SampleWindow {
                 min_time: Duration::ZERO,
