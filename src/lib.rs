@@ -43,7 +43,9 @@
 //! | `limit` | `rampart-limit` | concurrency limits: shared, shedding, keyed, adaptive |
 //! | `context` | `rampart-context` | request id and context propagation |
 //! | `http` | | error → HTTP/gRPC response mapping, [`HandleErrorsLayer`] |
-//! | `axum` | | `IntoResponse` for [`Error`] |
+//! | `axum` | | `IntoResponse` for [`Error`], axum extractors for the request id |
+//! | `hyper-util` | | hyper-util's client connect errors count as "never sent" |
+//! | `serde` | | `serde::Deserialize` for the configs |
 
 pub use rampart_core as core;
 pub use rampart_core::classify::{self, GrpcClassify, HttpClassify, HttpOrGrpcClassify};
@@ -75,6 +77,13 @@ pub use rampart_context as context;
 #[cfg(feature = "timeout")]
 use std::time::Duration;
 use tower::ServiceBuilder;
+#[cfg(any(
+    feature = "http",
+    feature = "context",
+    feature = "limit",
+    feature = "retry",
+    feature = "timeout"
+))]
 use tower_layer::Stack;
 
 mod sealed {
