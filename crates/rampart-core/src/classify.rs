@@ -109,16 +109,16 @@ pub fn classify_error(e: ErrorRef<'_>) -> ErrorClass {
                 | ErrorKind::InvalidRequest => return ErrorClass::Final,
             }
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return ErrorClass::NeverSent { after: None };
-            }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return ErrorClass::NeverSent { after: None };
         }
         #[cfg(feature = "hyper-util")]
-        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
-            if h.is_connect() {
-                return ErrorClass::NeverSent { after: None };
-            }
+        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>()
+            && h.is_connect()
+        {
+            return ErrorClass::NeverSent { after: None };
         }
         next = e.source();
     }
@@ -140,10 +140,10 @@ fn error_outcome(e: ErrorRef<'_>, retry_if_maybe_sent: bool, max_after: Duration
 fn is_attempt_timeout(e: ErrorRef<'_>) -> bool {
     let mut next = Some(e);
     while let Some(e) = next {
-        if let Some(r) = e.downcast_ref::<Error>() {
-            if r.kind() == ErrorKind::Timeout {
-                return true;
-            }
+        if let Some(r) = e.downcast_ref::<Error>()
+            && r.kind() == ErrorKind::Timeout
+        {
+            return true;
         }
         next = e.source();
     }

@@ -203,7 +203,7 @@ pub fn parse_grpc_pushback(value: &[u8]) -> Pushback {
 /// Encodes a pushback delay in milliseconds, rounding up.
 pub fn encode_grpc_pushback(d: Duration) -> HeaderValue {
     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-        + u64::from(d.subsec_nanos() % 1_000_000 > 0);
+        + u64::from(!d.subsec_nanos().is_multiple_of(1_000_000));
     HeaderValue::from(ms)
 }
 

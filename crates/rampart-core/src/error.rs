@@ -229,10 +229,10 @@ impl fmt::Display for Error {
         if let Some(a) = self.inner.retry_after {
             write!(f, " (retry after {a:?})")?;
         }
-        if self.inner.kind == ErrorKind::Inner {
-            if let Some(s) = &self.inner.source {
-                write!(f, ": {s}")?;
-            }
+        if self.inner.kind == ErrorKind::Inner
+            && let Some(s) = &self.inner.source
+        {
+            write!(f, ": {s}")?;
         }
         Ok(())
     }

@@ -190,10 +190,10 @@ where
                     }
                 }
                 StateProj::Backoff => {
-                    if let Some(retry) = this.retry.as_mut() {
-                        if let Some(sleep) = retry.as_mut().project().sleep.as_pin_mut() {
-                            ready!(sleep.poll(cx));
-                        }
+                    if let Some(retry) = this.retry.as_mut()
+                        && let Some(sleep) = retry.as_mut().project().sleep.as_pin_mut()
+                    {
+                        ready!(sleep.poll(cx));
                     }
                     this.state.set(State::Ready);
                 }

@@ -232,10 +232,10 @@ impl Policy {
                 return Err(GiveUp::Elapsed);
             }
         }
-        if let Some(b) = &self.budget {
-            if !b.try_withdraw() {
-                return Err(GiveUp::Budget);
-            }
+        if let Some(b) = &self.budget
+            && !b.try_withdraw()
+        {
+            return Err(GiveUp::Budget);
         }
         Ok(delay)
     }

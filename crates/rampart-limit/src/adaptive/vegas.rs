@@ -72,14 +72,14 @@ impl VegasConfig {
                 field: "probe_multiplier",
             });
         }
-        if let (Some(a), Some(b)) = (self.alpha, self.beta) {
-            if a > b {
-                return Err(ConfigError::InvalidFactor {
-                    field: "alpha",
-                    value: f64::from(a),
-                    expected: "alpha <= beta",
-                });
-            }
+        if let (Some(a), Some(b)) = (self.alpha, self.beta)
+            && a > b
+        {
+            return Err(ConfigError::InvalidFactor {
+                field: "alpha",
+                value: f64::from(a),
+                expected: "alpha <= beta",
+            });
         }
         let seed = self
             .seed
