@@ -67,7 +67,11 @@ where
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
         let grpc = is_grpc_request(&req);
-        // An expired deadline would go out as zero: fail here instead.
+        // An expired deadline would go out as zero: fail here instead. The
+        // inner service was made ready and is not called: a service that
+        // reserves capacity in `poll_ready` (tower's `Buffer` or
+        // `ConcurrencyLimit`) holds that reservation until this handle is
+        // dropped or called again, as tower's contract allows.
         if self.headers.reads_as_expired(grpc, remaining) {
             tracing::debug!(
                 grpc,

@@ -20,9 +20,10 @@ use tower_service::Service;
 /// `S: Clone`: when the inner service is not ready at call time it moves
 /// into the future and a clone takes its place.
 ///
-/// The clock starts when the response future is first polled (for an
-/// `.await`ed call, that is the call itself), and no timer is registered
-/// at all when the inner response is ready on that first poll.
+/// The clock starts when the inner future (or the wait for readiness) first
+/// returns `Pending`, so the work done inside that first poll is not
+/// counted; no timer is registered at all when the inner response is ready
+/// on the first poll.
 #[derive(Clone, Debug)]
 pub struct Timeout<S> {
     inner: ReadyGate<S>,
