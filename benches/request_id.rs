@@ -51,7 +51,7 @@ fn request_id(c: &mut Criterion) {
         ("request_id_accepted", request_with_id),
     ] {
         let mut g = group(c, name);
-        for case in cases(&[Ct, Mt], &[Ready], &[1]) {
+        for case in cases(&[Ct, Mt], &[Ready], &[1, 64]) {
             bench_floor_with(&mut g, case, make_req);
             bench_layer_with(&mut g, "tower", case, make_req, tower_layer());
             bench_layer_with(&mut g, "rampart", case, make_req, RequestIdLayer::new());

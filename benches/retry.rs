@@ -59,7 +59,7 @@ where
     <L::Service as Service<Req>>::Error: std::fmt::Debug + Send + 'static,
 {
     let mut g = group(c, name);
-    for case in cases(&[Ct, Mt], inners, &[1]) {
+    for case in cases(&[Ct, Mt], inners, &[1, 64]) {
         bench_floor(&mut g, case);
         let tower = tower::retry::RetryLayer::new(NeverRetry);
         bench_layer(&mut g, "tower", case, tower);

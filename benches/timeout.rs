@@ -24,7 +24,7 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 fn timeout(c: &mut Criterion) {
     let mut g = group(c, "timeout");
     let mut all = cases(&[Ct, Mt], &[Ready, Yield], &[1]);
-    all.extend(cases(&[Ct, Mt], &[Yield], &[64]));
+    all.extend(cases(&[Ct, Mt], &[Ready, Yield], &[64]));
     for case in all {
         bench_floor(&mut g, case);
         bench_layer(&mut g, "tower", case, TimeoutLayer::new(TIMEOUT));
