@@ -75,7 +75,9 @@ impl Sample {
 /// An adaptive limit algorithm.
 ///
 /// Implemented by [`Aimd`], [`Vegas`] and [`Gradient2`]; implement it to
-/// plug in another. The layer calls it under a lock, one sample at a time.
+/// plug in another. The layer calls it under a lock, one sample at a time
+/// (once per [`SampleWindow`] when windowed; calls inside a window do not
+/// take the lock).
 pub trait LimitAlgorithm: Send + fmt::Debug + 'static {
     /// A short name for logs (`"aimd"`).
     fn name(&self) -> &'static str;
@@ -93,14 +95,15 @@ pub(crate) fn log10_root(n: f64) -> f64 {
 }
 
 /// The algorithm of an adaptive layer, shared by its clones.
+///
+/// With a sample window, a call that does not close the window only touches
+/// the window's atomics; the algorithm's lock is taken once per window, by
+/// the call that closes it. Without one, every call is a sample and takes
+/// the lock.
 pub(crate) struct Adaptive {
-    state: Mutex<State>,
-    name: &'static str,
-}
-
-struct State {
-    algo: Box<dyn LimitAlgorithm>,
+    algo: Mutex<Box<dyn LimitAlgorithm>>,
     window: Option<Window>,
+    name: &'static str,
 }
 
 impl fmt::Debug for Adaptive {
@@ -115,19 +118,17 @@ impl Adaptive {
     pub(crate) fn new(algo: Box<dyn LimitAlgorithm>, window: Option<SampleWindow>) -> Adaptive {
         Adaptive {
             name: algo.name(),
-            state: Mutex::new(State {
-                algo,
-                window: window.map(Window::new),
-            }),
+            algo: Mutex::new(algo),
+            window: window.map(Window::new),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Box<dyn LimitAlgorithm>> {
+        self.algo.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn initial_limit(&self) -> u32 {
-        self.lock().algo.limit().clamp(1, crate::MAX_LIMIT)
+        self.lock().limit().clamp(1, crate::MAX_LIMIT)
     }
 
     /// Feeds a call that ended at `end` to the algorithm (through the
@@ -146,18 +147,19 @@ impl Adaptive {
             Outcome::Fatal => return,
         };
         let sample = Sample::new(rtt, in_flight, dropped);
-        // The limit is set under the algorithm's lock so that concurrent
-        // updates reach the semaphore in the order they were computed.
-        let mut state = self.lock();
-        let sample = match &mut state.window {
+        let sample = match &self.window {
+            // Lock-free unless this call closes a full window.
             Some(w) => match w.add(end, sample) {
                 Some(s) => s,
                 None => return,
             },
             None => sample,
         };
+        // The limit is set under the algorithm's lock so that concurrent
+        // updates reach the semaphore in the order they were computed.
+        let mut algo = self.lock();
         let old = sem.limit();
-        let new = state.algo.update(sample).clamp(1, crate::MAX_LIMIT);
+        let new = algo.update(sample).clamp(1, crate::MAX_LIMIT);
         if new != old {
             sem.set_limit(new);
             tracing::debug!(

@@ -2,6 +2,7 @@
 
 use super::Sample;
 use crate::error::ConfigError;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -74,61 +75,135 @@ impl SampleWindow {
     }
 }
 
-/// The window being filled.
+/// The window being filled, shared by every call without a lock.
+///
+/// A call inside the window only adds to atomic counters. The first call
+/// that ends after the window's deadline wins the right to close it (a
+/// compare-and-swap on the deadline), takes the counters and opens the next
+/// window; only then does the caller lock the algorithm. A call that ends
+/// while another closes the window is counted in the next one, and a call
+/// racing the close may have its RTT land in one window and its count in
+/// the other: an approximation of at most a call or two per window.
 #[derive(Debug)]
 pub(crate) struct Window {
     cfg: SampleWindow,
-    closes_at: Option<Instant>,
-    rtt_sum: Duration,
-    timed: u32,
-    drops: u32,
-    max_in_flight: u32,
+    /// Where the deadlines are measured from.
+    base: Instant,
+    /// The window's deadline in nanoseconds after `base`, plus one; `OPEN`
+    /// before the first call (the first call closes the empty window at
+    /// once), `CLOSING` while a caller closes it.
+    closes_at: AtomicU64,
+    /// Sum of the counted RTTs in nanoseconds.
+    rtt_sum: AtomicU64,
+    /// The sum of `rtt_sum` wrapped around (hundreds of years of RTT).
+    rtt_overflow: AtomicBool,
+    /// Counted calls.
+    timed: AtomicU64,
+    /// Drops.
+    drops: AtomicU64,
+    max_in_flight: AtomicU32,
+}
+
+/// `closes_at` before the first call: due at once.
+const OPEN: u64 = 0;
+/// `closes_at` while a caller closes the window: later calls join the next
+/// window.
+const CLOSING: u64 = u64::MAX;
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Window {
     pub(crate) fn new(cfg: SampleWindow) -> Window {
         Window {
             cfg,
-            closes_at: None,
-            rtt_sum: Duration::ZERO,
-            timed: 0,
-            drops: 0,
-            max_in_flight: 0,
+            base: Instant::now(),
+            closes_at: AtomicU64::new(OPEN),
+            rtt_sum: AtomicU64::new(0),
+            rtt_overflow: AtomicBool::new(false),
+            timed: AtomicU64::new(0),
+            drops: AtomicU64::new(0),
+            max_in_flight: AtomicU32::new(0),
         }
     }
 
+    /// `end` as stored in `closes_at` (never `OPEN` nor `CLOSING`).
+    fn stamp(&self, end: Instant) -> u64 {
+        nanos(end.saturating_duration_since(self.base)).clamp(1, CLOSING - 1)
+    }
+
     /// Adds a call that ended at `end`; returns the window's sample when
-    /// this call closed a full window.
-    pub(crate) fn add(&mut self, end: Instant, s: Sample) -> Option<Sample> {
-        if s.rtt >= self.cfg.min_rtt {
-            self.rtt_sum = self.rtt_sum.saturating_add(s.rtt);
-            self.timed += 1;
-        } else if !s.dropped {
+    /// this call closed a full window. Lock-free; two atomic additions (three for a drop) for
+    /// a call inside the window.
+    pub(crate) fn add(&self, end: Instant, s: Sample) -> Option<Sample> {
+        let timed = s.rtt >= self.cfg.min_rtt;
+        if !timed && !s.dropped {
             return None;
+        }
+        let at = self.closes_at.load(Ordering::Acquire);
+        let stamp = self.stamp(end);
+        let closing = (at == OPEN || stamp > at)
+            && self
+                .closes_at
+                .compare_exchange(at, CLOSING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
+        if !closing {
+            self.count(s, timed);
+            return None;
+        }
+        // This call closes the window: take what the others added, then
+        // add itself.
+        let timed_n = self.timed.swap(0, Ordering::AcqRel);
+        let drops = self.drops.swap(0, Ordering::AcqRel);
+        let sum = self.rtt_sum.swap(0, Ordering::AcqRel);
+        let overflow = self.rtt_overflow.swap(false, Ordering::AcqRel);
+        let max_in_flight = self.max_in_flight.swap(0, Ordering::AcqRel);
+        let mut timed_n = u32::try_from(timed_n).unwrap_or(u32::MAX);
+        let mut drops = u32::try_from(drops).unwrap_or(u32::MAX);
+        let mut rtt_sum = if overflow {
+            Duration::MAX
+        } else {
+            Duration::from_nanos(sum)
+        };
+        if timed {
+            rtt_sum = rtt_sum.saturating_add(s.rtt);
+            timed_n = timed_n.saturating_add(1);
         }
         if s.dropped {
-            self.drops += 1;
+            drops = drops.saturating_add(1);
         }
-        self.max_in_flight = self.max_in_flight.max(s.in_flight);
-        if self.closes_at.is_some_and(|at| end <= at) {
-            return None;
-        }
-        let avg = if self.timed == 0 {
+        let max_in_flight = max_in_flight.max(s.in_flight);
+        let avg = if timed_n == 0 {
             Duration::ZERO
         } else {
-            self.rtt_sum / self.timed
+            rtt_sum / timed_n
         };
         let span = avg
             .saturating_mul(2)
             .clamp(self.cfg.min_time, self.cfg.max_time);
-        self.closes_at = Some(rampart_core::codec::deadline_after(end, span));
-        let full = self.timed.saturating_add(self.drops) >= self.cfg.min_samples;
-        let sample = Sample::new(avg, self.max_in_flight, self.drops > 0);
-        self.rtt_sum = Duration::ZERO;
-        self.timed = 0;
-        self.drops = 0;
-        self.max_in_flight = 0;
-        full.then_some(sample)
+        let next = rampart_core::codec::deadline_after(end, span);
+        self.closes_at.store(self.stamp(next), Ordering::Release);
+        let full = timed_n.saturating_add(drops) >= self.cfg.min_samples;
+        full.then_some(Sample::new(avg, max_in_flight, drops > 0))
+    }
+
+    /// Counts a call inside the window.
+    fn count(&self, s: Sample, timed: bool) {
+        if timed {
+            self.timed.fetch_add(1, Ordering::Relaxed);
+            let n = nanos(s.rtt);
+            let before = self.rtt_sum.fetch_add(n, Ordering::Relaxed);
+            if before.checked_add(n).is_none() {
+                self.rtt_overflow.store(true, Ordering::Relaxed);
+            }
+        }
+        if s.dropped {
+            self.drops.fetch_add(1, Ordering::Relaxed);
+        }
+        if s.in_flight > self.max_in_flight.load(Ordering::Relaxed) {
+            self.max_in_flight.fetch_max(s.in_flight, Ordering::Relaxed);
+        }
     }
 }
 
@@ -146,7 +221,7 @@ mod tests {
             min_samples: 3,
             min_rtt: MS,
         };
-        let mut w = Window::new(cfg);
+        let w = Window::new(cfg);
         let t0 = Instant::now();
         // The first call opens the first window (nothing to report yet).
         assert_eq!(w.add(t0, Sample::new(10 * MS, 1, false)), None);
@@ -168,6 +243,36 @@ mod tests {
         );
         // A window with too few calls is discarded.
         assert_eq!(w.add(t0 + 250 * MS, Sample::new(20 * MS, 1, false)), None);
+    }
+
+    #[test]
+    fn calls_added_from_many_threads_all_reach_the_window_sample() {
+        let cfg = SampleWindow {
+            min_time: 100 * MS,
+            max_time: 100 * MS,
+            min_samples: 4001,
+            min_rtt: MS,
+        };
+        let w = Window::new(cfg);
+        let t0 = Instant::now();
+        assert_eq!(w.add(t0, Sample::new(10 * MS, 1, false)), None);
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                let w = &w;
+                s.spawn(move || {
+                    for i in 0..1000u32 {
+                        let drop = t == 3 && i == 500;
+                        let s = Sample::new(10 * MS, t * 1000 + i, drop);
+                        assert_eq!(w.add(t0 + 50 * MS, s), None, "inside the window");
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            w.add(t0 + 101 * MS, Sample::new(10 * MS, 1, false)),
+            Some(Sample::new(10 * MS, 3999, true)),
+            "4001 calls, one drop"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The key map: one semaphore per key, at most `max_keys` of them.
+//! The key map: one semaphore per key, at most `max_keys` of them, in
+//! shards with a short lock each.
 
 use crate::config::Policy;
 use crate::permit::Owner;
@@ -6,6 +7,7 @@ use crate::sem::Sem;
 use crate::stats::Counters;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// One key's semaphore. Permits and waiters hold an `Arc` to it, so an
@@ -52,16 +54,84 @@ impl Hasher for PassThrough {
     }
 }
 
-type Map = HashMap<u64, Arc<KeyEntry>, BuildHasherDefault<PassThrough>>;
+type Index = HashMap<u64, usize, BuildHasherDefault<PassThrough>>;
+
+/// Shards of the map, chosen by key hash: requests for different keys
+/// rarely share a lock.
+const SHARDS: usize = 16;
+/// At most this many entries are looked at, across all shards, when a new
+/// key finds the map full.
+pub(crate) const SWEEP: usize = 64;
+
+/// One shard: its entries in a vector (so a sweep can resume where the
+/// last one stopped), and an index from key to position.
+#[derive(Debug, Default)]
+struct Shard {
+    index: Index,
+    entries: Vec<(u64, Arc<KeyEntry>)>,
+    /// Where the next sweep starts (a clock hand).
+    hand: usize,
+}
+
+impl Shard {
+    fn get(&self, key: u64) -> Option<&Arc<KeyEntry>> {
+        self.index.get(&key).map(|&i| &self.entries[i].1)
+    }
+
+    fn insert(&mut self, key: u64, entry: Arc<KeyEntry>) {
+        self.index.insert(key, self.entries.len());
+        self.entries.push((key, entry));
+    }
+
+    /// Looks at up to `budget` entries from the hand towards the end and
+    /// evicts the idle ones; returns (entries looked at, entries evicted,
+    /// whether the hand reached the end and went back to the start).
+    fn sweep(&mut self, budget: usize) -> (usize, usize, bool) {
+        let mut looked = 0;
+        let mut evicted = 0;
+        while looked < budget && self.hand < self.entries.len() {
+            looked += 1;
+            // Entries are only cloned under this shard's lock, so a count
+            // of 1 (the map's own) cannot grow while we look.
+            if Arc::strong_count(&self.entries[self.hand].1) == 1 {
+                let (key, _) = self.entries.swap_remove(self.hand);
+                self.index.remove(&key);
+                if let Some((moved, _)) = self.entries.get(self.hand) {
+                    self.index.insert(*moved, self.hand);
+                }
+                evicted += 1;
+            } else {
+                self.hand += 1;
+            }
+        }
+        let wrapped = self.hand >= self.entries.len();
+        if wrapped {
+            self.hand = 0;
+        }
+        (looked, evicted, wrapped)
+    }
+}
+
+/// Keeps the shard locks on separate cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
 
 #[derive(Debug)]
 pub(crate) struct KeyMap {
-    map: Mutex<Map>,
+    shards: Box<[Padded]>,
+    /// Keys in all shards; never above `max_keys` (a key's slot is reserved
+    /// here before it is inserted).
+    keys: AtomicUsize,
     hasher: RandomState,
     limit: u32,
     max_keys: usize,
     policy: Policy,
     pub(crate) counters: Arc<Counters>,
+    /// The shard the next sweep starts in.
+    clock: AtomicUsize,
+    /// Entries looked at by sweeps (to prove they are bounded).
+    swept: AtomicU64,
 }
 
 /// A snapshot of the map for stats.
@@ -74,17 +144,23 @@ pub(crate) struct Totals {
 impl KeyMap {
     pub(crate) fn new(limit: u32, max_keys: usize, policy: Policy) -> KeyMap {
         KeyMap {
-            map: Mutex::new(Map::default()),
+            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
+            keys: AtomicUsize::new(0),
             hasher: RandomState::new(),
             limit,
             max_keys,
             policy,
             counters: Arc::new(Counters::default()),
+            clock: AtomicUsize::new(0),
+            swept: AtomicU64::new(0),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Map> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
+        self.shards[shard]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn limit(&self) -> u32 {
@@ -99,47 +175,180 @@ impl KeyMap {
         self.hasher.hash_one(key)
     }
 
+    /// Takes a slot for a new key, if the map is not full.
+    fn reserve(&self) -> bool {
+        self.keys
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_keys).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
     /// The entry of `key`, created if needed; `None` if the map is full of
-    /// busy keys. When full, idle keys are evicted first.
+    /// busy keys. When full, idle keys are evicted first: a sweep looks at
+    /// no more than [`SWEEP`] entries, starting where the last one stopped,
+    /// so a full map costs a new key O(1) work, and an idle key is found
+    /// within `max_keys / SWEEP + 1` sweeps (a new key may be refused while
+    /// an idle key waits further round the clock).
     pub(crate) fn entry(&self, key: u64) -> Option<Arc<KeyEntry>> {
-        let mut map = self.lock();
-        if let Some(e) = map.get(&key) {
-            return Some(Arc::clone(e));
-        }
-        if map.len() >= self.max_keys {
-            // Entries are only cloned under this lock, so a count of 1
-            // (the map's own) cannot grow while we look.
-            let before = map.len();
-            map.retain(|_, e| Arc::strong_count(e) > 1);
-            tracing::debug!(
-                evicted = before - map.len(),
-                keys = map.len(),
-                "keyed concurrency limit: idle keys evicted"
-            );
-            if map.len() >= self.max_keys {
-                return None;
+        let home = (key >> 32) as usize % SHARDS;
+        {
+            let mut shard = self.lock(home);
+            if let Some(e) = shard.get(key) {
+                return Some(Arc::clone(e));
+            }
+            if self.reserve() {
+                return Some(self.create(&mut shard, key));
             }
         }
+        self.sweep();
+        let mut shard = self.lock(home);
+        if let Some(e) = shard.get(key) {
+            return Some(Arc::clone(e));
+        }
+        if self.reserve() {
+            return Some(self.create(&mut shard, key));
+        }
+        None
+    }
+
+    fn create(&self, shard: &mut Shard, key: u64) -> Arc<KeyEntry> {
         let entry = Arc::new(KeyEntry {
             sem: Sem::new(self.limit),
             counters: Arc::clone(&self.counters),
             policy: self.policy,
         });
-        map.insert(key, Arc::clone(&entry));
-        Some(entry)
+        shard.insert(key, Arc::clone(&entry));
+        entry
+    }
+
+    /// Evicts idle keys, looking at no more than [`SWEEP`] entries; the
+    /// sweep goes round the shards like a clock hand, resuming where the
+    /// last one stopped. Returns how many keys were evicted.
+    fn sweep(&self) -> usize {
+        let mut budget = SWEEP;
+        let mut freed = 0;
+        let mut at = self.clock.load(Ordering::Relaxed) % SHARDS;
+        // Bounded by the budget, and by one round of the shards when they
+        // are (nearly) empty.
+        for _ in 0..=SHARDS {
+            let (looked, evicted, wrapped) = self.lock(at).sweep(budget);
+            if evicted > 0 {
+                self.keys.fetch_sub(evicted, Ordering::AcqRel);
+                freed += evicted;
+            }
+            budget -= looked;
+            if wrapped {
+                at = (at + 1) % SHARDS;
+            }
+            if budget == 0 || freed > 0 {
+                break;
+            }
+        }
+        self.clock.store(at, Ordering::Relaxed);
+        self.swept
+            .fetch_add((SWEEP - budget) as u64, Ordering::Relaxed);
+        tracing::debug!(
+            evicted = freed,
+            looked = SWEEP - budget,
+            "keyed concurrency limit: key map full, idle keys evicted"
+        );
+        freed
+    }
+
+    /// Entries looked at by sweeps so far.
+    #[cfg(test)]
+    pub(crate) fn swept(&self) -> u64 {
+        self.swept.load(Ordering::Relaxed)
     }
 
     pub(crate) fn totals(&self) -> Totals {
-        let map = self.lock();
         let mut t = Totals {
-            keys: map.len(),
+            keys: 0,
             in_flight: 0,
             waiting: 0,
         };
-        for e in map.values() {
-            t.in_flight += u64::from(e.sem.in_flight());
-            t.waiting += e.sem.waiting();
+        for i in 0..SHARDS {
+            let shard = self.lock(i);
+            t.keys += shard.entries.len();
+            for (_, e) in &shard.entries {
+                t.in_flight += u64::from(e.sem.in_flight());
+                t.waiting += e.sem.waiting();
+            }
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WaitPolicy;
+
+    fn map(max_keys: usize) -> KeyMap {
+        KeyMap::new(1, max_keys, WaitPolicy::default().check().unwrap())
+    }
+
+    #[test]
+    fn a_full_map_of_busy_keys_refuses_10_000_new_keys_with_bounded_work() {
+        const CAP: usize = 1_000;
+        let keys = map(CAP);
+        // Every tracked key is busy: someone holds its entry.
+        let busy: Vec<_> = (0..CAP as u64)
+            .map(|k| keys.entry(keys.hash(&k)).expect("room"))
+            .collect();
+        assert_eq!(keys.totals().keys, CAP);
+        for k in CAP as u64..CAP as u64 + 10_000 {
+            assert!(keys.entry(keys.hash(&k)).is_none(), "key {k} admitted");
+        }
+        // A full scan per refusal would be 10 000 × 1 000 entries.
+        assert!(
+            keys.swept() <= 10_000 * SWEEP as u64,
+            "{} entries looked at",
+            keys.swept()
+        );
+        assert_eq!(keys.totals().keys, CAP);
+        // Tracked keys are still served.
+        for k in 0..CAP as u64 {
+            assert!(keys.entry(keys.hash(&k)).is_some());
+        }
+        drop(busy);
+    }
+
+    #[test]
+    fn idle_keys_anywhere_in_a_full_map_are_found_within_a_few_sweeps() {
+        const CAP: usize = 1_000;
+        let keys = map(CAP);
+        let mut held: Vec<_> = (0..CAP as u64)
+            .map(|k| Some(keys.entry(keys.hash(&k)).expect("room")))
+            .collect();
+        // One key becomes idle.
+        held[617] = None;
+        let mut refused = 0;
+        let mut k = 1_000_000u64;
+        while keys.entry(keys.hash(&k)).is_none() {
+            refused += 1;
+            k += 1;
+            assert!(refused <= CAP.div_ceil(SWEEP) + 1, "idle key not found");
+        }
+        assert_eq!(keys.totals().keys, CAP);
+        drop(held);
+    }
+
+    #[test]
+    fn total_keys_never_exceed_the_cap_across_shards() {
+        for cap in [1, 3, 17, 100] {
+            let keys = map(cap);
+            let mut held = Vec::new();
+            for k in 0..10 * cap as u64 {
+                if let Some(e) = keys.entry(keys.hash(&k))
+                    && k % 2 == 0
+                {
+                    held.push(e);
+                }
+                assert!(keys.totals().keys <= cap);
+            }
+            assert!(keys.keys.load(Ordering::Relaxed) <= cap);
+        }
     }
 }

@@ -60,9 +60,16 @@ fn default_max_keys() -> usize {
 /// cannot aim keys at one bucket. Two distinct keys share a limit only if
 /// their hashes collide (about 1 in 2⁶⁴ per pair).
 ///
-/// The map is behind a lock taken once per request (tower has no keyed
-/// limit to compare with); the per-key permit is then the same lock-free
-/// fast path as [`ConcurrencyLimitLayer`](crate::ConcurrencyLimitLayer).
+/// The map is split into 16 shards by key hash, each behind its own short
+/// lock taken once per request to find the key (tower has no keyed limit to
+/// compare with): there is no global lock, and requests for different keys
+/// rarely meet. The per-key permit is then the same lock-free fast path as
+/// [`ConcurrencyLimitLayer`](crate::ConcurrencyLimitLayer). When the map is
+/// full, a new key looks at a bounded number of tracked keys for idle ones,
+/// resuming where the last look stopped (a clock), so a stream of distinct
+/// keys against a map of busy keys costs O(1) per request; an idle key is
+/// found within about `max_keys / 64` such looks, so a new key may be
+/// refused for a while although an idle key exists.
 ///
 /// ```
 /// use rampart_limit::{HeaderKey, KeyedConcurrencyLimitLayer};
