@@ -53,6 +53,10 @@ use tracing::Span;
 /// Target of the layer's tracing span and events.
 const TARGET: &str = "rampart_context";
 
+/// Up to this many distinct header names, [`RequestIdLayer`] finds the id's
+/// header by a linear scan rather than a hashed lookup.
+const LINEAR_SCAN: usize = 8;
+
 /// The configuration of a [`RequestIdLayer`], e.g. read from a file.
 ///
 /// ```
@@ -251,32 +255,36 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         // A context a layer further out set, in the extensions or the task:
-        // its fields win over the task's, the earliest deadline wins.
-        let outer = req
-            .extensions()
-            .get::<Context>()
-            .cloned()
-            .unwrap_or_default()
-            .inherit();
-        let kept = outer.request_id().cloned();
-        let id = self.layer.resolve(kept, req.headers_mut());
-        let ctx = outer.with_request_id(id.clone());
+        // its fields win over the task's, the earliest deadline wins. With
+        // none in the extensions this is the task's context (no merge).
+        let in_extensions = req.extensions().get::<Context>();
+        let stored = in_extensions.is_some();
+        let outer = match in_extensions {
+            Some(ext) => ext.clone().inherit(),
+            None => Context::current().unwrap_or_default(),
+        };
+        let ctx = match self.layer.resolve(outer.request_id(), req.headers_mut()) {
+            Some(id) => outer.with_request_id(id),
+            None => outer,
+        };
         if self.layer.store_in_extensions {
             req.extensions_mut().insert(ctx.clone());
-        } else if let Some(stored) = req.extensions_mut().get_mut::<Context>() {
+        } else if stored && let Some(slot) = req.extensions_mut().get_mut::<Context>() {
             // Keep a context a layer further out stored up to date (no
             // allocation: the slot exists).
-            *stored = ctx.clone();
+            *slot = ctx.clone();
         }
-        let span = request_span(&id);
+        let span = request_span(&ctx);
         let fut = {
             let _entered = span.enter();
             ctx.clone().sync_scope(|| self.inner.call(req))
         };
+        // The id is echoed from the context the future ran in (moved out
+        // when it completes: no clone of the id).
         ResponseFuture {
             inner: ctx.scope(fut),
             span,
-            echo: Some((self.layer.header.clone(), id.into())),
+            echo: Some(self.layer.header.clone()),
         }
     }
 }
@@ -300,19 +308,23 @@ impl std::fmt::Display for Refused {
 }
 
 impl RequestIdLayer {
-    /// The request's id: `kept` (set further out), else the valid incoming
-    /// header, else a new UUIDv7. Leaves the request header absent or equal
-    /// to the id.
-    fn resolve(&self, kept: Option<RequestId>, headers: &mut HeaderMap) -> RequestId {
-        let mut values = headers.get_all(&self.header).iter();
-        let Some(first) = values.next() else {
-            return kept.unwrap_or_else(RequestId::new_v7);
+    /// The request's id when it is not `kept` (set further out): the valid
+    /// incoming header, else a new UUIDv7; `None` keeps `kept`. Leaves the
+    /// request header absent or equal to the id.
+    fn resolve(&self, kept: Option<&RequestId>, headers: &mut HeaderMap) -> Option<RequestId> {
+        let Some((first, repeated)) = self.incoming(headers) else {
+            return match kept {
+                Some(_) => None,
+                None => Some(RequestId::new_v7()),
+            };
         };
-        let repeated = values.next().is_some();
         let (id, stale) = match kept {
             Some(id) => {
-                let stale = repeated || first != id.header_value();
-                (id, stale)
+                if repeated || first != id.header_value() {
+                    let value = id.header_value().clone();
+                    headers.insert(self.header.clone(), value);
+                }
+                return None;
             }
             None => match self.accept(first, repeated) {
                 Ok(id) => (id, false),
@@ -333,7 +345,29 @@ impl RequestIdLayer {
         if stale {
             headers.insert(self.header.clone(), id.header_value().clone());
         }
-        id
+        Some(id)
+    }
+
+    /// The first value of the id's header and whether it was sent more than
+    /// once. A request with a few distinct header names is scanned: cheaper
+    /// than hashing the name for the map's lookup.
+    fn incoming<'h>(&self, headers: &'h HeaderMap) -> Option<(&'h HeaderValue, bool)> {
+        if headers.keys_len() <= LINEAR_SCAN {
+            let mut found = None;
+            for (name, value) in headers {
+                if *name == self.header {
+                    if found.is_some() {
+                        return found.map(|first| (first, true));
+                    }
+                    found = Some(value);
+                }
+            }
+            found.map(|first| (first, false))
+        } else {
+            let mut values = headers.get_all(&self.header).iter();
+            let first = values.next()?;
+            Some((first, values.next().is_some()))
+        }
     }
 
     fn accept(&self, value: &HeaderValue, repeated: bool) -> Result<RequestId, Refused> {
@@ -349,11 +383,14 @@ impl RequestIdLayer {
 
 /// The span that carries the id: the current one when it declares a
 /// `request_id` field, else a new `DEBUG` span (free when disabled).
-fn request_span(id: &RequestId) -> Span {
+fn request_span(ctx: &Context) -> Span {
     if tracing::level_filters::LevelFilter::current() == tracing::level_filters::LevelFilter::OFF {
         // No subscriber, or none that records anything: no span to look up.
         return Span::none();
     }
+    let Some(id) = ctx.request_id() else {
+        return Span::none();
+    };
     let current = Span::current();
     if current.field("request_id").is_some() {
         current.record("request_id", id.as_str());
@@ -369,7 +406,8 @@ pin_project! {
         #[pin]
         inner: Scoped<F>,
         span: Span,
-        echo: Option<(HeaderName, HeaderValue)>,
+        // The header the id is echoed in; the id is the scope's context's.
+        echo: Option<HeaderName>,
     }
 }
 
@@ -380,12 +418,51 @@ where
     type Output = Result<Response<ResB>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         let _entered = this.span.enter();
-        let mut res = ready!(this.inner.poll(cx))?;
-        if let Some((name, value)) = this.echo.take() {
-            res.headers_mut().insert(name, value);
+        let mut res = ready!(this.inner.as_mut().poll(cx))?;
+        if let Some(name) = this.echo.take()
+            && let Some(id) = this.inner.take_value().and_then(Context::into_request_id)
+        {
+            res.headers_mut().insert(name, id.into());
         }
         Poll::Ready(Ok(res))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A map with the id's header among `others` other header names.
+    fn headers(others: usize, ids: &[&'static str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for i in 0..others {
+            let name = HeaderName::try_from(format!("x-other-{i}")).unwrap();
+            map.insert(name, HeaderValue::from_static("v"));
+        }
+        for id in ids {
+            map.append(&X_REQUEST_ID, HeaderValue::from_static(id));
+        }
+        map
+    }
+
+    #[test]
+    fn scanned_and_hashed_lookups_agree() {
+        let layer = RequestIdLayer::new();
+        for others in [0, 1, LINEAR_SCAN - 1, LINEAR_SCAN, LINEAR_SCAN + 5] {
+            let none = headers(others, &[]);
+            assert!(layer.incoming(&none).is_none(), "{others}");
+            let one = headers(others, &["a"]);
+            assert_eq!(
+                layer.incoming(&one),
+                Some((&HeaderValue::from_static("a"), false))
+            );
+            let two = headers(others, &["a", "b"]);
+            assert_eq!(
+                layer.incoming(&two),
+                Some((&HeaderValue::from_static("a"), true))
+            );
+        }
     }
 }

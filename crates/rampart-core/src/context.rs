@@ -123,6 +123,11 @@ impl Context {
         self.request_id.as_ref()
     }
 
+    /// The request id, moved out of the context (no clone).
+    pub fn into_request_id(self) -> Option<RequestId> {
+        self.request_id
+    }
+
     /// Sets the request id.
     pub fn with_request_id(mut self, id: RequestId) -> Context {
         self.request_id = Some(id);
@@ -319,6 +324,13 @@ mod tests {
         assert_eq!(merged.request_id().unwrap().as_str(), "outer");
         token.cancel();
         assert!(merged.is_cancelled());
+    }
+
+    #[test]
+    fn into_request_id_moves_the_id_out() {
+        assert!(Context::new().into_request_id().is_none());
+        let ctx = Context::new().with_request_id(id("moved"));
+        assert_eq!(ctx.into_request_id().unwrap().as_str(), "moved");
     }
 
     #[test]
