@@ -1,10 +1,11 @@
 //! `DeadlineLayer`: sets the Context deadline (earliest wins), bounds the
 //! whole call, rejects expired-on-arrival requests (paused clock).
 
+mod common;
+use common::{ms, within_an_hour};
 use rampart_core::{Context, ErrorKind};
 use rampart_testkit::{Gate, MockReply, MockService, ReadyMode};
 use rampart_timeout::{ConfigError, DeadlineLayer};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -12,18 +13,6 @@ use tower::{Layer, ServiceExt};
 
 /// The deadlines the inner work saw, one per call.
 type Seen = Arc<Mutex<Vec<Option<Instant>>>>;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// Bounds a test step so that a regression fails instead of hanging (the
-/// clock is paused, so the hour passes at once).
-async fn within_an_hour<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(3600), f)
-        .await
-        .expect("the call should have finished long before an hour")
-}
 
 fn deadline(d: Duration) -> DeadlineLayer {
     DeadlineLayer::new(d).unwrap()

@@ -2,13 +2,14 @@
 //! deadline from `grpc-timeout` / the HTTP header, caps it, and handles
 //! hostile values per policy (paused clock).
 
+mod common;
+use common::{ms, within_an_hour};
 use http::{HeaderValue, Request, Response};
 use proptest::prelude::*;
 use rampart_core::grpc::Code;
 use rampart_core::{Context, ErrorKind, HandleErrorsLayer};
 use rampart_testkit::{MockReply, MockService};
 use rampart_timeout::{DeadlineHeaders, DeadlineLayer, FromHeaders, OnMalformed};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -19,18 +20,6 @@ type Res = Response<String>;
 
 /// The deadlines the inner work saw, one per call.
 type Seen = Arc<Mutex<Vec<Option<Instant>>>>;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// Bounds a test step so that a regression fails instead of hanging (the
-/// clock is paused, so the hour passes at once).
-async fn within_an_hour<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(3600), f)
-        .await
-        .expect("the call should have finished long before an hour")
-}
 
 const BUDGET: Duration = Duration::from_secs(5);
 

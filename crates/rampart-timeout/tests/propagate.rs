@@ -1,6 +1,8 @@
 //! The client side of propagation: `PropagateDeadlineLayer` writes the
 //! remaining time on outgoing requests (paused clock).
 
+mod common;
+use common::ms;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use rampart_core::{Context, ErrorKind};
 use rampart_testkit::{MockReply, MockService};
@@ -15,10 +17,6 @@ type Res = Response<()>;
 
 /// The headers of every request the mock was called with.
 type Seen = Arc<Mutex<Vec<HeaderMap>>>;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// A mock that records the headers of every request it is called with.
 fn recording() -> (MockService<Req, Res>, Seen) {

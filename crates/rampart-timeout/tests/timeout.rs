@@ -1,6 +1,8 @@
 //! `TimeoutLayer`: fires exactly on time, drops the inner call, bounds the
 //! wait for readiness and permits (paused clock).
 
+mod common;
+use common::{ms, within_an_hour};
 use rampart_core::{Error, ErrorKind};
 use rampart_testkit::{Gate, MockReply, MockService, ReadyMode, cancel_at_every_poll};
 use rampart_timeout::{ConfigError, TimeoutLayer};
@@ -11,18 +13,6 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// Bounds a test step so that a regression fails instead of hanging (the
-/// clock is paused, so the hour passes at once).
-async fn within_an_hour<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(3600), f)
-        .await
-        .expect("the call should have finished long before an hour")
-}
 
 /// Polls `fut` once, in the current task.
 async fn poll_once<F: Future>(mut fut: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
