@@ -80,9 +80,13 @@ pub enum ErrorClass {
         /// A delay asked for by a local limit.
         after: Option<Duration>,
     },
-    /// A transport failure or timeout after the request may have been sent:
-    /// safe to retry only when the request is idempotent.
+    /// A transport failure after the request may have been sent: safe to
+    /// retry only when the request is idempotent.
     MaybeSent,
+    /// A per-attempt timeout fired; the request may have reached the peer.
+    /// HTTP treats it as [`MaybeSent`](ErrorClass::MaybeSent); gRPC as
+    /// DEADLINE_EXCEEDED rather than UNAVAILABLE.
+    TimedOut,
     /// Deadline passed, cancelled, closed, retries already exhausted, the
     /// request itself invalid: never retry.
     Final,
@@ -100,7 +104,7 @@ pub fn classify_error(e: ErrorRef<'_>) -> ErrorClass {
                         after: r.retry_after(),
                     };
                 }
-                ErrorKind::Timeout => return ErrorClass::MaybeSent,
+                ErrorKind::Timeout => return ErrorClass::TimedOut,
                 ErrorKind::Inner => {}
                 ErrorKind::DeadlineExceeded
                 | ErrorKind::Cancelled
@@ -127,27 +131,23 @@ pub fn classify_error(e: ErrorRef<'_>) -> ErrorClass {
 
 /// The outcome of an error: a delay longer than `max_after` (a local limit's
 /// hint) makes it fatal, as a long `Retry-After` does.
-fn error_outcome(e: ErrorRef<'_>, retry_if_maybe_sent: bool, max_after: Duration) -> Outcome {
+///
+/// `retry_maybe_sent` and `retry_timed_out` say whether a request that may
+/// have reached the peer is retried after a transport failure or after a
+/// per-attempt timeout.
+fn error_outcome(
+    e: ErrorRef<'_>,
+    retry_maybe_sent: bool,
+    retry_timed_out: bool,
+    max_after: Duration,
+) -> Outcome {
     match classify_error(e) {
         ErrorClass::NeverSent { after: Some(d) } if d > max_after => Outcome::Fatal,
         ErrorClass::NeverSent { after } => Outcome::Retryable { after },
-        ErrorClass::MaybeSent if retry_if_maybe_sent => Outcome::Retryable { after: None },
-        ErrorClass::MaybeSent | ErrorClass::Final => Outcome::Fatal,
+        ErrorClass::MaybeSent if retry_maybe_sent => Outcome::Retryable { after: None },
+        ErrorClass::TimedOut if retry_timed_out => Outcome::Retryable { after: None },
+        ErrorClass::MaybeSent | ErrorClass::TimedOut | ErrorClass::Final => Outcome::Fatal,
     }
-}
-
-/// True when the error chain holds a rampart per-attempt timeout.
-fn is_attempt_timeout(e: ErrorRef<'_>) -> bool {
-    let mut next = Some(e);
-    while let Some(e) = next {
-        if let Some(r) = e.downcast_ref::<Error>()
-            && r.kind() == ErrorKind::Timeout
-        {
-            return true;
-        }
-        next = e.source();
-    }
-    false
 }
 
 const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -322,7 +322,7 @@ impl HttpClassify {
 impl<B> ClassifyResult<http::Response<B>> for HttpClassifier {
     fn classify(&self, result: Result<&http::Response<B>, ErrorRef<'_>>) -> Outcome {
         match result {
-            Err(e) => error_outcome(e, self.idempotent, self.max_retry_after),
+            Err(e) => error_outcome(e, self.idempotent, self.idempotent, self.max_retry_after),
             Ok(res) => {
                 let status = res.status();
                 if self.statuses.contains(status) {
@@ -404,16 +404,16 @@ impl<B, B2> Classify<http::Request<B>, http::Response<B2>> for GrpcClassify {
 impl<B> ClassifyResult<http::Response<B>> for GrpcClassify {
     fn classify(&self, result: Result<&http::Response<B>, ErrorRef<'_>>) -> Outcome {
         let res = match result {
+            // gRPC reports a transport failure as UNAVAILABLE and a
+            // per-attempt timeout as DEADLINE_EXCEEDED: retry each only when
+            // its code is in the set.
             Err(e) => {
-                // gRPC reports a per-attempt timeout as DEADLINE_EXCEEDED and
-                // a transport failure as UNAVAILABLE: retry each only when
-                // its code is in the set.
-                let code = if is_attempt_timeout(e) {
-                    Code::DeadlineExceeded
-                } else {
-                    Code::Unavailable
-                };
-                return error_outcome(e, self.codes & code.bit() != 0, self.max_retry_after);
+                return error_outcome(
+                    e,
+                    self.codes & Code::Unavailable.bit() != 0,
+                    self.codes & Code::DeadlineExceeded.bit() != 0,
+                    self.max_retry_after,
+                );
             }
             Ok(res) => res,
         };
@@ -502,7 +502,7 @@ impl<Res> ClassifyResult<Res> for ErrorClassify {
     fn classify(&self, result: Result<&Res, ErrorRef<'_>>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
-            Err(e) => error_outcome(e, true, DEFAULT_MAX_RETRY_AFTER),
+            Err(e) => error_outcome(e, true, true, DEFAULT_MAX_RETRY_AFTER),
         }
     }
 }
