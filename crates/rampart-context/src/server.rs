@@ -45,6 +45,7 @@ use pin_project_lite::pin_project;
 use rampart_core::{Context, InvalidRequestId, RequestId, Scoped, X_REQUEST_ID};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, ready};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -157,7 +158,7 @@ impl RequestIdBuilder {
 /// ```
 #[derive(Clone, Debug)]
 pub struct RequestIdLayer {
-    header: HeaderName,
+    header: Header,
     accept_incoming: bool,
     store_in_extensions: bool,
 }
@@ -172,7 +173,7 @@ impl RequestIdLayer {
     /// The default: header `x-request-id`, valid incoming ids accepted.
     pub fn new() -> RequestIdLayer {
         RequestIdLayer {
-            header: X_REQUEST_ID.clone(),
+            header: Header::XRequestId,
             accept_incoming: true,
             store_in_extensions: false,
         }
@@ -194,7 +195,7 @@ impl RequestIdLayer {
     /// The layer a [`RequestIdConfig`] describes.
     pub fn from_config(config: &RequestIdConfig) -> Result<RequestIdLayer, ConfigError> {
         Ok(RequestIdLayer {
-            header: config::header_name(&config.header)?,
+            header: Header::new(config::header_name(&config.header)?),
             accept_incoming: config.accept_incoming,
             store_in_extensions: config.store_in_extensions,
         })
@@ -202,7 +203,33 @@ impl RequestIdLayer {
 
     /// The header that carries the id.
     pub fn header_name(&self) -> &HeaderName {
-        &self.header
+        self.header.name()
+    }
+}
+
+/// The id's header: `x-request-id` (a static, so cloning the layer per
+/// request, as axum does, and echoing the id copy nothing), or another
+/// name, shared.
+#[derive(Clone, Debug)]
+enum Header {
+    XRequestId,
+    Custom(Arc<HeaderName>),
+}
+
+impl Header {
+    fn new(name: HeaderName) -> Header {
+        if name == X_REQUEST_ID {
+            Header::XRequestId
+        } else {
+            Header::Custom(Arc::new(name))
+        }
+    }
+
+    fn name(&self) -> &HeaderName {
+        match self {
+            Header::XRequestId => &X_REQUEST_ID,
+            Header::Custom(name) => name,
+        }
     }
 }
 
@@ -254,35 +281,24 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // A context a layer further out set, in the extensions or the task:
-        // its fields win over the task's, the earliest deadline wins. With
-        // none in the extensions this is the task's context (no merge).
-        let in_extensions = req.extensions().get::<Context>();
-        let stored = in_extensions.is_some();
-        let outer = match in_extensions {
-            Some(ext) => ext.clone().inherit(),
-            None => Context::current().unwrap_or_default(),
+        let ctx = if self.layer.store_in_extensions
+            || req.extensions().get::<Context>().is_some()
+            || Context::with_current(|c| c.is_some())
+        {
+            self.layer.outer_context(&mut req)
+        } else {
+            // Nothing set further out (the common case): the request's own.
+            Context::new().with_request_id(self.layer.own_id(req.headers_mut()))
         };
-        let ctx = match self.layer.resolve(outer.request_id(), req.headers_mut()) {
-            Some(id) => outer.with_request_id(id),
-            None => outer,
-        };
-        if self.layer.store_in_extensions {
-            req.extensions_mut().insert(ctx.clone());
-        } else if stored && let Some(slot) = req.extensions_mut().get_mut::<Context>() {
-            // Keep a context a layer further out stored up to date (no
-            // allocation: the slot exists).
-            *slot = ctx.clone();
-        }
         let span = request_span(&ctx);
-        let fut = {
+        let inner = {
             let _entered = span.enter();
-            ctx.clone().sync_scope(|| self.inner.call(req))
+            ctx.scope_call(|| self.inner.call(req))
         };
         // The id is echoed from the context the future ran in (moved out
         // when it completes: no clone of the id).
         ResponseFuture {
-            inner: ctx.scope(fut),
+            inner,
             span,
             echo: Some(self.layer.header.clone()),
         }
@@ -308,54 +324,82 @@ impl std::fmt::Display for Refused {
 }
 
 impl RequestIdLayer {
-    /// The request's id when it is not `kept` (set further out): the valid
-    /// incoming header, else a new UUIDv7; `None` keeps `kept`. Leaves the
-    /// request header absent or equal to the id.
-    fn resolve(&self, kept: Option<&RequestId>, headers: &mut HeaderMap) -> Option<RequestId> {
-        let Some((first, repeated)) = self.incoming(headers) else {
-            return match kept {
-                Some(_) => None,
-                None => Some(RequestId::new_v7()),
-            };
+    /// The request's context when a layer further out set one, in the
+    /// extensions or the task (or when it is stored in the extensions): its
+    /// fields win over the task's, the earliest deadline wins, and an id it
+    /// has is kept.
+    fn outer_context<B>(&self, req: &mut Request<B>) -> Context {
+        let in_extensions = req.extensions().get::<Context>();
+        let stored = in_extensions.is_some();
+        let outer = match in_extensions {
+            Some(ext) => ext.clone().inherit(),
+            None => Context::current().unwrap_or_default(),
         };
-        let (id, stale) = match kept {
-            Some(id) => {
-                if repeated || first != id.header_value() {
-                    let value = id.header_value().clone();
-                    headers.insert(self.header.clone(), value);
-                }
-                return None;
-            }
-            None => match self.accept(first, repeated) {
-                Ok(id) => (id, false),
-                Err(refused) => {
-                    let id = RequestId::new_v7();
-                    tracing::debug!(
-                        target: TARGET,
-                        header = %self.header,
-                        reason = %refused,
-                        len = first.len(),
-                        replacement = %id,
-                        "incoming request id refused; generated a new one"
-                    );
-                    (id, true)
-                }
-            },
+        let ctx = if let Some(kept) = outer.request_id() {
+            self.keep(kept, req.headers_mut());
+            outer
+        } else {
+            let id = self.own_id(req.headers_mut());
+            outer.with_request_id(id)
         };
-        if stale {
-            headers.insert(self.header.clone(), id.header_value().clone());
+        if self.store_in_extensions {
+            req.extensions_mut().insert(ctx.clone());
+        } else if stored && let Some(slot) = req.extensions_mut().get_mut::<Context>() {
+            // Keep a context a layer further out stored up to date (no
+            // allocation: the slot exists).
+            *slot = ctx.clone();
         }
-        Some(id)
+        ctx
+    }
+
+    /// Leaves the request's header absent or equal to `kept`, the id a layer
+    /// further out set.
+    fn keep(&self, kept: &RequestId, headers: &mut HeaderMap) {
+        if let Some((first, repeated)) = self.incoming(headers)
+            && (repeated || first != kept.header_value())
+        {
+            headers.insert(self.header.name(), kept.header_value().clone());
+        }
+    }
+
+    /// The request's own id: the valid incoming header, else a new UUIDv7.
+    /// Leaves the request header absent or equal to the id.
+    fn own_id(&self, headers: &mut HeaderMap) -> RequestId {
+        let Some((first, repeated)) = self.incoming(headers) else {
+            return RequestId::new_v7();
+        };
+        match self.accept(first, repeated) {
+            Ok(id) => id,
+            Err(refused) => self.replace(refused, headers),
+        }
+    }
+
+    /// A new id for a refused incoming one, which it overwrites.
+    #[cold]
+    fn replace(&self, refused: Refused, headers: &mut HeaderMap) -> RequestId {
+        let id = RequestId::new_v7();
+        let len = headers.get(self.header.name()).map_or(0, HeaderValue::len);
+        tracing::debug!(
+            target: TARGET,
+            header = %self.header.name(),
+            reason = %refused,
+            len,
+            replacement = %id,
+            "incoming request id refused; generated a new one"
+        );
+        headers.insert(self.header.name(), id.header_value().clone());
+        id
     }
 
     /// The first value of the id's header and whether it was sent more than
     /// once. A request with a few distinct header names is scanned: cheaper
     /// than hashing the name for the map's lookup.
     fn incoming<'h>(&self, headers: &'h HeaderMap) -> Option<(&'h HeaderValue, bool)> {
+        let header = self.header.name();
         if headers.keys_len() <= LINEAR_SCAN {
             let mut found = None;
             for (name, value) in headers {
-                if *name == self.header {
+                if name == header {
                     if found.is_some() {
                         return found.map(|first| (first, true));
                     }
@@ -364,7 +408,7 @@ impl RequestIdLayer {
             }
             found.map(|first| (first, false))
         } else {
-            let mut values = headers.get_all(&self.header).iter();
+            let mut values = headers.get_all(header).iter();
             let first = values.next()?;
             Some((first, values.next().is_some()))
         }
@@ -407,7 +451,7 @@ pin_project! {
         inner: Scoped<F>,
         span: Span,
         // The header the id is echoed in; the id is the scope's context's.
-        echo: Option<HeaderName>,
+        echo: Option<Header>,
     }
 }
 
@@ -422,9 +466,13 @@ where
         let _entered = this.span.enter();
         let mut res = ready!(this.inner.as_mut().poll(cx))?;
         if let Some(name) = this.echo.take()
-            && let Some(id) = this.inner.take_value().and_then(Context::into_request_id)
+            && let Some(id) = this
+                .inner
+                .as_mut()
+                .take_context()
+                .and_then(Context::into_request_id)
         {
-            res.headers_mut().insert(name, id.into());
+            res.headers_mut().insert(name.name(), id.into());
         }
         Poll::Ready(Ok(res))
     }

@@ -1,10 +1,12 @@
 //! Request-scoped context: Python's `contextvars` for async Rust.
 //!
 //! A [`Context`] holds a request id, a deadline and a cancellation token. It
-//! lives in a tokio task-local for the duration of a request (set with
-//! [`Context::scope`]) and in the request's extensions, so every layer and
-//! every downstream call made while handling the request can read it with
-//! [`Context::current`].
+//! lives in a task-local for the duration of a request (set with
+//! [`Context::scope`] or [`Context::scope_call`]; like tokio's
+//! `task_local!`, a thread-local that a scoped future fills for the length
+//! of each of its polls), and, when a layer stores it, in the request's
+//! extensions, so every layer and every downstream call made while handling
+//! the request can read it with [`Context::current`].
 //!
 //! Task-locals do not cross `tokio::spawn`: a task started with a bare
 //! `tokio::spawn` sees no context. Use [`spawn`] or
@@ -32,17 +34,70 @@
 
 use crate::RequestId;
 use pin_project_lite::pin_project;
+use std::cell::RefCell;
 use std::future::Future;
+use std::mem;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use tokio::task::JoinHandle;
-use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-tokio::task_local! {
-    static CURRENT: Context;
+thread_local! {
+    /// The context of the scope being run on this thread. A task-local in
+    /// effect: a [`Scoped`] future puts its context here for the length of
+    /// each poll and takes it back after (tokio's `task_local!` works the
+    /// same way; this one can also hand the context back to a synchronous
+    /// scope's caller, see [`Context::sync_scope_mut`], so a `Service::call`
+    /// and its future share one context without a clone).
+    static CURRENT: RefCell<Option<Context>> = const { RefCell::new(None) };
+}
+
+/// Makes `slot`'s context the current one while `f` runs, and puts it back
+/// in `slot` after (also when `f` panics).
+///
+/// # Panics
+///
+/// Inside the closure of [`Context::with_current`], which holds the current
+/// context borrowed: entering a scope there is a bug, as with tokio's
+/// task-locals.
+#[inline]
+fn enter<R>(slot: &mut Option<Context>, f: impl FnOnce() -> R) -> R {
+    let _entered = Entered::new(slot);
+    f()
+}
+
+/// While alive, the context taken from `slot` is the current one; dropping
+/// it puts the previous one back and the context back in `slot`. Private:
+/// scopes must nest, which only [`enter`] and [`Scoped`] guarantee.
+struct Entered<'a> {
+    // `None` when the thread's locals are being destroyed: nothing entered.
+    slot: Option<&'a mut Option<Context>>,
+}
+
+impl<'a> Entered<'a> {
+    #[inline]
+    fn new(slot: &'a mut Option<Context>) -> Entered<'a> {
+        let swapped = CURRENT.try_with(|cur| {
+            let mut cur = cur
+                .try_borrow_mut()
+                .expect("a Context scope was entered inside Context::with_current");
+            mem::swap(slot, &mut cur);
+        });
+        Entered {
+            slot: swapped.is_ok().then_some(slot),
+        }
+    }
+}
+
+impl Drop for Entered<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let _ = CURRENT.try_with(|cur| mem::swap(slot, &mut cur.borrow_mut()));
+        }
+    }
 }
 
 /// Request-scoped data: request id, deadline, cancellation token.
@@ -55,8 +110,54 @@ pub struct Context {
     cancel: Option<CancellationToken>,
 }
 
-/// A future that runs inside a [`Context`] scope.
-pub type Scoped<F> = TaskLocalFuture<Context, F>;
+pin_project! {
+    /// A future that runs inside a [`Context`] scope (see
+    /// [`Context::scope`]): the context is current during each poll of the
+    /// inner future and while it is dropped.
+    pub struct Scoped<F> {
+        ctx: Option<Context>,
+        // `None` once the inner future completed (it is dropped in scope).
+        #[pin]
+        fut: Option<F>,
+    }
+
+    impl<F> PinnedDrop for Scoped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if mem::needs_drop::<F>() && this.fut.is_some() {
+                let mut fut = this.fut;
+                enter(this.ctx, || fut.set(None));
+            }
+        }
+    }
+}
+
+impl<F> Scoped<F> {
+    /// Takes the scope's context out, e.g. once the inner future completed;
+    /// later polls run without one.
+    pub fn take_context(self: Pin<&mut Self>) -> Option<Context> {
+        self.project().ctx.take()
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let mut fut = this.fut;
+        let _entered = Entered::new(this.ctx);
+        let Some(inner) = fut.as_mut().as_pin_mut() else {
+            panic!("a Scoped future was polled after it completed");
+        };
+        let res = inner.poll(cx);
+        if res.is_ready() {
+            // Dropped here, inside the scope, like a pending one would be.
+            fut.set(None);
+        }
+        res
+    }
+}
 
 impl Context {
     /// An empty context.
@@ -66,13 +167,14 @@ impl Context {
 
     /// The context of the running task, if a scope set one.
     pub fn current() -> Option<Context> {
-        CURRENT.try_with(Clone::clone).ok()
+        CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
     }
 
-    /// Calls `f` with the current context without cloning it.
+    /// Calls `f` with the current context without cloning it. The context
+    /// stays borrowed while `f` runs: entering a scope inside `f` panics.
     pub fn with_current<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
         let mut f = Some(f);
-        match CURRENT.try_with(|c| (f.take().expect("called once"))(Some(c))) {
+        match CURRENT.try_with(|c| (f.take().expect("called once"))(c.borrow().as_ref())) {
             Ok(r) => r,
             Err(_) => (f.take().expect("not called yet"))(None),
         }
@@ -80,19 +182,50 @@ impl Context {
 
     /// The current context's deadline, if any (no clone).
     pub fn current_deadline() -> Option<Instant> {
-        CURRENT.try_with(|c| c.deadline).ok().flatten()
+        Context::with_current(|c| c.and_then(Context::deadline))
     }
 
     /// Runs `f` with this context as the current one.
     pub fn scope<F: Future>(self, f: F) -> Scoped<F> {
-        CURRENT.scope(self, f)
+        Scoped {
+            ctx: Some(self),
+            fut: Some(f),
+        }
     }
 
     /// Runs the closure `f` with this context as the current one (the
-    /// synchronous twin of [`Context::scope`]), e.g. a `Service::call` that
-    /// must see the context its future will run in.
+    /// synchronous twin of [`Context::scope`]).
     pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(self, f)
+        enter(&mut Some(self), f)
+    }
+
+    /// Calls `call` with this context as the current one, then runs the
+    /// future it returns in the same context: a `Service::call` that must
+    /// see the context its future will run in. One context serves both (no
+    /// clone).
+    ///
+    /// ```
+    /// use rampart_core::{Context, RequestId};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let ctx = Context::new().with_request_id(RequestId::parse(b"req-1").unwrap());
+    /// let fut = ctx.scope_call(|| {
+    ///     let at_call = Context::current().unwrap().request_id().cloned();
+    ///     async move { (at_call, Context::current().unwrap().request_id().cloned()) }
+    /// });
+    /// assert!(Context::current().is_none());
+    /// let (at_call, at_poll) = fut.await;
+    /// assert_eq!(at_call.unwrap().as_str(), "req-1");
+    /// assert_eq!(at_poll.unwrap().as_str(), "req-1");
+    /// # }
+    /// ```
+    #[inline]
+    pub fn scope_call<F: Future>(self, call: impl FnOnce() -> F) -> Scoped<F> {
+        let mut ctx = Some(self);
+        let fut = enter(&mut ctx, call);
+        Scoped {
+            ctx,
+            fut: Some(fut),
+        }
     }
 
     /// Merges `self` over the current context: fields `self` leaves empty are
@@ -342,10 +475,96 @@ mod tests {
         assert_eq!(current_id(), None);
     }
 
+    #[test]
+    fn nested_scopes_and_a_panic_inside_one_restore_the_outer_context() {
+        Context::new().with_request_id(id("outer")).sync_scope(|| {
+            let inner = Context::new()
+                .with_request_id(id("inner"))
+                .sync_scope(current_id);
+            assert_eq!(inner.as_deref(), Some("inner"));
+            assert_eq!(current_id().as_deref(), Some("outer"));
+            let panicked = std::panic::catch_unwind(|| {
+                Context::new()
+                    .with_request_id(id("panics"))
+                    .sync_scope(|| panic!("inside the scope"))
+            });
+            assert!(panicked.is_err());
+            assert_eq!(current_id().as_deref(), Some("outer"));
+        });
+        assert_eq!(current_id(), None);
+    }
+
+    #[test]
+    fn scope_call_runs_the_call_and_every_poll_in_the_same_context() {
+        let mut fut = std::pin::pin!(Context::new().with_request_id(id("req")).scope_call(|| {
+            let at_call = current_id();
+            async move {
+                let first = current_id();
+                tokio::task::yield_now().await;
+                (at_call, first, current_id())
+            }
+        }));
+        assert_eq!(current_id(), None, "the call's scope ended with it");
+        let waker = std::task::Waker::noop();
+        let mut cx = TaskContext::from_waker(waker);
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(current_id(), None, "the poll's scope ended with it");
+        let Poll::Ready(seen) = fut.as_mut().poll(&mut cx) else {
+            panic!("ready after one yield");
+        };
+        let want = Some("req".to_owned());
+        assert_eq!(seen, (want.clone(), want.clone(), want));
+        assert_eq!(
+            fut.as_mut()
+                .take_context()
+                .unwrap()
+                .request_id()
+                .unwrap()
+                .as_str(),
+            "req"
+        );
+    }
+
+    #[test]
+    fn a_pending_scoped_future_is_dropped_inside_its_context() {
+        struct Probe(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+        impl Drop for Probe {
+            fn drop(&mut self) {
+                *self.0.lock().unwrap() = current_id();
+            }
+        }
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let probe = Probe(seen.clone());
+        let fut = Context::new()
+            .with_request_id(id("dropped"))
+            .scope(async move {
+                let _probe = probe;
+                std::future::pending::<()>().await;
+            });
+        let mut fut = Box::pin(fut);
+        let waker = std::task::Waker::noop();
+        assert!(
+            fut.as_mut()
+                .poll(&mut TaskContext::from_waker(waker))
+                .is_pending()
+        );
+        drop(fut);
+        assert_eq!(seen.lock().unwrap().as_deref(), Some("dropped"));
+        assert_eq!(current_id(), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "inside Context::with_current")]
+    fn entering_a_scope_inside_with_current_is_a_bug_that_panics() {
+        Context::new().with_request_id(id("outer")).sync_scope(|| {
+            Context::with_current(|_| Context::new().sync_scope(|| ()));
+        });
+    }
+
     #[tokio::test]
     async fn in_context_captures_at_creation() {
         let ctx = Context::new().with_request_id(id("captured"));
-        let fut = CURRENT.sync_scope(ctx, || async { current_id() }.in_context());
+        let fut = ctx.sync_scope(|| async { current_id() }.in_context());
         assert!(Context::current().is_none());
         assert_eq!(fut.await.as_deref(), Some("captured"));
     }

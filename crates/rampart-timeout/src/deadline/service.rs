@@ -78,10 +78,12 @@ impl<S, H> Deadline<S, H> {
             );
             return DeadlineFuture::done(Err(Error::deadline_exceeded()));
         }
-        let ctx = base.with_deadline(at);
-        let call = ctx.clone().sync_scope(|| self.inner.call(req));
-        let bounded = Bounded::new(call, Timer::at(at), ErrorKind::DeadlineExceeded);
-        DeadlineFuture::running(ctx.scope(bounded))
+        // The inner call and its future both run in the context (one context,
+        // no clone).
+        DeadlineFuture::running(base.with_deadline(at).scope_call(|| {
+            let call = self.inner.call(req);
+            Bounded::new(call, Timer::at(at), ErrorKind::DeadlineExceeded)
+        }))
     }
 }
 
