@@ -48,9 +48,9 @@ thread_local! {
     /// The context of the scope being run on this thread. A task-local in
     /// effect: a [`Scoped`] future puts its context here for the length of
     /// each poll and takes it back after (tokio's `task_local!` works the
-    /// same way; this one can also hand the context back to a synchronous
-    /// scope's caller, see [`Context::sync_scope_mut`], so a `Service::call`
-    /// and its future share one context without a clone).
+    /// same way; this one also hands the context back after a synchronous
+    /// scope, so [`Context::scope_call`] runs a `Service::call` and its
+    /// future in one context without a clone).
     static CURRENT: RefCell<Option<Context>> = const { RefCell::new(None) };
 }
 
