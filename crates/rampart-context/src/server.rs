@@ -292,7 +292,7 @@ where
         };
         let span = request_span(&ctx);
         let inner = {
-            let _entered = span.enter();
+            let _entered = span.as_deref().map(Span::enter);
             ctx.scope_call(|| self.inner.call(req))
         };
         // The id is echoed from the context the future ran in (moved out
@@ -300,7 +300,7 @@ where
         ResponseFuture {
             inner,
             span,
-            echo: Some(self.layer.header.clone()),
+            echo: self.layer.header.clone(),
         }
     }
 }
@@ -426,21 +426,23 @@ impl RequestIdLayer {
 }
 
 /// The span that carries the id: the current one when it declares a
-/// `request_id` field, else a new `DEBUG` span (free when disabled).
-fn request_span(ctx: &Context) -> Span {
+/// `request_id` field (recorded there, `None` returned), else a new `DEBUG`
+/// span when one is enabled. Boxed: the span is rare (only with a subscriber
+/// that records `DEBUG` here), the response future that holds it is not, and
+/// a pointer keeps that future small.
+fn request_span(ctx: &Context) -> Option<Box<Span>> {
     if tracing::level_filters::LevelFilter::current() == tracing::level_filters::LevelFilter::OFF {
         // No subscriber, or none that records anything: no span to look up.
-        return Span::none();
+        return None;
     }
-    let Some(id) = ctx.request_id() else {
-        return Span::none();
-    };
+    let id = ctx.request_id()?;
     let current = Span::current();
     if current.field("request_id").is_some() {
         current.record("request_id", id.as_str());
-        return Span::none();
+        return None;
     }
-    tracing::debug_span!(target: TARGET, "request", request_id = %id)
+    let span = tracing::debug_span!(target: TARGET, "request", request_id = %id);
+    (!span.is_disabled()).then(|| Box::new(span))
 }
 
 pin_project! {
@@ -449,9 +451,9 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: Scoped<F>,
-        span: Span,
+        span: Option<Box<Span>>,
         // The header the id is echoed in; the id is the scope's context's.
-        echo: Option<Header>,
+        echo: Header,
     }
 }
 
@@ -463,16 +465,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let _entered = this.span.enter();
+        let _entered = this.span.as_deref().map(Span::enter);
         let mut res = ready!(this.inner.as_mut().poll(cx))?;
-        if let Some(name) = this.echo.take()
-            && let Some(id) = this
-                .inner
-                .as_mut()
-                .take_context()
-                .and_then(Context::into_request_id)
+        if let Some(id) = this
+            .inner
+            .as_mut()
+            .take_context()
+            .and_then(Context::into_request_id)
         {
-            res.headers_mut().insert(name.name(), id.into());
+            res.headers_mut().insert(this.echo.name(), id.into());
         }
         Poll::Ready(Ok(res))
     }

@@ -135,6 +135,7 @@ pin_project! {
 impl<F> Scoped<F> {
     /// Takes the scope's context out, e.g. once the inner future completed;
     /// later polls run without one.
+    #[inline]
     pub fn take_context(self: Pin<&mut Self>) -> Option<Context> {
         self.project().ctx.take()
     }
@@ -161,17 +162,20 @@ impl<F: Future> Future for Scoped<F> {
 
 impl Context {
     /// An empty context.
+    #[inline]
     pub fn new() -> Context {
         Context::default()
     }
 
     /// The context of the running task, if a scope set one.
+    #[inline]
     pub fn current() -> Option<Context> {
         CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
     }
 
     /// Calls `f` with the current context without cloning it. The context
     /// stays borrowed while `f` runs: entering a scope inside `f` panics.
+    #[inline]
     pub fn with_current<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
         let mut f = Some(f);
         match CURRENT.try_with(|c| (f.take().expect("called once"))(c.borrow().as_ref())) {
@@ -181,11 +185,13 @@ impl Context {
     }
 
     /// The current context's deadline, if any (no clone).
+    #[inline]
     pub fn current_deadline() -> Option<Instant> {
         Context::with_current(|c| c.and_then(Context::deadline))
     }
 
     /// Runs `f` with this context as the current one.
+    #[inline]
     pub fn scope<F: Future>(self, f: F) -> Scoped<F> {
         Scoped {
             ctx: Some(self),
@@ -195,6 +201,7 @@ impl Context {
 
     /// Runs the closure `f` with this context as the current one (the
     /// synchronous twin of [`Context::scope`]).
+    #[inline]
     pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
         enter(&mut Some(self), f)
     }
@@ -252,22 +259,26 @@ impl Context {
     }
 
     /// The request id.
+    #[inline]
     pub fn request_id(&self) -> Option<&RequestId> {
         self.request_id.as_ref()
     }
 
     /// The request id, moved out of the context (no clone).
+    #[inline]
     pub fn into_request_id(self) -> Option<RequestId> {
         self.request_id
     }
 
     /// Sets the request id.
+    #[inline]
     pub fn with_request_id(mut self, id: RequestId) -> Context {
         self.request_id = Some(id);
         self
     }
 
     /// The deadline of the whole request.
+    #[inline]
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
@@ -285,6 +296,7 @@ impl Context {
 
     /// Sets the deadline; the earliest wins, so a caller's shorter deadline is
     /// never extended.
+    #[inline]
     pub fn with_deadline(mut self, at: Instant) -> Context {
         self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
         self
@@ -296,11 +308,13 @@ impl Context {
     }
 
     /// The request's cancellation token.
+    #[inline]
     pub fn cancellation(&self) -> Option<&CancellationToken> {
         self.cancel.as_ref()
     }
 
     /// Sets the cancellation token.
+    #[inline]
     pub fn with_cancellation(mut self, token: CancellationToken) -> Context {
         self.cancel = Some(token);
         self
@@ -314,6 +328,7 @@ impl Context {
     }
 
     /// The context stored in a request's extensions.
+    #[inline]
     pub fn from_request<B>(req: &http::Request<B>) -> Option<&Context> {
         req.extensions().get::<Context>()
     }

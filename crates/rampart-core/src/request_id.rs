@@ -88,6 +88,7 @@ static ID_BYTES: [bool; 256] = {
     table
 };
 
+#[inline]
 fn validate(bytes: &[u8]) -> Result<(), InvalidRequestId> {
     if bytes.is_empty() {
         Err(InvalidRequestId::Empty)
@@ -113,6 +114,7 @@ impl RequestId {
     }
 
     /// Validates a header value, sharing its bytes (no copy).
+    #[inline]
     pub fn from_header(value: &HeaderValue) -> Result<RequestId, InvalidRequestId> {
         validate(value.as_bytes())?;
         Ok(RequestId(value.clone()))
@@ -144,12 +146,14 @@ impl RequestId {
     }
 
     /// The id as text (always ASCII).
+    #[inline]
     pub fn as_str(&self) -> &str {
         // Validation admits visible ASCII only.
         self.0.to_str().unwrap_or_default()
     }
 
     /// The id as a header value (a cheap clone).
+    #[inline]
     pub fn header_value(&self) -> &HeaderValue {
         &self.0
     }
@@ -193,6 +197,7 @@ impl std::str::FromStr for RequestId {
 }
 
 impl From<RequestId> for HeaderValue {
+    #[inline]
     fn from(id: RequestId) -> HeaderValue {
         id.0
     }
