@@ -77,16 +77,31 @@ struct Entered<'a> {
 }
 
 impl<'a> Entered<'a> {
+    /// Enters `slot`'s context; panics inside [`Context::with_current`].
     #[inline]
     fn new(slot: &'a mut Option<Context>) -> Entered<'a> {
-        let swapped = CURRENT.try_with(|cur| {
-            let mut cur = cur
-                .try_borrow_mut()
-                .expect("a Context scope was entered inside Context::with_current");
-            mem::swap(slot, &mut cur);
-        });
-        Entered {
-            slot: swapped.is_ok().then_some(slot),
+        let entered = Entered::try_new(slot);
+        assert!(
+            entered.is_ok(),
+            "a Context scope was entered inside Context::with_current"
+        );
+        entered.unwrap_or_else(|slot| Entered { slot: Some(slot) })
+    }
+
+    /// Enters `slot`'s context, or gives `slot` back when the current one
+    /// is borrowed (inside [`Context::with_current`]). When the thread's
+    /// locals are being destroyed nothing is entered (there is no context to
+    /// see any more) and the guard is inert.
+    #[inline]
+    fn try_new(slot: &'a mut Option<Context>) -> Result<Entered<'a>, &'a mut Option<Context>> {
+        match CURRENT.try_with(|cur| {
+            cur.try_borrow_mut()
+                .map(|mut cur| mem::swap(slot, &mut cur))
+                .is_ok()
+        }) {
+            Ok(true) => Ok(Entered { slot: Some(slot) }),
+            Ok(false) => Err(slot),
+            Err(_) => Ok(Entered { slot: None }),
         }
     }
 }
@@ -112,8 +127,19 @@ pub struct Context {
 
 pin_project! {
     /// A future that runs inside a [`Context`] scope (see
-    /// [`Context::scope`]): the context is current during each poll of the
-    /// inner future and while it is dropped.
+    /// [`Context::scope`] and [`Context::scope_call`]): the context is
+    /// current during each poll of the inner future and while the inner
+    /// future is dropped, whether it completed or not. A `Scoped` dropped
+    /// inside [`Context::with_current`]'s closure drops its inner future
+    /// without the context (entering one there is not possible); one polled
+    /// while the thread's locals are being destroyed runs without it.
+    ///
+    /// # Panics
+    ///
+    /// When polled after it completed, or polled inside
+    /// [`Context::with_current`]'s closure (a bug, as with tokio's
+    /// task-locals).
+    #[must_use = "futures do nothing unless polled"]
     pub struct Scoped<F> {
         ctx: Option<Context>,
         // `None` once the inner future completed (it is dropped in scope).
@@ -126,9 +152,20 @@ pin_project! {
             let this = this.project();
             if mem::needs_drop::<F>() && this.fut.is_some() {
                 let mut fut = this.fut;
-                enter(this.ctx, || fut.set(None));
+                // Never panics: a drop may run while unwinding.
+                let _entered = Entered::try_new(this.ctx);
+                fut.set(None);
             }
         }
+    }
+}
+
+impl<F> std::fmt::Debug for Scoped<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scoped")
+            .field("ctx", &self.ctx)
+            .field("completed", &self.fut.is_none())
+            .finish_non_exhaustive()
     }
 }
 
@@ -190,7 +227,8 @@ impl Context {
         Context::with_current(|c| c.and_then(Context::deadline))
     }
 
-    /// Runs `f` with this context as the current one.
+    /// Runs `f` with this context as the current one (see [`Scoped`] for
+    /// when it panics).
     #[inline]
     pub fn scope<F: Future>(self, f: F) -> Scoped<F> {
         Scoped {
@@ -201,6 +239,11 @@ impl Context {
 
     /// Runs the closure `f` with this context as the current one (the
     /// synchronous twin of [`Context::scope`]).
+    ///
+    /// # Panics
+    ///
+    /// Inside [`Context::with_current`]'s closure, which holds the current
+    /// context borrowed (a bug, as with tokio's task-locals).
     #[inline]
     pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
         enter(&mut Some(self), f)
@@ -209,7 +252,12 @@ impl Context {
     /// Calls `call` with this context as the current one, then runs the
     /// future it returns in the same context: a `Service::call` that must
     /// see the context its future will run in. One context serves both (no
-    /// clone).
+    /// clone). The returned future panics as [`Scoped`] says.
+    ///
+    /// # Panics
+    ///
+    /// Inside [`Context::with_current`]'s closure, which holds the current
+    /// context borrowed (a bug, as with tokio's task-locals).
     ///
     /// ```
     /// use rampart_core::{Context, RequestId};
@@ -529,43 +577,142 @@ mod tests {
         };
         let want = Some("req".to_owned());
         assert_eq!(seen, (want.clone(), want.clone(), want));
-        assert_eq!(
-            fut.as_mut()
-                .take_context()
-                .unwrap()
-                .request_id()
-                .unwrap()
-                .as_str(),
-            "req"
-        );
+        assert_eq!(taken_id(fut.as_mut()), "req");
+    }
+
+    /// The request ids a [`Probe`] saw when it was dropped.
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>;
+
+    /// Records the current request id when dropped.
+    struct Probe(Seen);
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            self.0.lock().unwrap().push(current_id());
+        }
+    }
+
+    fn probe() -> (Probe, Seen) {
+        let seen = Seen::default();
+        (Probe(seen.clone()), seen)
+    }
+
+    /// The request id of the context `fut` holds, taken out of it.
+    fn taken_id<F>(fut: Pin<&mut Scoped<F>>) -> String {
+        let ctx = fut
+            .take_context()
+            .expect("the scope still holds its context");
+        ctx.request_id().expect("it has an id").to_string()
+    }
+
+    /// A future that owns a probe and is ready at once: the probe drops when
+    /// the future itself is dropped, not inside its poll.
+    struct ReadyWith(#[allow(dead_code)] Probe);
+
+    impl Future for ReadyWith {
+        type Output = Option<String>;
+        fn poll(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Option<String>> {
+            Poll::Ready(current_id())
+        }
+    }
+
+    fn noop_cx() -> TaskContext<'static> {
+        TaskContext::from_waker(std::task::Waker::noop())
     }
 
     #[test]
-    fn a_pending_scoped_future_is_dropped_inside_its_context() {
-        struct Probe(std::sync::Arc<std::sync::Mutex<Option<String>>>);
-        impl Drop for Probe {
-            fn drop(&mut self) {
-                *self.0.lock().unwrap() = current_id();
-            }
-        }
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let probe = Probe(seen.clone());
-        let fut = Context::new()
-            .with_request_id(id("dropped"))
-            .scope(async move {
-                let _probe = probe;
-                std::future::pending::<()>().await;
-            });
-        let mut fut = Box::pin(fut);
-        let waker = std::task::Waker::noop();
-        assert!(
-            fut.as_mut()
-                .poll(&mut TaskContext::from_waker(waker))
-                .is_pending()
-        );
-        drop(fut);
-        assert_eq!(seen.lock().unwrap().as_deref(), Some("dropped"));
+    fn scoped_futures_inside_an_outer_scope_give_it_back_after_every_poll_and_drop() {
+        Context::new().with_request_id(id("outer")).sync_scope(|| {
+            // Pending, then dropped while pending.
+            let (p, pending_seen) = probe();
+            let mut pending = Box::pin(Context::new().with_request_id(id("pending")).scope(
+                async move {
+                    let _p = p;
+                    std::future::pending::<()>().await;
+                },
+            ));
+            assert!(pending.as_mut().poll(&mut noop_cx()).is_pending());
+            assert_eq!(current_id().as_deref(), Some("outer"));
+            drop(pending);
+            assert_eq!(*pending_seen.lock().unwrap(), [Some("pending".into())]);
+            assert_eq!(current_id().as_deref(), Some("outer"));
+            // Completed: the finished inner future is dropped inside its scope.
+            let (p, done_seen) = probe();
+            let mut done = Box::pin(
+                Context::new()
+                    .with_request_id(id("done"))
+                    .scope(ReadyWith(p)),
+            );
+            assert_eq!(
+                done.as_mut().poll(&mut noop_cx()),
+                Poll::Ready(Some("done".into()))
+            );
+            assert_eq!(*done_seen.lock().unwrap(), [Some("done".into())]);
+            assert_eq!(current_id().as_deref(), Some("outer"));
+            drop(done);
+            assert_eq!(current_id().as_deref(), Some("outer"));
+        });
         assert_eq!(current_id(), None);
+    }
+
+    #[test]
+    fn a_panicking_poll_inside_an_outer_poll_gives_the_outer_context_back_at_once() {
+        let mut outer = Box::pin(Context::new().with_request_id(id("outer")).scope(async {
+            let mut inner = Box::pin(Context::new().with_request_id(id("inner")).scope(async {
+                panic!("inner poll panics");
+            }));
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                inner.as_mut().poll(&mut noop_cx())
+            }));
+            assert!(caught.is_err());
+            current_id()
+        }));
+        assert_eq!(
+            outer.as_mut().poll(&mut noop_cx()),
+            Poll::Ready(Some("outer".into()))
+        );
+        assert_eq!(current_id(), None);
+    }
+
+    #[test]
+    fn after_take_context_polls_run_without_one_and_the_outer_comes_back() {
+        Context::new().with_request_id(id("outer")).sync_scope(|| {
+            let mut fut = Box::pin(Context::new().with_request_id(id("taken")).scope(async {
+                let first = current_id();
+                tokio::task::yield_now().await;
+                (first, current_id())
+            }));
+            assert!(fut.as_mut().poll(&mut noop_cx()).is_pending());
+            assert_eq!(taken_id(fut.as_mut()), "taken");
+            let Poll::Ready((first, second)) = fut.as_mut().poll(&mut noop_cx()) else {
+                panic!("ready after one yield");
+            };
+            assert_eq!(first.as_deref(), Some("taken"));
+            assert_eq!(second, None, "no context once it was taken");
+            assert_eq!(current_id().as_deref(), Some("outer"));
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "polled after it completed")]
+    fn polling_a_scoped_future_after_it_completed_panics() {
+        let mut fut = Box::pin(Context::new().scope(std::future::ready(())));
+        assert!(fut.as_mut().poll(&mut noop_cx()).is_ready());
+        let _ = fut.as_mut().poll(&mut noop_cx());
+    }
+
+    #[test]
+    fn dropping_a_scoped_future_inside_with_current_never_panics() {
+        Context::new().with_request_id(id("outer")).sync_scope(|| {
+            let (p, seen) = probe();
+            let fut = Context::new()
+                .with_request_id(id("never-polled"))
+                .scope(ReadyWith(p));
+            Context::with_current(move |_| drop(fut));
+            // Dropped without its own context: the current one was borrowed.
+            assert_eq!(*seen.lock().unwrap(), [Some("outer".into())]);
+            assert_eq!(current_id().as_deref(), Some("outer"));
+        });
     }
 
     #[test]
