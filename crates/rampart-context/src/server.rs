@@ -281,15 +281,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let ctx = if self.layer.store_in_extensions
-            || req.extensions().get::<Context>().is_some()
-            || Context::with_current(|c| c.is_some())
-        {
-            self.layer.outer_context(&mut req)
-        } else {
-            // Nothing set further out (the common case): the request's own.
-            Context::new().with_request_id(self.layer.own_id(req.headers_mut()))
-        };
+        let ctx = self.layer.context(&mut req);
         let span = request_span(&ctx);
         let inner = {
             let _entered = span.as_deref().map(Span::enter);
@@ -324,13 +316,16 @@ impl std::fmt::Display for Refused {
 }
 
 impl RequestIdLayer {
-    /// The request's context when a layer further out set one, in the
-    /// extensions or the task (or when it is stored in the extensions): its
-    /// fields win over the task's, the earliest deadline wins, and an id it
-    /// has is kept.
-    fn outer_context<B>(&self, req: &mut Request<B>) -> Context {
+    /// The request's context. When a layer further out set one, in the
+    /// extensions or the task, its fields win over the task's, the earliest
+    /// deadline wins, and an id it has is kept; otherwise (the common case)
+    /// it is a new context with the request's own id.
+    fn context<B>(&self, req: &mut Request<B>) -> Context {
         let in_extensions = req.extensions().get::<Context>();
         let stored = in_extensions.is_some();
+        if !stored && !self.store_in_extensions && Context::with_current(|c| c.is_none()) {
+            return Context::new().with_request_id(self.own_id(req.headers_mut()));
+        }
         let outer = match in_extensions {
             Some(ext) => ext.clone().inherit(),
             None => Context::current().unwrap_or_default(),
@@ -370,15 +365,14 @@ impl RequestIdLayer {
         };
         match self.accept(first, repeated) {
             Ok(id) => id,
-            Err(refused) => self.replace(refused, headers),
+            Err(refused) => self.replace(refused, first.len(), headers),
         }
     }
 
     /// A new id for a refused incoming one, which it overwrites.
     #[cold]
-    fn replace(&self, refused: Refused, headers: &mut HeaderMap) -> RequestId {
+    fn replace(&self, refused: Refused, len: usize, headers: &mut HeaderMap) -> RequestId {
         let id = RequestId::new_v7();
-        let len = headers.get(self.header.name()).map_or(0, HeaderValue::len);
         tracing::debug!(
             target: TARGET,
             header = %self.header.name(),

@@ -80,12 +80,8 @@ impl<'a> Entered<'a> {
     /// Enters `slot`'s context; panics inside [`Context::with_current`].
     #[inline]
     fn new(slot: &'a mut Option<Context>) -> Entered<'a> {
-        let entered = Entered::try_new(slot);
-        assert!(
-            entered.is_ok(),
-            "a Context scope was entered inside Context::with_current"
-        );
-        entered.unwrap_or_else(|slot| Entered { slot: Some(slot) })
+        Entered::try_new(slot)
+            .unwrap_or_else(|_| panic!("a Context scope was entered inside Context::with_current"))
     }
 
     /// Enters `slot`'s context, or gives `slot` back when the current one
@@ -568,8 +564,7 @@ mod tests {
             }
         }));
         assert_eq!(current_id(), None, "the call's scope ended with it");
-        let waker = std::task::Waker::noop();
-        let mut cx = TaskContext::from_waker(waker);
+        let mut cx = noop_cx();
         assert!(fut.as_mut().poll(&mut cx).is_pending());
         assert_eq!(current_id(), None, "the poll's scope ended with it");
         let Poll::Ready(seen) = fut.as_mut().poll(&mut cx) else {
