@@ -50,8 +50,8 @@
 pub use rampart_core as core;
 pub use rampart_core::classify::{self, GrpcClassify, HttpClassify, HttpOrGrpcClassify};
 pub use rampart_core::{
-    BoxError, Classify, ClassifyResult, Context, Error, ErrorKind, InContextExt, Outcome,
-    RequestId, codec, grpc, spawn,
+    BoxError, CancellationToken, Classify, ClassifyResult, ConfigError, Context, Error, ErrorKind,
+    InContextExt, Outcome, RequestId, codec, grpc, spawn,
 };
 #[cfg(feature = "http")]
 pub use rampart_core::{HandleErrors, HandleErrorsLayer};
@@ -73,6 +73,30 @@ pub use rampart_limit as limit;
 /// Request id and context propagation (`rampart-context`).
 #[cfg(feature = "context")]
 pub use rampart_context as context;
+
+/// Cancellation scopes, cleanup hooks and graceful drain (`rampart-cancel`).
+#[cfg(feature = "cancel")]
+pub use rampart_cancel as cancel;
+
+/// Bounded queue with N workers (`rampart-queue`).
+#[cfg(feature = "queue")]
+pub use rampart_queue as queue;
+
+/// Keyed lock and single-flight coalescing (`rampart-sync`).
+#[cfg(feature = "sync")]
+pub use rampart_sync as sync;
+
+/// Fan-out: gather and wait with a collective deadline (`rampart-fanout`).
+#[cfg(feature = "fanout")]
+pub use rampart_fanout as fanout;
+
+/// Circuit breaker shared by every clone (`rampart-breaker`).
+#[cfg(feature = "breaker")]
+pub use rampart_breaker as breaker;
+
+/// Rate limiting: GCRA, keyed, shared by every clone (`rampart-rate`).
+#[cfg(feature = "rate")]
+pub use rampart_rate as rate;
 
 #[cfg(feature = "timeout")]
 use std::time::Duration;

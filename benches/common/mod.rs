@@ -12,8 +12,11 @@
 //!   (`BoxCloneSyncService<Request<()>, Response<()>, BoxError>`): its
 //!   clone does not allocate (the wrapped service is zero-sized), its future
 //!   is boxed (one allocation per call). It is either ready
-//!   ([`InnerKind::Ready`]: `std::future::ready(Ok(..))`) or yields to the
-//!   scheduler once ([`InnerKind::Yield`]: `tokio::task::yield_now()`);
+//!   ([`InnerKind::Ready`]: `std::future::ready(Ok(..))`), yields to the
+//!   scheduler once ([`InnerKind::Yield`]: `tokio::task::yield_now()`), or is
+//!   answered by another task ([`InnerKind::Remote`]: the request goes over
+//!   a channel to a spawned server task, which replies through a oneshot, as
+//!   a network client's connection task does);
 //! - the layer under test is applied once, directly on the inner service
 //!   (no second boxing), inside the runtime (so layers that spawn, such as
 //!   tower's `Buffer`, spawn there);
@@ -86,6 +89,11 @@ pub(crate) enum InnerKind {
     Ready,
     /// Yields to the scheduler once (`tokio::task::yield_now`), then answers.
     Yield,
+    /// Answered by another task, as a network client is: the request is sent
+    /// over an unbounded mpsc channel to a server task spawned with the
+    /// service, which answers through a `tokio::sync::oneshot` (one more
+    /// allocation per call, the oneshot's shared state).
+    Remote,
 }
 
 /// One benchmark parameter: runtime, inner service, number of callers.
@@ -121,6 +129,7 @@ impl fmt::Display for Case {
         let inner = match self.inner {
             InnerKind::Ready => "ready",
             InnerKind::Yield => "yield",
+            InnerKind::Remote => "remote",
         };
         write!(f, "{rt}/{inner}/{}", self.callers)
     }
@@ -153,7 +162,8 @@ pub(crate) fn runtime(rt: Rt) -> tokio::runtime::Runtime {
     b.enable_all().build().expect("tokio runtime")
 }
 
-/// The inner service for `kind` (see [`Inner`]).
+/// The inner service for `kind` (see [`Inner`]). Must be called inside the
+/// case's runtime: [`InnerKind::Remote`] spawns its server task there.
 pub(crate) fn inner(kind: InnerKind) -> Inner {
     match kind {
         InnerKind::Ready => BoxCloneSyncService::new(tower::service_fn(|_req: Req| {
@@ -163,6 +173,28 @@ pub(crate) fn inner(kind: InnerKind) -> Inner {
             tokio::task::yield_now().await;
             Ok::<_, BoxError>(Response::new(()))
         })),
+        InnerKind::Remote => {
+            type Reply = tokio::sync::oneshot::Sender<Res>;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Req, Reply)>();
+            // The "connection task": ends when the last clone of the service
+            // (and so the last sender) is dropped.
+            tokio::spawn(async move {
+                while let Some((req, reply)) = rx.recv().await {
+                    drop(req);
+                    let _ = reply.send(Response::new(()));
+                }
+            });
+            BoxCloneSyncService::new(tower::service_fn(move |req: Req| {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let sent = tx.send((req, reply));
+                async move {
+                    sent.map_err(|_| BoxError::from("remote server task gone"))?;
+                    answer
+                        .await
+                        .map_err(|_| BoxError::from("remote server task dropped the call"))
+                }
+            }))
+        }
     }
 }
 

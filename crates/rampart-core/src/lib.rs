@@ -31,6 +31,7 @@
 
 pub mod classify;
 pub mod codec;
+mod config;
 mod context;
 mod error;
 pub mod grpc;
@@ -39,6 +40,7 @@ mod request_id;
 mod response;
 
 pub use classify::{Classify, ClassifyResult, Outcome};
+pub use config::ConfigError;
 pub use context::{Context, InContext, InContextExt, Scoped, spawn};
 pub use error::{BoxError, Error, ErrorKind};
 pub use request_id::{
@@ -46,3 +48,6 @@ pub use request_id::{
 };
 #[cfg(feature = "http")]
 pub use response::{HandleErrors, HandleErrorsFuture, HandleErrorsLayer};
+/// The cancellation token every rampart [`Context`] carries (tokio-util's),
+/// re-exported so building a `Context` needs no direct dependency.
+pub use tokio_util::sync::CancellationToken;

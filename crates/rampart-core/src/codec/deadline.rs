@@ -279,6 +279,21 @@ impl fmt::Display for HeaderNameError {
 
 impl std::error::Error for HeaderNameError {}
 
+impl From<HeaderNameError> for crate::ConfigError {
+    fn from(e: HeaderNameError) -> Self {
+        match e {
+            HeaderNameError::InvalidHeaderName(name) => {
+                crate::ConfigError::new("header", name, "a valid HTTP header name")
+            }
+            HeaderNameError::ReservedHeader(name) => crate::ConfigError::new(
+                "header",
+                name.as_str(),
+                "a header HTTP framing and gRPC do not own (not content-length, host, te, grpc-*, …)",
+            ),
+        }
+    }
+}
+
 /// Headers HTTP framing or gRPC own; none may be configured to carry a
 /// request id or a deadline.
 const RESERVED: &[&str] = &[

@@ -1,0 +1,3 @@
+//! Circuit breaker shared by every clone.
+//!
+//! Under construction: this crate is being written.

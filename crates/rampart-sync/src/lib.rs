@@ -1,0 +1,3 @@
+//! Keyed lock and single-flight coalescing.
+//!
+//! Under construction: this crate is being written.
