@@ -99,7 +99,7 @@ pub fn classify_error(e: ErrorRef<'_>) -> ErrorClass {
     while let Some(e) = next {
         if let Some(r) = e.downcast_ref::<Error>() {
             match r.kind() {
-                ErrorKind::Overloaded => {
+                ErrorKind::Overloaded | ErrorKind::RateLimited => {
                     return ErrorClass::NeverSent {
                         after: r.retry_after(),
                     };

@@ -18,6 +18,9 @@ pub enum ErrorKind {
     DeadlineExceeded,
     /// A limit or queue refused the request instead of waiting.
     Overloaded,
+    /// A rate limit refused the request; `retry_after` says when the next
+    /// request would be admitted (HTTP 429, gRPC RESOURCE_EXHAUSTED).
+    RateLimited,
     /// The request was cancelled (its cancellation token fired or it was drained).
     Cancelled,
     /// The service is closed: shut down, draining, or its workers stopped.
@@ -39,6 +42,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "request timed out",
             ErrorKind::DeadlineExceeded => "deadline exceeded",
             ErrorKind::Overloaded => "service overloaded",
+            ErrorKind::RateLimited => "rate limited",
             ErrorKind::Cancelled => "request cancelled",
             ErrorKind::Closed => "service closed",
             ErrorKind::RetriesExhausted => "retries exhausted",
@@ -124,6 +128,12 @@ impl Error {
     /// [`ErrorKind::Overloaded`], with an optional hint of when to try again.
     pub fn overloaded(retry_after: Option<Duration>) -> Error {
         Error::new(ErrorKind::Overloaded).with_retry_after(retry_after)
+    }
+
+    /// [`ErrorKind::RateLimited`], with an optional hint of when the next
+    /// request would be admitted.
+    pub fn rate_limited(retry_after: Option<Duration>) -> Error {
+        Error::new(ErrorKind::RateLimited).with_retry_after(retry_after)
     }
 
     /// [`ErrorKind::Cancelled`].

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | Timeout, DeadlineExceeded | 504 | DEADLINE_EXCEEDED (4) |
 //! | Overloaded | 503 + `Retry-After` | RESOURCE_EXHAUSTED (8) + `grpc-retry-pushback-ms` |
+//! | RateLimited | 429 + `Retry-After` | RESOURCE_EXHAUSTED (8) + `grpc-retry-pushback-ms` |
 //! | Cancelled | 499 | CANCELLED (1) |
 //! | Closed | 503 | UNAVAILABLE (14) |
 //! | RetriesExhausted | 502 | UNAVAILABLE (14) |
@@ -48,6 +49,7 @@ impl Error {
         match self.kind() {
             ErrorKind::Timeout | ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Overloaded | ErrorKind::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
             ErrorKind::RetriesExhausted => StatusCode::BAD_GATEWAY,
             ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
@@ -59,7 +61,7 @@ impl Error {
     pub fn grpc_code(&self) -> Code {
         match self.kind() {
             ErrorKind::Timeout | ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
-            ErrorKind::Overloaded => Code::ResourceExhausted,
+            ErrorKind::Overloaded | ErrorKind::RateLimited => Code::ResourceExhausted,
             ErrorKind::Cancelled => Code::Cancelled,
             ErrorKind::Closed | ErrorKind::RetriesExhausted => Code::Unavailable,
             ErrorKind::InvalidRequest => Code::InvalidArgument,
@@ -263,6 +265,7 @@ mod tests {
             (Error::timeout(), 504),
             (Error::deadline_exceeded(), 504),
             (Error::overloaded(None), 503),
+            (Error::rate_limited(None), 429),
             (Error::cancelled(), 499),
             (Error::closed(), 503),
             (Error::retries_exhausted(2, Error::timeout()), 502),
@@ -283,6 +286,7 @@ mod tests {
             (Error::timeout(), Code::DeadlineExceeded),
             (Error::deadline_exceeded(), Code::DeadlineExceeded),
             (Error::overloaded(None), Code::ResourceExhausted),
+            (Error::rate_limited(None), Code::ResourceExhausted),
             (Error::cancelled(), Code::Cancelled),
             (Error::closed(), Code::Unavailable),
             (Error::from_inner("boom"), Code::Unknown),
