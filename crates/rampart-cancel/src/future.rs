@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -21,9 +22,6 @@ pub(crate) struct Running {
     pub(crate) config: Arc<Config>,
     /// Keeps the request counted as in flight by the [`Shutdown`](crate::Shutdown).
     pub(crate) _tracked: TaskTrackerToken,
-    /// When the request's token is not a descendant of the server-wide
-    /// one (the caller's context had a token): watch that one too.
-    pub(crate) watch_root: bool,
     /// For the hooks, captured only when there are some.
     pub(crate) started: Option<(Instant, Option<RequestId>)>,
 }
@@ -51,7 +49,7 @@ pin_project! {
         #[pin]
         watch: Option<WaitForCancellationFutureOwned>,
         #[pin]
-        watch_root: Option<WaitForCancellationFutureOwned>,
+        watch_stop: Option<OwnedNotified>,
         running: Option<Running>,
         refused: Option<Error>,
     }
@@ -89,7 +87,7 @@ impl<F> ResponseFuture<F> {
         ResponseFuture {
             inner: Some(inner),
             watch: None,
-            watch_root: None,
+            watch_stop: None,
             running: Some(running),
             refused: None,
         }
@@ -99,7 +97,7 @@ impl<F> ResponseFuture<F> {
         ResponseFuture {
             inner: None,
             watch: None,
-            watch_root: None,
+            watch_stop: None,
             running: None,
             refused: Some(error),
         }
@@ -108,7 +106,7 @@ impl<F> ResponseFuture<F> {
 
 /// The reason to report when the request's token had fired.
 fn shutdown_or_token(running: &Running) -> CancelReason {
-    if running.config.shutdown.shared.root.is_cancelled() {
+    if running.config.shutdown.shared.is_stopped() {
         CancelReason::Shutdown
     } else {
         CancelReason::Token
@@ -165,7 +163,7 @@ where
                 .running
                 .as_ref()
                 .expect("a running request has its state");
-            watch(this.watch.as_mut(), this.watch_root.as_mut(), running, cx)
+            watch(this.watch.as_mut(), this.watch_stop.as_mut(), running, cx)
         } else {
             None
         };
@@ -191,11 +189,11 @@ where
                     .expect("a running request has its state");
                 this.watch
                     .set(Some(running.token.clone().cancelled_owned()));
-                if running.watch_root {
-                    let root = running.config.shutdown.shared.root.clone();
-                    this.watch_root.set(Some(root.cancelled_owned()));
-                }
-                watch(this.watch.as_mut(), this.watch_root.as_mut(), running, cx)
+                // Created before the flag is read (in `watch`): a
+                // `cancel_all` in between wakes it.
+                let stop = running.config.shutdown.shared.stop_notified();
+                this.watch_stop.set(Some(stop));
+                watch(this.watch.as_mut(), this.watch_stop.as_mut(), running, cx)
             }
             None => None,
         };
@@ -216,7 +214,7 @@ where
 /// Polls the watchers: the reason if the request was cancelled.
 fn watch(
     watch: Pin<&mut Option<WaitForCancellationFutureOwned>>,
-    watch_root: Pin<&mut Option<WaitForCancellationFutureOwned>>,
+    watch_stop: Pin<&mut Option<OwnedNotified>>,
     running: &Running,
     cx: &mut TaskContext<'_>,
 ) -> Option<CancelReason> {
@@ -225,11 +223,10 @@ fn watch(
     {
         return Some(shutdown_or_token(running));
     }
-    if let Some(watch) = watch_root.as_pin_mut()
-        && watch.poll(cx).is_ready()
+    if let Some(stop) = watch_stop.as_pin_mut()
+        && (running.config.shutdown.shared.is_stopped() || stop.poll(cx).is_ready())
     {
-        // Not a descendant of the server-wide token: tell the tasks the
-        // request spawned ourselves.
+        // Tell the tasks the request spawned.
         running.token.cancel();
         return Some(CancelReason::Shutdown);
     }

@@ -1,12 +1,14 @@
 //! Cancellation: a cancellation scope per request, cleanup hooks, graceful
 //! drain — the article's "cancellable task with cleanup", as a tower layer.
 //!
-//! [`CancelLayer`] runs every request under a child
-//! [`CancellationToken`](rampart_core::CancellationToken) of a parent (the
-//! token of the caller's [`Context`](rampart_core::Context) if it has one,
-//! else the server-wide token of a [`Shutdown`]). The handler reaches it
-//! with `Context::current()`, and so do the tasks it starts with
-//! [`rampart_core::spawn`] (a bare `tokio::spawn` loses the context).
+//! [`CancelLayer`] runs every request under a
+//! [`CancellationToken`](rampart_core::CancellationToken) of its own, a
+//! child of the caller's (the token of the caller's
+//! [`Context`](rampart_core::Context), if it has one) and of the
+//! server-wide [`Shutdown`] ([`Shutdown::cancel_all`] fires every request's
+//! token). The handler reaches it with `Context::current()`, and so do the
+//! tasks it starts with [`rampart_core::spawn`] (a bare `tokio::spawn`
+//! loses the context).
 //!
 //! - When the request's token fires, the inner future is dropped and the
 //!   call resolves to [`ErrorKind::Cancelled`](rampart_core::ErrorKind::Cancelled)
@@ -91,10 +93,13 @@
 //!
 //! # Cost
 //!
-//! One allocation per request (the child token) and no timer; the
-//! cancellation is watched only once the inner future returned `Pending`.
-//! A child token is registered with its parent (a short lock on the
-//! parent), so a server-wide parent is shared by every request in flight.
+//! One allocation per request (the token) and no timer. Nothing is
+//! registered anywhere while the inner future answers on its first poll:
+//! the request's token is not put in a server-wide token tree (that locks
+//! the shared parent and grows its child list for every request); the
+//! request watches its token and the [`Shutdown`] only once its inner
+//! future returned `Pending`. Only a caller that brings a token of its own
+//! gets a real child token of it.
 
 mod future;
 mod hook;

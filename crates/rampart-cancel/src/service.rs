@@ -2,7 +2,7 @@
 
 use crate::future::{ResponseFuture, Running};
 use crate::layer::{CancelLayer, Config};
-use rampart_core::{BoxError, Context, Error};
+use rampart_core::{BoxError, CancellationToken, Context, Error};
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -12,10 +12,9 @@ use tower_service::Service;
 /// Runs every call in a cancellation scope of its own (see the
 /// [crate docs](crate)).
 ///
-/// Each call gets a child [`CancellationToken`](rampart_core::CancellationToken)
-/// of its parent — the token of the caller's [`Context`] when it has one,
-/// else the server-wide token of the layer's [`Shutdown`](crate::Shutdown) —
-/// and runs (its `call` and every poll of its future) inside a [`Context`]
+/// Each call gets a [`CancellationToken`] of its own — a child of the token
+/// of the caller's [`Context`] when it has one — that the layer's
+/// [`Shutdown`](crate::Shutdown) fires too, and runs (its `call` and every poll of its future) inside a [`Context`]
 /// carrying it, so the handler and the tasks it starts with
 /// [`rampart_core::spawn`] see it through [`Context::current`]. The caller's
 /// request id and deadline are kept.
@@ -85,9 +84,13 @@ where
             tracing::debug!("call refused: draining");
             return ResponseFuture::refused(Error::closed());
         }
-        let (ctx, watch_root) = Context::with_current(|outer| match outer {
+        // The request's token: a child of the caller's token if its context
+        // has one, else a token of its own, which the layer cancels when the
+        // `Shutdown` cancels everything (no parent to lock, no child list
+        // to grow: the common case allocates the token and nothing else).
+        let (ctx, child_of_caller) = Context::with_current(|outer| match outer {
             None => (
-                Context::new().with_cancellation(shared.root.child_token()),
+                Context::new().with_cancellation(CancellationToken::new()),
                 false,
             ),
             Some(outer) => {
@@ -102,11 +105,11 @@ where
                 }
                 match outer.cancellation() {
                     Some(parent) => (ctx.with_cancellation(parent.child_token()), true),
-                    None => (ctx.with_cancellation(shared.root.child_token()), false),
+                    None => (ctx.with_cancellation(CancellationToken::new()), false),
                 }
             }
         });
-        if watch_root && ctx.is_cancelled() {
+        if child_of_caller && ctx.is_cancelled() {
             // The caller gave up before the call: the handler never runs.
             drop(tracked);
             return ResponseFuture::refused(Error::cancelled());
@@ -124,7 +127,6 @@ where
             token,
             config: self.config.clone(),
             _tracked: tracked,
-            watch_root,
             started,
         };
         let inner = ctx.scope_call(|| self.inner.call(req));

@@ -4,8 +4,10 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,10 +27,11 @@ pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(1);
 /// (3) cancels those still running (their cleanup hooks run) and (4)
 /// reports the counts in a [`DrainReport`].
 ///
-/// In-flight requests are tracked with tokio-util's [`TaskTracker`]; the
-/// server-wide [`CancellationToken`] ([`token`](Shutdown::token)) is the
-/// parent of every request's token, so cancelling it cancels every request
-/// and every task they spawned with the request's context.
+/// In-flight requests are tracked with tokio-util's [`TaskTracker`].
+/// [`cancel_all`](Shutdown::cancel_all) (which the drain calls at its
+/// deadline) is the server-wide parent of every request's token: it
+/// cancels every request in flight, and so every task they spawned with
+/// the request's context.
 ///
 /// Cheap to clone: clones share the same state.
 ///
@@ -68,8 +71,12 @@ pub struct Shutdown {
 }
 
 pub(crate) struct Shared {
-    /// Parent of every request's token (unless the caller's context had one).
-    pub(crate) root: CancellationToken,
+    /// Set (before `stop` is notified) by `cancel_all`.
+    stopped: AtomicBool,
+    /// Wakes every request pending when `cancel_all` is called. Requests
+    /// register only once they returned `Pending` (a token tree would
+    /// register every request, lock the parent and allocate its child list).
+    stop: Arc<Notify>,
     /// Fires when the drain begins.
     draining: CancellationToken,
     /// Admitted requests still running; closed when the drain begins.
@@ -90,6 +97,19 @@ pub(crate) enum Ended {
 }
 
 impl Shared {
+    /// True once [`Shutdown::cancel_all`] was called.
+    #[inline]
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// A future that resolves when [`Shutdown::cancel_all`] is called after
+    /// it was created (check [`is_stopped`](Shared::is_stopped) after
+    /// creating it: `notify_waiters` wakes every future created before it).
+    pub(crate) fn stop_notified(&self) -> OwnedNotified {
+        self.stop.clone().notified_owned()
+    }
+
     /// Counts a request that ended, if the drain has begun.
     #[inline]
     pub(crate) fn ended(&self, how: Ended) {
@@ -124,18 +144,12 @@ impl fmt::Debug for Shutdown {
 }
 
 impl Shutdown {
-    /// A handle with its own server-wide token, admitting requests.
+    /// A handle admitting requests.
     pub fn new() -> Shutdown {
-        Shutdown::with_token(CancellationToken::new())
-    }
-
-    /// A handle whose server-wide token is `token` (e.g. a child of the
-    /// application's own shutdown token): cancelling it cancels every
-    /// request, as [`cancel_all`](Shutdown::cancel_all) does.
-    pub fn with_token(token: CancellationToken) -> Shutdown {
         Shutdown {
             shared: Arc::new(Shared {
-                root: token,
+                stopped: AtomicBool::new(false),
+                stop: Arc::new(Notify::new()),
                 draining: CancellationToken::new(),
                 requests: TaskTracker::new(),
                 cleanups: TaskTracker::new(),
@@ -144,11 +158,6 @@ impl Shutdown {
                 refused: AtomicUsize::new(0),
             }),
         }
-    }
-
-    /// The server-wide token, parent of every request's token.
-    pub fn token(&self) -> &CancellationToken {
-        &self.shared.root
     }
 
     /// Requests admitted and not finished yet.
@@ -179,12 +188,30 @@ impl Shutdown {
         self.shared.draining.cancel();
     }
 
-    /// Cancels every request in flight now (and every one admitted later
-    /// from a caller context without a token of its own... none are, once
-    /// closed); their cleanup hooks run with
+    /// Cancels every request in flight, and every one admitted later (a
+    /// request is cancelled as soon as it is first pending): their tokens
+    /// fire, their inner futures are dropped, they resolve to
+    /// [`ErrorKind::Cancelled`](rampart_core::ErrorKind::Cancelled) and
+    /// their cleanup hooks run with
     /// [`CancelReason::Shutdown`](crate::CancelReason::Shutdown).
+    /// [`drain`](Shutdown::drain) calls it at its deadline.
     pub fn cancel_all(&self) {
-        self.shared.root.cancel();
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.shared.stop.notify_waiters();
+    }
+
+    /// True once [`cancel_all`](Shutdown::cancel_all) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.shared.is_stopped()
+    }
+
+    /// A future that resolves once [`cancel_all`](Shutdown::cancel_all)
+    /// was called, e.g. to stop background work with the requests.
+    pub async fn cancelled(&self) {
+        let notified = self.shared.stop_notified();
+        if !self.shared.is_stopped() {
+            notified.await;
+        }
     }
 
     /// Graceful drain with [`DEFAULT_CANCEL_GRACE`]; see
@@ -218,7 +245,7 @@ impl Shutdown {
                 in_flight = s.requests.len(),
                 "drain deadline passed: cancelling the requests left"
             );
-            s.root.cancel();
+            self.cancel_all();
         }
         let grace_end = Instant::now() + grace;
         let _ = tokio::time::timeout_at(grace_end, s.requests.wait()).await;

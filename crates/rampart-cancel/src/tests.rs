@@ -146,15 +146,40 @@ async fn the_handler_sees_a_child_of_the_caller_token_with_the_caller_id_and_dea
 }
 
 #[tokio::test]
-async fn without_a_caller_token_the_request_token_is_a_child_of_the_server_wide_one() {
-    let layer = CancelLayer::new();
-    let svc = layer.layer(service_fn(|()| async { Ok::<_, Error>(current_token()) }));
-    let first = svc.clone().oneshot(()).await.unwrap();
-    let second = svc.oneshot(()).await.unwrap();
+async fn each_request_has_its_own_token_and_cancel_all_fires_every_one_in_flight() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (layer, seen) = recording(CancelLayer::new());
+    let svc = layer.layer(service_fn(move |()| {
+        let _ = tx.send(current_token());
+        std::future::pending::<Result<(), Error>>()
+    }));
+    let first_call = tokio::spawn(svc.clone().oneshot(()));
+    let first = rx.recv().await.unwrap();
+    let second_call = tokio::spawn(svc.clone().oneshot(()));
+    let second = rx.recv().await.unwrap();
+    tokio::task::yield_now().await;
     first.cancel();
+    let res = first_call.await.unwrap();
+    assert_eq!(
+        res.unwrap_err().kind(),
+        ErrorKind::Cancelled,
+        "its token fired"
+    );
     assert!(!second.is_cancelled(), "each request has its own token");
+    assert!(!layer.shutdown().is_cancelled());
     layer.shutdown().cancel_all();
-    assert!(second.is_cancelled(), "children of the server-wide token");
+    let res = second_call.await.unwrap();
+    assert_eq!(res.unwrap_err().kind(), ErrorKind::Cancelled);
+    assert!(
+        second.is_cancelled(),
+        "cancel_all fired the request's token"
+    );
+    assert!(layer.shutdown().is_cancelled());
+    assert_eq!(
+        reasons(&seen),
+        [CancelReason::Token, CancelReason::Shutdown]
+    );
+    layer.shutdown().cancelled().await;
 }
 
 #[tokio::test]
@@ -417,7 +442,7 @@ async fn cancel_reasons_display_and_the_service_exposes_its_inner() {
     assert_eq!(*svc.get_ref(), 7);
     *svc.get_mut() = 8;
     assert_eq!(svc.into_inner(), 8);
-    let shutdown = Shutdown::with_token(CancellationToken::new());
+    let shutdown = Shutdown::default();
     let svc = crate::Cancel::new(
         service_fn(|()| async { Ok::<_, Error>(()) }),
         &CancelLayer::with_shutdown(&shutdown),
