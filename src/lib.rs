@@ -103,6 +103,7 @@ use std::time::Duration;
 use tower::ServiceBuilder;
 #[cfg(any(
     feature = "http",
+    feature = "cancel",
     feature = "context",
     feature = "limit",
     feature = "retry",
@@ -208,6 +209,29 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// request ([`context::PropagateContextLayer`]). Outermost on a client.
     #[cfg(feature = "context")]
     fn propagate_context(self) -> ServiceBuilder<Stack<rampart_context::PropagateContextLayer, L>>;
+
+    /// Runs every request in a cancellation scope of its own
+    /// ([`cancel::CancelLayer`]): a token the handler reaches through
+    /// [`Context::current`], cancelled when the caller's token fires, the
+    /// caller drops the call or the layer's [`cancel::Shutdown`] cancels
+    /// everything; the call then resolves to [`ErrorKind::Cancelled`] and
+    /// the layer's `on_cancel` cleanup hooks run once. On a server: inside
+    /// the request id and error handling, outside the deadline and limits.
+    #[cfg(feature = "cancel")]
+    fn cancel_scope(
+        self,
+        layer: rampart_cancel::CancelLayer,
+    ) -> ServiceBuilder<Stack<rampart_cancel::CancelLayer, L>>;
+
+    /// [`cancel_scope`](ServiceBuilderExt::cancel_scope) with no hooks,
+    /// drained by `shutdown` ([`cancel::Shutdown::drain`]: stop admitting
+    /// with [`ErrorKind::Closed`], wait for the requests in flight up to a
+    /// deadline, cancel the rest, report the counts).
+    #[cfg(feature = "cancel")]
+    fn drain_with(
+        self,
+        shutdown: &rampart_cancel::Shutdown,
+    ) -> ServiceBuilder<Stack<rampart_cancel::CancelLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -224,6 +248,22 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     #[cfg(feature = "context")]
     fn propagate_context(self) -> ServiceBuilder<Stack<rampart_context::PropagateContextLayer, L>> {
         self.layer(rampart_context::PropagateContextLayer::new())
+    }
+
+    #[cfg(feature = "cancel")]
+    fn cancel_scope(
+        self,
+        layer: rampart_cancel::CancelLayer,
+    ) -> ServiceBuilder<Stack<rampart_cancel::CancelLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "cancel")]
+    fn drain_with(
+        self,
+        shutdown: &rampart_cancel::Shutdown,
+    ) -> ServiceBuilder<Stack<rampart_cancel::CancelLayer, L>> {
+        self.layer(rampart_cancel::CancelLayer::with_shutdown(shutdown))
     }
 
     #[cfg(feature = "retry")]
@@ -297,6 +337,8 @@ pub mod prelude {
     #[cfg(feature = "http")]
     pub use crate::HandleErrorsLayer;
     pub use crate::ServiceBuilderExt;
+    #[cfg(feature = "cancel")]
+    pub use rampart_cancel::{CancelLayer, Shutdown};
     #[cfg(feature = "context")]
     pub use rampart_context::{PropagateContextLayer, RequestIdLayer};
     pub use rampart_core::classify::{GrpcClassify, HttpClassify, HttpOrGrpcClassify};
