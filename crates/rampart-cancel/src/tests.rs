@@ -498,7 +498,9 @@ async fn under_mixed_load_every_admitted_request_is_accounted_for_once_and_nothi
     for i in 0..300_u64 {
         let ms = next(&mut rng) % 2_000;
         // One caller in five gives up after a random wait.
-        let patience = (next(&mut rng) % 5 == 0).then(|| next(&mut rng) % 1_500);
+        let patience = next(&mut rng)
+            .is_multiple_of(5)
+            .then(|| next(&mut rng) % 1_500);
         let svc = svc.clone();
         calls.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(i * 3)).await;
