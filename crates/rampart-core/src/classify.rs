@@ -440,37 +440,26 @@ pub struct Idempotent;
 #[derive(Clone, Debug)]
 pub struct GrpcClassify {
     codes: u32,
+    /// Every method is safe to repeat.
+    any_method: bool,
     max_retry_after: Duration,
-    safe: SafeMethods,
+    /// Methods listed as safe to repeat.
+    listed: Option<SafeList>,
 }
 
-/// The gRPC methods that may be repeated after a failure that may have
-/// happened once the request was sent.
-#[derive(Clone, Debug, Default)]
-enum SafeMethods {
-    /// Only requests carrying [`Idempotent`].
-    #[default]
-    Marked,
-    /// These paths (`/pkg.Service/Method`, or `/pkg.Service/*` for every
-    /// method of a service), and requests carrying [`Idempotent`].
-    Listed(std::sync::Arc<[Box<str>]>),
-    /// Every method.
-    Any,
-}
+/// The gRPC methods listed as safe to repeat after a failure that may have
+/// happened once the request was sent (`/pkg.Service/Method`, or
+/// `/pkg.Service/*` for every method of a service), behind one thin
+/// pointer so the classifier stays small and cheap to clone.
+#[derive(Clone, Debug)]
+struct SafeList(std::sync::Arc<Box<[Box<str>]>>);
 
-impl SafeMethods {
-    fn contains<B>(&self, req: &http::Request<B>) -> bool {
-        match self {
-            SafeMethods::Any => true,
-            SafeMethods::Marked => req.extensions().get::<Idempotent>().is_some(),
-            SafeMethods::Listed(paths) => {
-                let path = req.uri().path();
-                paths.iter().any(|p| match p.strip_suffix('*') {
-                    Some(service) => path.starts_with(service),
-                    None => path == &**p,
-                }) || req.extensions().get::<Idempotent>().is_some()
-            }
-        }
+impl SafeList {
+    fn contains(&self, path: &str) -> bool {
+        self.0.iter().any(|p| match p.strip_suffix('*') {
+            Some(service) => path.starts_with(service),
+            None => path == &**p,
+        })
     }
 }
 
@@ -478,8 +467,9 @@ impl Default for GrpcClassify {
     fn default() -> Self {
         GrpcClassify {
             codes: Code::Unavailable.bit(),
+            any_method: false,
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
-            safe: SafeMethods::Marked,
+            listed: None,
         }
     }
 }
@@ -522,11 +512,8 @@ impl GrpcClassify {
                 }
             })
             .collect();
-        self.safe = if paths.is_empty() {
-            SafeMethods::Marked
-        } else {
-            SafeMethods::Listed(paths.into())
-        };
+        self.listed =
+            (!paths.is_empty()).then(|| SafeList(std::sync::Arc::new(paths.into_boxed_slice())));
         self
     }
     /// Treats every method as safe to repeat.
@@ -535,7 +522,7 @@ impl GrpcClassify {
     /// rather than retrying (an adaptive limit wants every UNAVAILABLE
     /// counted).
     pub fn retry_any_method(mut self) -> Self {
-        self.safe = SafeMethods::Any;
+        self.any_method = true;
         self
     }
     /// Looks at a request: keeps whether its method may be repeated after a
@@ -545,7 +532,12 @@ impl GrpcClassify {
         GrpcClassifier {
             codes: self.codes,
             max_retry_after: self.max_retry_after,
-            safe: self.safe.contains(req),
+            safe: self.any_method
+                || self
+                    .listed
+                    .as_ref()
+                    .is_some_and(|l| l.contains(req.uri().path()))
+                || req.extensions().get::<Idempotent>().is_some(),
         }
     }
 }
@@ -919,6 +911,12 @@ mod tests {
         let capped = HttpClassify::new().max_retry_after(Duration::from_millis(500));
         let j = Classify::<_, Res>::classify_request(&capped, &req(Method::GET));
         assert_eq!(j.classify(err(&short)), Outcome::Fatal);
+    }
+
+    #[test]
+    fn classifiers_stay_small() {
+        assert!(std::mem::size_of::<GrpcClassify>() <= 32);
+        assert!(std::mem::size_of::<GrpcClassifier>() <= 24);
     }
 
     #[test]
