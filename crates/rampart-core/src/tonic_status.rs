@@ -32,6 +32,12 @@
 //! # }
 //! ```
 //!
+//! A failure in `poll_ready` (a closed queue, a limit that refuses while
+//! waiting for readiness) is kept and answered by the next call: tonic's
+//! generated clients turn every readiness error into `UNKNOWN` ("Service
+//! was not ready"), so the layer is always ready and the call fails with the
+//! right status instead, without calling the inner service.
+//!
 //! `From<Error> for tonic::Status` does the same for a handler that fails
 //! with a rampart error (`Err(e)?` in a tonic service method).
 
@@ -123,15 +129,27 @@ impl<S> Layer<S> for GrpcStatusLayer {
 }
 
 /// The service of [`GrpcStatusLayer`]: its error is a `tonic::Status`.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct GrpcStatus<S> {
     inner: S,
+    /// The inner service failed `poll_ready`: the next call answers with
+    /// this status instead of calling it.
+    ready_error: Option<tonic::Status>,
+}
+
+impl<S: Clone> Clone for GrpcStatus<S> {
+    fn clone(&self) -> Self {
+        GrpcStatus::new(self.inner.clone())
+    }
 }
 
 impl<S> GrpcStatus<S> {
     /// Wraps `inner`.
     pub fn new(inner: S) -> Self {
-        GrpcStatus { inner }
+        GrpcStatus {
+            inner,
+            ready_error: None,
+        }
     }
     /// The inner service.
     pub fn get_ref(&self) -> &S {
@@ -157,13 +175,31 @@ where
     type Future = GrpcStatusFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tonic::Status>> {
-        self.inner.poll_ready(cx).map_err(status_from_error)
+        if self.ready_error.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        // A readiness failure is answered by the next call (see the module
+        // docs); the inner service is not called after it.
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                self.ready_error = Some(status_from_error(e));
+                Poll::Ready(Ok(()))
+            }
+        }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        GrpcStatusFuture {
-            fut: self.inner.call(req),
-        }
+        let state = match self.ready_error.take() {
+            Some(status) => State::Failed {
+                status: Some(status),
+            },
+            None => State::Called {
+                fut: self.inner.call(req),
+            },
+        };
+        GrpcStatusFuture { state }
     }
 }
 
@@ -171,7 +207,15 @@ pin_project! {
     /// The response future of [`GrpcStatus`].
     pub struct GrpcStatusFuture<F> {
         #[pin]
-        fut: F,
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Called { #[pin] fut: F },
+        Failed { status: Option<tonic::Status> },
     }
 }
 
@@ -182,7 +226,14 @@ where
 {
     type Output = Result<T, tonic::Status>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(ready!(self.project().fut.poll(cx)).map_err(status_from_error))
+        match self.project().state.project() {
+            StateProj::Called { fut } => {
+                Poll::Ready(ready!(fut.poll(cx)).map_err(status_from_error))
+            }
+            StateProj::Failed { status } => Poll::Ready(Err(status
+                .take()
+                .unwrap_or_else(|| tonic::Status::unavailable(ErrorKind::Closed.describe())))),
+        }
     }
 }
 

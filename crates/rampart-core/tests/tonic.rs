@@ -227,3 +227,48 @@ async fn a_handler_failing_with_a_rampart_error_answers_its_status_over_the_wire
     })
     .await;
 }
+
+/// A stand-in for a layer that fails while waiting for readiness (a closed
+/// queue): `poll_ready` fails with `Closed`; `call` counts.
+#[derive(Clone)]
+struct NeverReady {
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Service<http::Request<tonic::body::Body>> for NeverReady {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Error;
+    type Future = std::future::Ready<Result<Self::Response, Error>>;
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Error>> {
+        std::task::Poll::Ready(Err(Error::closed()))
+    }
+    fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::ready(Err(Error::closed()))
+    }
+}
+
+#[tokio::test]
+async fn a_readiness_failure_reaches_the_client_as_its_code_not_service_not_ready() {
+    bounded(async {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let never = NeverReady {
+            calls: calls.clone(),
+        };
+        // tonic's generated client makes any readiness error UNKNOWN.
+        let status = HealthClient::new(never.clone())
+            .check(check("ok"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unknown);
+        // Through the layer it is the call that fails, with UNAVAILABLE, and
+        // the inner service is never called.
+        let status = HealthClient::new(GrpcStatusLayer::new().layer(never))
+            .check(check("ok"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    })
+    .await;
+}
