@@ -382,6 +382,11 @@ impl Context {
 /// Spawns `f` on the tokio runtime carrying the current [`Context`], if any.
 ///
 /// A bare `tokio::spawn` loses task-locals, the context among them.
+///
+/// # Panics
+///
+/// Outside a tokio runtime, as `tokio::spawn` does ("there is no reactor
+/// running, must be called from the context of a Tokio 1.x runtime").
 pub fn spawn<F>(f: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
@@ -399,9 +404,14 @@ where
 /// between steps, or call back into async code with the context kept. A
 /// bare `tokio::task::spawn_blocking` loses it.
 ///
-/// Like `tokio::task::spawn_blocking`, it must be called inside a tokio
-/// runtime, and the closure runs to its end even if the handle is dropped:
-/// cancellation is the closure's to check.
+/// Like `tokio::task::spawn_blocking`, the closure runs to its end even if
+/// the handle is dropped: cancellation is the closure's to check.
+///
+/// # Panics
+///
+/// Outside a tokio runtime, as `tokio::task::spawn_blocking` does ("there
+/// is no reactor running, must be called from the context of a Tokio 1.x
+/// runtime").
 ///
 /// ```
 /// use rampart_core::{Context, RequestId};
@@ -491,6 +501,18 @@ mod tests {
     async fn no_scope_means_no_context() {
         assert!(Context::current().is_none());
         assert!(Context::current_deadline().is_none());
+    }
+
+    #[test]
+    #[should_panic(expected = "must be called from the context of a Tokio 1.x runtime")]
+    fn spawn_blocking_outside_a_runtime_panics_as_tokios_does() {
+        let _ = Context::new().sync_scope(|| spawn_blocking(|| ()));
+    }
+
+    #[test]
+    #[should_panic(expected = "must be called from the context of a Tokio 1.x runtime")]
+    fn spawn_outside_a_runtime_panics_as_tokios_does() {
+        let _ = spawn(async {});
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
