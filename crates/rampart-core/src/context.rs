@@ -506,13 +506,13 @@ mod tests {
     #[test]
     #[should_panic(expected = "must be called from the context of a Tokio 1.x runtime")]
     fn spawn_blocking_outside_a_runtime_panics_as_tokios_does() {
-        let _ = Context::new().sync_scope(|| spawn_blocking(|| ()));
+        drop(Context::new().sync_scope(|| spawn_blocking(|| ())));
     }
 
     #[test]
     #[should_panic(expected = "must be called from the context of a Tokio 1.x runtime")]
     fn spawn_outside_a_runtime_panics_as_tokios_does() {
-        let _ = spawn(async {});
+        drop(spawn(async {}));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
