@@ -12,9 +12,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
-#[cfg(loom)]
+#[cfg(rampart_loom)]
 use loom::sync::atomic::{AtomicU64, Ordering};
-#[cfg(not(loom))]
+#[cfg(not(rampart_loom))]
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The outcome of one check.
@@ -276,7 +276,7 @@ impl RateStore for KeyedStore {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, rampart_loom))]
 mod loom_tests {
     use super::*;
     use loom::sync::Arc;
