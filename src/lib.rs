@@ -106,7 +106,8 @@ use tower::ServiceBuilder;
     feature = "context",
     feature = "limit",
     feature = "retry",
-    feature = "timeout"
+    feature = "timeout",
+    feature = "rate"
 ))]
 use tower_layer::Stack;
 
@@ -208,6 +209,24 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// request ([`context::PropagateContextLayer`]). Outermost on a client.
     #[cfg(feature = "context")]
     fn propagate_context(self) -> ServiceBuilder<Stack<rampart_context::PropagateContextLayer, L>>;
+
+    /// Limits the rate of calls with GCRA: one bucket shared by every clone,
+    /// refusing with `429` + the exact `Retry-After`
+    /// ([`rate::RateLimitLayer`]; its builder adds a bounded wait).
+    #[cfg(feature = "rate")]
+    fn limit_rate(
+        self,
+        quota: rampart_rate::Quota,
+    ) -> ServiceBuilder<Stack<rampart_rate::RateLimitLayer, L>>;
+
+    /// A rate limit per key (tenant header, client, route), idle keys
+    /// dropped and the key count capped ([`rate::KeyedRateLimitLayer`]).
+    #[cfg(feature = "rate")]
+    fn limit_rate_per_key<E>(
+        self,
+        quota: rampart_rate::Quota,
+        extractor: E,
+    ) -> ServiceBuilder<Stack<rampart_rate::KeyedRateLimitLayer<E>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -290,6 +309,23 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<rampart_limit::KeyedConcurrencyLimitLayer<E>, L>> {
         self.layer(layer)
     }
+
+    #[cfg(feature = "rate")]
+    fn limit_rate(
+        self,
+        quota: rampart_rate::Quota,
+    ) -> ServiceBuilder<Stack<rampart_rate::RateLimitLayer, L>> {
+        self.layer(rampart_rate::RateLimitLayer::new(quota))
+    }
+
+    #[cfg(feature = "rate")]
+    fn limit_rate_per_key<E>(
+        self,
+        quota: rampart_rate::Quota,
+        extractor: E,
+    ) -> ServiceBuilder<Stack<rampart_rate::KeyedRateLimitLayer<E>, L>> {
+        self.layer(rampart_rate::KeyedRateLimitLayer::new(quota, extractor))
+    }
 }
 
 /// The names most code needs: `use rampart::prelude::*;`.
@@ -303,6 +339,8 @@ pub mod prelude {
     pub use rampart_core::{Context, Error, ErrorKind, InContextExt, Outcome, RequestId};
     #[cfg(feature = "limit")]
     pub use rampart_limit::{ConcurrencyLimitLayer, KeyedConcurrencyLimitLayer};
+    #[cfg(feature = "rate")]
+    pub use rampart_rate::{KeyedRateLimitLayer, Quota, RateLimitLayer};
     #[cfg(feature = "retry")]
     pub use rampart_retry::{Backoff, Budget, RetryLayer};
     #[cfg(feature = "timeout")]

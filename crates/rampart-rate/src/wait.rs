@@ -79,7 +79,7 @@ impl<St> Shared<St> {
 }
 
 /// A wait for an admitted slot, ended early by the request's cancellation.
-pub(crate) type Wait = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
+pub(crate) type Wait = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + Sync>>;
 
 async fn wait_for(
     wait: Duration,

@@ -272,3 +272,13 @@ async fn a_keyed_waiting_request_carries_the_ready_service_and_calls_it_after_th
     assert_eq!(start.elapsed(), Duration::from_secs(2));
     assert_eq!(layer.stats().waited, 2);
 }
+
+#[test]
+fn the_services_are_send_and_sync_as_axum_requires() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let plain = RateLimitLayer::new(Quota::per_second(nz(1))).layer_service(echo());
+    let keyed =
+        KeyedRateLimitLayer::new(Quota::per_second(nz(1)), |n: &u32| *n).layer_service(echo());
+    send_sync(&plain);
+    send_sync(&keyed);
+}
