@@ -15,10 +15,13 @@ use tower_service::Service;
 /// A service under a [`RateLimitLayer`](crate::RateLimitLayer): every clone
 /// draws on the layer's one bucket.
 ///
-/// The decision is taken in `poll_ready`, as tower's `RateLimit` takes it,
-/// so the inner service need not be `Clone`: an admitted call then waits for
-/// the inner service's readiness; a refused one is answered by `call`
-/// without reaching the inner service.
+/// The inner service need not be `Clone`. With an in-process store and no
+/// [`max_wait`](crate::RateLimitBuilder::max_wait) (the default), the
+/// decision is taken in `call` and nothing is kept between `poll_ready` and
+/// `call`. Otherwise it is taken in `poll_ready`, as tower's `RateLimit`
+/// takes it: a waiting call holds the service's readiness, an admitted one
+/// then waits for the inner service's readiness, and a refused one is
+/// answered by `call` without reaching the inner service.
 ///
 /// # Panics
 ///
@@ -33,13 +36,21 @@ pub struct RateLimit<S, St: RateStore = LocalStore> {
 
 enum Gate<F> {
     Idle,
-    Checking(F, Duration),
+    /// A store that answers later (a remote one): boxed, off the common
+    /// path, so the service stays small.
+    Checking(Box<(F, Duration)>),
     Waiting(Wait),
     Admitted,
     Refused(Error),
 }
 
 impl<S, St: RateStore> RateLimit<S, St> {
+    /// An in-process store and no waiting: the decision needs no state
+    /// between `poll_ready` and `call`, so it is taken in `call`.
+    fn decides_in_call(&self) -> bool {
+        St::IMMEDIATE && self.shared.max_wait.is_zero()
+    }
+
     pub(crate) fn new(inner: S, shared: Arc<Shared<St>>) -> Self {
         RateLimit {
             inner,
@@ -91,32 +102,61 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.decides_in_call() {
+            return self.inner.poll_ready(cx).map_err(Error::from_inner);
+        }
         loop {
-            self.gate = match &mut self.gate {
-                Gate::Idle => {
-                    let shared = &*self.shared;
-                    let bound = shared.wait_bound();
-                    Gate::Checking(shared.store.check(&(), &shared.quota, bound), bound)
-                }
-                Gate::Checking(check, bound) => {
-                    let d = ready!(Pin::new(check).poll(cx));
-                    match self.shared.settle(d, *bound) {
-                        Settled::Go => Gate::Admitted,
-                        Settled::Wait(w) => Gate::Waiting(w),
-                        Settled::Refused(e) => Gate::Refused(e),
-                    }
-                }
-                Gate::Waiting(w) => match ready!(w.as_mut().poll(cx)) {
-                    Ok(()) => Gate::Admitted,
-                    Err(e) => Gate::Refused(e),
-                },
+            let settled = match &mut self.gate {
                 Gate::Admitted => return self.inner.poll_ready(cx).map_err(Error::from_inner),
                 Gate::Refused(_) => return Poll::Ready(Ok(())),
+                Gate::Idle => {
+                    // The common path: an in-process store answers at once,
+                    // and nothing is stored but the outcome.
+                    let shared = &*self.shared;
+                    let bound = shared.wait_bound();
+                    let mut check = shared.store.check(&(), &shared.quota, bound);
+                    match Pin::new(&mut check).poll(cx) {
+                        Poll::Ready(d) => shared.settle(d, bound),
+                        Poll::Pending => {
+                            self.gate = Gate::Checking(Box::new((check, bound)));
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                Gate::Checking(pending) => {
+                    let (check, bound) = &mut **pending;
+                    let d = ready!(Pin::new(check).poll(cx));
+                    self.shared.settle(d, *bound)
+                }
+                Gate::Waiting(w) => match ready!(w.as_mut().poll(cx)) {
+                    Ok(()) => Settled::Go,
+                    Err(e) => Settled::Refused(e),
+                },
+            };
+            self.gate = match settled {
+                Settled::Go => Gate::Admitted,
+                Settled::Wait(w) => Gate::Waiting(w),
+                Settled::Refused(e) => Gate::Refused(e),
             };
         }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if self.decides_in_call() {
+            let shared = &*self.shared;
+            let mut check = shared.store.check(&(), &shared.quota, Duration::ZERO);
+            let mut noop = Context::from_waker(std::task::Waker::noop());
+            let d = match Pin::new(&mut check).poll(&mut noop) {
+                Poll::Ready(d) => d,
+                Poll::Pending => Err(Error::from_inner(
+                    "a rate store declared IMMEDIATE did not answer at once",
+                )),
+            };
+            return match shared.settle(d, Duration::ZERO) {
+                Settled::Refused(e) => ResponseFuture::refused(e),
+                Settled::Go | Settled::Wait(_) => ResponseFuture::called(self.inner.call(req)),
+            };
+        }
         match std::mem::replace(&mut self.gate, Gate::Idle) {
             Gate::Admitted => ResponseFuture::called(self.inner.call(req)),
             Gate::Refused(e) => ResponseFuture::refused(e),

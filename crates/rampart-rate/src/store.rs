@@ -53,6 +53,14 @@ pub trait RateStore: Send + Sync + 'static {
     /// The future of one decision.
     type Future: Future<Output = Result<Decision, Error>> + Send + Unpin;
 
+    /// Whether [`check`](RateStore::check)'s future is always ready on its
+    /// first poll (an in-process store). A limiter that never waits then
+    /// decides inside `call`, keeping no state between `poll_ready` and
+    /// `call`. Default `false`, right for any store behind a network; a
+    /// store that says `true` and then answers later fails that request with
+    /// an error instead of waiting.
+    const IMMEDIATE: bool = false;
+
     /// Decides one request for `key`.
     fn check<K: Hash + ?Sized>(&self, key: &K, quota: &Quota, max_wait: Duration) -> Self::Future;
 }
@@ -128,6 +136,7 @@ impl Default for LocalStore {
 
 impl RateStore for LocalStore {
     type Future = Ready<Result<Decision, Error>>;
+    const IMMEDIATE: bool = true;
 
     fn check<K: Hash + ?Sized>(&self, _key: &K, quota: &Quota, max_wait: Duration) -> Self::Future {
         ready(Ok(self.check_at(since(self.epoch), quota, max_wait)))
@@ -270,6 +279,7 @@ fn lock(m: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
 
 impl RateStore for KeyedStore {
     type Future = Ready<Result<Decision, Error>>;
+    const IMMEDIATE: bool = true;
 
     fn check<K: Hash + ?Sized>(&self, key: &K, quota: &Quota, max_wait: Duration) -> Self::Future {
         ready(self.check_hash(self.seed.hash_one(key), quota, max_wait))
