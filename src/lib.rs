@@ -45,16 +45,21 @@
 //! | `http` | | error → HTTP/gRPC response mapping, [`HandleErrorsLayer`] |
 //! | `axum` | | `IntoResponse` for [`Error`], axum extractors for the request id |
 //! | `hyper-util` | | hyper-util's client connect errors count as "never sent" |
+//! | `tonic` | | rampart failures reach a tonic client as the right `tonic::Status` ([`GrpcStatusLayer`]) |
 //! | `serde` | | `serde::Deserialize` for the configs |
 
 pub use rampart_core as core;
-pub use rampart_core::classify::{self, GrpcClassify, HttpClassify, HttpOrGrpcClassify};
+pub use rampart_core::classify::{
+    self, GrpcClassify, HttpClassify, HttpOrGrpcClassify, Idempotent,
+};
 pub use rampart_core::{
     BoxError, CancellationToken, Classify, ClassifyResult, ConfigError, Context, Error, ErrorKind,
-    InContextExt, Outcome, RequestId, codec, grpc, spawn,
+    InContextExt, Outcome, RequestId, codec, grpc, spawn, spawn_blocking,
 };
 #[cfg(feature = "http")]
-pub use rampart_core::{HandleErrors, HandleErrorsLayer};
+pub use rampart_core::{ErrorFormat, HandleErrors, HandleErrorsLayer};
+#[cfg(feature = "tonic")]
+pub use rampart_core::{GrpcStatus, GrpcStatusLayer, status_from_error};
 
 /// Retry: capped jittered backoff, budgets, HTTP/gRPC classification, body
 /// replay (`rampart-retry`).
@@ -103,6 +108,7 @@ use std::time::Duration;
 use tower::ServiceBuilder;
 #[cfg(any(
     feature = "http",
+    feature = "tonic",
     feature = "context",
     feature = "limit",
     feature = "retry",
@@ -129,6 +135,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// wants.
     #[cfg(feature = "http")]
     fn handle_errors(self) -> ServiceBuilder<Stack<HandleErrorsLayer, L>>;
+
+    /// Hands a tonic client its errors as the right `tonic::Status`
+    /// (DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED with `grpc-retry-pushback-ms`,
+    /// UNAVAILABLE, CANCELLED) instead of UNKNOWN ([`GrpcStatusLayer`]).
+    /// Outermost in the stack around a tonic `Channel`.
+    #[cfg(feature = "tonic")]
+    fn tonic_status(self) -> ServiceBuilder<Stack<GrpcStatusLayer, L>>;
 
     /// Gives every request an id (the incoming one if valid, else a UUIDv7),
     /// runs it in a [`Context`], records it in the tracing span and echoes it
@@ -235,6 +248,11 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(HandleErrorsLayer::new())
     }
 
+    #[cfg(feature = "tonic")]
+    fn tonic_status(self) -> ServiceBuilder<Stack<GrpcStatusLayer, L>> {
+        self.layer(GrpcStatusLayer::new())
+    }
+
     #[cfg(feature = "context")]
     fn request_id(self) -> ServiceBuilder<Stack<rampart_context::RequestIdLayer, L>> {
         self.layer(rampart_context::RequestIdLayer::new())
@@ -335,7 +353,9 @@ pub mod prelude {
     pub use crate::ServiceBuilderExt;
     #[cfg(feature = "context")]
     pub use rampart_context::{PropagateContextLayer, RequestIdLayer};
-    pub use rampart_core::classify::{GrpcClassify, HttpClassify, HttpOrGrpcClassify};
+    #[cfg(feature = "tonic")]
+    pub use rampart_core::GrpcStatusLayer;
+    pub use rampart_core::classify::{GrpcClassify, HttpClassify, HttpOrGrpcClassify, Idempotent};
     pub use rampart_core::{Context, Error, ErrorKind, InContextExt, Outcome, RequestId};
     #[cfg(feature = "limit")]
     pub use rampart_limit::{ConcurrencyLimitLayer, KeyedConcurrencyLimitLayer};
