@@ -32,9 +32,9 @@ where
     S: Service<Req>,
 {
     #[inline]
-    pub(crate) fn new(call: Call<S, Req>, timer: Timer) -> Self {
+    pub(crate) fn new(call: Call<S, Req>, timer: Timer, kind: ErrorKind) -> Self {
         TimeoutFuture {
-            inner: Bounded::new(call, timer, ErrorKind::Timeout),
+            inner: Bounded::new(call, timer, kind),
         }
     }
 }

@@ -3,10 +3,11 @@
 use super::TimeoutFuture;
 use crate::call::ReadyGate;
 use crate::error::{ConfigError, nonzero};
-use crate::timer::Timer;
-use rampart_core::{BoxError, Error};
+use crate::timer::{Timer, deadline_from};
+use rampart_core::{BoxError, Error, ErrorKind};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::time::Instant;
 use tower_service::Service;
 
 /// Fails a call that takes longer than a fixed duration with
@@ -80,6 +81,7 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        TimeoutFuture::new(self.inner.call(req), Timer::after(self.timeout))
+        let (at, kind) = deadline_from(Instant::now(), self.timeout, ErrorKind::Timeout);
+        TimeoutFuture::new(self.inner.call(req), Timer::at(at), kind)
     }
 }
