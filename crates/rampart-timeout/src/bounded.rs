@@ -14,6 +14,9 @@ pin_project! {
     #[project = BoundedProj]
     pub(crate) enum Bounded<F> {
         Running { #[pin] fut: F, #[pin] timer: Timer, kind: ErrorKind },
+        // Failed before the inner service was called (its wait for
+        // readiness timed out).
+        Expired { kind: ErrorKind },
         Fired,
     }
 }
@@ -22,6 +25,12 @@ impl<F> Bounded<F> {
     #[inline]
     pub(crate) fn new(fut: F, timer: Timer, kind: ErrorKind) -> Self {
         Bounded::Running { fut, timer, kind }
+    }
+
+    /// Fails with `kind` on the first poll; no inner call.
+    #[inline]
+    pub(crate) fn expired(kind: ErrorKind) -> Self {
+        Bounded::Expired { kind }
     }
 }
 
@@ -34,8 +43,14 @@ where
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let BoundedProj::Running { fut, timer, kind } = self.as_mut().project() else {
-            panic!("timeout future polled after it completed");
+        let (fut, timer, kind) = match self.as_mut().project() {
+            BoundedProj::Running { fut, timer, kind } => (fut, timer, kind),
+            BoundedProj::Expired { kind } => {
+                let kind = *kind;
+                self.set(Bounded::Fired);
+                return Poll::Ready(Err(Error::new(kind)));
+            }
+            BoundedProj::Fired => panic!("timeout future polled after it completed"),
         };
         if let Poll::Ready(res) = fut.poll(cx) {
             return Poll::Ready(res.map_err(Error::from_inner));
@@ -59,6 +74,10 @@ impl<F> std::fmt::Debug for Bounded<F> {
                 .field("timer", timer)
                 .field("kind", kind)
                 .finish_non_exhaustive(),
+            Bounded::Expired { kind } => f
+                .debug_struct("Bounded::Expired")
+                .field("kind", kind)
+                .finish(),
             Bounded::Fired => f.write_str("Bounded::Fired"),
         }
     }

@@ -96,11 +96,11 @@
 //! `tokio::time::sleep` does.
 
 mod bounded;
-mod call;
 pub mod config;
 mod deadline;
 mod error;
 mod propagate;
+mod ready;
 mod timeout;
 mod timer;
 

@@ -127,7 +127,7 @@ async fn towers_timeout_does_not_bound_readiness_which_is_why_this_layer_exists(
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_service_that_becomes_ready_in_time_is_called_inside_the_future() {
+async fn a_service_that_becomes_ready_in_time_is_called() {
     let gate = Gate::new();
     let mock = MockService::<(), u8>::new(|()| MockReply::ok(1));
     mock.set_ready(ReadyMode::Gated(gate.clone()));
@@ -288,16 +288,59 @@ async fn a_huge_timeout_saturates_instead_of_overflowing() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn poll_ready_never_waits_so_backpressure_is_not_passed_up() {
+async fn poll_ready_passes_backpressure_up_then_the_call_fails_without_reaching_the_inner() {
+    let gate = Gate::new();
     let mock = MockService::<(), ()>::new(|()| MockReply::ok(()));
-    mock.set_ready(ReadyMode::Gated(Gate::new()));
+    mock.set_ready(ReadyMode::Gated(gate.clone()));
     let mut svc = timeout(ms(100)).layer(mock.clone());
-    let ready = poll_once(std::pin::pin!(poll_fn(|cx| svc.poll_ready(cx)))).await;
+    let mut ready = pin!(poll_fn(|cx| svc.poll_ready(cx)));
     assert!(
-        matches!(ready, std::task::Poll::Ready(Ok(()))),
-        "Ready although the inner service is not"
+        poll_once(ready.as_mut()).await.is_pending(),
+        "Pending while the inner service is not ready (tower's LoadShed sees it)"
     );
-    assert_eq!(mock.ready_polls(), 1, "the inner service was asked once");
+    tokio::time::advance(ms(99)).await;
+    assert!(poll_once(ready.as_mut()).await.is_pending(), "1 ms early");
+    tokio::time::advance(ms(1)).await;
+    assert!(matches!(
+        poll_once(ready.as_mut()).await,
+        std::task::Poll::Ready(Ok(()))
+    ));
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(
+        mock.calls(),
+        0,
+        "the inner service was not ready: never called"
+    );
+
+    // The service stays usable: the next caller waits afresh.
+    gate.open();
+    within_an_hour(svc.ready()).await.unwrap();
+    svc.call(()).await.unwrap();
+    assert_eq!(mock.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_wait_for_readiness_and_the_call_share_one_timeout() {
+    let gate = Gate::new();
+    let mock = MockService::<(), u8>::new(|()| MockReply::ok(1).after(ms(300)));
+    mock.set_ready(ReadyMode::Gated(gate.clone()));
+    let opener = tokio::spawn({
+        let gate = gate.clone();
+        async move {
+            tokio::time::sleep(ms(300)).await;
+            gate.open();
+        }
+    });
+    let start = Instant::now();
+    // 300 ms waiting + 300 ms answering > 500 ms.
+    let err = within_an_hour(timeout(ms(500)).layer(mock.clone()).oneshot(()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(start.elapsed(), ms(500));
+    assert_eq!(mock.calls(), 1);
+    opener.await.unwrap();
 }
 
 /// Drives `fut` on the current thread with no tokio context, as
