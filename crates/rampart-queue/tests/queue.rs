@@ -45,7 +45,7 @@ async fn answers_through_the_workers_with_the_inner_response() {
 
 #[tokio::test]
 async fn inner_errors_come_back_as_inner_errors_and_rampart_errors_unchanged() {
-    let svc = Queue::new(
+    let svc: Queue<u32, ()> = Queue::new(
         service_fn(|n: u32| async move {
             match n {
                 0 => Err(Error::overloaded(None)),
@@ -55,7 +55,7 @@ async fn inner_errors_come_back_as_inner_errors_and_rampart_errors_unchanged() {
         4,
         1,
     );
-    let e: Error = svc.clone().oneshot(0).await.map(|()| ()).unwrap_err();
+    let e: Error = svc.clone().oneshot(0).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Overloaded);
     let e = svc.clone().oneshot(1).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Inner);
@@ -444,7 +444,7 @@ async fn dropping_every_handle_stops_the_workers() {
             (
                 Queue::new(
                     service_fn(move |n: u32| {
-                        let _keep = &i2;
+                        let _ = &i2;
                         std::future::ready(Ok::<_, Error>(n))
                     }),
                     4,
