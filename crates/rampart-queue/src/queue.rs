@@ -2,9 +2,9 @@
 //! submits fire-and-forget jobs, closes, drains and reports.
 
 use crate::config::{QueueConfig, WhenFull};
-use crate::future::{ResponseFuture, State};
+use crate::future::{Bounds, ResponseFuture, SendFuture, State};
 use crate::stats::{Drained, Stats};
-use crate::worker::{Backend, Inner, Job, Owned, Shared, worker};
+use crate::worker::{Backend, Inner, Job, Owned, Shared, Worker};
 use async_channel::TrySendError;
 use rampart_core::{BoxError, Context, Error};
 use std::fmt;
@@ -144,7 +144,7 @@ where
         let inner = Arc::new(Inner::new(rx, cfg));
         let aborts = (0..cfg.workers)
             .map(|i| {
-                rt.spawn(worker(Arc::clone(&inner), backend(i)))
+                rt.spawn(Worker::new(Arc::clone(&inner), backend(i)))
                     .abort_handle()
             })
             .collect();
@@ -272,7 +272,7 @@ impl<Req, Res> Queue<Req, Res> {
             .and_then(|w| Instant::now().checked_add(w));
         let cancel = ctx.as_ref().and_then(Context::cancellation).cloned();
         let job = Job {
-            req,
+            req: Some(req),
             ctx,
             reply: None,
         };
@@ -316,7 +316,7 @@ impl<Req, Res> Queue<Req, Res> {
             return Err(err);
         }
         let job = Job {
-            req,
+            req: Some(req),
             ctx,
             reply: None,
         };
@@ -350,7 +350,7 @@ where
 {
     type Response = Res;
     type Error = Error;
-    type Future = ResponseFuture<Req, Res>;
+    type Future = ResponseFuture<Res>;
 
     fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
@@ -358,17 +358,19 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let ctx = Context::current();
-        if let Some(err) = refused(ctx.as_ref()) {
-            return ResponseFuture::failed(err);
+        let mut bounds = None;
+        if let Some(ctx) = &ctx {
+            if let Some(err) = refused(Some(ctx)) {
+                return ResponseFuture::failed(err);
+            }
+            bounds = Bounds::new(
+                ctx.deadline(),
+                ctx.cancellation().map(|t| t.clone().cancelled_owned()),
+            );
         }
-        let deadline = ctx.as_ref().and_then(Context::deadline);
-        let cancel = ctx
-            .as_ref()
-            .and_then(Context::cancellation)
-            .map(|t| t.clone().cancelled_owned());
         let (reply, rx) = oneshot::channel();
         let job = Job {
-            req,
+            req: Some(req),
             ctx,
             reply: Some(reply),
         };
@@ -380,21 +382,42 @@ where
                     tracing::debug!("queue shed a request: full");
                     return ResponseFuture::failed(Error::overloaded(self.inner.retry_after));
                 }
-                WhenFull::Wait => {
-                    let tx = self.tx.clone();
-                    State::Sending {
-                        send: Box::pin(async move { tx.send(job).await }),
-                        rx,
-                        give_up_at: self
-                            .inner
-                            .max_wait
-                            .and_then(|w| Instant::now().checked_add(w)),
-                        inner: Arc::clone(&self.inner),
-                    }
-                }
+                WhenFull::Wait => State::Sending {
+                    send: self.wait_for_space(job),
+                    rx,
+                },
             },
             Err(TrySendError::Closed(_)) => return ResponseFuture::failed(Error::closed()),
         };
-        ResponseFuture::new(state, deadline, cancel)
+        ResponseFuture::new(state, bounds)
+    }
+}
+
+impl<Req, Res> Queue<Req, Res>
+where
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    /// The slow path of a call that found the queue full: waits for space,
+    /// for at most `max_wait` (then `Overloaded`).
+    fn wait_for_space(&self, job: Job<Req, Res>) -> SendFuture {
+        let tx = self.tx.clone();
+        let inner = Arc::clone(&self.inner);
+        let give_up_at = inner.max_wait.and_then(|w| Instant::now().checked_add(w));
+        Box::pin(async move {
+            let send = tx.send(job);
+            let sent = match give_up_at {
+                None => send.await,
+                Some(at) => {
+                    let Ok(sent) = tokio::time::timeout_at(at, send).await else {
+                        inner.counters.shed.fetch_add(1, Relaxed);
+                        tracing::debug!("queue shed a request: max_wait passed while full");
+                        return Err(Error::overloaded(inner.retry_after));
+                    };
+                    sent
+                }
+            };
+            sent.map_err(|_| Error::closed())
+        })
     }
 }

@@ -3,11 +3,12 @@
 
 use crate::config::{QueueConfig, WhenFull};
 use crate::error::Panicked;
-use futures_util::FutureExt;
-use rampart_core::{BoxError, Context, Error, RequestId};
-use std::future::{Future, poll_fn};
-use std::panic::AssertUnwindSafe;
-use std::pin::pin;
+use futures_util::Stream;
+use pin_project_lite::pin_project;
+use rampart_core::{BoxError, Context, Error, Scoped};
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
@@ -21,7 +22,8 @@ pub(crate) type Reply<Res> = oneshot::Sender<Result<Res, Error>>;
 
 /// One accepted request.
 pub(crate) struct Job<Req, Res> {
-    pub(crate) req: Req,
+    /// Taken when the inner service is called.
+    pub(crate) req: Option<Req>,
     /// The caller's context, in scope while the call runs.
     pub(crate) ctx: Option<Context>,
     /// `None` for a fire-and-forget job ([`Queue::submit`](crate::Queue::submit)).
@@ -50,8 +52,8 @@ pub(crate) struct Counters {
 
 /// State shared by every handle of one queue and by its workers.
 pub(crate) struct Inner<Req, Res> {
-    /// The workers' end of the channel (one receiver, shared); also used to
-    /// fail what is left at a drain deadline.
+    /// A receiver to count the queued and to fail what is left at a drain
+    /// deadline (each worker has its own clone).
     pub(crate) rx: async_channel::Receiver<Job<Req, Res>>,
     pub(crate) capacity: usize,
     pub(crate) workers: usize,
@@ -162,45 +164,61 @@ where
     }
 }
 
-/// Decrements the live-worker count when a worker ends (also when its task
-/// is aborted at a drain deadline) and wakes whoever waits for all of them.
-struct LiveGuard<'a, Req, Res>(&'a Inner<Req, Res>);
+/// Jobs a worker takes in one poll before it yields to other tasks.
+const BUDGET: usize = 32;
 
-impl<Req, Res> Drop for LiveGuard<'_, Req, Res> {
-    fn drop(&mut self) {
-        if self.0.live.fetch_sub(1, Relaxed) == 1 {
-            self.0.stopped.notify_waiters();
+pin_project! {
+    /// The inner call a worker is driving, in the caller's context if it had
+    /// one.
+    #[project = CallProj]
+    enum Call<F> {
+        Idle,
+        Scoped { #[pin] fut: Scoped<F> },
+        Bare { #[pin] fut: F },
+    }
+}
+
+pin_project! {
+    /// A worker: a task that takes jobs from the channel until it is closed
+    /// and empty, and drives one call at a time to completion.
+    ///
+    /// A hand-written future rather than an `async fn`, so that a job (and
+    /// the request in it) is moved once, from the channel into `job`, and
+    /// several queued jobs are run in one poll.
+    pub(crate) struct Worker<Req, B: Backend<Req>> {
+        inner: Arc<Inner<Req, B::Response>>,
+        #[pin]
+        rx: async_channel::Receiver<Job<Req, B::Response>>,
+        backend: B,
+        // The job being run; `None` when idle.
+        job: Option<Job<Req, B::Response>>,
+        #[pin]
+        call: Call<B::Future>,
+    }
+
+    impl<Req, B: Backend<Req>> PinnedDrop for Worker<Req, B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if this.job.is_some() {
+                this.inner.running.fetch_sub(1, Relaxed);
+            }
+            if this.inner.live.fetch_sub(1, Relaxed) == 1 {
+                this.inner.stopped.notify_waiters();
+            }
         }
     }
 }
 
-/// Counts a running call for as long as it runs (or until it is dropped).
-struct RunningGuard<'a>(&'a AtomicUsize);
-
-impl<'a> RunningGuard<'a> {
-    fn new(running: &'a AtomicUsize) -> Self {
-        running.fetch_add(1, Relaxed);
-        RunningGuard(running)
+impl<Req, B: Backend<Req>> Worker<Req, B> {
+    pub(crate) fn new(inner: Arc<Inner<Req, B::Response>>, backend: B) -> Self {
+        Worker {
+            rx: inner.rx.clone(),
+            inner,
+            backend,
+            job: None,
+            call: Call::Idle,
+        }
     }
-}
-
-impl Drop for RunningGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-}
-
-/// A worker: takes jobs until the channel is closed and empty.
-pub(crate) async fn worker<Req, B>(inner: Arc<Inner<Req, B::Response>>, mut backend: B)
-where
-    B: Backend<Req>,
-{
-    let inner = &*inner;
-    let _live = LiveGuard(inner);
-    while let Ok(job) = inner.rx.recv().await {
-        run(inner, &mut backend, job).await;
-    }
-    tracing::debug!("queue worker stopped: queue closed and empty");
 }
 
 /// Why a job is not run.
@@ -229,101 +247,80 @@ fn skip_reason<Req, Res>(inner: &Inner<Req, Res>, job: &Job<Req, Res>) -> Option
     }
 }
 
-/// Runs one job: skips it if its caller left (or its context was cancelled
-/// or expired), else calls the inner service inside the caller's context and
-/// answers the caller, dropping the call if the caller leaves meanwhile
-/// (unless detached). A panic fails this job only.
-async fn run<Req, B>(inner: &Inner<Req, B::Response>, backend: &mut B, job: Job<Req, B::Response>)
-where
-    B: Backend<Req>,
-{
-    if let Some(reason) = skip_reason(inner, &job) {
-        inner.counters.skipped.fetch_add(1, Relaxed);
-        tracing::debug!(
-            request_id = ?job.ctx.as_ref().and_then(Context::request_id),
-            reason = match &reason {
-                Skip::CallerLeft => "caller left",
-                Skip::Refused(_) => "cancelled or past its deadline",
-            },
-            "queue skipped a request before running it"
-        );
-        if let Skip::Refused(err) = reason {
-            job.fail(err);
+/// Where a running job stands after a poll.
+enum Step<Res> {
+    Pending,
+    /// The caller left (not detached): drop the call.
+    Abandoned,
+    /// Finished: the outcome goes to the caller.
+    Done(Result<Res, Error>),
+}
+
+impl<Req, B: Backend<Req>> Future for Worker<Req, B> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let inner = &**this.inner;
+        let mut budget = BUDGET;
+        loop {
+            if let Some(job) = this.job.as_mut() {
+                let step = step(inner, this.backend, job, this.call.as_mut(), cx);
+                let result = match step {
+                    Step::Pending => return Poll::Pending,
+                    Step::Abandoned => {
+                        inner.counters.abandoned.fetch_add(1, Relaxed);
+                        tracing::debug!("queue dropped a running call: its caller left");
+                        None
+                    }
+                    Step::Done(result) => Some(result),
+                };
+                // The call is dropped in the caller's context, before the
+                // caller hears of it; a panic while dropping it stays here.
+                let _ = catch_unwind(AssertUnwindSafe(|| this.call.set(Call::Idle)));
+                let job = this.job.take().expect("a job is running");
+                inner.running.fetch_sub(1, Relaxed);
+                if let Some(result) = result {
+                    answer(job, result);
+                }
+            }
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            budget -= 1;
+            let job = match this.rx.as_mut().poll_next(cx) {
+                Poll::Ready(Some(job)) => job,
+                Poll::Ready(None) => {
+                    tracing::debug!("queue worker stopped: queue closed and empty");
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            if let Some(reason) = skip_reason(inner, &job) {
+                inner.counters.skipped.fetch_add(1, Relaxed);
+                tracing::debug!(
+                    request_id = ?job.ctx.as_ref().and_then(Context::request_id),
+                    reason = match &reason {
+                        Skip::CallerLeft => "caller left",
+                        Skip::Refused(_) => "cancelled or past its deadline",
+                    },
+                    "queue skipped a request before running it"
+                );
+                if let Skip::Refused(err) = reason {
+                    job.fail(err);
+                }
+                continue;
+            }
+            inner.running.fetch_add(1, Relaxed);
+            *this.job = Some(job);
         }
-        return;
-    }
-    let Job { req, ctx, reply } = job;
-    let _running = RunningGuard::new(&inner.running);
-    let mut req = Some(req);
-    let call = async {
-        let fut = poll_fn(|cx| backend.poll_call(cx, &mut req)).await?;
-        fut.await
-    };
-    match ctx {
-        Some(ctx) => {
-            let id = ctx.request_id().cloned();
-            drive(inner, ctx.scope(call), reply, id).await;
-        }
-        None => drive(inner, call, reply, None).await,
     }
 }
 
-/// Drives `call` (panics caught) and answers `reply`; gives up when the
-/// caller leaves, unless detached.
-async fn drive<Res, E, F>(
-    inner: &Inner<impl Sized, Res>,
-    call: F,
-    reply: Option<Reply<Res>>,
-    request_id: Option<RequestId>,
-) where
-    F: Future<Output = Result<Res, E>>,
-    E: Into<BoxError>,
-{
-    let mut call = pin!(AssertUnwindSafe(call).catch_unwind());
-    let result = match reply {
-        Some(mut reply) if !inner.detach => {
-            let done = poll_fn(|cx| {
-                if let Poll::Ready(r) = call.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
-                }
-                if reply.poll_closed(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-                Poll::Pending
-            })
-            .await;
-            let Some(r) = done else {
-                inner.counters.abandoned.fetch_add(1, Relaxed);
-                tracing::debug!("queue dropped a running call: its caller left");
-                return;
-            };
-            (r, Some(reply))
-        }
-        reply => (call.await, reply),
-    };
-    let (result, reply) = result;
-    let result = match result {
-        Ok(Ok(res)) => {
-            inner.counters.completed.fetch_add(1, Relaxed);
-            Ok(res)
-        }
-        Ok(Err(e)) => {
-            inner.counters.completed.fetch_add(1, Relaxed);
-            inner.counters.failed.fetch_add(1, Relaxed);
-            Err(Error::from_inner(e))
-        }
-        Err(payload) => {
-            inner.counters.panicked.fetch_add(1, Relaxed);
-            let panicked = Panicked::from_payload(&*payload);
-            tracing::warn!(
-                request_id = ?request_id,
-                message = panicked.message(),
-                "queue worker: the inner service panicked; this request fails, the worker keeps serving"
-            );
-            Err(Error::from_inner(panicked))
-        }
-    };
-    match reply {
+/// Answers the caller of `job` (a fire-and-forget job's failure is logged).
+fn answer<Req, Res>(job: Job<Req, Res>, result: Result<Res, Error>) {
+    match job.reply {
         Some(reply) => {
             let _ = reply.send(result);
         }
@@ -333,4 +330,80 @@ async fn drive<Res, E, F>(
             }
         }
     }
+}
+
+/// Polls the running job: calls the inner service once it is ready (in the
+/// caller's context), then drives the call; a panic anywhere fails this job
+/// only. Gives up when the caller leaves, unless detached.
+fn step<Req, B: Backend<Req>>(
+    inner: &Inner<Req, B::Response>,
+    backend: &mut B,
+    job: &mut Job<Req, B::Response>,
+    mut call: Pin<&mut Call<B::Future>>,
+    cx: &mut TaskContext<'_>,
+) -> Step<B::Response> {
+    let polled = catch_unwind(AssertUnwindSafe(
+        || -> Poll<Result<B::Response, B::Error>> {
+            if let CallProj::Idle = call.as_mut().project() {
+                let ready = match &job.ctx {
+                    Some(ctx) => ctx
+                        .clone()
+                        .sync_scope(|| backend.poll_call(cx, &mut job.req)),
+                    None => backend.poll_call(cx, &mut job.req),
+                };
+                match ready {
+                    Poll::Ready(Ok(fut)) => match job.ctx.take() {
+                        Some(ctx) => call.set(Call::Scoped {
+                            fut: ctx.scope(fut),
+                        }),
+                        None => call.set(Call::Bare { fut }),
+                    },
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            match call.as_mut().project() {
+                CallProj::Scoped { fut } => fut.poll(cx),
+                CallProj::Bare { fut } => fut.poll(cx),
+                CallProj::Idle => unreachable!("a call was just made"),
+            }
+        },
+    ));
+    let result = match polled {
+        Ok(Poll::Pending) => {
+            if !inner.detach
+                && let Some(reply) = job.reply.as_mut()
+                && reply.poll_closed(cx).is_ready()
+            {
+                return Step::Abandoned;
+            }
+            return Step::Pending;
+        }
+        Ok(Poll::Ready(Ok(res))) => {
+            inner.counters.completed.fetch_add(1, Relaxed);
+            Ok(res)
+        }
+        Ok(Poll::Ready(Err(e))) => {
+            inner.counters.completed.fetch_add(1, Relaxed);
+            inner.counters.failed.fetch_add(1, Relaxed);
+            Err(Error::from_inner(e))
+        }
+        Err(payload) => {
+            inner.counters.panicked.fetch_add(1, Relaxed);
+            let panicked = Panicked::from_payload(&*payload);
+            // The context for the log (the broken call is dropped next,
+            // without it).
+            let request_id = match call.as_mut().project() {
+                CallProj::Scoped { fut } => fut.take_context().and_then(Context::into_request_id),
+                _ => job.ctx.as_ref().and_then(Context::request_id).cloned(),
+            };
+            tracing::warn!(
+                request_id = ?request_id,
+                message = panicked.message(),
+                "queue worker: the inner service panicked; this request fails, the worker keeps serving"
+            );
+            Err(Error::from_inner(panicked))
+        }
+    };
+    Step::Done(result)
 }
