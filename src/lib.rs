@@ -106,7 +106,8 @@ use tower::ServiceBuilder;
     feature = "context",
     feature = "limit",
     feature = "retry",
-    feature = "timeout"
+    feature = "timeout",
+    feature = "sync"
 ))]
 use tower_layer::Stack;
 
@@ -208,6 +209,25 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// request ([`context::PropagateContextLayer`]). Outermost on a client.
     #[cfg(feature = "context")]
     fn propagate_context(self) -> ServiceBuilder<Stack<rampart_context::PropagateContextLayer, L>>;
+
+    /// Serialises calls per key: same-key calls run one at a time, first
+    /// come first served, other keys in parallel; the key map holds only
+    /// keys in use ([`sync::KeyedLockLayer`]). Keep a clone of the layer
+    /// for its `stats()`.
+    #[cfg(feature = "sync")]
+    fn keyed_lock<F>(
+        self,
+        layer: rampart_sync::KeyedLockLayer<F>,
+    ) -> ServiceBuilder<Stack<rampart_sync::KeyedLockLayer<F>, L>>;
+
+    /// Single-flight: concurrent requests with the same key share one inner
+    /// call, which survives its first caller and is dropped only when every
+    /// caller has gone ([`sync::CoalesceLayer`]).
+    #[cfg(feature = "sync")]
+    fn coalesce<F>(
+        self,
+        layer: rampart_sync::CoalesceLayer<F>,
+    ) -> ServiceBuilder<Stack<rampart_sync::CoalesceLayer<F>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -290,6 +310,22 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<rampart_limit::KeyedConcurrencyLimitLayer<E>, L>> {
         self.layer(layer)
     }
+
+    #[cfg(feature = "sync")]
+    fn keyed_lock<F>(
+        self,
+        layer: rampart_sync::KeyedLockLayer<F>,
+    ) -> ServiceBuilder<Stack<rampart_sync::KeyedLockLayer<F>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "sync")]
+    fn coalesce<F>(
+        self,
+        layer: rampart_sync::CoalesceLayer<F>,
+    ) -> ServiceBuilder<Stack<rampart_sync::CoalesceLayer<F>, L>> {
+        self.layer(layer)
+    }
 }
 
 /// The names most code needs: `use rampart::prelude::*;`.
@@ -305,6 +341,8 @@ pub mod prelude {
     pub use rampart_limit::{ConcurrencyLimitLayer, KeyedConcurrencyLimitLayer};
     #[cfg(feature = "retry")]
     pub use rampart_retry::{Backoff, Budget, RetryLayer};
+    #[cfg(feature = "sync")]
+    pub use rampart_sync::{CoalesceLayer, KeyedLockLayer};
     #[cfg(feature = "timeout")]
     pub use rampart_timeout::{
         DeadlineHeaders, DeadlineLayer, PropagateDeadlineLayer, TimeoutLayer,

@@ -7,6 +7,7 @@ mod classify;
 mod context;
 mod limit;
 mod retry;
+mod sync;
 mod timeout;
 
 use rampart::BoxError;
@@ -50,6 +51,7 @@ async fn main() {
         section("timeouts and deadlines", timeout::run()).await,
         section("concurrency limits", limit::run()).await,
         section("request id and context", context::run()).await,
+        section("keyed lock and single-flight", sync::run()).await,
     ];
     let failed = results.iter().filter(|ok| !**ok).count();
     println!();
