@@ -446,3 +446,82 @@ fn clones_of_the_layer_share_one_map() {
         assert_eq!(rec.started(), vec![0, 1]);
     });
 }
+
+/// Decrements its counter when dropped.
+struct Out<'a>(&'a AtomicUsize);
+
+impl Drop for Out<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A small seeded generator (xorshift64*), so the stress test repeats.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_abandoning_at_random_points_never_break_exclusion_or_leave_keys() {
+    const KEYS: u64 = 3;
+    let in_flight: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..KEYS).map(|_| AtomicUsize::new(0)).collect());
+    let violations = Arc::new(AtomicUsize::new(0));
+    let (f, v) = (in_flight.clone(), violations.clone());
+    let inner = service_fn(move |key: u64| {
+        let (f, v) = (f.clone(), v.clone());
+        async move {
+            if f[key as usize].fetch_add(1, Ordering::SeqCst) != 0 {
+                v.fetch_add(1, Ordering::SeqCst);
+            }
+            // Released on drop too: an abandoned holder counts as done.
+            let _out = Out(&f[key as usize]);
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, std::io::Error>(key)
+        }
+    });
+    let lock = KeyedLockLayer::new(|k: &u64| *k);
+    let svc = lock.layer(inner);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let tasks: Vec<_> = (0..3000)
+        .map(|_| {
+            let key = rng.below(KEYS);
+            let patience = rng.below(12); // yields before giving up; 0..3: often while waiting
+            let give_up = rng.below(3) == 0;
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let call = svc.oneshot(key);
+                if give_up {
+                    tokio::select! {
+                        biased;
+                        r = call => r.map(|_| ()),
+                        () = async { for _ in 0..patience { tokio::task::yield_now().await } } => Ok(()),
+                    }
+                } else {
+                    call.await.map(|_| ())
+                }
+            })
+        })
+        .collect();
+    let all = async {
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("no caller was left waiting forever");
+    assert_eq!(violations.load(Ordering::SeqCst), 0);
+    let s = lock.stats();
+    assert_eq!((s.keys, s.waiting), (0, 0));
+    assert!(s.gave_up > 0, "the test never abandoned a waiter");
+}
