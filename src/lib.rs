@@ -106,15 +106,7 @@ pub use rampart_rate as rate;
 #[cfg(feature = "timeout")]
 use std::time::Duration;
 use tower::ServiceBuilder;
-#[cfg(any(
-    feature = "http",
-    feature = "tonic",
-    feature = "context",
-    feature = "limit",
-    feature = "retry",
-    feature = "timeout",
-    feature = "rate"
-))]
+#[allow(unused_imports)] // used by the methods of the enabled features
 use tower_layer::Stack;
 
 mod sealed {
@@ -240,6 +232,25 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         quota: rampart_rate::Quota,
         extractor: E,
     ) -> ServiceBuilder<Stack<rampart_rate::KeyedRateLimitLayer<E>, L>>;
+
+    /// Serialises calls per key: same-key calls run one at a time, first
+    /// come first served, other keys in parallel; the key map holds only
+    /// keys in use ([`sync::KeyedLockLayer`]). Keep a clone of the layer
+    /// for its `stats()`.
+    #[cfg(feature = "sync")]
+    fn keyed_lock<F>(
+        self,
+        layer: rampart_sync::KeyedLockLayer<F>,
+    ) -> ServiceBuilder<Stack<rampart_sync::KeyedLockLayer<F>, L>>;
+
+    /// Single-flight: concurrent requests with the same key share one inner
+    /// call, which survives its first caller and is dropped only when every
+    /// caller has gone ([`sync::CoalesceLayer`]).
+    #[cfg(feature = "sync")]
+    fn coalesce<F>(
+        self,
+        layer: rampart_sync::CoalesceLayer<F>,
+    ) -> ServiceBuilder<Stack<rampart_sync::CoalesceLayer<F>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -344,6 +355,22 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<rampart_rate::KeyedRateLimitLayer<E>, L>> {
         self.layer(rampart_rate::KeyedRateLimitLayer::new(quota, extractor))
     }
+
+    #[cfg(feature = "sync")]
+    fn keyed_lock<F>(
+        self,
+        layer: rampart_sync::KeyedLockLayer<F>,
+    ) -> ServiceBuilder<Stack<rampart_sync::KeyedLockLayer<F>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "sync")]
+    fn coalesce<F>(
+        self,
+        layer: rampart_sync::CoalesceLayer<F>,
+    ) -> ServiceBuilder<Stack<rampart_sync::CoalesceLayer<F>, L>> {
+        self.layer(layer)
+    }
 }
 
 /// The names most code needs: `use rampart::prelude::*;`.
@@ -363,6 +390,8 @@ pub mod prelude {
     pub use rampart_rate::{KeyedRateLimitLayer, Quota, RateLimitLayer};
     #[cfg(feature = "retry")]
     pub use rampart_retry::{Backoff, Budget, RetryLayer};
+    #[cfg(feature = "sync")]
+    pub use rampart_sync::{CoalesceLayer, KeyedLockLayer};
     #[cfg(feature = "timeout")]
     pub use rampart_timeout::{
         DeadlineHeaders, DeadlineLayer, PropagateDeadlineLayer, TimeoutLayer,

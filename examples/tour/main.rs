@@ -8,6 +8,7 @@ mod context;
 mod limit;
 mod rate;
 mod retry;
+mod sync;
 mod timeout;
 
 use rampart::BoxError;
@@ -52,6 +53,7 @@ async fn main() {
         section("concurrency limits", limit::run()).await,
         section("request id and context", context::run()).await,
         section("rate limiting", rate::run()).await,
+        section("keyed lock and single-flight", sync::run()).await,
     ];
     let failed = results.iter().filter(|ok| !**ok).count();
     println!();
