@@ -248,54 +248,13 @@ impl<S: Service<Req>, Req> Future for FanOutFuture<S, Req> {
             let why = this.deadline.map_or(Failure::Timeout, |(_, why)| why);
             return Poll::Ready(finish(this, End::Stopped(why)));
         }
+        // Like tower's `call_all`: take what finished, then send one more,
+        // and again. A call that answers at once is done before the next is
+        // made, so few calls are alive at a time (and their memory is
+        // reused while it is warm).
         loop {
-            while this.running.len() < *this.limit && this.reqs.len() > 0 {
-                match this.svc.poll_ready(cx) {
-                    Poll::Pending => break,
-                    Poll::Ready(Ok(())) => {
-                        let req = this.reqs.next().expect("a request is left");
-                        let idx = *this.next;
-                        *this.next += 1;
-                        let svc = &mut *this.svc;
-                        let call = match this.call_ctx {
-                            Some(ctx) => Call::Scoped {
-                                idx,
-                                fut: ctx.clone().scope_call(|| svc.call(req)),
-                            },
-                            None => Call::Bare {
-                                idx,
-                                fut: svc.call(req),
-                            },
-                        };
-                        this.outcomes[idx] = Outcome::NotDone(NotDone::new(Reason::Decided, true));
-                        this.running.push(call);
-                    }
-                    Poll::Ready(Err(e)) => {
-                        // This request waited for the failed service and
-                        // holds its error; the rest can never be sent.
-                        let idx = *this.next;
-                        drop(this.reqs.next());
-                        this.outcomes[idx] = Outcome::Err(e);
-                        *this.err += 1;
-                        this.first_err.get_or_insert(idx);
-                        let never = this.reqs.len();
-                        for o in &mut this.outcomes[idx + 1..] {
-                            *o = Outcome::NotDone(NotDone::new(Reason::NotReady, false));
-                        }
-                        this.reqs.by_ref().for_each(drop);
-                        *this.next = this.outcomes.len();
-                        *this.lost += 1 + never;
-                        tracing::debug!(never, "fan-out: the inner service failed in poll_ready");
-                        if let Some(end) =
-                            decide(*this.need, this.outcomes.len(), *this.ok, *this.lost)
-                        {
-                            return Poll::Ready(finish(this, end));
-                        }
-                    }
-                }
-            }
-            match ready!(this.running.poll_next_unpin(cx)) {
-                Some((idx, res)) => {
+            match this.running.poll_next_unpin(cx) {
+                Poll::Ready(Some((idx, res))) => {
                     match res {
                         Ok(t) => {
                             this.outcomes[idx] = Outcome::Ok(t);
@@ -312,10 +271,55 @@ impl<S: Service<Req>, Req> Future for FanOutFuture<S, Req> {
                     {
                         return Poll::Ready(finish(this, end));
                     }
+                    continue;
                 }
-                None if this.reqs.len() == 0 => return Poll::Ready(finish(this, End::Done)),
-                // Waiting for the inner service's readiness (registered).
-                None => return Poll::Pending,
+                Poll::Ready(None) if this.reqs.len() == 0 => {
+                    return Poll::Ready(finish(this, End::Done));
+                }
+                Poll::Ready(None) | Poll::Pending => {}
+            }
+            if this.running.len() >= *this.limit || this.reqs.len() == 0 {
+                return Poll::Pending;
+            }
+            match ready!(this.svc.poll_ready(cx)) {
+                Ok(()) => {
+                    let req = this.reqs.next().expect("a request is left");
+                    let idx = *this.next;
+                    *this.next += 1;
+                    let svc = &mut *this.svc;
+                    let call = match this.call_ctx {
+                        Some(ctx) => Call::Scoped {
+                            idx,
+                            fut: ctx.clone().scope_call(|| svc.call(req)),
+                        },
+                        None => Call::Bare {
+                            idx,
+                            fut: svc.call(req),
+                        },
+                    };
+                    this.running.push(call);
+                }
+                Err(e) => {
+                    // This request waited for the failed service and holds
+                    // its error; the rest can never be sent.
+                    let idx = *this.next;
+                    drop(this.reqs.next());
+                    this.outcomes[idx] = Outcome::Err(e);
+                    *this.err += 1;
+                    this.first_err.get_or_insert(idx);
+                    let never = this.reqs.len();
+                    for o in &mut this.outcomes[idx + 1..] {
+                        *o = Outcome::NotDone(NotDone::new(Reason::NotReady, false));
+                    }
+                    this.reqs.by_ref().for_each(drop);
+                    *this.next = this.outcomes.len();
+                    *this.lost += 1 + never;
+                    tracing::debug!(never, "fan-out: the inner service failed in poll_ready");
+                    if let Some(end) = decide(*this.need, this.outcomes.len(), *this.ok, *this.lost)
+                    {
+                        return Poll::Ready(finish(this, end));
+                    }
+                }
             }
         }
     }
@@ -342,11 +346,13 @@ fn finish<S: Service<Req>, Req>(
         End::Stopped(Failure::DeadlineExceeded) => Reason::DeadlineExceeded,
         End::Stopped(Failure::Cancelled | Failure::Unreachable) => Reason::Cancelled,
     };
-    for o in this.outcomes.iter_mut() {
+    // Requests are sent in input order: those before `next` were sent.
+    let sent = *this.next;
+    for (i, o) in this.outcomes.iter_mut().enumerate() {
         if let Outcome::NotDone(n) = o
             && n.reason() != Reason::NotReady
         {
-            *n = NotDone::new(reason, n.was_sent());
+            *n = NotDone::new(reason, i < sent);
         }
     }
     let gathered = Gathered::new(
