@@ -103,6 +103,7 @@ use std::time::Duration;
 use tower::ServiceBuilder;
 #[cfg(any(
     feature = "http",
+    feature = "breaker",
     feature = "context",
     feature = "limit",
     feature = "retry",
@@ -208,6 +209,26 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// request ([`context::PropagateContextLayer`]). Outermost on a client.
     #[cfg(feature = "context")]
     fn propagate_context(self) -> ServiceBuilder<Stack<rampart_context::PropagateContextLayer, L>>;
+
+    /// Stops calling a failing backend: a circuit breaker whose one circuit
+    /// every clone shares; an open circuit refuses at once with
+    /// [`ErrorKind::Overloaded`] and the time to the next probe (503 +
+    /// `Retry-After`) ([`breaker::CircuitBreakerLayer`]; build it with
+    /// `CircuitBreakerLayer::http()` or `CircuitBreakerLayer::builder()`).
+    /// On a client, place it inside retry, so retries see the refusal.
+    #[cfg(feature = "breaker")]
+    fn circuit_breaker<C>(
+        self,
+        layer: rampart_breaker::CircuitBreakerLayer<C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::CircuitBreakerLayer<C>, L>>;
+
+    /// A circuit breaker per key (host, route, tenant) with a capped key map
+    /// ([`breaker::KeyedCircuitBreakerLayer`]).
+    #[cfg(feature = "breaker")]
+    fn keyed_circuit_breaker<E, C>(
+        self,
+        layer: rampart_breaker::KeyedCircuitBreakerLayer<E, C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::KeyedCircuitBreakerLayer<E, C>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -290,6 +311,22 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<rampart_limit::KeyedConcurrencyLimitLayer<E>, L>> {
         self.layer(layer)
     }
+
+    #[cfg(feature = "breaker")]
+    fn circuit_breaker<C>(
+        self,
+        layer: rampart_breaker::CircuitBreakerLayer<C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::CircuitBreakerLayer<C>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "breaker")]
+    fn keyed_circuit_breaker<E, C>(
+        self,
+        layer: rampart_breaker::KeyedCircuitBreakerLayer<E, C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::KeyedCircuitBreakerLayer<E, C>, L>> {
+        self.layer(layer)
+    }
 }
 
 /// The names most code needs: `use rampart::prelude::*;`.
@@ -297,6 +334,10 @@ pub mod prelude {
     #[cfg(feature = "http")]
     pub use crate::HandleErrorsLayer;
     pub use crate::ServiceBuilderExt;
+    #[cfg(feature = "breaker")]
+    pub use rampart_breaker::{
+        CircuitBreakerHandle, CircuitBreakerLayer, KeyedCircuitBreakerLayer, breaker_classify,
+    };
     #[cfg(feature = "context")]
     pub use rampart_context::{PropagateContextLayer, RequestIdLayer};
     pub use rampart_core::classify::{GrpcClassify, HttpClassify, HttpOrGrpcClassify};

@@ -3,6 +3,7 @@
 //!
 //! Run it with `cargo run --example tour`.
 
+mod breaker;
 mod classify;
 mod context;
 mod limit;
@@ -50,6 +51,7 @@ async fn main() {
         section("timeouts and deadlines", timeout::run()).await,
         section("concurrency limits", limit::run()).await,
         section("request id and context", context::run()).await,
+        section("circuit breaker", breaker::run()).await,
     ];
     let failed = results.iter().filter(|ok| !**ok).count();
     println!();
