@@ -251,6 +251,26 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         self,
         layer: rampart_sync::CoalesceLayer<F>,
     ) -> ServiceBuilder<Stack<rampart_sync::CoalesceLayer<F>, L>>;
+
+    /// Stops calling a failing backend: a circuit breaker whose one circuit
+    /// every clone shares; an open circuit refuses at once with
+    /// [`ErrorKind::Overloaded`] and the time to the next probe (503 +
+    /// `Retry-After`) ([`breaker::CircuitBreakerLayer`]; build it with
+    /// `CircuitBreakerLayer::http()` or `CircuitBreakerLayer::builder()`).
+    /// On a client, place it inside retry, so retries see the refusal.
+    #[cfg(feature = "breaker")]
+    fn circuit_breaker<C>(
+        self,
+        layer: rampart_breaker::CircuitBreakerLayer<C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::CircuitBreakerLayer<C>, L>>;
+
+    /// A circuit breaker per key (host, route, tenant) with a capped key map
+    /// ([`breaker::KeyedCircuitBreakerLayer`]).
+    #[cfg(feature = "breaker")]
+    fn keyed_circuit_breaker<E, C>(
+        self,
+        layer: rampart_breaker::KeyedCircuitBreakerLayer<E, C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::KeyedCircuitBreakerLayer<E, C>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -371,6 +391,22 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<rampart_sync::CoalesceLayer<F>, L>> {
         self.layer(layer)
     }
+
+    #[cfg(feature = "breaker")]
+    fn circuit_breaker<C>(
+        self,
+        layer: rampart_breaker::CircuitBreakerLayer<C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::CircuitBreakerLayer<C>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "breaker")]
+    fn keyed_circuit_breaker<E, C>(
+        self,
+        layer: rampart_breaker::KeyedCircuitBreakerLayer<E, C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::KeyedCircuitBreakerLayer<E, C>, L>> {
+        self.layer(layer)
+    }
 }
 
 /// The names most code needs: `use rampart::prelude::*;`.
@@ -378,6 +414,10 @@ pub mod prelude {
     #[cfg(feature = "http")]
     pub use crate::HandleErrorsLayer;
     pub use crate::ServiceBuilderExt;
+    #[cfg(feature = "breaker")]
+    pub use rampart_breaker::{
+        CircuitBreakerHandle, CircuitBreakerLayer, KeyedCircuitBreakerLayer, breaker_classify,
+    };
     #[cfg(feature = "context")]
     pub use rampart_context::{PropagateContextLayer, RequestIdLayer};
     #[cfg(feature = "tonic")]

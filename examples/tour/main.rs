@@ -3,6 +3,7 @@
 //!
 //! Run it with `cargo run --example tour`.
 
+mod breaker;
 mod classify;
 mod context;
 mod limit;
@@ -54,6 +55,7 @@ async fn main() {
         section("request id and context", context::run()).await,
         section("rate limiting", rate::run()).await,
         section("keyed lock and single-flight", sync::run()).await,
+        section("circuit breaker", breaker::run()).await,
     ];
     let failed = results.iter().filter(|ok| !**ok).count();
     println!();
