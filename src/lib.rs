@@ -106,14 +106,7 @@ pub use rampart_rate as rate;
 #[cfg(feature = "timeout")]
 use std::time::Duration;
 use tower::ServiceBuilder;
-#[cfg(any(
-    feature = "http",
-    feature = "tonic",
-    feature = "context",
-    feature = "limit",
-    feature = "retry",
-    feature = "timeout"
-))]
+#[allow(unused_imports)] // used by the methods of the enabled features
 use tower_layer::Stack;
 
 mod sealed {
@@ -221,6 +214,63 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// request ([`context::PropagateContextLayer`]). Outermost on a client.
     #[cfg(feature = "context")]
     fn propagate_context(self) -> ServiceBuilder<Stack<rampart_context::PropagateContextLayer, L>>;
+
+    /// Limits the rate of calls with GCRA: one bucket shared by every clone,
+    /// refusing with `429` + the exact `Retry-After`
+    /// ([`rate::RateLimitLayer`]; its builder adds a bounded wait).
+    #[cfg(feature = "rate")]
+    fn limit_rate(
+        self,
+        quota: rampart_rate::Quota,
+    ) -> ServiceBuilder<Stack<rampart_rate::RateLimitLayer, L>>;
+
+    /// A rate limit per key (tenant header, client, route), idle keys
+    /// dropped and the key count capped ([`rate::KeyedRateLimitLayer`]).
+    #[cfg(feature = "rate")]
+    fn limit_rate_per_key<E>(
+        self,
+        quota: rampart_rate::Quota,
+        extractor: E,
+    ) -> ServiceBuilder<Stack<rampart_rate::KeyedRateLimitLayer<E>, L>>;
+
+    /// Serialises calls per key: same-key calls run one at a time, first
+    /// come first served, other keys in parallel; the key map holds only
+    /// keys in use ([`sync::KeyedLockLayer`]). Keep a clone of the layer
+    /// for its `stats()`.
+    #[cfg(feature = "sync")]
+    fn keyed_lock<F>(
+        self,
+        layer: rampart_sync::KeyedLockLayer<F>,
+    ) -> ServiceBuilder<Stack<rampart_sync::KeyedLockLayer<F>, L>>;
+
+    /// Single-flight: concurrent requests with the same key share one inner
+    /// call, which survives its first caller and is dropped only when every
+    /// caller has gone ([`sync::CoalesceLayer`]).
+    #[cfg(feature = "sync")]
+    fn coalesce<F>(
+        self,
+        layer: rampart_sync::CoalesceLayer<F>,
+    ) -> ServiceBuilder<Stack<rampart_sync::CoalesceLayer<F>, L>>;
+
+    /// Stops calling a failing backend: a circuit breaker whose one circuit
+    /// every clone shares; an open circuit refuses at once with
+    /// [`ErrorKind::Overloaded`] and the time to the next probe (503 +
+    /// `Retry-After`) ([`breaker::CircuitBreakerLayer`]; build it with
+    /// `CircuitBreakerLayer::http()` or `CircuitBreakerLayer::builder()`).
+    /// On a client, place it inside retry, so retries see the refusal.
+    #[cfg(feature = "breaker")]
+    fn circuit_breaker<C>(
+        self,
+        layer: rampart_breaker::CircuitBreakerLayer<C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::CircuitBreakerLayer<C>, L>>;
+
+    /// A circuit breaker per key (host, route, tenant) with a capped key map
+    /// ([`breaker::KeyedCircuitBreakerLayer`]).
+    #[cfg(feature = "breaker")]
+    fn keyed_circuit_breaker<E, C>(
+        self,
+        layer: rampart_breaker::KeyedCircuitBreakerLayer<E, C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::KeyedCircuitBreakerLayer<E, C>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -308,6 +358,55 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<rampart_limit::KeyedConcurrencyLimitLayer<E>, L>> {
         self.layer(layer)
     }
+
+    #[cfg(feature = "rate")]
+    fn limit_rate(
+        self,
+        quota: rampart_rate::Quota,
+    ) -> ServiceBuilder<Stack<rampart_rate::RateLimitLayer, L>> {
+        self.layer(rampart_rate::RateLimitLayer::new(quota))
+    }
+
+    #[cfg(feature = "rate")]
+    fn limit_rate_per_key<E>(
+        self,
+        quota: rampart_rate::Quota,
+        extractor: E,
+    ) -> ServiceBuilder<Stack<rampart_rate::KeyedRateLimitLayer<E>, L>> {
+        self.layer(rampart_rate::KeyedRateLimitLayer::new(quota, extractor))
+    }
+
+    #[cfg(feature = "sync")]
+    fn keyed_lock<F>(
+        self,
+        layer: rampart_sync::KeyedLockLayer<F>,
+    ) -> ServiceBuilder<Stack<rampart_sync::KeyedLockLayer<F>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "sync")]
+    fn coalesce<F>(
+        self,
+        layer: rampart_sync::CoalesceLayer<F>,
+    ) -> ServiceBuilder<Stack<rampart_sync::CoalesceLayer<F>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "breaker")]
+    fn circuit_breaker<C>(
+        self,
+        layer: rampart_breaker::CircuitBreakerLayer<C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::CircuitBreakerLayer<C>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "breaker")]
+    fn keyed_circuit_breaker<E, C>(
+        self,
+        layer: rampart_breaker::KeyedCircuitBreakerLayer<E, C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::KeyedCircuitBreakerLayer<E, C>, L>> {
+        self.layer(layer)
+    }
 }
 
 /// The names most code needs: `use rampart::prelude::*;`.
@@ -315,6 +414,10 @@ pub mod prelude {
     #[cfg(feature = "http")]
     pub use crate::HandleErrorsLayer;
     pub use crate::ServiceBuilderExt;
+    #[cfg(feature = "breaker")]
+    pub use rampart_breaker::{
+        CircuitBreakerHandle, CircuitBreakerLayer, KeyedCircuitBreakerLayer, breaker_classify,
+    };
     #[cfg(feature = "context")]
     pub use rampart_context::{PropagateContextLayer, RequestIdLayer};
     #[cfg(feature = "tonic")]
@@ -323,8 +426,12 @@ pub mod prelude {
     pub use rampart_core::{Context, Error, ErrorKind, InContextExt, Outcome, RequestId};
     #[cfg(feature = "limit")]
     pub use rampart_limit::{ConcurrencyLimitLayer, KeyedConcurrencyLimitLayer};
+    #[cfg(feature = "rate")]
+    pub use rampart_rate::{KeyedRateLimitLayer, Quota, RateLimitLayer};
     #[cfg(feature = "retry")]
     pub use rampart_retry::{Backoff, Budget, RetryLayer};
+    #[cfg(feature = "sync")]
+    pub use rampart_sync::{CoalesceLayer, KeyedLockLayer};
     #[cfg(feature = "timeout")]
     pub use rampart_timeout::{
         DeadlineHeaders, DeadlineLayer, PropagateDeadlineLayer, TimeoutLayer,
