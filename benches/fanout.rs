@@ -65,7 +65,7 @@ fn floor(mut svc: Inner, reqs: Vec<Req>) -> Batch {
         futures_util::future::join_all(calls)
             .await
             .into_iter()
-            .filter(Result::is_ok)
+            .flatten()
             .count()
     })
 }

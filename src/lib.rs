@@ -409,6 +409,8 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 }
 
+pub mod guide;
+
 /// The names most code needs: `use rampart::prelude::*;`.
 pub mod prelude {
     #[cfg(feature = "http")]
