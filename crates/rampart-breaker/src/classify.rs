@@ -51,6 +51,10 @@ pub fn breaker_classify() -> HttpOrGrpcClassify {
             ])
             .max_retry_after(Duration::MAX),
         grpc: GrpcClassify::new()
+            // A failure after the call may have been sent (a reset, a
+            // per-attempt timeout) says the backend is failing, whatever
+            // the method: the breaker counts it (it never repeats a call).
+            .retry_any_method()
             .retry_codes(&[
                 Code::Unavailable,
                 Code::Internal,

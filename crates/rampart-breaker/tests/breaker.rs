@@ -410,6 +410,29 @@ async fn grpc_unavailable_is_a_failure_and_not_found_is_not() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_grpc_connection_reset_of_a_non_idempotent_method_is_a_failure() {
+    // The retry classifier will not repeat a maybe-sent CreateOrder; the
+    // breaker must still count the reset as the backend failing.
+    let layer = CircuitBreakerLayer::builder()
+        .consecutive_failures(1)
+        .classify(breaker_classify())
+        .build()
+        .unwrap();
+    let h = layer.handle();
+    let svc = layer.layer(service_fn(|_: Request<()>| async {
+        Err::<Response<()>, BoxError>(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )))
+    }));
+    let req = Request::post("/shop.Orders/CreateOrder")
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+    let _ = svc.clone().oneshot(req).await;
+    assert_eq!(h.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_callers_own_cancellation_is_not_counted() {
     let layer = consecutive(1, 1);
     let h = layer.handle();
