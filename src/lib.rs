@@ -42,6 +42,12 @@
 //! | `timeout` | `rampart-timeout` | per-attempt timeout, total deadline, propagation |
 //! | `limit` | `rampart-limit` | concurrency limits: shared, shedding, keyed, adaptive |
 //! | `context` | `rampart-context` | request id and context propagation |
+//! | `cancel` | `rampart-cancel` | a cancellation token per request, cleanup hooks, graceful drain |
+//! | `queue` | `rampart-queue` | bounded queue with N workers (producer/consumer) |
+//! | `sync` | `rampart-sync` | keyed lock, single-flight coalescing |
+//! | `fanout` | `rampart-fanout` | gather / wait with a collective deadline |
+//! | `breaker` | `rampart-breaker` | circuit breaker shared by every clone, keyed |
+//! | `rate` | `rampart-rate` | GCRA rate limits, keyed, 429 + `Retry-After` |
 //! | `http` | | error → HTTP/gRPC response mapping, [`HandleErrorsLayer`] |
 //! | `axum` | | `IntoResponse` for [`Error`], axum extractors for the request id |
 //! | `hyper-util` | | hyper-util's client connect errors count as "never sent" |
