@@ -33,7 +33,16 @@ impl Breaker {
     }
 
     /// Admits a call, or the error that refuses it.
+    #[inline]
     pub(crate) fn admit(&self) -> Result<Admit, Error> {
+        match self.circuit.closed() {
+            Some(g) => Ok(Admit::Call(g)),
+            None => self.admit_slow(),
+        }
+    }
+
+    #[inline(never)]
+    fn admit_slow(&self) -> Result<Admit, Error> {
         let (admit, transition) = self.circuit.admit(|| self.now_ms());
         if let Some(t) = transition {
             self.event(t);

@@ -142,6 +142,13 @@ impl Circuit {
         ceil_ms(self.settings.breaks.after(trips))
     }
 
+    /// The generation of a closed circuit (the hot path: one load).
+    #[inline]
+    pub(crate) fn closed(&self) -> Option<u64> {
+        let s = self.state.load(Ordering::Acquire);
+        (phase(s) == CLOSED).then(|| generation(s))
+    }
+
     /// May a call go ahead? `now` gives milliseconds since the circuit was
     /// made; it is only called when the circuit is not closed.
     pub(crate) fn admit(&self, now: impl Fn() -> u64) -> (Admit, Option<Transition>) {
