@@ -53,6 +53,19 @@ impl Breaker {
         }
     }
 
+    /// The refusal of a call when the circuit refuses every call now
+    /// (checked in `poll_ready`, so a caller never waits on the inner
+    /// service's readiness behind an open circuit).
+    pub(crate) fn refusal(&self) -> Option<Error> {
+        if self.circuit.closed().is_some() {
+            return None;
+        }
+        self.circuit
+            .refusing(|| self.now_ms())
+            .err()
+            .map(|after| self.rejection(after))
+    }
+
     fn rejection(&self, after: Option<Duration>) -> Error {
         let state = self.circuit.state(self.now_ms());
         let state = if state == State::Closed {

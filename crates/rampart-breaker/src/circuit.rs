@@ -149,6 +149,29 @@ impl Circuit {
         (phase(s) == CLOSED).then(|| generation(s))
     }
 
+    /// `Err(time until the next probe)` when the circuit refuses every call
+    /// now (open and the break not over: `Some`; forced open: `None`), and
+    /// counts the refusal; `Ok` otherwise.
+    pub(crate) fn refusing(&self, now: impl Fn() -> u64) -> Result<(), Option<Duration>> {
+        let s = self.state.load(Ordering::Acquire);
+        let after = match phase(s) {
+            FORCED_OPEN => None,
+            OPEN => {
+                let t = now();
+                let d = self
+                    .deadline_of(s)
+                    .unwrap_or_else(|| t + self.break_ms(trips(s)));
+                if t >= d {
+                    return Ok(());
+                }
+                Some(Duration::from_millis(d - t))
+            }
+            _ => return Ok(()),
+        };
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        Err(after)
+    }
+
     /// May a call go ahead? `now` gives milliseconds since the circuit was
     /// made; it is only called when the circuit is not closed.
     pub(crate) fn admit(&self, now: impl Fn() -> u64) -> (Admit, Option<Transition>) {
