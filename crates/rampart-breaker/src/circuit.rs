@@ -592,4 +592,39 @@ mod loom_tests {
             assert_eq!(c.raw(), s);
         });
     }
+
+    /// A probe that fails and reopens the circuit races another caller:
+    /// one probe in all, the circuit ends open with its deadline tagged
+    /// with the final generation, and a caller that reads the new state
+    /// before its deadline is written is refused, not let through.
+    #[test]
+    fn loom_failed_probe_reopens_while_another_caller_arrives() {
+        loom::model(|| {
+            let c = circuit(TripModel::ConsecutiveFailures(1), 1);
+            c.force(State::Open, 0);
+            let a = {
+                let c = c.clone();
+                thread::spawn(move || match c.admit(|| 10).0 {
+                    Admit::Probe(g) => {
+                        c.record_probe(g, Verdict::Failure, || 10);
+                        true
+                    }
+                    _ => false,
+                })
+            };
+            let b = {
+                let c = c.clone();
+                thread::spawn(move || matches!(c.admit(|| 10).0, Admit::Probe(_)))
+            };
+            let probes = usize::from(a.join().unwrap()) + usize::from(b.join().unwrap());
+            assert_eq!(probes, 1);
+            let s = c.raw();
+            if phase(s) == OPEN {
+                assert_eq!(c.deadline_of(s), Some(20));
+            } else {
+                // B took the probe and has not answered yet.
+                assert_eq!(phase(s), HALF_OPEN);
+            }
+        });
+    }
 }
