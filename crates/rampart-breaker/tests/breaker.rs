@@ -243,10 +243,13 @@ async fn half_open_admits_at_most_n_probes_among_100_concurrent_callers() {
     let calls: Vec<_> = (0..100)
         .map(|_| tokio::spawn(send_owned(svc.clone(), Do::Wait(gate.clone()))))
         .collect();
-    tokio::task::yield_now().await;
-    while mock.inflight() < 3 {
+    for _ in 0..1_000 {
+        if mock.inflight() == 3 {
+            break;
+        }
         tokio::task::yield_now().await;
     }
+    assert_eq!(mock.inflight(), 3, "the probes reached the backend");
     assert_eq!(h.stats().probes_in_flight, 3);
     gate.open();
     let mut ok = 0;
