@@ -142,6 +142,36 @@ impl Circuit {
         ceil_ms(self.settings.breaks.after(trips))
     }
 
+    /// The generation of a closed circuit (the hot path: one load).
+    #[inline]
+    pub(crate) fn closed(&self) -> Option<u64> {
+        let s = self.state.load(Ordering::Acquire);
+        (phase(s) == CLOSED).then(|| generation(s))
+    }
+
+    /// `Err(time until the next probe)` when the circuit refuses every call
+    /// now (open and the break not over: `Some`; forced open: `None`), and
+    /// counts the refusal; `Ok` otherwise.
+    pub(crate) fn refusing(&self, now: impl Fn() -> u64) -> Result<(), Option<Duration>> {
+        let s = self.state.load(Ordering::Acquire);
+        let after = match phase(s) {
+            FORCED_OPEN => None,
+            OPEN => {
+                let t = now();
+                let d = self
+                    .deadline_of(s)
+                    .unwrap_or_else(|| t + self.break_ms(trips(s)));
+                if t >= d {
+                    return Ok(());
+                }
+                Some(Duration::from_millis(d - t))
+            }
+            _ => return Ok(()),
+        };
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        Err(after)
+    }
+
     /// May a call go ahead? `now` gives milliseconds since the circuit was
     /// made; it is only called when the circuit is not closed.
     pub(crate) fn admit(&self, now: impl Fn() -> u64) -> (Admit, Option<Transition>) {
@@ -560,6 +590,41 @@ mod loom_tests {
             assert_eq!(c.deadline_of(s), Some(15));
             assert!(c.record_probe(g, Verdict::Success, || 5).is_none());
             assert_eq!(c.raw(), s);
+        });
+    }
+
+    /// A probe that fails and reopens the circuit races another caller:
+    /// one probe in all, the circuit ends open with its deadline tagged
+    /// with the final generation, and a caller that reads the new state
+    /// before its deadline is written is refused, not let through.
+    #[test]
+    fn loom_failed_probe_reopens_while_another_caller_arrives() {
+        loom::model(|| {
+            let c = circuit(TripModel::ConsecutiveFailures(1), 1);
+            c.force(State::Open, 0);
+            let a = {
+                let c = c.clone();
+                thread::spawn(move || match c.admit(|| 10).0 {
+                    Admit::Probe(g) => {
+                        c.record_probe(g, Verdict::Failure, || 10);
+                        true
+                    }
+                    _ => false,
+                })
+            };
+            let b = {
+                let c = c.clone();
+                thread::spawn(move || matches!(c.admit(|| 10).0, Admit::Probe(_)))
+            };
+            let probes = usize::from(a.join().unwrap()) + usize::from(b.join().unwrap());
+            assert_eq!(probes, 1);
+            let s = c.raw();
+            if phase(s) == OPEN {
+                assert_eq!(c.deadline_of(s), Some(20));
+            } else {
+                // B took the probe and has not answered yet.
+                assert_eq!(phase(s), HALF_OPEN);
+            }
         });
     }
 }

@@ -3,11 +3,11 @@
 
 use crate::breaker::Breaker;
 use crate::config::Settings;
-use crate::layer::{CircuitBreakerHandle, CircuitBreakerLayer};
+use crate::layer::{CircuitBreakerBuilder, CircuitBreakerHandle, CircuitBreakerLayer};
 use crate::service::{ResponseFuture, dispatch};
 use crate::stats::State;
 use rampart_core::classify::{Classify, ErrorClassify};
-use rampart_core::{BoxError, Error};
+use rampart_core::{BoxError, ConfigError, Error};
 use rampart_limit::KeyExtractor;
 use std::collections::HashMap;
 use std::fmt;
@@ -195,6 +195,32 @@ impl<E, C: Clone> KeyedCircuitBreakerLayer<E, C> {
             extractor,
             classify: template.classify().clone(),
         }
+    }
+
+    /// [`new`](Self::new) with each key's settings from a builder, checked
+    /// here.
+    ///
+    /// ```
+    /// use rampart_breaker::{CircuitBreakerLayer, KeyedCircuitBreakerLayer};
+    ///
+    /// let per_route = KeyedCircuitBreakerLayer::try_new(
+    ///     |req: &http::Request<()>| req.uri().path().to_owned(),
+    ///     CircuitBreakerLayer::http_builder().consecutive_failures(3),
+    ///     100,
+    /// )?;
+    /// assert!(KeyedCircuitBreakerLayer::try_new(
+    ///     |req: &http::Request<()>| req.uri().path().to_owned(),
+    ///     CircuitBreakerLayer::http_builder().probes(0),
+    ///     100,
+    /// ).is_err());
+    /// # Ok::<(), rampart_core::ConfigError>(())
+    /// ```
+    pub fn try_new(
+        extractor: E,
+        builder: CircuitBreakerBuilder<C>,
+        max_keys: usize,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self::new(extractor, builder.build()?, max_keys))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::breaker::Breaker;
 use crate::classify::breaker_classify;
-use crate::config::{BreakDuration, Settings, SlowCalls, TripModel, Window};
+use crate::config::{BreakDuration, CircuitBreakerConfig, Settings, SlowCalls, TripModel, Window};
 use crate::service::CircuitBreaker;
 use crate::stats::{State, Stats};
 use rampart_core::ConfigError;
@@ -101,6 +101,13 @@ impl CircuitBreakerLayer {
     /// it with [`classify`](CircuitBreakerBuilder::classify)).
     pub fn builder() -> CircuitBreakerBuilder {
         CircuitBreakerBuilder::new(ErrorClassify)
+    }
+
+    /// Builds a layer for any service from plain configuration (see
+    /// [`CircuitBreakerConfig`]); for HTTP use
+    /// `CircuitBreakerLayer::http_builder().config(&config).build()`.
+    pub fn from_config(config: &CircuitBreakerConfig) -> Result<Self, ConfigError> {
+        Self::builder().config(config).build()
     }
 
     /// Starts a builder for HTTP and gRPC, judging results with
@@ -280,6 +287,17 @@ impl<C> CircuitBreakerBuilder<C> {
     pub fn consecutive_failures(mut self, n: usize) -> Self {
         self.consecutive = Some(n);
         self
+    }
+
+    /// Takes every setting from `config` (the classification stays).
+    pub fn config(self, config: &CircuitBreakerConfig) -> Self {
+        let mut b = self.trip_model(config.trip);
+        b.settings.slow = config.slow_calls;
+        b.settings.breaks = config.breaks;
+        b.settings.probes = config.probes;
+        b.settings.probe_timeout = config.probe_timeout;
+        b.settings.name = config.name.as_deref().map(Arc::from);
+        b
     }
 
     /// Sets the whole trip model.

@@ -21,14 +21,18 @@ use tower_service::Service;
 /// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer), whose circuit it
 /// shares with every clone.
 ///
-/// `poll_ready` is the inner service's readiness; the circuit is consulted
-/// in `call`, and a refused call's future fails at once without calling the
-/// inner service. A closed circuit costs one atomic load in `call` and the
-/// judging of the result; no lock, no allocation, no timer.
+/// `poll_ready` is the inner service's readiness, except while the circuit
+/// refuses every call (open, or forced open): then it is ready at once
+/// without polling the inner service, and the call fails at once, so a
+/// caller never waits on a failing backend's readiness. A closed circuit
+/// costs one atomic load in `poll_ready`, one in `call` and the recording
+/// of the result; no lock, no allocation, no timer.
 pub struct CircuitBreaker<S, C = ErrorClassify> {
     inner: S,
     breaker: Arc<Breaker>,
     classify: C,
+    /// The refusal decided by `poll_ready`, for the next `call`.
+    refused: Option<Error>,
 }
 
 impl<S, C> CircuitBreaker<S, C> {
@@ -37,6 +41,7 @@ impl<S, C> CircuitBreaker<S, C> {
             inner,
             breaker,
             classify,
+            refused: None,
         }
     }
 
@@ -72,6 +77,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
             inner: self.inner.clone(),
             breaker: Arc::clone(&self.breaker),
             classify: self.classify.clone(),
+            refused: None,
         }
     }
 }
@@ -96,10 +102,22 @@ where
     type Future = ResponseFuture<S::Future, C::Classifier>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.refused.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = self.breaker.refusal() {
+            self.refused = Some(e);
+            return Poll::Ready(Ok(()));
+        }
         self.inner.poll_ready(cx).map_err(Error::from_inner)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if let Some(error) = self.refused.take() {
+            return ResponseFuture {
+                kind: Kind::Rejected { error: Some(error) },
+            };
+        }
         dispatch(&self.breaker, &mut self.inner, &self.classify, req)
     }
 }

@@ -6,7 +6,7 @@ use rampart_breaker::{
     CircuitBreakerLayer, CircuitOpen, State, TripModel, Window, breaker_classify,
 };
 use rampart_core::{Error, ErrorKind};
-use rampart_testkit::{Gate, MockReply, MockService};
+use rampart_testkit::{Gate, MockReply, MockService, ReadyMode};
 use std::time::Duration;
 use tokio::time;
 use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
@@ -243,10 +243,13 @@ async fn half_open_admits_at_most_n_probes_among_100_concurrent_callers() {
     let calls: Vec<_> = (0..100)
         .map(|_| tokio::spawn(send_owned(svc.clone(), Do::Wait(gate.clone()))))
         .collect();
-    tokio::task::yield_now().await;
-    while mock.inflight() < 3 {
+    for _ in 0..1_000 {
+        if mock.inflight() == 3 {
+            break;
+        }
         tokio::task::yield_now().await;
     }
+    assert_eq!(mock.inflight(), 3, "the probes reached the backend");
     assert_eq!(h.stats().probes_in_flight, 3);
     gate.open();
     let mut ok = 0;
@@ -591,4 +594,21 @@ fn defaults_follow_resilience4j_and_polly() {
         }
     );
     assert_eq!(rampart_breaker::DEFAULT_BREAK, Duration::from_secs(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_refuses_without_waiting_for_the_inner_readiness() {
+    let layer = consecutive(1, 1);
+    let mock = backend();
+    let svc = layer.layer(mock.clone());
+    run(&svc, &[Do::Fail]).await;
+    // The backend's client is stuck (say, reconnecting): never ready.
+    mock.set_ready(ReadyMode::Gated(Gate::new()));
+    let e = time::timeout(Duration::from_secs(1), send(&svc, Do::Ok))
+        .await
+        .expect("refused at once, not stuck in poll_ready")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Overloaded);
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(5)));
+    assert_eq!(layer.stats().rejected, 1);
 }
