@@ -1,3 +1,46 @@
-//! Keyed lock and single-flight coalescing.
+//! Keyed locks and single-flight coalescing, as tower layers: the
+//! article's `asyncio.Lock` around a counter, lifted to a service.
 //!
-//! Under construction: this crate is being written.
+//! ```
+//! use rampart_sync::{CoalesceLayer, KeyedLockLayer};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // Identical concurrent reads share one call; writes to one key never
+//! // interleave.
+//! let svc = ServiceBuilder::new()
+//!     .layer(CoalesceLayer::new(|key: &String| key.clone()))
+//!     .layer(KeyedLockLayer::new(|key: &String| key.clone()))
+//!     .service(service_fn(|key: String| async move {
+//!         Ok::<_, std::io::Error>(key.len())
+//!     }));
+//! assert_eq!(svc.oneshot("account-7".to_string()).await?, 9);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - [`KeyedLockLayer`]: calls with the same key run one at a time, first
+//!   come first served; different keys run in parallel. The key map holds
+//!   only keys that are held or waited for. A waiter that gives up leaves
+//!   cleanly; a holder that completes, is dropped or panics releases the
+//!   key; waiting ends with the request's cancellation or deadline.
+//! - [`CoalesceLayer`]: concurrent requests with the same key share one
+//!   inner call, which survives its first caller's cancellation and is
+//!   dropped only when every caller has gone; waiters are woken by the
+//!   result, never polled in a loop; failures are shared; results can be
+//!   kept for a time to live.
+//! - [`LockStats`], [`CoalesceStats`]: holders, waiters, coalesced hits.
+//!
+//! Both are built on tokio's primitives (a semaphore per contended key, a
+//! `Notify` per shared call) under short, sharded `std` mutexes.
+
+mod coalesce;
+mod lock;
+mod stats;
+
+pub use coalesce::{
+    Coalesce, CoalesceConfig, CoalesceLayer, ResponseFuture as CoalesceResponseFuture, SharedError,
+};
+pub use lock::{KeyedLock, KeyedLockLayer, ResponseFuture as KeyedLockResponseFuture};
+pub use stats::{CoalesceStats, LockStats};
