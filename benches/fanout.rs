@@ -63,11 +63,8 @@ fn call_ready(svc: &mut Inner, req: Req) -> <Inner as Service<Req>>::Future {
 fn floor(mut svc: Inner, reqs: Vec<Req>) -> Batch {
     let calls: Vec<_> = reqs.into_iter().map(|r| call_ready(&mut svc, r)).collect();
     Box::pin(async move {
-        futures_util::future::join_all(calls)
-            .await
-            .into_iter()
-            .filter(Result::is_ok)
-            .count()
+        let all = futures_util::future::join_all(calls).await;
+        all.iter().filter(|r| r.is_ok()).count()
     })
 }
 

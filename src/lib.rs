@@ -104,6 +104,7 @@ use tower::ServiceBuilder;
 #[cfg(any(
     feature = "http",
     feature = "context",
+    feature = "fanout",
     feature = "limit",
     feature = "retry",
     feature = "timeout"
@@ -208,6 +209,17 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// request ([`context::PropagateContextLayer`]). Outermost on a client.
     #[cfg(feature = "context")]
     fn propagate_context(self) -> ServiceBuilder<Stack<rampart_context::PropagateContextLayer, L>>;
+
+    /// Turns the service into one of many requests (a `Vec` or any
+    /// `IntoIterator`) answered with every outcome in input order
+    /// ([`fanout::FanOutLayer`]: modes all / fail-fast / first-ok /
+    /// quorum, bounded concurrency, a collective timeout). Outermost: the
+    /// layers below it apply to each request.
+    #[cfg(feature = "fanout")]
+    fn fan_out(
+        self,
+        layer: rampart_fanout::FanOutLayer,
+    ) -> ServiceBuilder<Stack<rampart_fanout::FanOutLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -290,6 +302,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<rampart_limit::KeyedConcurrencyLimitLayer<E>, L>> {
         self.layer(layer)
     }
+
+    #[cfg(feature = "fanout")]
+    fn fan_out(
+        self,
+        layer: rampart_fanout::FanOutLayer,
+    ) -> ServiceBuilder<Stack<rampart_fanout::FanOutLayer, L>> {
+        self.layer(layer)
+    }
 }
 
 /// The names most code needs: `use rampart::prelude::*;`.
@@ -301,6 +321,8 @@ pub mod prelude {
     pub use rampart_context::{PropagateContextLayer, RequestIdLayer};
     pub use rampart_core::classify::{GrpcClassify, HttpClassify, HttpOrGrpcClassify};
     pub use rampart_core::{Context, Error, ErrorKind, InContextExt, Outcome, RequestId};
+    #[cfg(feature = "fanout")]
+    pub use rampart_fanout::{FanOutError, FanOutLayer, Gathered};
     #[cfg(feature = "limit")]
     pub use rampart_limit::{ConcurrencyLimitLayer, KeyedConcurrencyLimitLayer};
     #[cfg(feature = "retry")]

@@ -5,6 +5,7 @@
 
 mod classify;
 mod context;
+mod fanout;
 mod limit;
 mod retry;
 mod timeout;
@@ -50,6 +51,7 @@ async fn main() {
         section("timeouts and deadlines", timeout::run()).await,
         section("concurrency limits", limit::run()).await,
         section("request id and context", context::run()).await,
+        section("fan-out", fanout::run()).await,
     ];
     let failed = results.iter().filter(|ok| !**ok).count();
     println!();
