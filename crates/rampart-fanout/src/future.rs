@@ -8,6 +8,7 @@ use pin_project_lite::pin_project;
 use rampart_core::{CancellationToken, Context};
 use std::fmt;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use tokio::time::{Instant, Sleep};
@@ -31,13 +32,18 @@ impl<F, T, E> Future for Call<F>
 where
     F: Future<Output = Result<T, E>>,
 {
-    type Output = (usize, Result<T, E>);
+    /// The input position and the result, or `None` when the call panicked.
+    type Output = (usize, Option<Result<T, E>>);
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let idx = *this.idx;
-        this.fut.poll(cx).map(|r| (idx, r))
+        // A panicking call fails only itself (it is dropped at once).
+        match catch_unwind(AssertUnwindSafe(|| this.fut.poll(cx))) {
+            Ok(p) => p.map(|r| (idx, Some(r))),
+            Err(_) => Poll::Ready((idx, None)),
+        }
     }
 }
 
@@ -61,8 +67,10 @@ pin_project! {
     ///
     /// # Panics
     ///
-    /// When polled after it completed. A panic of the inner service's
-    /// future reaches the caller, as with `join_all`.
+    /// When polled after it completed. A panic of the inner service does
+    /// not reach the caller: a call whose future panics fails alone
+    /// ([`Reason::Panicked`]); a panic in `poll_ready` or `call` fails that
+    /// request and the rest are never sent.
     #[must_use = "futures do nothing unless polled"]
     #[project = FanOutFutureProj]
     pub struct FanOutFuture<S, Req>
@@ -289,15 +297,21 @@ impl<S: Service<Req>, Req> FanOutFuture<S, Req> {
                 Poll::Ready(Some((idx, res))) => {
                     progressed = true;
                     match res {
-                        Ok(t) => {
+                        Some(Ok(t)) => {
                             this.outcomes[idx] = Outcome::Ok(t);
                             *this.ok += 1;
                         }
-                        Err(e) => {
+                        Some(Err(e)) => {
                             this.outcomes[idx] = Outcome::Err(e);
                             *this.err += 1;
                             *this.lost += 1;
                             this.first_err.get_or_insert(idx);
+                        }
+                        None => {
+                            tracing::debug!(idx, "fan-out: a call panicked");
+                            this.outcomes[idx] =
+                                Outcome::NotDone(NotDone::new(Reason::Panicked, true));
+                            *this.lost += 1;
                         }
                     }
                     if let Some(end) = decide(*this.need, this.outcomes.len(), *this.ok, *this.lost)
@@ -311,38 +325,54 @@ impl<S: Service<Req>, Req> FanOutFuture<S, Req> {
                 Poll::Ready(None) | Poll::Pending => {}
             }
             if this.running.len() < *this.limit && this.reqs.len() > 0 {
-                match this.svc.poll_ready(cx) {
-                    Poll::Pending => {}
-                    Poll::Ready(Ok(())) => {
+                let svc = &mut *this.svc;
+                let ready = catch_unwind(AssertUnwindSafe(|| svc.poll_ready(cx)));
+                let broken = match ready {
+                    Ok(Poll::Pending) => None,
+                    Ok(Poll::Ready(Ok(()))) => {
                         progressed = true;
                         let req = this.reqs.next().expect("a request is left");
                         let idx = *this.next;
                         *this.next += 1;
-                        let fut = this.svc.call(req);
-                        this.running.push(Call { idx, fut });
+                        match catch_unwind(AssertUnwindSafe(|| svc.call(req))) {
+                            Ok(fut) => {
+                                this.running.push(Call { idx, fut });
+                                None
+                            }
+                            Err(_) => Some(Outcome::NotDone(NotDone::new(Reason::Panicked, true))),
+                        }
                     }
-                    Poll::Ready(Err(e)) => {
+                    Ok(Poll::Ready(Err(e))) => {
                         progressed = true;
-                        // This request waited for the failed service and
-                        // holds its error; the rest can never be sent.
-                        let idx = *this.next;
                         drop(this.reqs.next());
-                        this.outcomes[idx] = Outcome::Err(e);
+                        *this.next += 1;
                         *this.err += 1;
-                        this.first_err.get_or_insert(idx);
-                        let never = this.reqs.len();
-                        for o in &mut this.outcomes[idx + 1..] {
-                            *o = Outcome::NotDone(NotDone::new(Reason::NotReady, false));
-                        }
-                        this.reqs.by_ref().for_each(drop);
-                        *this.next = this.outcomes.len();
-                        *this.lost += 1 + never;
-                        tracing::debug!(never, "fan-out: the inner service failed in poll_ready");
-                        if let Some(end) =
-                            decide(*this.need, this.outcomes.len(), *this.ok, *this.lost)
-                        {
-                            return Poll::Ready(finish(this, end));
-                        }
+                        this.first_err.get_or_insert(*this.next - 1);
+                        Some(Outcome::Err(e))
+                    }
+                    Err(_) => {
+                        progressed = true;
+                        drop(this.reqs.next());
+                        *this.next += 1;
+                        Some(Outcome::NotDone(NotDone::new(Reason::Panicked, false)))
+                    }
+                };
+                if let Some(outcome) = broken {
+                    // The request that waited for the failed (or panicking)
+                    // service holds its error; the rest can never be sent.
+                    let idx = *this.next - 1;
+                    this.outcomes[idx] = outcome;
+                    let never = this.reqs.len();
+                    for o in &mut this.outcomes[idx + 1..] {
+                        *o = Outcome::NotDone(NotDone::new(Reason::NotReady, false));
+                    }
+                    this.reqs.by_ref().for_each(drop);
+                    *this.next = this.outcomes.len();
+                    *this.lost += 1 + never;
+                    tracing::debug!(never, "fan-out: the inner service failed or panicked");
+                    if let Some(end) = decide(*this.need, this.outcomes.len(), *this.ok, *this.lost)
+                    {
+                        return Poll::Ready(finish(this, end));
                     }
                 }
             }
@@ -377,8 +407,9 @@ fn finish<S: Service<Req>, Req>(
     // Requests are sent in input order: those before `next` were sent.
     let sent = *this.next;
     for (i, o) in this.outcomes.iter_mut().enumerate() {
+        // Placeholders only: `NotReady` and `Panicked` are final already.
         if let Outcome::NotDone(n) = o
-            && n.reason() != Reason::NotReady
+            && n.reason() == Reason::Decided
         {
             *n = NotDone::new(reason, i < sent);
         }
