@@ -740,3 +740,38 @@ async fn a_multi_thread_runtime_gathers_calls_answered_by_other_tasks() {
     let got: Vec<u64> = g.into_iter().filter_map(Outcome::ok).collect();
     assert_eq!(got, (0..500).map(|n| n * 2).collect::<Vec<_>>());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_already_cancelled_caller_sends_nothing() {
+    let svc = mock();
+    let token = CancellationToken::new();
+    token.cancel();
+    let fan = FanOutLayer::new().layer(svc.clone());
+    let err = Context::new()
+        .with_cancellation(token)
+        .scope(async { fan.oneshot(vec![ok(0, 1), ok(1, 1)]).await })
+        .await
+        .unwrap_err();
+    assert_eq!(err.failure(), Failure::Cancelled);
+    assert_eq!(err.gathered().not_done(), 2);
+    assert_eq!(svc.calls(), 0);
+}
+
+#[test]
+fn the_layer_defaults_are_mode_all_unbounded_without_timeout() {
+    let layer = FanOutLayer::new();
+    assert_eq!(layer.get_mode(), Mode::All);
+    assert_eq!(layer.get_concurrency(), None);
+    assert_eq!(layer.get_timeout(), None);
+    let layer = layer
+        .quorum(nz(2))
+        .concurrency(nz(4))
+        .timeout(Duration::from_millis(5));
+    assert_eq!(layer.get_mode(), Mode::Quorum(nz(2)));
+    assert_eq!(layer.get_concurrency(), Some(nz(4)));
+    assert_eq!(layer.get_timeout(), Some(Duration::from_millis(5)));
+    assert_eq!(
+        FanOutLayer::from_config(&rampart_fanout::FanOutConfig::default()),
+        FanOutLayer::new()
+    );
+}
