@@ -300,6 +300,17 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         self,
         layer: rampart_breaker::KeyedCircuitBreakerLayer<E, C>,
     ) -> ServiceBuilder<Stack<rampart_breaker::KeyedCircuitBreakerLayer<E, C>, L>>;
+
+    /// Turns the service into one of many requests (a `Vec` or any
+    /// `IntoIterator`) answered with every outcome in input order
+    /// ([`fanout::FanOutLayer`]: modes all / fail-fast / first-ok /
+    /// quorum, bounded concurrency, a collective timeout). Outermost: the
+    /// layers below it apply to each request.
+    #[cfg(feature = "fanout")]
+    fn fan_out(
+        self,
+        layer: rampart_fanout::FanOutLayer,
+    ) -> ServiceBuilder<Stack<rampart_fanout::FanOutLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -452,6 +463,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<rampart_breaker::KeyedCircuitBreakerLayer<E, C>, L>> {
         self.layer(layer)
     }
+
+    #[cfg(feature = "fanout")]
+    fn fan_out(
+        self,
+        layer: rampart_fanout::FanOutLayer,
+    ) -> ServiceBuilder<Stack<rampart_fanout::FanOutLayer, L>> {
+        self.layer(layer)
+    }
 }
 
 pub mod guide;
@@ -473,6 +492,8 @@ pub mod prelude {
     pub use rampart_core::GrpcStatusLayer;
     pub use rampart_core::classify::{GrpcClassify, HttpClassify, HttpOrGrpcClassify, Idempotent};
     pub use rampart_core::{Context, Error, ErrorKind, InContextExt, Outcome, RequestId};
+    #[cfg(feature = "fanout")]
+    pub use rampart_fanout::{FanOutError, FanOutLayer, Gathered};
     #[cfg(feature = "limit")]
     pub use rampart_limit::{ConcurrencyLimitLayer, KeyedConcurrencyLimitLayer};
     #[cfg(feature = "rate")]

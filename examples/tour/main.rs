@@ -7,6 +7,7 @@ mod breaker;
 mod cancel;
 mod classify;
 mod context;
+mod fanout;
 mod limit;
 mod rate;
 mod retry;
@@ -58,6 +59,7 @@ async fn main() {
         section("rate limiting", rate::run()).await,
         section("keyed lock and single-flight", sync::run()).await,
         section("circuit breaker", breaker::run()).await,
+        section("fan-out", fanout::run()).await,
     ];
     let failed = results.iter().filter(|ok| !**ok).count();
     println!();
