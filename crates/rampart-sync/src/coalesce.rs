@@ -33,10 +33,10 @@
 //! ```
 
 use crate::stats::CoalesceStats;
+use hashbrown::HashTable;
 use pin_project_lite::pin_project;
 use rampart_core::{BoxError, Context, Error};
 use std::any::Any;
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -49,7 +49,7 @@ use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep, sleep_until};
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -129,14 +129,16 @@ impl Registry {
     fn new_map<K, Res>(&self) -> FlightMap<K, Res> {
         FlightMap {
             hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
             counters: Arc::clone(&self.counters),
             ttl: self.ttl,
         }
     }
 }
 
-type Shard<K, Res> = HashMap<K, Arc<Flight<K, Res>>>;
+/// One shard: the flights, found by their key's hash (computed once per
+/// request) and key.
+type Shard<K, Res> = HashTable<Arc<Flight<K, Res>>>;
 
 /// The calls in flight (and, with a time to live, recent results), by key.
 struct FlightMap<K, Res> {
@@ -147,21 +149,24 @@ struct FlightMap<K, Res> {
 }
 
 impl<K: Hash + Eq, Res> FlightMap<K, Res> {
-    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K, Res>> {
-        let i = (self.hasher.hash_one(key) >> 32) as usize % SHARDS;
+    fn hash(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard<K, Res>> {
+        // Middle bits pick the shard; the table uses the low bits for the
+        // bucket and the top bits for its tags.
+        let i = (hash >> 32) as usize % SHARDS;
         self.shards[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Removes `flight` from the map if it is still there (a newer flight
-    /// for the same key is left alone). Call with the key's shard locked.
+    /// for the same key is left alone). Call with its shard locked.
     fn remove(shard: &mut Shard<K, Res>, flight: &Arc<Flight<K, Res>>) {
-        if shard
-            .get(&flight.key)
-            .is_some_and(|f| Arc::ptr_eq(f, flight))
-        {
-            shard.remove(&flight.key);
+        if let Ok(e) = shard.find_entry(flight.hash, |f| Arc::ptr_eq(f, flight)) {
+            e.remove();
         }
     }
 }
@@ -169,6 +174,8 @@ impl<K: Hash + Eq, Res> FlightMap<K, Res> {
 /// One shared call: its key, its result once known, and who waits for it.
 struct Flight<K, Res> {
     key: K,
+    /// The key's hash, under the map's hasher.
+    hash: u64,
     /// Set once, with the key's shard locked.
     result: OnceLock<Result<Res, Arc<Error>>>,
     /// Woken once, after `result` is set; made when a second caller joins.
@@ -397,7 +404,7 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     F: Fn(&Req) -> K,
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Send + Sync + 'static,
 {
     type Response = S::Response;
     type Error = Error;
@@ -411,8 +418,9 @@ where
         let key = (self.key)(&req);
         let map = self.registry.map::<K, S::Response>();
         let counters = &map.counters;
-        let mut shard = map.shard(&key);
-        if let Some(flight) = shard.get(&key) {
+        let hash = map.hash(&key);
+        let mut shard = map.shard(hash);
+        if let Some(flight) = shard.find(hash, |f| f.key == key) {
             let flight = Arc::clone(flight);
             if flight.result.get().is_some() {
                 drop(shard);
@@ -432,13 +440,14 @@ where
             return ResponseFuture::new(flight, Role::Follower { _waiter: waiter });
         }
         let flight = Arc::new(Flight {
-            key: key.clone(),
+            key,
+            hash,
             result: OnceLock::new(),
             done: OnceLock::new(),
             waiters: AtomicUsize::new(1),
             abort: OnceLock::new(),
         });
-        shard.insert(key, Arc::clone(&flight));
+        shard.insert_unique(hash, Arc::clone(&flight), |f| f.hash);
         drop(shard);
         counters.calls.fetch_add(1, Ordering::Relaxed);
         counters.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -500,7 +509,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> Publisher
         self.published = true;
         let keep = self.map.ttl.filter(|_| result.is_ok());
         {
-            let mut shard = self.map.shard(&self.flight.key);
+            let mut shard = self.map.shard(self.flight.hash);
             if keep.is_none() {
                 FlightMap::remove(&mut shard, &self.flight);
             }
@@ -515,7 +524,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> Publisher
             // there is no runtime to wait in).
             let (map, flight) = (Arc::clone(&self.map), Arc::clone(&self.flight));
             let forget = move || {
-                let mut shard = map.shard(&flight.key);
+                let mut shard = map.shard(flight.hash);
                 FlightMap::remove(&mut shard, &flight);
             };
             let until = rampart_core::codec::deadline_after(Instant::now(), ttl);
@@ -561,7 +570,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> Drop for 
         }
         let map = Arc::clone(&publisher.map);
         let flight = Arc::clone(&publisher.flight);
-        let mut shard = map.shard(&flight.key);
+        let mut shard = map.shard(flight.hash);
         if flight.waiters.fetch_sub(1, Ordering::Relaxed) == 1 {
             FlightMap::remove(&mut shard, &flight);
             drop(shard);
@@ -611,7 +620,7 @@ impl<K: Hash + Eq, Res> Drop for Waiter<K, Res> {
         if self.flight.result.get().is_some() {
             return;
         }
-        let mut shard = self.map.shard(&self.flight.key);
+        let mut shard = self.map.shard(self.flight.hash);
         // The result is set with the shard locked: checked again under it.
         if self.flight.result.get().is_some() {
             return;
@@ -639,35 +648,64 @@ enum Role<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> {
 }
 
 pin_project! {
-    /// The response future of [`Coalesce`]: the shared call's result, or
-    /// the caller's own cancellation or deadline.
-    ///
-    /// The first caller's future drives the shared call (no task, no
-    /// channel, when nobody else asks for the same key); if it is dropped
-    /// before the call finished while others wait, the call moves to a
-    /// task of its own. Other callers' futures are woken once, by the
-    /// result.
-    pub struct ResponseFuture<K, Res>
-    where
-        K: Hash,
-        K: Eq,
-        K: Send,
-        K: Sync,
-        K: 'static,
-        Res: Send,
-        Res: Sync,
-        Res: 'static,
-    {
+    /// What a caller waits on besides its call: the result's wake-up (a
+    /// caller that did not start the call), its request's cancellation and
+    /// deadline. Boxed, and only made when there is something to wait on.
+    struct Waits {
         #[pin]
         done: Option<OwnedNotified>,
         #[pin]
         cancel: Option<WaitForCancellationFutureOwned>,
         #[pin]
         sleep: Option<Sleep>,
-        flight: Arc<Flight<K, Res>>,
-        role: Role<K, Res>,
-        first_poll: bool,
     }
+}
+
+/// Why a caller stopped waiting.
+enum GaveUp {
+    Cancelled,
+    Deadline,
+}
+
+impl Waits {
+    /// Ready when the result was announced (`Ok`) or the caller gave up.
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<(), GaveUp>> {
+        let this = self.project();
+        if let Some(n) = this.done.as_pin_mut()
+            && n.poll(cx).is_ready()
+        {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(c) = this.cancel.as_pin_mut()
+            && c.poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(GaveUp::Cancelled));
+        }
+        if let Some(s) = this.sleep.as_pin_mut()
+            && s.poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(GaveUp::Deadline));
+        }
+        Poll::Pending
+    }
+}
+
+/// The response future of [`Coalesce`]: the shared call's result, or the
+/// caller's own cancellation or deadline.
+///
+/// The first caller's future drives the shared call (no task, no channel,
+/// when nobody else asks for the same key); if it is dropped before the call
+/// finished while others wait, the call moves to a task of its own. Other
+/// callers' futures are woken once, by the result.
+pub struct ResponseFuture<K, Res>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    Res: Send + Sync + 'static,
+{
+    flight: Arc<Flight<K, Res>>,
+    role: Role<K, Res>,
+    waits: Option<Pin<Box<Waits>>>,
+    first_poll: bool,
 }
 
 impl<K, Res> ResponseFuture<K, Res>
@@ -677,13 +715,43 @@ where
 {
     fn new(flight: Arc<Flight<K, Res>>, role: Role<K, Res>) -> Self {
         ResponseFuture {
-            done: None,
-            cancel: None,
-            sleep: None,
             flight,
             role,
+            waits: None,
             first_poll: true,
         }
+    }
+
+    /// The first poll: starts listening for the result (a caller that did
+    /// not start the call) and for the request's cancellation and deadline.
+    /// `Ready` if the result is already there or the deadline has passed.
+    fn start_waiting(&mut self) -> Option<Result<(), GaveUp>> {
+        let (token, deadline) = Context::with_current(|c| {
+            c.map_or((None, None), |c| (c.cancellation().cloned(), c.deadline()))
+        });
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return Some(Err(GaveUp::Deadline));
+        }
+        let done = match (&self.role, self.flight.done.get()) {
+            (Role::Follower { .. }, Some(notify)) => Some(Arc::clone(notify).notified_owned()),
+            _ => None,
+        };
+        if done.is_none() && token.is_none() && deadline.is_none() {
+            return None;
+        }
+        let waits = self.waits.insert(Box::pin(Waits {
+            done,
+            cancel: token.map(CancellationToken::cancelled_owned),
+            sleep: deadline.map(sleep_until),
+        }));
+        if let Some(n) = waits.as_mut().project().done.as_pin_mut() {
+            n.enable();
+            // `enable` before this look: a result set after it wakes us.
+            if self.flight.result.get().is_some() {
+                return Some(Ok(()));
+            }
+        }
+        None
     }
 }
 
@@ -694,79 +762,69 @@ where
 {
     type Output = Result<Res, Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
         if let Some(result) = this.flight.result.get() {
-            *this.role = Role::Done;
+            this.role = Role::Done;
             return Poll::Ready(share(result));
         }
-        if *this.first_poll {
-            *this.first_poll = false;
-            if let (Role::Follower { .. }, Some(notify)) = (&*this.role, this.flight.done.get()) {
-                let mut done = this.done.as_mut();
-                done.set(Some(Arc::clone(notify).notified_owned()));
-                if let Some(n) = done.as_pin_mut() {
-                    n.enable();
-                }
-                // `enable` before this look: a result set after it wakes us.
-                if let Some(result) = this.flight.result.get() {
-                    *this.role = Role::Done;
-                    return Poll::Ready(share(result));
-                }
-            }
-            let (token, deadline) = Context::with_current(|c| {
-                c.map_or((None, None), |c| (c.cancellation().cloned(), c.deadline()))
-            });
-            if let Some(t) = token {
-                this.cancel.set(Some(t.cancelled_owned()));
-            }
-            if let Some(d) = deadline {
-                if d <= Instant::now() {
-                    *this.role = Role::Done;
-                    tracing::debug!("gave up waiting for a coalesced call: deadline passed");
-                    return Poll::Ready(Err(Error::deadline_exceeded()));
-                }
-                this.sleep.set(Some(sleep_until(d)));
+        if this.first_poll {
+            this.first_poll = false;
+            // `Some(Ok(()))`: the result is in, picked up below.
+            if let Some(Err(why)) = this.start_waiting() {
+                return Poll::Ready(Err(this.give_up(why)));
             }
         }
-        match this.role {
-            Role::Leader(lead) => {
-                if let (Some(call), Some(publisher)) = (lead.call.as_mut(), lead.publisher.as_mut())
-                    && let Poll::Ready(out) = poll_call(call, cx)
-                {
-                    publisher.publish(out);
-                    *this.role = Role::Done;
+        if let Role::Leader(lead) = &mut this.role
+            && let (Some(call), Some(publisher)) = (lead.call.as_mut(), lead.publisher.as_mut())
+            && let Poll::Ready(out) = poll_call(call, cx)
+        {
+            publisher.publish(out);
+        }
+        if let Some(result) = this.flight.result.get() {
+            this.role = Role::Done;
+            return Poll::Ready(share(result));
+        }
+        if let Some(w) = this.waits.as_mut()
+            && let Poll::Ready(r) = w.as_mut().poll(cx)
+        {
+            match r {
+                Ok(()) => {
                     if let Some(result) = this.flight.result.get() {
+                        this.role = Role::Done;
                         return Poll::Ready(share(result));
                     }
                 }
+                Err(why) => return Poll::Ready(Err(this.give_up(why))),
             }
-            Role::Follower { .. } => {
-                if let Some(n) = this.done.as_pin_mut()
-                    && n.poll(cx).is_ready()
-                    && let Some(result) = this.flight.result.get()
-                {
-                    *this.role = Role::Done;
-                    return Poll::Ready(share(result));
-                }
-            }
-            Role::Done => panic!("coalesce ResponseFuture polled after completion"),
         }
-        if let Some(c) = this.cancel.as_pin_mut()
-            && c.poll(cx).is_ready()
-        {
-            *this.role = Role::Done;
-            tracing::debug!("gave up waiting for a coalesced call: request cancelled");
-            return Poll::Ready(Err(Error::cancelled()));
-        }
-        if let Some(s) = this.sleep.as_pin_mut()
-            && s.poll(cx).is_ready()
-        {
-            *this.role = Role::Done;
-            tracing::debug!("gave up waiting for a coalesced call: deadline passed");
-            return Poll::Ready(Err(Error::deadline_exceeded()));
+        if matches!(this.role, Role::Done) {
+            panic!("coalesce ResponseFuture polled after completion");
         }
         Poll::Pending
+    }
+}
+
+impl<K, Res> ResponseFuture<K, Res>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    Res: Send + Sync + 'static,
+{
+    /// Leaves the call (handing it on, or dropping it if nobody else
+    /// waits) and says why.
+    fn give_up(&mut self, why: GaveUp) -> Error {
+        self.role = Role::Done;
+        self.waits = None;
+        match why {
+            GaveUp::Cancelled => {
+                tracing::debug!("gave up waiting for a coalesced call: request cancelled");
+                Error::cancelled()
+            }
+            GaveUp::Deadline => {
+                tracing::debug!("gave up waiting for a coalesced call: deadline passed");
+                Error::deadline_exceeded()
+            }
+        }
     }
 }
 
