@@ -662,6 +662,7 @@ pin_project! {
 }
 
 /// Why a caller stopped waiting.
+#[derive(Clone, Copy)]
 enum GaveUp {
     Cancelled,
     Deadline,
@@ -697,6 +698,9 @@ impl Waits {
 /// when nobody else asks for the same key); if it is dropped before the call
 /// finished while others wait, the call moves to a task of its own. Other
 /// callers' futures are woken once, by the result.
+///
+/// Polled again after it finished, it gives the same outcome again (the
+/// shared result, or the error it gave up with): it never panics.
 pub struct ResponseFuture<K, Res>
 where
     K: Hash + Eq + Send + Sync + 'static,
@@ -706,6 +710,7 @@ where
     role: Role<K, Res>,
     waits: Option<Pin<Box<Waits>>>,
     first_poll: bool,
+    gave_up: Option<GaveUp>,
 }
 
 impl<K, Res> ResponseFuture<K, Res>
@@ -719,6 +724,7 @@ where
             role,
             waits: None,
             first_poll: true,
+            gave_up: None,
         }
     }
 
@@ -764,6 +770,9 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        if let Some(why) = this.gave_up {
+            return Poll::Ready(Err(this.give_up(why)));
+        }
         if let Some(result) = this.flight.result.get() {
             this.role = Role::Done;
             return Poll::Ready(share(result));
@@ -798,9 +807,6 @@ where
                 Err(why) => return Poll::Ready(Err(this.give_up(why))),
             }
         }
-        if matches!(this.role, Role::Done) {
-            panic!("coalesce ResponseFuture polled after completion");
-        }
         Poll::Pending
     }
 }
@@ -815,6 +821,7 @@ where
     fn give_up(&mut self, why: GaveUp) -> Error {
         self.role = Role::Done;
         self.waits = None;
+        self.gave_up = Some(why);
         match why {
             GaveUp::Cancelled => {
                 tracing::debug!("gave up waiting for a coalesced call: request cancelled");
