@@ -480,3 +480,17 @@ async fn polling_again_after_giving_up_gives_the_same_error() {
     let again = fut.as_mut().poll(&mut cx);
     assert!(matches!(again, Poll::Ready(Err(ref e)) if e.kind() == ErrorKind::DeadlineExceeded));
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_layer_serves_services_of_different_key_and_response_types() {
+    let coalesce = CoalesceLayer::new(|k: &u32| *k);
+    let numbers = coalesce.layer(service_fn(|k: u32| async move {
+        Ok::<_, std::io::Error>(k + 1)
+    }));
+    let words = coalesce.layer(service_fn(|k: u32| async move {
+        Ok::<_, std::io::Error>(format!("#{k}"))
+    }));
+    assert_eq!(numbers.oneshot(1).await.unwrap(), 2);
+    assert_eq!(words.oneshot(1).await.unwrap(), "#1");
+    assert_eq!(coalesce.stats().calls, 2);
+}
