@@ -1,15 +1,21 @@
-//! Queue: tower `Buffer` (bound 1024, one worker) against the bare inner
-//! service, one caller and 64 callers, ct and mt, ready inner.
+//! Queue: tower `Buffer` (bound 1024, one worker that only dispatches)
+//! against rampart's `Queue` (bound 1024, workers that drive the calls) and
+//! the bare inner service.
 //!
-//! The buffer is built inside the case's runtime (its worker is spawned
-//! there) once per benchmark, and cloned per request. `rampart` ids (the
-//! bounded queue of `rampart-queue`, bound 1024) go next to the `tower` line,
-//! registered with `common::bench_layer(&mut g, "rampart", case, layer)`.
+//! - group `queue`: 1 caller (latency) and 64 callers (throughput), ct and
+//!   mt, with the ready, yielding and remote inners;
+//! - group `queue_many_callers`: 1 000 and 10 000 callers (ready and remote
+//!   inners, ct and mt), to show that the cost per request stays flat when
+//!   far more callers than the bound wait for space.
+//!
+//! Each queue is built inside the case's runtime (its workers are spawned
+//! there) once per benchmark, and cloned per request. rampart's queue runs
+//! [`WORKERS`] workers, each with its own clone of the inner service.
 
 mod common;
 
 use common::{
-    InnerKind::Ready,
+    InnerKind::{Ready, Remote, Yield},
     Rt::{Ct, Mt},
     bench_floor, bench_layer, cases, group,
 };
@@ -19,12 +25,31 @@ use tower::buffer::BufferLayer;
 /// Queue bound every id uses.
 const BOUND: usize = 1024;
 
+/// rampart's workers (calls run at once).
+const WORKERS: usize = 2;
+
+fn rampart() -> rampart::queue::QueueLayer<common::Req> {
+    let workers = std::env::var("QUEUE_WORKERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(WORKERS);
+    rampart::queue::QueueLayer::new(BOUND, workers)
+}
+
 fn queue(c: &mut Criterion) {
     let mut g = group(c, "queue");
-    for case in cases(&[Ct, Mt], &[Ready], &[1, 64]) {
+    for case in cases(&[Ct, Mt], &[Ready, Yield, Remote], &[1, 64]) {
         bench_floor(&mut g, case);
         bench_layer(&mut g, "tower", case, BufferLayer::new(BOUND));
-        // rampart: bench_layer(&mut g, "rampart", case, <rampart queue, BOUND>);
+        bench_layer(&mut g, "rampart", case, rampart());
+    }
+    g.finish();
+
+    let mut g = group(c, "queue_many_callers");
+    for case in cases(&[Ct, Mt], &[Ready, Remote], &[1_000, 10_000]) {
+        bench_floor(&mut g, case);
+        bench_layer(&mut g, "tower", case, BufferLayer::new(BOUND));
+        bench_layer(&mut g, "rampart", case, rampart());
     }
     g.finish();
 }

@@ -137,8 +137,8 @@ async fn budget() -> Result<bool, BoxError> {
         f64::from(u32::try_from(without)?) / f64::from(CALLS)
     );
 
-    let (ratio, min_per_sec, ttl) = (0.2, 1, Duration::from_secs(10));
-    let budget = Budget::new(ratio, min_per_sec, ttl)?;
+    let (ratio, min_per_sec, ttl) = (0.2, 1_u32, Duration::from_secs(10));
+    let budget = Budget::try_new(ratio, usize::try_from(min_per_sec)?, ttl)?;
     let layer = RetryLayer::http()
         .max_attempts(3)
         .backoff(Backoff::none())

@@ -42,19 +42,30 @@
 //! | `timeout` | `rampart-timeout` | per-attempt timeout, total deadline, propagation |
 //! | `limit` | `rampart-limit` | concurrency limits: shared, shedding, keyed, adaptive |
 //! | `context` | `rampart-context` | request id and context propagation |
+//! | `cancel` | `rampart-cancel` | a cancellation token per request, cleanup hooks, graceful drain |
+//! | `queue` | `rampart-queue` | bounded queue with N workers (producer/consumer) |
+//! | `sync` | `rampart-sync` | keyed lock, single-flight coalescing |
+//! | `fanout` | `rampart-fanout` | gather / wait with a collective deadline |
+//! | `breaker` | `rampart-breaker` | circuit breaker shared by every clone, keyed |
+//! | `rate` | `rampart-rate` | GCRA rate limits, keyed, 429 + `Retry-After` |
 //! | `http` | | error → HTTP/gRPC response mapping, [`HandleErrorsLayer`] |
 //! | `axum` | | `IntoResponse` for [`Error`], axum extractors for the request id |
 //! | `hyper-util` | | hyper-util's client connect errors count as "never sent" |
+//! | `tonic` | | rampart failures reach a tonic client as the right `tonic::Status` ([`GrpcStatusLayer`]) |
 //! | `serde` | | `serde::Deserialize` for the configs |
 
 pub use rampart_core as core;
-pub use rampart_core::classify::{self, GrpcClassify, HttpClassify, HttpOrGrpcClassify};
+pub use rampart_core::classify::{
+    self, GrpcClassify, HttpClassify, HttpOrGrpcClassify, Idempotent,
+};
 pub use rampart_core::{
     BoxError, CancellationToken, Classify, ClassifyResult, ConfigError, Context, Error, ErrorKind,
-    InContextExt, Outcome, RequestId, codec, grpc, spawn,
+    InContextExt, Outcome, RequestId, codec, grpc, spawn, spawn_blocking,
 };
 #[cfg(feature = "http")]
-pub use rampart_core::{HandleErrors, HandleErrorsLayer};
+pub use rampart_core::{ErrorFormat, HandleErrors, HandleErrorsLayer};
+#[cfg(feature = "tonic")]
+pub use rampart_core::{GrpcStatus, GrpcStatusLayer, status_from_error};
 
 /// Retry: capped jittered backoff, budgets, HTTP/gRPC classification, body
 /// replay (`rampart-retry`).
@@ -101,14 +112,7 @@ pub use rampart_rate as rate;
 #[cfg(feature = "timeout")]
 use std::time::Duration;
 use tower::ServiceBuilder;
-#[cfg(any(
-    feature = "http",
-    feature = "context",
-    feature = "limit",
-    feature = "retry",
-    feature = "timeout",
-    feature = "sync"
-))]
+#[allow(unused_imports)] // used by the methods of the enabled features
 use tower_layer::Stack;
 
 mod sealed {
@@ -129,6 +133,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// wants.
     #[cfg(feature = "http")]
     fn handle_errors(self) -> ServiceBuilder<Stack<HandleErrorsLayer, L>>;
+
+    /// Hands a tonic client its errors as the right `tonic::Status`
+    /// (DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED with `grpc-retry-pushback-ms`,
+    /// UNAVAILABLE, CANCELLED) instead of UNKNOWN ([`GrpcStatusLayer`]).
+    /// Outermost in the stack around a tonic `Channel`.
+    #[cfg(feature = "tonic")]
+    fn tonic_status(self) -> ServiceBuilder<Stack<GrpcStatusLayer, L>>;
 
     /// Gives every request an id (the incoming one if valid, else a UUIDv7),
     /// runs it in a [`Context`], records it in the tracing span and echoes it
@@ -210,6 +221,47 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     #[cfg(feature = "context")]
     fn propagate_context(self) -> ServiceBuilder<Stack<rampart_context::PropagateContextLayer, L>>;
 
+    /// Runs every request in a cancellation scope of its own
+    /// ([`cancel::CancelLayer`]): a token the handler reaches through
+    /// [`Context::current`], cancelled when the caller's token fires, the
+    /// caller drops the call or the layer's [`cancel::Shutdown`] cancels
+    /// everything; the call then resolves to [`ErrorKind::Cancelled`] and
+    /// the layer's `on_cancel` cleanup hooks run once. On a server: inside
+    /// the request id and error handling, outside the deadline and limits.
+    #[cfg(feature = "cancel")]
+    fn cancel_scope(
+        self,
+        layer: rampart_cancel::CancelLayer,
+    ) -> ServiceBuilder<Stack<rampart_cancel::CancelLayer, L>>;
+
+    /// [`cancel_scope`](ServiceBuilderExt::cancel_scope) with no hooks,
+    /// drained by `shutdown` ([`cancel::Shutdown::drain`]: stop admitting
+    /// with [`ErrorKind::Closed`], wait for the requests in flight up to a
+    /// deadline, cancel the rest, report the counts).
+    #[cfg(feature = "cancel")]
+    fn drain_with(
+        self,
+        shutdown: &rampart_cancel::Shutdown,
+    ) -> ServiceBuilder<Stack<rampart_cancel::CancelLayer, L>>;
+
+    /// Limits the rate of calls with GCRA: one bucket shared by every clone,
+    /// refusing with `429` + the exact `Retry-After`
+    /// ([`rate::RateLimitLayer`]; its builder adds a bounded wait).
+    #[cfg(feature = "rate")]
+    fn limit_rate(
+        self,
+        quota: rampart_rate::Quota,
+    ) -> ServiceBuilder<Stack<rampart_rate::RateLimitLayer, L>>;
+
+    /// A rate limit per key (tenant header, client, route), idle keys
+    /// dropped and the key count capped ([`rate::KeyedRateLimitLayer`]).
+    #[cfg(feature = "rate")]
+    fn limit_rate_per_key<E>(
+        self,
+        quota: rampart_rate::Quota,
+        extractor: E,
+    ) -> ServiceBuilder<Stack<rampart_rate::KeyedRateLimitLayer<E>, L>>;
+
     /// Serialises calls per key: same-key calls run one at a time, first
     /// come first served, other keys in parallel; the key map holds only
     /// keys in use ([`sync::KeyedLockLayer`]). Keep a clone of the layer
@@ -228,12 +280,37 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         self,
         layer: rampart_sync::CoalesceLayer<F>,
     ) -> ServiceBuilder<Stack<rampart_sync::CoalesceLayer<F>, L>>;
+
+    /// Stops calling a failing backend: a circuit breaker whose one circuit
+    /// every clone shares; an open circuit refuses at once with
+    /// [`ErrorKind::Overloaded`] and the time to the next probe (503 +
+    /// `Retry-After`) ([`breaker::CircuitBreakerLayer`]; build it with
+    /// `CircuitBreakerLayer::http()` or `CircuitBreakerLayer::builder()`).
+    /// On a client, place it inside retry, so retries see the refusal.
+    #[cfg(feature = "breaker")]
+    fn circuit_breaker<C>(
+        self,
+        layer: rampart_breaker::CircuitBreakerLayer<C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::CircuitBreakerLayer<C>, L>>;
+
+    /// A circuit breaker per key (host, route, tenant) with a capped key map
+    /// ([`breaker::KeyedCircuitBreakerLayer`]).
+    #[cfg(feature = "breaker")]
+    fn keyed_circuit_breaker<E, C>(
+        self,
+        layer: rampart_breaker::KeyedCircuitBreakerLayer<E, C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::KeyedCircuitBreakerLayer<E, C>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     #[cfg(feature = "http")]
     fn handle_errors(self) -> ServiceBuilder<Stack<HandleErrorsLayer, L>> {
         self.layer(HandleErrorsLayer::new())
+    }
+
+    #[cfg(feature = "tonic")]
+    fn tonic_status(self) -> ServiceBuilder<Stack<GrpcStatusLayer, L>> {
+        self.layer(GrpcStatusLayer::new())
     }
 
     #[cfg(feature = "context")]
@@ -244,6 +321,22 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     #[cfg(feature = "context")]
     fn propagate_context(self) -> ServiceBuilder<Stack<rampart_context::PropagateContextLayer, L>> {
         self.layer(rampart_context::PropagateContextLayer::new())
+    }
+
+    #[cfg(feature = "cancel")]
+    fn cancel_scope(
+        self,
+        layer: rampart_cancel::CancelLayer,
+    ) -> ServiceBuilder<Stack<rampart_cancel::CancelLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "cancel")]
+    fn drain_with(
+        self,
+        shutdown: &rampart_cancel::Shutdown,
+    ) -> ServiceBuilder<Stack<rampart_cancel::CancelLayer, L>> {
+        self.layer(rampart_cancel::CancelLayer::with_shutdown(shutdown))
     }
 
     #[cfg(feature = "retry")]
@@ -311,6 +404,23 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 
+    #[cfg(feature = "rate")]
+    fn limit_rate(
+        self,
+        quota: rampart_rate::Quota,
+    ) -> ServiceBuilder<Stack<rampart_rate::RateLimitLayer, L>> {
+        self.layer(rampart_rate::RateLimitLayer::new(quota))
+    }
+
+    #[cfg(feature = "rate")]
+    fn limit_rate_per_key<E>(
+        self,
+        quota: rampart_rate::Quota,
+        extractor: E,
+    ) -> ServiceBuilder<Stack<rampart_rate::KeyedRateLimitLayer<E>, L>> {
+        self.layer(rampart_rate::KeyedRateLimitLayer::new(quota, extractor))
+    }
+
     #[cfg(feature = "sync")]
     fn keyed_lock<F>(
         self,
@@ -326,19 +436,47 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<rampart_sync::CoalesceLayer<F>, L>> {
         self.layer(layer)
     }
+
+    #[cfg(feature = "breaker")]
+    fn circuit_breaker<C>(
+        self,
+        layer: rampart_breaker::CircuitBreakerLayer<C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::CircuitBreakerLayer<C>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "breaker")]
+    fn keyed_circuit_breaker<E, C>(
+        self,
+        layer: rampart_breaker::KeyedCircuitBreakerLayer<E, C>,
+    ) -> ServiceBuilder<Stack<rampart_breaker::KeyedCircuitBreakerLayer<E, C>, L>> {
+        self.layer(layer)
+    }
 }
+
+pub mod guide;
 
 /// The names most code needs: `use rampart::prelude::*;`.
 pub mod prelude {
     #[cfg(feature = "http")]
     pub use crate::HandleErrorsLayer;
     pub use crate::ServiceBuilderExt;
+    #[cfg(feature = "breaker")]
+    pub use rampart_breaker::{
+        CircuitBreakerHandle, CircuitBreakerLayer, KeyedCircuitBreakerLayer, breaker_classify,
+    };
+    #[cfg(feature = "cancel")]
+    pub use rampart_cancel::{CancelLayer, Shutdown};
     #[cfg(feature = "context")]
     pub use rampart_context::{PropagateContextLayer, RequestIdLayer};
-    pub use rampart_core::classify::{GrpcClassify, HttpClassify, HttpOrGrpcClassify};
+    #[cfg(feature = "tonic")]
+    pub use rampart_core::GrpcStatusLayer;
+    pub use rampart_core::classify::{GrpcClassify, HttpClassify, HttpOrGrpcClassify, Idempotent};
     pub use rampart_core::{Context, Error, ErrorKind, InContextExt, Outcome, RequestId};
     #[cfg(feature = "limit")]
     pub use rampart_limit::{ConcurrencyLimitLayer, KeyedConcurrencyLimitLayer};
+    #[cfg(feature = "rate")]
+    pub use rampart_rate::{KeyedRateLimitLayer, Quota, RateLimitLayer};
     #[cfg(feature = "retry")]
     pub use rampart_retry::{Backoff, Budget, RetryLayer};
     #[cfg(feature = "sync")]

@@ -213,3 +213,31 @@ async fn server_stack_answers_with_id_and_maps_overload_and_expired_deadlines() 
     .await
     .expect("bounded");
 }
+
+#[tokio::test]
+async fn rate_limits_read_straight_through_a_service_builder_chain() {
+    use std::num::NonZeroU32;
+    let per_second = |n| Quota::per_second(NonZeroU32::new(n).unwrap());
+    let svc = ServiceBuilder::new()
+        .handle_errors()
+        .limit_rate(per_second(10))
+        .limit_rate_per_key(
+            per_second(1),
+            rampart::rate::HeaderKey::from_static("x-tenant"),
+        )
+        .service(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+        }));
+    let req = |t: &str| Request::builder().header("x-tenant", t).body(()).unwrap();
+    assert_eq!(
+        svc.clone().oneshot(req("a")).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let refused = svc.clone().oneshot(req("a")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(
+        svc.clone().oneshot(req("b")).await.unwrap().status(),
+        StatusCode::OK
+    );
+}

@@ -476,3 +476,57 @@ pub(crate) fn clone_request(req: &Req) -> Req {
     *out.headers_mut() = req.headers().clone();
     out
 }
+
+// Helpers for benches that drive something other than one request per call
+// (the fan-out bench: one group of many requests per call).
+
+/// Allocations counted so far by the bench binary's allocator (every
+/// thread).
+pub(crate) fn allocations() -> usize {
+    ALLOC.stats().allocations
+}
+
+/// The probe target (see [`PROBE_ENV`]), if the binary runs in probe mode.
+pub(crate) fn probe() -> Option<String> {
+    probe_target()
+}
+
+/// The probe's request count (see [`PROBE_N_ENV`]).
+pub(crate) fn probe_requests() -> u64 {
+    probe_n()
+}
+
+/// Prints `ALLOCS <name>: <x> per request` for `count` allocations over
+/// `requests` requests and appends it to `target/criterion/allocs.txt`, as
+/// [`bench_service`] does.
+pub(crate) fn record_allocs(name: &str, count: usize, requests: u64) {
+    let line = format!(
+        "ALLOCS {name}: {:.2} per request",
+        count as f64 / requests as f64
+    );
+    println!("{line}");
+    let path = std::path::Path::new("target/criterion/allocs.txt");
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        use std::io::Write;
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+impl<'a> Group<'a> {
+    /// The group's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The criterion group (`None` in probe mode).
+    pub(crate) fn criterion(&mut self) -> Option<&mut BenchmarkGroup<'a, WallTime>> {
+        self.group.as_mut()
+    }
+}

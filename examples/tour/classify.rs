@@ -58,6 +58,11 @@ pub(crate) async fn run() -> Result<(), BoxError> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let http = HttpClassify::new();
     let grpc = GrpcClassify::new();
+    let grpc_judge = grpc.classify_request(
+        &Request::post("/shop.Orders/Create")
+            .header("content-type", "application/grpc")
+            .body(())?,
+    );
     crate::line(format_args!("flaky server on {}", server.addr()));
     crate::line(format_args!(
         "{:<34} {:<22} {:<22}",
@@ -70,7 +75,7 @@ pub(crate) async fn run() -> Result<(), BoxError> {
         let grpc_call = what.starts_with("grpc");
         let (g, p) = match client.request(get).await {
             Ok(res) if grpc_call => {
-                let o = show(grpc.classify(Judged::Ok(&res)));
+                let o = show(grpc_judge.classify(Judged::Ok(&res)));
                 (o, "(gRPC: by code only)".to_string())
             }
             Ok(res) => (
@@ -112,6 +117,27 @@ pub(crate) async fn run() -> Result<(), BoxError> {
     ));
     server.shutdown().await;
 
+    // gRPC: a reset may come after the request was sent, so only a method
+    // marked safe is repeated (a CreateOrder is never sent twice).
+    let reset = Error::from_inner(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+    let grpc = grpc.idempotent_methods(["/shop.Orders/Get"]);
+    for method in ["/shop.Orders/Get", "/shop.Orders/Create"] {
+        let req = Request::post(method)
+            .header("content-type", "application/grpc")
+            .body(())?;
+        let outcome = grpc
+            .classify_request(&req)
+            .classify(Judged::<http::Response<()>>::Err(&reset));
+        crate::line(format_args!(
+            "{:<34} {:<22}",
+            format!("gRPC {method}, reset"),
+            show(outcome)
+        ));
+        if outcome.is_retryable() != (method == "/shop.Orders/Get") {
+            return Err(format!("gRPC {method} after a reset: unexpected {outcome:?}").into());
+        }
+    }
+
     crate::line("");
     crate::line(format_args!(
         "{:<42} {:<22} {}",
@@ -121,12 +147,14 @@ pub(crate) async fn run() -> Result<(), BoxError> {
         Error::timeout(),
         Error::deadline_exceeded(),
         Error::overloaded(Some(Duration::from_millis(1500))),
+        Error::overloaded(Some(Duration::MAX)),
         Error::cancelled(),
         Error::closed(),
         Error::retries_exhausted(3, Error::timeout()),
+        Error::retries_exhausted(3, Error::closed()),
         Error::from_inner("database unreachable"),
     ];
-    for e in errors {
+    for e in &errors {
         let h: http::Response<()> = e.to_http_response();
         let retry_after = h
             .headers()
@@ -139,6 +167,16 @@ pub(crate) async fn run() -> Result<(), BoxError> {
             format!("{}{retry_after}", h.status().as_u16()),
             e.grpc_code()
         ));
+    }
+    // Retries that ran out on timeouts are a timeout; a huge hint saturates.
+    let expected = [504, 504, 503, 503, 499, 503, 504, 502, 500];
+    let got: Vec<u16> = errors.iter().map(|e| e.http_status().as_u16()).collect();
+    if got != expected {
+        return Err(format!("HTTP statuses {got:?}, expected {expected:?}").into());
+    }
+    let huge: http::Response<()> = errors[3].to_http_response();
+    if huge.headers()["retry-after"] != "1000000000" {
+        return Err("a huge Retry-After was not saturated".into());
     }
     Ok(())
 }

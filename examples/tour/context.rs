@@ -214,5 +214,46 @@ async fn tour(servers: &Servers) -> Result<(), BoxError> {
         "a refused id is replaced, never echoed; only a bare tokio::spawn loses the context",
     );
     inventory.shutdown().await;
+
+    // Blocking work keeps the context too.
+    let ctx = Context::new().with_request_id(RequestId::parse(b"blocking-1")?);
+    let (kept, bare) = ctx
+        .scope(async {
+            let kept = rampart::spawn_blocking(current_id).await?;
+            let bare = tokio::task::spawn_blocking(current_id).await?;
+            Ok::<_, BoxError>((kept, bare))
+        })
+        .await?;
+    crate::line(format_args!(
+        "rampart::spawn_blocking saw {kept}; a bare tokio::task::spawn_blocking saw {bare}"
+    ));
+    if kept != "blocking-1" || bare != "none" {
+        return Err("spawn_blocking did not carry the context".into());
+    }
+
+    // A call whose deadline already passed is refused, never sent as "0",
+    // and a tonic client sees DEADLINE_EXCEEDED.
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let client = tower::ServiceBuilder::new()
+        .layer(rampart::GrpcStatusLayer::new())
+        .layer(PropagateContextLayer::new().with_deadline())
+        .service(tower::service_fn(move |_req: Request<()>| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok::<_, BoxError>(http::Response::new(())) }
+        }));
+    let late = Context::new().with_deadline(tokio::time::Instant::now());
+    let status = late
+        .scope(client.oneshot(Request::new(())))
+        .await
+        .expect_err("an expired deadline is refused");
+    let calls = sent.load(std::sync::atomic::Ordering::SeqCst);
+    crate::line(format_args!(
+        "an expired deadline: {:?} before sending, downstream calls: {calls}",
+        status.code()
+    ));
+    if status.code() != tonic::Code::DeadlineExceeded || calls != 0 {
+        return Err("an expired deadline was not refused".into());
+    }
     Ok(())
 }

@@ -3,9 +3,12 @@
 //!
 //! Run it with `cargo run --example tour`.
 
+mod breaker;
+mod cancel;
 mod classify;
 mod context;
 mod limit;
+mod rate;
 mod retry;
 mod sync;
 mod timeout;
@@ -51,7 +54,10 @@ async fn main() {
         section("timeouts and deadlines", timeout::run()).await,
         section("concurrency limits", limit::run()).await,
         section("request id and context", context::run()).await,
+        section("cancellation and drain", cancel::run()).await,
+        section("rate limiting", rate::run()).await,
         section("keyed lock and single-flight", sync::run()).await,
+        section("circuit breaker", breaker::run()).await,
     ];
     let failed = results.iter().filter(|ok| !**ok).count();
     println!();

@@ -94,7 +94,7 @@ async fn budget() -> Result<(), BoxError> {
     let layer = RetryLayer::http()
         .max_attempts(3)
         .backoff(Backoff::none())
-        .budget(Budget::new(0.2, 1, Duration::from_secs(10))?)
+        .budget(Budget::new(0.2, 1, Duration::from_secs(10)))
         .stats()
         .build()?;
     let retry = layer.layer(client());

@@ -1,3 +1,90 @@
-//! Circuit breaker shared by every clone.
+//! A circuit breaker whose state every clone shares: stop calling a backend
+//! that is failing, probe it carefully, recover.
 //!
-//! Under construction: this crate is being written.
+//! ```
+//! use rampart_breaker::{CircuitBreakerLayer, State};
+//! use rampart_core::ErrorKind;
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let breaker = CircuitBreakerLayer::builder()
+//!     .consecutive_failures(3)
+//!     .break_duration(Duration::from_secs(5))
+//!     .build()?;
+//! let handle = breaker.handle();
+//! let svc = ServiceBuilder::new()
+//!     .layer(breaker)
+//!     .service(service_fn(|fail: bool| async move {
+//!         if fail { Err(std::io::Error::other("backend down")) } else { Ok("ok") }
+//!     }));
+//! // Every clone feeds the one circuit (axum clones a service per request).
+//! for _ in 0..3 {
+//!     assert!(svc.clone().oneshot(true).await.is_err());
+//! }
+//! assert_eq!(handle.state(), State::Open);
+//! // Refused at once, without calling the service: 503 + Retry-After.
+//! let e = svc.clone().oneshot(false).await.unwrap_err();
+//! assert_eq!(e.kind(), ErrorKind::Overloaded);
+//! assert!(e.retry_after().unwrap() <= Duration::from_secs(5));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - [`CircuitBreakerLayer`]: closed → open → half-open → closed. Trip
+//!   models ([`TripModel`]): failure ratio over a count- or time-based
+//!   sliding [`Window`] with a minimum number of calls, or consecutive
+//!   failures; optionally the share of slow calls ([`SlowCalls`]). Results
+//!   are judged by rampart's [`Classify`](rampart_core::Classify):
+//!   [`breaker_classify`] for HTTP and gRPC (a 503 or UNAVAILABLE is a
+//!   failure, a 404 is not). The break may grow on repeated trips
+//!   ([`BreakDuration`]); half-open admits at most N probes, each bounded
+//!   by a probe timeout.
+//! - An open circuit refuses at once with
+//!   [`ErrorKind::Overloaded`](rampart_core::ErrorKind::Overloaded), whose
+//!   `retry_after` is the time until the next probe (rampart's error
+//!   mapping answers `503` + `Retry-After`, gRPC `UNAVAILABLE`), with a
+//!   [`CircuitOpen`] as its source.
+//! - [`CircuitBreakerHandle`]: state, force open or closed, reset,
+//!   [`Stats`]. tracing events on every transition (`warn` when it opens,
+//!   `info` when it closes, `debug` otherwise).
+//! - [`KeyedCircuitBreakerLayer`]: a circuit per host, route or tenant,
+//!   with a capped key map.
+//!
+//! Unlike tower-resilience's layer, whose plain `build()` makes a new
+//! circuit for every `Layer::layer` call (so behind axum, which clones the
+//! service per request, it sees one call per circuit and never trips), the
+//! circuit here is made with the layer and shared by every service and
+//! clone.
+//!
+//! A closed circuit costs a call one atomic load, an `Arc` clone and the
+//! recording of its result in the window (lock-free: a few atomic
+//! operations, none when the outcome matches the one it replaces); no
+//! lock, no allocation, no timer, and the clock is read only for
+//! time windows and slow-call detection.
+
+mod breaker;
+mod circuit;
+mod classify;
+mod config;
+mod error;
+mod keyed;
+mod layer;
+mod service;
+mod stats;
+mod sync;
+mod window;
+
+pub use classify::breaker_classify;
+pub use config::{
+    BreakDuration, CircuitBreakerConfig, DEFAULT_BREAK, DEFAULT_FAILURE_RATIO, DEFAULT_MIN_CALLS,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_PROBES, DEFAULT_WINDOW_CALLS, MAX_PROBES, MAX_WINDOW_CALLS,
+    SlowCalls, TripModel, Window,
+};
+pub use error::CircuitOpen;
+pub use keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
+pub use layer::{CircuitBreakerBuilder, CircuitBreakerHandle, CircuitBreakerLayer};
+pub use rampart_limit::{HeaderKey, KeyExtractor};
+pub use service::{CircuitBreaker, ResponseFuture};
+pub use stats::{State, Stats};

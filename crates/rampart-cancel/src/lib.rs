@@ -1,3 +1,117 @@
-//! Cancellation: a cancellation scope per request, cleanup hooks, graceful drain.
+//! Cancellation: a cancellation scope per request, cleanup hooks, graceful
+//! drain — the article's "cancellable task with cleanup", as a tower layer.
 //!
-//! Under construction: this crate is being written.
+//! [`CancelLayer`] runs every request under a
+//! [`CancellationToken`](rampart_core::CancellationToken) of its own, a
+//! child of the caller's (the token of the caller's
+//! [`Context`](rampart_core::Context), if it has one) and of the
+//! server-wide [`Shutdown`] ([`Shutdown::cancel_all`] fires every request's
+//! token). The handler reaches it with `Context::current()`, and so do the
+//! tasks it starts with [`rampart_core::spawn`] (a bare `tokio::spawn`
+//! loses the context).
+//!
+//! - When the request's token fires, the inner future is dropped and the
+//!   call resolves to [`ErrorKind::Cancelled`](rampart_core::ErrorKind::Cancelled)
+//!   (499 / gRPC CANCELLED at the edge) at once.
+//! - When the caller drops the response future (the client went away, a
+//!   timeout further out fired), the request's token is cancelled too, so
+//!   the work the handler spawned sees it.
+//! - [`on_cancel`](CancelLayer::on_cancel) hooks run exactly once for every
+//!   cancelled request, with its id, the time it ran and the
+//!   [`CancelReason`]; never for a request that completed.
+//! - [`Shutdown::drain`] stops admitting (new calls fail with
+//!   [`ErrorKind::Closed`](rampart_core::ErrorKind::Closed), 503), waits for
+//!   the requests in flight up to a deadline, cancels the rest and reports
+//!   the counts.
+//!
+//! ```
+//! use rampart_cancel::CancelLayer;
+//! use rampart_core::{Context, ErrorKind};
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let cleanups = Arc::new(AtomicUsize::new(0));
+//! let seen = cleanups.clone();
+//! let layer = CancelLayer::new().on_cancel(move |info| {
+//!     println!("cleaning up after {:?}: {}", info.elapsed(), info.reason());
+//!     seen.fetch_add(1, Ordering::SeqCst);
+//! });
+//! let shutdown = layer.shutdown().clone();
+//! let svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service(service_fn(|secs: u64| async move {
+//!         // The request's token, from inside the handler.
+//!         let token = Context::current().unwrap().cancellation().unwrap().clone();
+//!         tokio::select! {
+//!             () = tokio::time::sleep(Duration::from_secs(secs)) => Ok::<_, std::io::Error>("done"),
+//!             () = token.cancelled() => Ok("noticed the cancellation"),
+//!         }
+//!     }));
+//!
+//! // A fast request completes: no cleanup.
+//! assert_eq!(svc.clone().oneshot(1).await.unwrap(), "done");
+//! // A slow one is still running when the drain deadline passes.
+//! let slow = tokio::spawn(svc.clone().oneshot(60));
+//! tokio::task::yield_now().await;
+//! let report = shutdown.drain(Duration::from_secs(5)).await;
+//! assert_eq!(slow.await.unwrap().unwrap_err().kind(), ErrorKind::Cancelled);
+//! assert_eq!((report.completed(), report.cancelled()), (0, 1));
+//! assert_eq!(cleanups.load(Ordering::SeqCst), 1);
+//! // Nothing is admitted any more.
+//! assert_eq!(svc.oneshot(1).await.unwrap_err().kind(), ErrorKind::Closed);
+//! # }
+//! ```
+//!
+//! # Async cleanup
+//!
+//! `Drop` cannot await, and a cancelled request's future is gone by the
+//! time its hooks run. Cleanup that must await (release a remote lock,
+//! delete a temporary object, tell a peer) is spawned, and bounded by a
+//! timeout so it cannot outlive the shutdown: that is
+//! [`on_cancel_async`](CancelLayer::on_cancel_async), which spawns the
+//! cleanup on the current runtime, drops it after its timeout, runs it with
+//! the request's id (and no cancelled token), and lets
+//! [`Shutdown::drain`] wait for it within its grace period:
+//!
+//! ```
+//! use rampart_cancel::CancelLayer;
+//! use std::time::Duration;
+//!
+//! let layer = CancelLayer::new().on_cancel_async(Duration::from_secs(2), |info| async move {
+//!     // e.g. `lock_service.release(info.request_id()).await`
+//!     tracing::info!(id = ?info.request_id(), "released the request's resources");
+//! });
+//! # drop(layer);
+//! ```
+//!
+//! Inside a handler the same pattern works without the layer's help: spawn
+//! the cleanup with `rampart_core::spawn(tokio::time::timeout(limit, cleanup))`
+//! from a guard's `Drop`, and it runs with the request's context.
+//!
+//! # Cost
+//!
+//! One allocation per request (the token) and no timer. Nothing is
+//! registered anywhere while the inner future answers on its first poll:
+//! the request's token is not put in a server-wide token tree (that locks
+//! the shared parent and grows its child list for every request); the
+//! request watches its token and the [`Shutdown`] only once its inner
+//! future returned `Pending`. Only a caller that brings a token of its own
+//! gets a real child token of it.
+
+mod future;
+mod hook;
+mod layer;
+mod service;
+mod shutdown;
+
+pub use future::ResponseFuture;
+pub use hook::{CancelInfo, CancelReason};
+pub use layer::CancelLayer;
+pub use service::Cancel;
+pub use shutdown::{DEFAULT_CANCEL_GRACE, DrainReport, Shutdown};
+
+#[cfg(test)]
+mod tests;

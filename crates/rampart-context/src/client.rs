@@ -22,13 +22,16 @@
 //! later than the context's deadline (the earliest deadline wins) and
 //! replaced otherwise.
 //!
-//! A deadline that already passed is written as zero (`0n`, `0`), which
-//! the next hop treats as expired on arrival. It is not left out: without
-//! the header the next hop would take its whole default budget, more time
-//! than the caller has. This layer cannot fail, so the request is still
-//! sent; to fail it locally with `DeadlineExceeded` instead, put
-//! `rampart-timeout`'s `PropagateDeadlineLayer` (or a `DeadlineLayer`)
-//! under it.
+//! **An expired deadline is never sent.** When deadline propagation is on
+//! and the context's deadline has passed (less than one unit of the header
+//! is left: a nanosecond for `grpc-timeout`, a millisecond for the
+//! milliseconds header, which would go out as zero), the request is not
+//! sent and the call fails at once with
+//! [`ErrorKind::DeadlineExceeded`](rampart_core::ErrorKind::DeadlineExceeded),
+//! the rule `rampart-timeout`'s `PropagateDeadlineLayer` follows too. The
+//! inner service was made ready and is not called; a service that reserves
+//! capacity in `poll_ready` holds it until this handle is called again or
+//! dropped, as tower's contract allows.
 //!
 //! When no task-local context is current, a [`Context`] in the request's
 //! extensions is used instead (a request forwarded from an incoming one
@@ -37,15 +40,20 @@
 //! A task started with a bare `tokio::spawn` sees no context: use
 //! `rampart::spawn` (or `rampart_core::spawn`) or `.in_context()`.
 //!
-//! The layer cannot fail and adds no future of its own: the response future
-//! is the inner service's.
+//! Its error is rampart's [`Error`]: the inner service's errors pass
+//! through [`Error::from_inner`] (a rampart error comes back out as it is,
+//! anything else as [`ErrorKind::Inner`](rampart_core::ErrorKind::Inner)
+//! with the original as its source).
 
-use crate::config::{self, ConfigError};
+use crate::config;
 use http::{HeaderMap, HeaderName, Request};
+use pin_project_lite::pin_project;
 use rampart_core::codec::{DeadlineHeaders, X_REQUEST_TIMEOUT_MS};
 use rampart_core::grpc::is_grpc_request;
-use rampart_core::{Context, X_REQUEST_ID};
-use std::task::{Context as TaskContext, Poll};
+use rampart_core::{BoxError, ConfigError, Context, Error, X_REQUEST_ID};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, ready};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -185,6 +193,46 @@ impl PropagateContextLayer {
         }
     }
 
+    /// Writes the request id in `name` instead of `x-request-id`. The name
+    /// is taken as it is; for a name from configuration use the
+    /// [`builder`](Self::builder), which checks it.
+    pub fn with_request_id_header(mut self, name: HeaderName) -> Self {
+        self.request_id = Some(name);
+        self
+    }
+
+    /// Does not write the request id (deadline propagation only).
+    pub fn without_request_id(mut self) -> Self {
+        self.request_id = None;
+        self
+    }
+
+    /// Writes the remaining deadline: `grpc-timeout` on gRPC requests,
+    /// `x-request-timeout-ms` (or the header of
+    /// [`with_deadline_header`](Self::with_deadline_header)) on others; an
+    /// expired one fails the call instead.
+    pub fn with_deadline(mut self) -> Self {
+        if self.deadline.is_none() {
+            self.deadline = Some(DeadlineHeaders::new());
+        }
+        self
+    }
+
+    /// Writes the remaining deadline, in the milliseconds header `name` on
+    /// non-gRPC requests. The name is taken as it is; for a name from
+    /// configuration use the [`builder`](Self::builder), which checks it.
+    pub fn with_deadline_header(mut self, name: HeaderName) -> Self {
+        self.deadline = Some(DeadlineHeaders::new().http_header(name));
+        self
+    }
+
+    /// Replaces headers the outgoing request already has (default: keeps
+    /// them).
+    pub fn with_overwrite(mut self, overwrite: bool) -> Self {
+        self.overwrite = overwrite;
+        self
+    }
+
     /// A builder for deadline propagation, custom headers or overwriting.
     ///
     /// ```
@@ -200,7 +248,9 @@ impl PropagateContextLayer {
         PropagateContextBuilder::default()
     }
 
-    /// The layer a [`PropagateConfig`] describes.
+    /// The layer a [`PropagateConfig`] describes, or why it is refused (a
+    /// header name that is not valid, or one HTTP framing or gRPC owns; the
+    /// [`ConfigError`] names the field and the value).
     pub fn from_config(config: &PropagateConfig) -> Result<PropagateContextLayer, ConfigError> {
         let request_id = if config.request_id {
             Some(config::header_name(&config.request_id_header)?)
@@ -234,23 +284,27 @@ impl PropagateContextLayer {
     }
 
     /// Writes `ctx` into the headers of a request (`grpc`: a gRPC one) as
-    /// configured.
-    fn inject(&self, ctx: &Context, headers: &mut HeaderMap, grpc: bool) {
-        if let (Some(name), Some(id)) = (&self.request_id, ctx.request_id())
-            && (self.overwrite || !headers.contains_key(name))
-        {
-            headers.insert(name.clone(), id.header_value().clone());
-        }
+    /// configured; `Err` when the deadline it would write has expired (the
+    /// request must not be sent).
+    fn inject(&self, ctx: &Context, headers: &mut HeaderMap, grpc: bool) -> Result<(), Expired> {
         if let Some(deadline) = &self.deadline
             && let Some(left) = ctx.remaining()
         {
-            // An expired deadline goes out as zero (see the module docs).
+            if deadline.reads_as_expired(grpc, left) {
+                return Err(Expired);
+            }
             if self.overwrite {
                 deadline.overwrite(headers, grpc, left);
             } else {
                 deadline.write(headers, grpc, left);
             }
         }
+        if let (Some(name), Some(id)) = (&self.request_id, ctx.request_id())
+            && (self.overwrite || !headers.contains_key(name))
+        {
+            headers.insert(name.clone(), id.header_value().clone());
+        }
+        Ok(())
     }
 }
 
@@ -289,28 +343,83 @@ impl<S> PropagateContext<S> {
     }
 }
 
+/// The context's deadline has passed: the request is not sent.
+struct Expired;
+
 impl<S, B> Service<Request<B>> for PropagateContext<S>
 where
     S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
 {
     type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+    type Error = Error;
+    type Future = PropagateContextFuture<S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_inner)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> S::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let layer = &self.layer;
         let grpc = layer.deadline.is_some() && is_grpc_request(&req);
-        let done = Context::with_current(|ctx| {
-            ctx.map(|ctx| layer.inject(ctx, req.headers_mut(), grpc))
-                .is_some()
-        });
-        if !done && let Some(ctx) = req.extensions().get::<Context>().cloned() {
-            layer.inject(&ctx, req.headers_mut(), grpc);
+        let injected =
+            Context::with_current(|ctx| ctx.map(|ctx| layer.inject(ctx, req.headers_mut(), grpc)));
+        let injected = match injected {
+            Some(done) => done,
+            None => match req.extensions().get::<Context>().cloned() {
+                Some(ctx) => layer.inject(&ctx, req.headers_mut(), grpc),
+                None => Ok(()),
+            },
+        };
+        if let Err(Expired) = injected {
+            tracing::debug!(
+                target: "rampart_context",
+                grpc,
+                "the context's deadline has passed, request not sent"
+            );
+            return PropagateContextFuture {
+                state: State::Expired,
+            };
         }
-        self.inner.call(req)
+        PropagateContextFuture {
+            state: State::Called {
+                fut: self.inner.call(req),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`PropagateContext`]: the inner service's,
+    /// or a `DeadlineExceeded` failure when the deadline had passed.
+    pub struct PropagateContextFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Called { #[pin] fut: F },
+        Expired,
+    }
+}
+
+impl<F, T, E> Future for PropagateContextFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, Error>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Called { fut } => {
+                Poll::Ready(ready!(fut.poll(cx)).map_err(Error::from_inner))
+            }
+            StateProj::Expired => Poll::Ready(Err(Error::deadline_exceeded())),
+        }
     }
 }

@@ -9,8 +9,9 @@
 //!   echoes it in the response.
 //! - Client side, [`PropagateContextLayer`]: writes the current context's id
 //!   (and, when configured, its remaining deadline as `grpc-timeout` or a
-//!   milliseconds header) into every outgoing request of a hyper client,
-//!   axum-style service or tonic channel.
+//!   milliseconds header; a deadline that has passed fails the call with
+//!   `DeadlineExceeded` instead of being sent) into every outgoing request
+//!   of a hyper client, axum-style service or tonic channel.
 //! - Feature `axum`: the extractors `ReqId` and `CurrentContext`.
 //!
 //! The context follows the request through every `.await` of its handler and
@@ -42,7 +43,7 @@
 //!         let client = client.clone();
 //!         async move {
 //!             let res = client.oneshot(Request::new(())).await?;
-//!             Ok::<_, Infallible>(Response::new(res.into_body()))
+//!             Ok::<_, rampart_core::Error>(Response::new(res.into_body()))
 //!         }
 //!     }));
 //!
@@ -60,11 +61,13 @@ mod extract;
 pub mod server;
 
 pub use client::{
-    PropagateConfig, PropagateContext, PropagateContextBuilder, PropagateContextLayer,
+    PropagateConfig, PropagateContext, PropagateContextBuilder, PropagateContextFuture,
+    PropagateContextLayer,
 };
-pub use config::ConfigError;
 #[cfg(feature = "axum")]
 pub use extract::{CurrentContext, MissingRequestId, ReqId};
+/// Why a configuration was refused: rampart's one configuration error.
+pub use rampart_core::ConfigError;
 pub use server::{RequestIdBuilder, RequestIdConfig, RequestIdLayer, RequestIdService};
 
 pub use rampart_core::{Context, RequestId};

@@ -39,9 +39,10 @@
 //! subscriber, or one that filters out `DEBUG` for this target, the layer
 //! creates nothing and allocates nothing for tracing.
 
-use crate::config::{self, ConfigError};
+use crate::config;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
+use rampart_core::ConfigError;
 use rampart_core::{Context, InvalidRequestId, RequestId, Scoped, X_REQUEST_ID};
 use std::future::Future;
 use std::pin::Pin;
@@ -182,17 +183,48 @@ impl RequestIdLayer {
     /// A builder for a custom header name or policy.
     ///
     /// ```
-    /// use rampart_context::{ConfigError, RequestIdLayer};
+    /// use rampart_context::RequestIdLayer;
     /// let layer = RequestIdLayer::builder().header("x-correlation-id").build().unwrap();
     /// assert_eq!(layer.header_name(), "x-correlation-id");
     /// let err = RequestIdLayer::builder().header("content-length").build().unwrap_err();
-    /// assert!(matches!(err, ConfigError::ReservedHeader(_)));
+    /// assert_eq!((err.field(), err.value()), ("header", "\"content-length\""));
     /// ```
     pub fn builder() -> RequestIdBuilder {
         RequestIdBuilder::default()
     }
 
-    /// The layer a [`RequestIdConfig`] describes.
+    /// Uses `name` for the id instead of `x-request-id`. The name is taken
+    /// as it is; for a name from configuration use the
+    /// [`builder`](Self::builder), which checks it.
+    ///
+    /// ```
+    /// use rampart_context::RequestIdLayer;
+    /// let layer = RequestIdLayer::new()
+    ///     .with_header(http::HeaderName::from_static("x-correlation-id"))
+    ///     .with_accept_incoming(false);
+    /// assert_eq!(layer.header_name(), "x-correlation-id");
+    /// ```
+    pub fn with_header(mut self, name: HeaderName) -> Self {
+        self.header = Header::new(name);
+        self
+    }
+
+    /// Whether a valid incoming id is kept (default `true`).
+    pub fn with_accept_incoming(mut self, accept: bool) -> Self {
+        self.accept_incoming = accept;
+        self
+    }
+
+    /// Whether the [`Context`] is also stored in the request's extensions
+    /// (default `false`; see [`RequestIdConfig::store_in_extensions`]).
+    pub fn with_store_in_extensions(mut self, store: bool) -> Self {
+        self.store_in_extensions = store;
+        self
+    }
+
+    /// The layer a [`RequestIdConfig`] describes, or why it is refused (a
+    /// header name that is not valid, or one HTTP framing or gRPC owns; the
+    /// [`ConfigError`] names the field and the value).
     pub fn from_config(config: &RequestIdConfig) -> Result<RequestIdLayer, ConfigError> {
         Ok(RequestIdLayer {
             header: Header::new(config::header_name(&config.header)?),

@@ -2,15 +2,17 @@
 //! keeps, deadlines, and which tasks still carry the context.
 
 use http::{HeaderMap, HeaderValue, Request, Response};
-use rampart_context::{ConfigError, PropagateConfig, PropagateContextLayer};
-use rampart_core::{Context, InContextExt, RequestId};
+use rampart_context::{PropagateConfig, PropagateContextLayer};
+use rampart_core::{Context, Error, ErrorKind, InContextExt, RequestId};
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt, service_fn};
 
-type Client = BoxCloneSyncService<Request<()>, Response<HeaderMap>, Infallible>;
+type Client = BoxCloneSyncService<Request<()>, Response<HeaderMap>, Error>;
 
 /// A client whose "server" answers with the headers it was sent.
 fn client(layer: &PropagateContextLayer) -> Client {
@@ -161,40 +163,103 @@ async fn earlier_existing_deadline_is_kept_and_a_later_or_garbled_one_replaced()
     assert_eq!(headers["x-request-timeout-ms"], "1000");
 }
 
-#[tokio::test(start_paused = true)]
-async fn expired_deadline_is_written_as_zero_never_as_more_time() {
-    let layer = PropagateContextLayer::builder().deadline().build().unwrap();
-    let c = ctx("late").with_deadline(Instant::now() + Duration::from_millis(10));
-    tokio::time::advance(Duration::from_secs(1)).await;
-    let headers = c.scope(sent(&layer, Request::new(()))).await;
-    assert_eq!(headers["x-request-timeout-ms"], "0");
+/// A client that counts the requests that reach its "server".
+fn counting_client(layer: &PropagateContextLayer) -> (Client, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let svc = layer.layer(service_fn(move |req: Request<()>| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move { Ok::<_, Infallible>(Response::new(req.headers().clone())) }
+    }));
+    (BoxCloneSyncService::new(svc), calls)
 }
 
 #[tokio::test(start_paused = true)]
-async fn expired_deadline_replaces_a_longer_or_repeated_header_with_zero_for_grpc_too() {
+async fn an_expired_deadline_is_refused_with_deadline_exceeded_not_sent_as_zero() {
     let layer = PropagateContextLayer::builder().deadline().build().unwrap();
-    let c = ctx("late-grpc").with_deadline(Instant::now() + Duration::from_millis(10));
+    let (client, calls) = counting_client(&layer);
+    let c = ctx("late").with_deadline(Instant::now() + Duration::from_millis(10));
     tokio::time::advance(Duration::from_secs(1)).await;
-    let mut req = grpc_request();
-    req.headers_mut()
-        .insert("grpc-timeout", HeaderValue::from_static("5S"));
-    let headers = c.clone().scope(sent(&layer, req)).await;
-    assert_eq!(headers["grpc-timeout"], "0n");
-    // A repeated header is malformed downstream (even when its first value
-    // would do): one value replaces it.
-    let mut req = Request::new(());
-    for v in ["0", "2"] {
-        req.headers_mut()
-            .append("x-request-timeout-ms", HeaderValue::from_static(v));
+    for req in [Request::new(()), grpc_request()] {
+        let e = c
+            .clone()
+            .scope(client.clone().oneshot(req))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::DeadlineExceeded);
     }
+    // The same from a context carried in the request's extensions.
+    let mut req = Request::new(());
+    req.extensions_mut().insert(c.clone());
+    let e = client.clone().oneshot(req).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing was sent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_under_one_header_unit_is_expired_for_that_header() {
+    // 500 µs left: less than the milliseconds header's unit (it would go
+    // out as "0"), but a valid grpc-timeout.
+    let layer = PropagateContextLayer::builder().deadline().build().unwrap();
+    let (client, calls) = counting_client(&layer);
+    let c = ctx("tight").with_deadline(Instant::now() + Duration::from_micros(500));
+    let e = c
+        .clone()
+        .scope(client.clone().oneshot(Request::new(())))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadlineExceeded);
+    let headers = c.scope(client.oneshot(grpc_request())).await.unwrap();
+    assert_eq!(headers.into_body()["grpc-timeout"], "500000n");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_deadline_is_not_refused_when_deadlines_are_not_propagated() {
+    let (client, calls) = counting_client(&PropagateContextLayer::new());
+    let c = ctx("late-id-only").with_deadline(Instant::now() + Duration::from_millis(10));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let headers = c.scope(client.oneshot(Request::new(()))).await.unwrap();
+    assert_eq!(headers.into_body()["x-request-id"], "late-id-only");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn inner_errors_come_out_as_rampart_errors_unwrapped_or_as_inner() {
+    let layer = PropagateContextLayer::new();
+    let shed = layer.layer(service_fn(|_req: Request<()>| async {
+        Err::<Response<()>, _>(Error::overloaded(None))
+    }));
+    let e = shed.oneshot(Request::new(())).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Overloaded);
+    let io = layer.layer(service_fn(|_req: Request<()>| async {
+        Err::<Response<()>, _>(std::io::Error::other("reset"))
+    }));
+    let e = io.oneshot(Request::new(())).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Inner);
+    assert!(e.find_source::<std::io::Error>().is_some());
+}
+
+#[tokio::test]
+async fn infallible_setters_build_the_same_layer_as_the_builder() {
+    let layer = PropagateContextLayer::new()
+        .with_request_id_header(http::HeaderName::from_static("x-correlation-id"))
+        .with_deadline_header(http::HeaderName::from_static("x-budget-ms"))
+        .with_overwrite(true);
+    assert_eq!(layer.request_id_header().unwrap(), "x-correlation-id");
+    assert_eq!(layer.deadline_header().unwrap(), "x-budget-ms");
+    let mut req = Request::new(());
+    req.headers_mut()
+        .insert("x-correlation-id", HeaderValue::from_static("old"));
+    let c = ctx("new").with_timeout(Duration::from_secs(3));
     let headers = c.scope(sent(&layer, req)).await;
-    assert_eq!(
-        headers
-            .get_all("x-request-timeout-ms")
-            .iter()
-            .collect::<Vec<_>>(),
-        ["0"]
-    );
+    assert_eq!(headers["x-correlation-id"], "new");
+    assert!(headers.contains_key("x-budget-ms"));
+    let id_off = PropagateContextLayer::new()
+        .without_request_id()
+        .with_deadline();
+    assert!(id_off.request_id_header().is_none());
+    assert_eq!(id_off.deadline_header().unwrap(), "x-request-timeout-ms");
 }
 
 #[tokio::test]
@@ -258,17 +323,17 @@ fn invalid_configs_are_refused_with_a_typed_error() {
             ..PropagateConfig::default()
         },
     ] {
-        assert!(matches!(
-            PropagateContextLayer::from_config(&config),
-            Err(ConfigError::InvalidHeaderName(_))
-        ));
+        let e = PropagateContextLayer::from_config(&config).unwrap_err();
+        assert_eq!(e.field(), "header");
+        assert!(e.to_string().contains("valid HTTP header name"), "{e}");
     }
-    assert!(matches!(
-        PropagateContextLayer::builder()
-            .deadline_header("grpc-timeout")
-            .build(),
-        Err(ConfigError::ReservedHeader(_))
-    ));
+    let e = PropagateContextLayer::builder()
+        .deadline_header("grpc-timeout")
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.value()), ("header", "\"grpc-timeout\""));
+    // One error type across rampart: it converts into the facade's.
+    let _: rampart_core::ConfigError = e;
     // A bad deadline header does not matter while deadlines are off.
     let off = PropagateConfig {
         deadline_header: "bad name".into(),

@@ -200,18 +200,36 @@ async fn custom_header_name_is_read_and_echoed() {
 
 #[test]
 fn invalid_configs_are_refused_with_a_typed_error() {
-    assert!(matches!(
-        RequestIdLayer::builder().header("not a header").build(),
-        Err(ConfigError::InvalidHeaderName(_))
-    ));
+    let e: ConfigError = RequestIdLayer::builder()
+        .header("not a header")
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.value()), ("header", "\"not a header\""));
+    assert!(e.to_string().contains("a valid HTTP header name"), "{e}");
     let config = RequestIdConfig {
         header: "grpc-status".into(),
         ..RequestIdConfig::default()
     };
-    assert!(matches!(
-        RequestIdLayer::from_config(&config),
-        Err(ConfigError::ReservedHeader(_))
-    ));
+    let e = RequestIdLayer::from_config(&config).unwrap_err();
+    assert_eq!((e.field(), e.value()), ("header", "\"grpc-status\""));
+    assert!(e.to_string().contains("do not own"), "{e}");
+}
+
+#[tokio::test]
+async fn infallible_setters_configure_the_header_and_the_policy() {
+    let layer = RequestIdLayer::new()
+        .with_header(http::HeaderName::from_static("x-correlation-id"))
+        .with_accept_incoming(false)
+        .with_store_in_extensions(true);
+    let req = Request::builder()
+        .header("x-correlation-id", "from-caller")
+        .body(())
+        .unwrap();
+    let (res, seen) = call(layer, req).await;
+    let id = res.headers()["x-correlation-id"].to_str().unwrap();
+    assert_ne!(id, "from-caller", "incoming ids are not accepted");
+    assert_eq!(seen.current.as_deref(), Some(id));
+    assert_eq!(seen.extension.as_deref(), Some(id));
 }
 
 #[tokio::test]

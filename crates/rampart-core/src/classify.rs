@@ -156,14 +156,19 @@ const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 ///
 /// - Only idempotent methods are retried by default (GET HEAD OPTIONS PUT
 ///   DELETE TRACE); [`retry_methods`](HttpClassify::retry_methods) changes the
-///   set.
+///   set, and a request carrying the [`Idempotent`] extension (a POST with an
+///   idempotency key) counts as idempotent whatever its method.
 /// - 408, 429, 502, 503, 504 are retryable; other 4xx/5xx are fatal; the rest
 ///   is success.
 /// - `Retry-After` (delta-seconds or HTTP-date) becomes the delay; one longer
 ///   than [`max_retry_after`](HttpClassify::max_retry_after) (default 60 s)
 ///   makes the failure fatal instead of being waited on.
 /// - An error showing the request never left (refused connection,
-///   hyper-util's connect error, a local shed) is retryable for any method.
+///   hyper-util's connect error, a local shed) is retryable for any method;
+///   one after which the request may have been sent (a reset connection, a
+///   per-attempt timeout) only for idempotent requests.
+///
+/// [`GrpcClassify`] follows the same rule for gRPC methods.
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct HttpClassify {
@@ -312,7 +317,8 @@ impl HttpClassify {
     /// (The same as the [`Classify`] method, without naming the response type.)
     pub fn classify_request<B>(&self, req: &http::Request<B>) -> HttpClassifier {
         HttpClassifier {
-            idempotent: self.methods.contains(req.method()),
+            idempotent: self.methods.contains(req.method())
+                || req.extensions().get::<Idempotent>().is_some(),
             statuses: self.statuses,
             max_retry_after: self.max_retry_after,
         }
@@ -347,38 +353,130 @@ impl<B> ClassifyResult<http::Response<B>> for HttpClassifier {
     }
 }
 
+/// Marks a request as safe to send twice: a request extension that makes
+/// [`HttpClassify`] and [`GrpcClassify`] retry it after a failure that may
+/// have happened once it was sent (a reset connection, a per-attempt
+/// timeout), whatever its method.
+///
+/// Set it on requests whose effect does not change when repeated: reads,
+/// writes carrying an idempotency key, gRPC methods declared
+/// `idempotency_level = IDEMPOTENT`. With tonic, extensions of a
+/// `tonic::Request` become the `http::Request`'s:
+///
+/// ```
+/// use rampart_core::classify::{Classify, ClassifyResult, ErrorRef, GrpcClassify, Idempotent, Outcome};
+/// use rampart_core::Error;
+///
+/// let reset = Error::from_inner(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+/// let reset: Result<&http::Response<()>, ErrorRef<'_>> = Err(&reset);
+/// let mut req = http::Request::post("/shop.Orders/Create")
+///     .header("content-type", "application/grpc")
+///     .body(())
+///     .unwrap();
+/// let judge = Classify::<_, http::Response<()>>::classify_request(&GrpcClassify::new(), &req);
+/// assert_eq!(judge.classify(reset), Outcome::Fatal); // may have been sent: not repeated
+///
+/// req.extensions_mut().insert(Idempotent);
+/// let judge = Classify::<_, http::Response<()>>::classify_request(&GrpcClassify::new(), &req);
+/// assert!(judge.classify(reset).is_retryable());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Idempotent;
+
 /// gRPC classification, from the `grpc-status` in response headers
 /// (trailers-only responses, which is how servers answer failures that happen
 /// before any message; a status only in trailers counts as success here).
 ///
-/// - Retryable codes: `UNAVAILABLE` by default
+/// **The rule for repeating a call**, the same as [`HttpClassify`]'s with
+/// "method" read as "gRPC method":
+///
+/// - *The server answered* with a retryable code: retryable for every
+///   method, as gRPC's retry design (A6) does; the server chose the code.
+///   Retryable codes: `UNAVAILABLE` by default
 ///   ([`retry_codes`](GrpcClassify::retry_codes) changes the set).
 ///   `RESOURCE_EXHAUSTED` is retried only when the server sent a valid
 ///   `grpc-retry-pushback-ms`.
+/// - *The request never left* (refused connection, hyper-util's connect
+///   error, a local shed): retryable for every method.
+/// - *It may have been sent* (a reset or closed connection, any other
+///   transport failure; a per-attempt timeout): retryable **only for methods
+///   marked safe**, because repeating a `CreateOrder` that reached the server
+///   creates two orders. A method is safe when it is in
+///   [`idempotent_methods`](GrpcClassify::idempotent_methods), when the
+///   request carries the [`Idempotent`] extension, or after
+///   [`retry_any_method`](GrpcClassify::retry_any_method). Such a transport
+///   failure is retried when `UNAVAILABLE` is in the set (gRPC reports it as
+///   UNAVAILABLE), a timeout when `DEADLINE_EXCEEDED` is.
+///
+/// Further:
+///
 /// - `grpc-retry-pushback-ms`: a valid value is the delay (fatal when longer
 ///   than [`max_retry_after`](GrpcClassify::max_retry_after)); a negative or
 ///   garbled value means do not retry, as gRPC's retry design says.
 /// - A response without `grpc-status` and with a non-200 HTTP status is
 ///   mapped with gRPC's HTTP-to-gRPC table (502/503/504/429 → UNAVAILABLE).
-/// - Errors: never sent → retryable; otherwise retryable when UNAVAILABLE is
-///   in the set (gRPC reports transport failures as UNAVAILABLE).
-#[derive(Clone, Copy, Debug)]
+///
+/// ```
+/// use rampart_core::classify::{Classify, ClassifyResult, ErrorRef, GrpcClassify, Outcome};
+/// use rampart_core::Error;
+///
+/// let classify = GrpcClassify::new().idempotent_methods(["/shop.Orders/Get"]);
+/// let reset = Error::from_inner(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+/// let reset: Result<&http::Response<()>, ErrorRef<'_>> = Err(&reset);
+/// let call = |path: &str| {
+///     let req = http::Request::post(path)
+///         .header("content-type", "application/grpc")
+///         .body(())
+///         .unwrap();
+///     Classify::<_, http::Response<()>>::classify_request(&classify, &req)
+/// };
+/// assert!(call("/shop.Orders/Get").classify(reset).is_retryable());
+/// assert_eq!(call("/shop.Orders/Create").classify(reset), Outcome::Fatal);
+///
+/// // UNAVAILABLE answered by the server: retried for any method.
+/// let unavailable = http::Response::builder().header("grpc-status", "14").body(()).unwrap();
+/// assert!(call("/shop.Orders/Create").classify(Ok(&unavailable)).is_retryable());
+/// ```
+#[derive(Clone, Debug)]
 pub struct GrpcClassify {
     codes: u32,
+    /// Every method is safe to repeat.
+    any_method: bool,
     max_retry_after: Duration,
+    /// Methods listed as safe to repeat.
+    listed: Option<SafeList>,
+}
+
+/// The gRPC methods listed as safe to repeat after a failure that may have
+/// happened once the request was sent (`/pkg.Service/Method`, or
+/// `/pkg.Service/*` for every method of a service), behind one thin
+/// pointer so the classifier stays small and cheap to clone.
+#[derive(Clone, Debug)]
+struct SafeList(std::sync::Arc<Box<[Box<str>]>>);
+
+impl SafeList {
+    fn contains(&self, path: &str) -> bool {
+        self.0.iter().any(|p| match p.strip_suffix('*') {
+            Some(service) => path.starts_with(service),
+            None => path == &**p,
+        })
+    }
 }
 
 impl Default for GrpcClassify {
     fn default() -> Self {
         GrpcClassify {
             codes: Code::Unavailable.bit(),
+            any_method: false,
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+            listed: None,
         }
     }
 }
 
 impl GrpcClassify {
-    /// The default: UNAVAILABLE retryable, 60 s pushback cap.
+    /// The default: UNAVAILABLE retryable, 60 s pushback cap, no method safe
+    /// to repeat after it may have been sent unless marked [`Idempotent`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -392,26 +490,94 @@ impl GrpcClassify {
         self.max_retry_after = cap;
         self
     }
-}
-
-impl<B, B2> Classify<http::Request<B>, http::Response<B2>> for GrpcClassify {
-    type Classifier = GrpcClassify;
-    fn classify_request(&self, _req: &http::Request<B>) -> GrpcClassify {
-        *self
+    /// The gRPC methods safe to repeat after a failure that may have
+    /// happened once the request was sent, by path: `/pkg.Service/Method`,
+    /// or `/pkg.Service/*` for every method of a service (the leading `/`
+    /// may be left out). Requests carrying [`Idempotent`] stay safe too.
+    /// Replaces an earlier list; an empty list leaves only the marked
+    /// requests. A text that is no method path matches no request.
+    pub fn idempotent_methods<I, P>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<str>,
+    {
+        let paths: Vec<Box<str>> = paths
+            .into_iter()
+            .map(|p| {
+                let p = p.as_ref();
+                if p.starts_with('/') {
+                    p.into()
+                } else {
+                    format!("/{p}").into_boxed_str()
+                }
+            })
+            .collect();
+        self.listed =
+            (!paths.is_empty()).then(|| SafeList(std::sync::Arc::new(paths.into_boxed_slice())));
+        self
+    }
+    /// Treats every method as safe to repeat.
+    ///
+    /// For services whose every method is idempotent, or for judging load
+    /// rather than retrying (an adaptive limit wants every UNAVAILABLE
+    /// counted).
+    pub fn retry_any_method(mut self) -> Self {
+        self.any_method = true;
+        self
+    }
+    /// Looks at a request: keeps whether its method may be repeated after a
+    /// failure that may have happened once it was sent. (The same as the
+    /// [`Classify`] method, without naming the response type.)
+    pub fn classify_request<B>(&self, req: &http::Request<B>) -> GrpcClassifier {
+        GrpcClassifier {
+            codes: self.codes,
+            max_retry_after: self.max_retry_after,
+            safe: self.any_method
+                || self
+                    .listed
+                    .as_ref()
+                    .is_some_and(|l| l.contains(req.uri().path()))
+                || req.extensions().get::<Idempotent>().is_some(),
+        }
     }
 }
 
-impl<B> ClassifyResult<http::Response<B>> for GrpcClassify {
+impl<B, B2> Classify<http::Request<B>, http::Response<B2>> for GrpcClassify {
+    type Classifier = GrpcClassifier;
+    fn classify_request(&self, req: &http::Request<B>) -> GrpcClassifier {
+        GrpcClassify::classify_request(self, req)
+    }
+}
+
+/// The per-request judge of [`GrpcClassify`].
+#[derive(Clone, Copy, Debug)]
+pub struct GrpcClassifier {
+    codes: u32,
+    max_retry_after: Duration,
+    /// The method may be repeated after it may have been sent.
+    safe: bool,
+}
+
+impl GrpcClassifier {
+    /// Whether the request's method was judged safe to repeat after a
+    /// failure that may have happened once it was sent.
+    pub fn is_idempotent(&self) -> bool {
+        self.safe
+    }
+}
+
+impl<B> ClassifyResult<http::Response<B>> for GrpcClassifier {
     fn classify(&self, result: Result<&http::Response<B>, ErrorRef<'_>>) -> Outcome {
         let res = match result {
             // gRPC reports a transport failure as UNAVAILABLE and a
             // per-attempt timeout as DEADLINE_EXCEEDED: retry each only when
-            // its code is in the set.
+            // its code is in the set, and, since the request may have been
+            // sent, only for a safe method.
             Err(e) => {
                 return error_outcome(
                     e,
-                    self.codes & Code::Unavailable.bit() != 0,
-                    self.codes & Code::DeadlineExceeded.bit() != 0,
+                    self.safe && self.codes & Code::Unavailable.bit() != 0,
+                    self.safe && self.codes & Code::DeadlineExceeded.bit() != 0,
                     self.max_retry_after,
                 );
             }
@@ -459,14 +625,14 @@ pub enum HttpOrGrpcClassifier {
     /// A plain HTTP request.
     Http(HttpClassifier),
     /// A gRPC request.
-    Grpc(GrpcClassify),
+    Grpc(GrpcClassifier),
 }
 
 impl<B, B2> Classify<http::Request<B>, http::Response<B2>> for HttpOrGrpcClassify {
     type Classifier = HttpOrGrpcClassifier;
     fn classify_request(&self, req: &http::Request<B>) -> HttpOrGrpcClassifier {
         if is_grpc_request(req) {
-            HttpOrGrpcClassifier::Grpc(self.grpc)
+            HttpOrGrpcClassifier::Grpc(self.grpc.classify_request(req))
         } else {
             HttpOrGrpcClassifier::Http(<HttpClassify as Classify<
                 http::Request<B>,
@@ -577,8 +743,21 @@ mod tests {
     fn http_judge(m: Method) -> HttpClassifier {
         Classify::<_, Res>::classify_request(&HttpClassify::default(), &req(m))
     }
-    fn grpc_judge(c: GrpcClassify) -> GrpcClassify {
+    fn grpc_judge(c: GrpcClassify) -> GrpcClassifier {
         Classify::<_, Res>::classify_request(&c, &grpc_req())
+    }
+    fn grpc_call(c: &GrpcClassify, path: &str, idempotent: bool) -> GrpcClassifier {
+        let mut r = http::Request::post(path)
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        if idempotent {
+            r.extensions_mut().insert(Idempotent);
+        }
+        Classify::<_, Res>::classify_request(c, &r)
+    }
+    fn reset() -> Error {
+        Error::from_inner(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
     }
     fn err(e: ErrorRef<'_>) -> Result<&Res, ErrorRef<'_>> {
         Err(e)
@@ -735,16 +914,109 @@ mod tests {
     }
 
     #[test]
-    fn grpc_retries_an_attempt_timeout_only_when_deadline_exceeded_is_listed() {
-        let timeout = Error::timeout();
-        let reset = Error::from_inner(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
-        let default = grpc_judge(GrpcClassify::default());
-        assert_eq!(default.classify(err(&timeout)), Outcome::Fatal);
-        assert!(default.classify(err(&reset)).is_retryable());
-        let both = grpc_judge(
-            GrpcClassify::new().retry_codes(&[Code::Unavailable, Code::DeadlineExceeded]),
+    fn classifiers_stay_small() {
+        assert!(std::mem::size_of::<GrpcClassify>() <= 32);
+        assert!(std::mem::size_of::<GrpcClassifier>() <= 24);
+    }
+
+    #[test]
+    fn grpc_never_repeats_a_maybe_sent_call_of_an_unmarked_method_by_default() {
+        let c = GrpcClassify::default();
+        let create = grpc_call(&c, "/shop.Orders/Create", false);
+        assert!(!create.is_idempotent());
+        // Reset after sending, or a per-attempt timeout: may have reached
+        // the server, so a CreateOrder is not sent twice.
+        assert_eq!(create.classify(err(&reset())), Outcome::Fatal);
+        assert_eq!(create.classify(err(&Error::timeout())), Outcome::Fatal);
+        let bare_io = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert_eq!(create.classify(err(&bare_io)), Outcome::Fatal);
+        // Never sent: retried for any method.
+        assert!(create.classify(err(&refused())).is_retryable());
+        assert_eq!(
+            create.classify(err(&Error::overloaded(Some(Duration::from_millis(3))))),
+            Outcome::Retryable {
+                after: Some(Duration::from_millis(3))
+            }
         );
-        assert!(both.classify(err(&timeout)).is_retryable());
+        // The server answered UNAVAILABLE: retried for any method.
+        assert!(
+            create
+                .classify(Ok(&res(200, &[("grpc-status", b"14")])))
+                .is_retryable()
+        );
+    }
+
+    #[test]
+    fn grpc_repeats_a_maybe_sent_call_of_a_listed_or_marked_method() {
+        let c = GrpcClassify::new().idempotent_methods(["/shop.Orders/Get", "shop.Catalog/*"]);
+        for path in [
+            "/shop.Orders/Get",
+            "/shop.Catalog/List",
+            "/shop.Catalog/Get",
+        ] {
+            let j = grpc_call(&c, path, false);
+            assert!(j.is_idempotent(), "{path}");
+            assert!(j.classify(err(&reset())).is_retryable(), "{path}");
+        }
+        for path in [
+            "/shop.Orders/Create",
+            "/shop.Orders/GetMore",
+            "/shop.Catalogs/X",
+        ] {
+            let j = grpc_call(&c, path, false);
+            assert_eq!(j.classify(err(&reset())), Outcome::Fatal, "{path}");
+        }
+        // The extension works with or without a list.
+        for c in [c.clone(), GrpcClassify::new()] {
+            let j = grpc_call(&c, "/shop.Orders/Create", true);
+            assert!(j.classify(err(&reset())).is_retryable());
+        }
+        // An empty list goes back to marked requests only.
+        let c = c.idempotent_methods(Vec::<String>::new());
+        assert_eq!(
+            grpc_call(&c, "/shop.Orders/Get", false).classify(err(&reset())),
+            Outcome::Fatal
+        );
+        let any = GrpcClassify::new().retry_any_method();
+        assert!(
+            grpc_call(&any, "/shop.Orders/Create", false)
+                .classify(err(&reset()))
+                .is_retryable()
+        );
+    }
+
+    #[test]
+    fn grpc_retries_an_attempt_timeout_of_a_safe_method_only_when_deadline_exceeded_is_listed() {
+        let timeout = Error::timeout();
+        let safe = GrpcClassify::default().retry_any_method();
+        let j = grpc_call(&safe, "/a.B/C", false);
+        assert_eq!(j.classify(err(&timeout)), Outcome::Fatal);
+        assert!(j.classify(err(&reset())).is_retryable());
+        let both = safe.retry_codes(&[Code::Unavailable, Code::DeadlineExceeded]);
+        assert!(
+            grpc_call(&both, "/a.B/C", false)
+                .classify(err(&timeout))
+                .is_retryable()
+        );
+        let unsafe_both =
+            GrpcClassify::new().retry_codes(&[Code::Unavailable, Code::DeadlineExceeded]);
+        assert_eq!(
+            grpc_call(&unsafe_both, "/a.B/C", false).classify(err(&timeout)),
+            Outcome::Fatal
+        );
+    }
+
+    #[test]
+    fn http_idempotent_extension_makes_a_post_retryable_after_a_reset() {
+        let mut post = req(Method::POST);
+        post.extensions_mut().insert(Idempotent);
+        let j = Classify::<_, Res>::classify_request(&HttpClassify::default(), &post);
+        assert!(j.classify(err(&reset())).is_retryable());
+        assert!(j.classify(Ok(&res(503, &[]))).is_retryable());
+        assert_eq!(
+            http_judge(Method::POST).classify(err(&reset())),
+            Outcome::Fatal
+        );
     }
 
     #[test]

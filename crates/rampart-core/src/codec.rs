@@ -119,9 +119,28 @@ pub fn parse_deadline_ms(value: &[u8]) -> Option<Duration> {
     Some(Duration::from_millis(parse_digits(value)?).min(MAX_DURATION))
 }
 
-/// Encodes a duration as whole milliseconds, rounding down.
+/// The largest value [`encode_deadline_ms`] writes: 12 digits, the most
+/// [`parse_deadline_ms`] reads (about 31.7 years).
+const MAX_DEADLINE_MS: u64 = 999_999_999_999;
+
+/// Encodes a duration as whole milliseconds, rounding down; longer than
+/// 999 999 999 999 ms (12 digits, the most [`parse_deadline_ms`] reads)
+/// saturates there, so any duration, `Duration::MAX` included, is written
+/// as a value the other end can read.
+///
+/// ```
+/// use rampart_core::codec::{encode_deadline_ms, parse_deadline_ms};
+/// use std::time::Duration;
+/// assert_eq!(encode_deadline_ms(Duration::from_micros(1999)), "1");
+/// assert_eq!(encode_deadline_ms(Duration::MAX), "999999999999");
+/// assert!(parse_deadline_ms(encode_deadline_ms(Duration::MAX).as_bytes()).is_some());
+/// ```
 pub fn encode_deadline_ms(d: Duration) -> HeaderValue {
-    HeaderValue::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    HeaderValue::from(
+        u64::try_from(d.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(MAX_DEADLINE_MS),
+    )
 }
 
 /// Parses `Retry-After`: delta-seconds, or an HTTP-date measured from `now`
@@ -163,7 +182,20 @@ pub fn parse_retry_after(value: &[u8], now: SystemTime) -> Option<Duration> {
 
 /// Encodes a `Retry-After` value in whole seconds, rounding up (a client must
 /// not come back before the server said).
+///
+/// A duration longer than [`MAX_DURATION`] saturates there (1 000 000 000
+/// seconds, which fits the 32-bit integers many clients parse it into), so
+/// any duration, `Duration::MAX` included, gives a value and never
+/// overflows.
+///
+/// ```
+/// use rampart_core::codec::encode_retry_after;
+/// use std::time::Duration;
+/// assert_eq!(encode_retry_after(Duration::from_millis(1001)), "2");
+/// assert_eq!(encode_retry_after(Duration::MAX), "1000000000");
+/// ```
 pub fn encode_retry_after(d: Duration) -> HeaderValue {
+    let d = d.min(MAX_DURATION);
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     HeaderValue::from(secs)
 }
@@ -201,9 +233,21 @@ pub fn parse_grpc_pushback(value: &[u8]) -> Pushback {
 }
 
 /// Encodes a pushback delay in milliseconds, rounding up.
+///
+/// A duration longer than [`MAX_DURATION`] saturates there
+/// (1 000 000 000 000 ms), so any duration, `Duration::MAX` included, gives a
+/// value and never overflows.
+///
+/// ```
+/// use rampart_core::codec::encode_grpc_pushback;
+/// use std::time::Duration;
+/// assert_eq!(encode_grpc_pushback(Duration::from_micros(2500)), "3");
+/// assert_eq!(encode_grpc_pushback(Duration::MAX), "1000000000000");
+/// ```
 pub fn encode_grpc_pushback(d: Duration) -> HeaderValue {
-    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-        + u64::from(!d.subsec_nanos().is_multiple_of(1_000_000));
+    let d = d.min(MAX_DURATION);
+    // At most 10^12: no overflow, and it fits an i64 wherever it is read.
+    let ms = d.as_millis() as u64 + u64::from(!d.subsec_nanos().is_multiple_of(1_000_000));
     HeaderValue::from(ms)
 }
 
@@ -294,6 +338,7 @@ mod tests {
         assert_eq!(parse_deadline_ms(b"1e3"), None);
         assert_eq!(parse_deadline_ms(b"9999999999999"), None);
         assert_eq!(encode_deadline_ms(Duration::from_micros(1999)), "1");
+        assert_eq!(encode_deadline_ms(MAX_DURATION), "999999999999");
     }
 
     #[test]
@@ -344,6 +389,69 @@ mod tests {
         let now = tokio::time::Instant::now();
         let far = deadline_after(now, Duration::MAX);
         assert!(far > now);
+    }
+
+    #[test]
+    fn encoders_saturate_on_huge_durations_and_their_output_parses_back() {
+        let huge = [
+            Duration::MAX,
+            Duration::new(u64::MAX, 0),
+            Duration::new(u64::MAX - 1, 999_999_999),
+            MAX_DURATION + Duration::from_nanos(1),
+            MAX_DURATION,
+        ];
+        for d in huge {
+            assert_eq!(encode_retry_after(d), "1000000000", "{d:?}");
+            assert_eq!(
+                parse_retry_after(encode_retry_after(d).as_bytes(), SystemTime::now()),
+                Some(MAX_DURATION)
+            );
+            assert_eq!(encode_grpc_pushback(d), "1000000000000", "{d:?}");
+            assert_eq!(
+                parse_grpc_pushback(encode_grpc_pushback(d).as_bytes()),
+                Pushback::After(MAX_DURATION)
+            );
+            assert_eq!(encode_deadline_ms(d), "999999999999", "{d:?}");
+            assert!(parse_deadline_ms(encode_deadline_ms(d).as_bytes()).is_some());
+            let back = parse_grpc_timeout(encode_grpc_timeout(d).as_bytes()).unwrap();
+            assert!(back <= d && back <= MAX_DURATION, "{d:?}");
+        }
+        assert_eq!(encode_grpc_timeout(Duration::MAX), "99999999H");
+    }
+
+    /// Any duration, from a nanosecond to `Duration::MAX`, spread over
+    /// every order of magnitude.
+    fn any_duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            (0u64..=u64::MAX, 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+            (0u32..64, 0u32..1_000_000_000)
+                .prop_map(|(bits, n)| Duration::new(u64::MAX >> bits, n)),
+            (0u64..=u64::MAX).prop_map(Duration::from_nanos),
+            Just(Duration::MAX),
+            Just(Duration::ZERO),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { rng_seed: proptest::test_runner::RngSeed::Fixed(15), cases: 2048, ..ProptestConfig::default() })]
+        #[test]
+        fn every_encoder_is_total_and_its_output_parses_within_bounds(d in any_duration()) {
+            // No panic, no wrap: each value parses back, never above the
+            // bound, and never shorter than the duration (up to the bound)
+            // for the hints, never longer for the timeouts.
+            let ra = parse_retry_after(encode_retry_after(d).as_bytes(), SystemTime::now()).unwrap();
+            prop_assert!(ra >= d.min(MAX_DURATION) && ra <= MAX_DURATION);
+            prop_assert!(ra.saturating_sub(d) < Duration::from_secs(1));
+            let Pushback::After(pb) = parse_grpc_pushback(encode_grpc_pushback(d).as_bytes()) else {
+                return Err(TestCaseError::fail("pushback did not parse back"));
+            };
+            prop_assert!(pb >= d.min(MAX_DURATION) && pb <= MAX_DURATION);
+            prop_assert!(pb.saturating_sub(d) < Duration::from_millis(1));
+            let ms = parse_deadline_ms(encode_deadline_ms(d).as_bytes()).unwrap();
+            prop_assert!(ms <= d && ms <= MAX_DURATION);
+            let gt = parse_grpc_timeout(encode_grpc_timeout(d).as_bytes()).unwrap();
+            prop_assert!(gt <= d && gt <= MAX_DURATION);
+        }
     }
 
     proptest! {

@@ -10,7 +10,8 @@
 //!
 //! Task-locals do not cross `tokio::spawn`: a task started with a bare
 //! `tokio::spawn` sees no context. Use [`spawn`] or
-//! [`InContextExt::in_context`] to carry it.
+//! [`InContextExt::in_context`] to carry it, and [`spawn_blocking`] for
+//! blocking work (a bare `tokio::task::spawn_blocking` loses it too).
 //!
 //! ```
 //! use rampart_core::{Context, RequestId};
@@ -381,12 +382,63 @@ impl Context {
 /// Spawns `f` on the tokio runtime carrying the current [`Context`], if any.
 ///
 /// A bare `tokio::spawn` loses task-locals, the context among them.
+///
+/// # Panics
+///
+/// Outside a tokio runtime, as `tokio::spawn` does ("there is no reactor
+/// running, must be called from the context of a Tokio 1.x runtime").
 pub fn spawn<F>(f: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     tokio::spawn(f.in_context())
+}
+
+/// Runs the blocking closure `f` on tokio's blocking pool carrying the
+/// current [`Context`], if any: the twin of [`spawn`] for blocking work.
+///
+/// Inside `f`, [`Context::current`] is the caller's context (its request
+/// id, deadline and cancellation token), so blocking code can log the
+/// request id, check [`Context::is_expired`] or [`Context::is_cancelled`]
+/// between steps, or call back into async code with the context kept. A
+/// bare `tokio::task::spawn_blocking` loses it.
+///
+/// Like `tokio::task::spawn_blocking`, the closure runs to its end even if
+/// the handle is dropped: cancellation is the closure's to check.
+///
+/// # Panics
+///
+/// Outside a tokio runtime, as `tokio::task::spawn_blocking` does ("there
+/// is no reactor running, must be called from the context of a Tokio 1.x
+/// runtime").
+///
+/// ```
+/// use rampart_core::{Context, RequestId};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let ctx = Context::new().with_request_id(RequestId::parse(b"req-9").unwrap());
+/// let id = ctx
+///     .scope(async {
+///         // e.g. hashing a password, reading a file with std::fs
+///         rampart_core::spawn_blocking(|| Context::current().and_then(|c| c.request_id().cloned()))
+///             .await
+///     })
+///     .await
+///     .unwrap();
+/// assert_eq!(id.unwrap().as_str(), "req-9");
+/// # }
+/// ```
+pub fn spawn_blocking<F, R>(f: F) -> JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let ctx = Context::current();
+    tokio::task::spawn_blocking(move || match ctx {
+        Some(ctx) => ctx.sync_scope(f),
+        None => f(),
+    })
 }
 
 /// Carries the current [`Context`] into a future that will run elsewhere.
@@ -449,6 +501,56 @@ mod tests {
     async fn no_scope_means_no_context() {
         assert!(Context::current().is_none());
         assert!(Context::current_deadline().is_none());
+    }
+
+    #[test]
+    #[should_panic(expected = "must be called from the context of a Tokio 1.x runtime")]
+    fn spawn_blocking_outside_a_runtime_panics_as_tokios_does() {
+        drop(Context::new().sync_scope(|| spawn_blocking(|| ())));
+    }
+
+    #[test]
+    #[should_panic(expected = "must be called from the context of a Tokio 1.x runtime")]
+    fn spawn_outside_a_runtime_panics_as_tokios_does() {
+        drop(spawn(async {}));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spawn_blocking_carries_the_context_and_a_bare_one_loses_it() {
+        let token = CancellationToken::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let ctx = Context::new()
+            .with_request_id(id("req-b"))
+            .with_deadline(deadline)
+            .with_cancellation(token.clone());
+        let (seen, bare) = ctx
+            .clone()
+            .scope(async {
+                let seen = spawn_blocking(|| {
+                    let c = Context::current().expect("context inside the blocking closure");
+                    (current_id(), c.deadline(), c.is_cancelled())
+                })
+                .await
+                .unwrap();
+                let bare = tokio::task::spawn_blocking(current_id).await.unwrap();
+                (seen, bare)
+            })
+            .await;
+        assert_eq!(seen, (Some("req-b".to_owned()), Some(deadline), false));
+        assert_eq!(bare, None, "a bare spawn_blocking loses it");
+        // The token is the caller's: cancelling it is seen inside.
+        token.cancel();
+        let cancelled = ctx
+            .scope(async { spawn_blocking(|| Context::current().unwrap().is_cancelled()).await })
+            .await
+            .unwrap();
+        assert!(cancelled);
+        // Without a context the closure runs without one, and the pool
+        // thread keeps none afterwards.
+        assert_eq!(spawn_blocking(current_id).await.unwrap(), None);
+        for _ in 0..4 {
+            assert_eq!(tokio::task::spawn_blocking(current_id).await.unwrap(), None);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

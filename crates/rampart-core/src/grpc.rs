@@ -115,16 +115,29 @@ impl fmt::Display for Code {
     }
 }
 
-/// True when a request's `content-type` says gRPC (`application/grpc…`).
+/// True when a request's `content-type` says gRPC (`application/grpc…`,
+/// gRPC-Web included).
 pub fn is_grpc_request<B>(req: &http::Request<B>) -> bool {
     req.headers()
         .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| {
-            // Media types are case-insensitive.
-            v.as_bytes()
-                .get(..16)
-                .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
-        })
+        .is_some_and(|v| is_grpc_content_type(v.as_bytes()))
+}
+
+/// True for a gRPC `content-type` (`application/grpc…`, gRPC-Web
+/// included), matched case-insensitively as media types are.
+pub fn is_grpc_content_type(value: &[u8]) -> bool {
+    value
+        .get(..16)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
+}
+
+/// True for a gRPC-Web `content-type` (`application/grpc-web`,
+/// `application/grpc-web+proto`, `application/grpc-web-text`, …), matched
+/// case-insensitively.
+pub fn is_grpc_web_content_type(value: &[u8]) -> bool {
+    value
+        .get(..20)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc-web"))
 }
 
 #[cfg(test)]
@@ -145,6 +158,22 @@ mod tests {
                 .body(())
                 .unwrap();
             assert_eq!(is_grpc_request(&req), grpc, "{ct}");
+        }
+    }
+
+    #[test]
+    fn grpc_web_content_types_are_told_apart() {
+        for (ct, web) in [
+            (&b"application/grpc-web"[..], true),
+            (b"application/grpc-web+proto", true),
+            (b"Application/gRPC-Web-Text", true),
+            (b"application/grpc-web-text+proto", true),
+            (b"application/grpc", false),
+            (b"application/grpc+proto", false),
+            (b"application/grpc-we", false),
+            (b"", false),
+        ] {
+            assert_eq!(is_grpc_web_content_type(ct), web, "{ct:?}");
         }
     }
 

@@ -9,6 +9,10 @@
 //! - [`codec`]: total parsers and encoders for `grpc-timeout`, an HTTP
 //!   deadline header, `Retry-After`, `grpc-retry-pushback-ms`; [`RequestId`]
 //!   validation and UUIDv7 generation.
+//! - [`spawn`] / [`spawn_blocking`]: start a task or blocking work carrying
+//!   the current [`Context`].
+//! - Feature `tonic`: `GrpcStatusLayer` and `From<Error> for tonic::Status`,
+//!   so a tonic client sees rampart failures with the right gRPC code.
 //!
 //! A server stack that turns rampart errors into responses:
 //!
@@ -38,16 +42,20 @@ pub mod grpc;
 mod request_id;
 #[cfg(feature = "http")]
 mod response;
+#[cfg(feature = "tonic")]
+pub mod tonic_status;
 
 pub use classify::{Classify, ClassifyResult, Outcome};
 pub use config::ConfigError;
-pub use context::{Context, InContext, InContextExt, Scoped, spawn};
+pub use context::{Context, InContext, InContextExt, Scoped, spawn, spawn_blocking};
 pub use error::{BoxError, Error, ErrorKind};
 pub use request_id::{
     InvalidRequestId, MAX_REQUEST_ID_LEN, RequestId, X_REQUEST_ID, is_request_id_byte,
 };
 #[cfg(feature = "http")]
-pub use response::{HandleErrors, HandleErrorsFuture, HandleErrorsLayer};
+pub use response::{ErrorFormat, HandleErrors, HandleErrorsFuture, HandleErrorsLayer};
 /// The cancellation token every rampart [`Context`] carries (tokio-util's),
 /// re-exported so building a `Context` needs no direct dependency.
 pub use tokio_util::sync::CancellationToken;
+#[cfg(feature = "tonic")]
+pub use tonic_status::{GrpcStatus, GrpcStatusFuture, GrpcStatusLayer, status_from_error};

@@ -1,18 +1,18 @@
 //! The response futures: admission (`admit`) and the state machine that
 //! waits for a permit, calls the inner service and gives the permit back.
 
-use crate::permit::{Joined, Owner, Permit, Ticket};
+use crate::permit::{Owner, Permit};
 use crate::shared::Shared;
+use crate::wait::{Waiter, shed};
 use pin_project_lite::pin_project;
 use rampart_core::classify::{ClassifyResult, ErrorRef};
-use rampart_core::{BoxError, Context, Error};
+use rampart_core::{BoxError, Error};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, ready};
-use std::time::Duration;
-use tokio::time::{Instant, Sleep, sleep_until};
+use tokio::time::Instant;
 use tower_service::Service;
 
 const POLLED_AFTER_COMPLETION: &str = "rampart-limit response future polled after completion";
@@ -25,13 +25,6 @@ pub(crate) struct Timing<K> {
     in_flight: u32,
 }
 
-/// Why a waiting call gives up when its timer fires.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Expiry {
-    MaxWait,
-    Deadline,
-}
-
 pin_project! {
     #[project = StateProj]
     pub(crate) enum State<S, Req, K, O>
@@ -39,19 +32,16 @@ pin_project! {
         S: Service<Req>,
         O: Owner,
     {
-        // No permit yet: joins the line on its first poll (with its waker
-        // at hand), then waits to be granted one.
+        // No permit yet (keyed limit): joins the line on its first poll
+        // (with its waker at hand), then waits to be granted one.
         // The fields are taken (not moved out with the whole state) when
         // the call starts: that copies only what is needed.
         Waiting {
             svc: Option<S>,
             req: Option<Req>,
-            ticket: Option<Ticket<O>>,
             judge: Option<K>,
-            // Boxed: only a waiter with a max wait or a deadline has one,
-            // and it would double the size of every future.
-            timer: Option<Pin<Box<Sleep>>>,
-            expiry: Expiry,
+            // Boxed: only a call that found the limit reached has one.
+            waiter: Pin<Box<Waiter<O>>>,
         },
         // `permit` is taken when the inner future completes (so a second
         // poll is caught without moving the whole state).
@@ -89,6 +79,26 @@ where
         LimitFuture {
             state: State::Rejected { error: Some(error) },
         }
+    }
+}
+
+/// The future of a call that holds its permit.
+pub(crate) fn calling<S, Req, K, O>(
+    fut: S::Future,
+    permit: Permit<O>,
+    in_flight: u32,
+    judge: Option<K>,
+) -> LimitFuture<S, Req, K, O>
+where
+    S: Service<Req>,
+    O: Owner,
+{
+    LimitFuture {
+        state: State::Calling {
+            fut,
+            permit: Some(permit),
+            timing: timing(judge, in_flight),
+        },
     }
 }
 
@@ -136,50 +146,9 @@ where
         state: State::Waiting {
             svc: Some(ready),
             req: Some(req),
-            ticket: Some(Ticket::new(owner)),
             judge,
-            timer: None,
-            expiry: Expiry::MaxWait,
+            waiter: Waiter::new(owner),
         },
-    }
-}
-
-/// Counts and reports a refused call.
-fn shed<O: Owner>(owner: &O) -> Error {
-    owner.counters().shed();
-    let sem = owner.sem();
-    tracing::debug!(
-        limit = sem.limit(),
-        in_flight = sem.in_flight(),
-        "concurrency limit reached: request shed"
-    );
-    Error::overloaded(owner.policy().retry_after)
-}
-
-/// Counts and reports a waiter that gave up.
-fn expired<O: Owner>(owner: &O, expiry: Expiry) -> Error {
-    owner.counters().expired();
-    match expiry {
-        Expiry::MaxWait => {
-            tracing::debug!("gave up waiting for a concurrency permit: max wait passed");
-            Error::overloaded(owner.policy().retry_after)
-        }
-        Expiry::Deadline => {
-            tracing::debug!("gave up waiting for a concurrency permit: deadline passed");
-            Error::deadline_exceeded()
-        }
-    }
-}
-
-/// The timer of a new waiter: the earlier of its maximum wait and its
-/// request's deadline, if either.
-#[inline]
-fn timer(max_wait: Option<Duration>, deadline: Option<Instant>) -> (Option<Instant>, Expiry) {
-    let max_wait = max_wait.map(|d| rampart_core::codec::deadline_after(Instant::now(), d));
-    match (max_wait, deadline) {
-        (Some(w), Some(d)) if d <= w => (Some(d), Expiry::Deadline),
-        (Some(w), _) => (Some(w), Expiry::MaxWait),
-        (None, d) => (d, Expiry::Deadline),
     }
 }
 
@@ -188,93 +157,40 @@ where
     S: Service<Req>,
     O: Owner,
 {
-    /// The waiting state: joins the line on the first poll, then waits for
-    /// a permit or the timer. `Ready(Ok(()))`: the call has started (the
-    /// state is `Calling`). Kept out of line so that the common path (a
-    /// permit taken in `call`) stays small.
+    /// The waiting state: waits for a permit (see [`Waiter`]), then calls
+    /// the service. `Ready(Ok(()))`: the call has started (the state is
+    /// `Calling`). Kept out of line so that the common path (a permit
+    /// taken in `call`) stays small.
     #[inline(never)]
     fn poll_wait(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
         let StateProj::Waiting {
             svc,
             req,
-            ticket: ticket_slot,
             judge,
-            timer: slot,
-            expiry,
+            waiter,
         } = self.as_mut().project()
         else {
             unreachable!("called in the waiting state")
         };
-        let Some(ticket) = ticket_slot else {
-            panic!("{POLLED_AFTER_COMPLETION}")
-        };
-        let granted = if ticket.is_queued() {
-            ticket.poll(cx)
-        } else {
-            // First poll: join the line, unless the deadline already passed.
-            let Some(owner) = ticket.owner() else {
-                unreachable!("an unqueued ticket has its owner")
-            };
-            let policy = *owner.policy();
-            let deadline = Context::current_deadline();
-            if deadline.is_some_and(|d| d <= Instant::now()) {
-                let error = expired(owner, Expiry::Deadline);
+        match ready!(waiter.as_mut().poll_permit(cx)) {
+            Ok((permit, in_flight)) => {
+                let (Some(mut ready_svc), Some(req)) = (svc.take(), req.take()) else {
+                    panic!("{POLLED_AFTER_COMPLETION}")
+                };
+                let timing = timing(judge.take(), in_flight);
+                let fut = ready_svc.call(req);
+                self.set(State::Calling {
+                    fut,
+                    permit: Some(permit),
+                    timing,
+                });
+                Poll::Ready(Ok(()))
+            }
+            Err(error) => {
                 self.set(State::Done);
-                return Poll::Ready(Err(error));
+                Poll::Ready(Err(error))
             }
-            match ticket.join(policy.max_waiting, cx) {
-                Joined::Acquired(in_flight) => Poll::Ready(in_flight),
-                Joined::Full => {
-                    let Some(owner) = ticket.owner() else {
-                        unreachable!("an unqueued ticket has its owner")
-                    };
-                    let error = shed(owner);
-                    self.set(State::Done);
-                    return Poll::Ready(Err(error));
-                }
-                Joined::Queued => {
-                    let (until, why) = timer(policy.max_wait, deadline);
-                    *slot = until.map(|at| Box::pin(sleep_until(at)));
-                    *expiry = why;
-                    Poll::Pending
-                }
-            }
-        };
-        if let Poll::Ready(in_flight) = granted {
-            let (Some(mut ready_svc), Some(req), Some(ticket)) =
-                (svc.take(), req.take(), ticket_slot.take())
-            else {
-                unreachable!("a waiting call holds its service and request")
-            };
-            let Some(permit) = ticket.into_permit() else {
-                unreachable!("a granted ticket holds its permit")
-            };
-            let timing = timing(judge.take(), in_flight);
-            let fut = ready_svc.call(req);
-            self.set(State::Calling {
-                fut,
-                permit: Some(permit),
-                timing,
-            });
-            return Poll::Ready(Ok(()));
         }
-        let fired = slot
-            .as_mut()
-            .is_some_and(|t| t.as_mut().poll(cx).is_ready());
-        if !fired {
-            return Poll::Pending;
-        }
-        let expiry = *expiry;
-        let Some(ticket) = ticket_slot.take() else {
-            unreachable!("checked above")
-        };
-        self.set(State::Done);
-        let Some(owner) = ticket.owner() else {
-            unreachable!("a waiting ticket has its owner")
-        };
-        let error = expired(owner, expiry);
-        drop(ticket); // leaves the line
-        Poll::Ready(Err(error))
     }
 }
 

@@ -21,10 +21,13 @@ use tower_layer::Layer;
 /// limit, and one layer applied to several services limits them together.
 /// For a limit per route, build one layer per route.
 ///
-/// The permit is taken inside the response future, not in `poll_ready`, so
-/// a timeout around this layer bounds the wait; it is given back when the
-/// inner response future completes or is dropped (for HTTP: when the
-/// response head arrives — the body may still be streaming).
+/// The permit is taken in `poll_ready` (see
+/// [`ConcurrencyLimit`](crate::ConcurrencyLimit) for the wait and what
+/// ends it early), so any service can be wrapped, `Clone` or not; it is
+/// given back when the inner response future completes or is dropped (for
+/// HTTP: when the response head arrives — the body may still be
+/// streaming). The keyed limit, which needs the request to know its key,
+/// waits inside the response future instead (and needs `S: Clone`).
 ///
 /// ```
 /// use rampart_limit::ConcurrencyLimitLayer;

@@ -22,14 +22,21 @@
 //! ```
 //!
 //! - [`ConcurrencyLimitLayer`]: one limit shared by every clone of the
-//!   service. The permit is taken inside the response future (so a timeout
-//!   around the layer bounds the wait) and given back when the inner
-//!   response future completes or is dropped. When the limit is reached a
-//!   call waits in line — first come first served, optionally bounded by a
-//!   maximum wait, a maximum line length and the request's deadline — or
-//!   is shed at once with [`ErrorKind::Overloaded`](rampart_core::ErrorKind::Overloaded),
-//!   which rampart's error mapping answers with `503` and `Retry-After`.
-//!   A caller that gives up while waiting leaves nothing behind.
+//!   service, wrapping any service (`Clone` or not: a `BoxService`, a
+//!   hyper `SendRequest`). The permit is taken in `poll_ready`, as tower's
+//!   `ConcurrencyLimit` does, and given back when the inner response
+//!   future completes or is dropped. When the limit is reached the caller
+//!   waits in line in `poll_ready` — first come first served, optionally
+//!   bounded by a maximum wait and a maximum line length, and always by
+//!   the request's [`Context`](rampart_core::Context): its deadline
+//!   (`DeadlineExceeded`) and its cancellation token (`Cancelled`, at
+//!   once) — or is shed at once with
+//!   [`ErrorKind::Overloaded`](rampart_core::ErrorKind::Overloaded), which
+//!   rampart's error mapping answers with `503` and `Retry-After`. A
+//!   refused call fails in `call`, without reaching the inner service, and
+//!   the service stays usable. A timeout layer above bounds the wait
+//!   (rampart's `TimeoutLayer` does). A caller that gives up while
+//!   waiting leaves nothing behind.
 //! - Adaptive limits ([`Aimd`], [`Vegas`], [`Gradient2`], as in Netflix's
 //!   concurrency-limits): the limit follows measured latency and the
 //!   overload signals that a [`Classify`](rampart_core::Classify) finds in
@@ -40,7 +47,9 @@
 //!   counts. tracing `debug` events on sheds, expiries and limit changes.
 //!
 //! A call that finds a free permit (and nobody waiting) takes it with one
-//! compare-and-swap: no lock, no allocation, no timer.
+//! compare-and-swap: no lock, no allocation, no timer. Only a caller that
+//! must wait allocates (one box: its place in line, its timer and its
+//! cancellation watch).
 
 pub mod adaptive;
 mod config;
@@ -53,6 +62,7 @@ mod sem;
 mod service;
 mod shared;
 mod stats;
+mod wait;
 
 pub use adaptive::{
     Aimd, AimdConfig, Gradient2, Gradient2Config, LimitAlgorithm, Sample, SampleWindow, Vegas,

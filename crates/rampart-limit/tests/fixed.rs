@@ -10,7 +10,7 @@ use rampart_testkit::{Gate, MockReply, MockService, cancel_at_every_poll};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inner_never_sees_more_than_limit_concurrent_calls_across_clones() {
@@ -351,4 +351,73 @@ fn invalid_limits_are_typed_errors() {
             field: "max_waiting"
         })
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn wraps_a_service_that_is_not_clone() {
+    // BoxService is not Clone: the permit is taken in poll_ready, so the
+    // layer never needs a second handle on the inner service.
+    let mock = MockService::<u32, u32>::new(|n| MockReply::ok(n * 2).after(100 * MS));
+    let layer = ConcurrencyLimitLayer::new(1).unwrap();
+    let mut svc = layer.layer(tower::util::BoxService::new(mock.clone()));
+    let first = svc.ready().await.unwrap().call(1);
+    assert_eq!(layer.stats().in_flight, 1);
+    // The permit is out: the same handle now waits in poll_ready.
+    let mut ready = std::pin::pin!(svc.ready());
+    assert!(poll_once(ready.as_mut()).is_pending());
+    assert_eq!(layer.stats().waiting, 1);
+    assert_eq!(first.await.unwrap(), 2);
+    let svc = ready.await.unwrap();
+    assert_eq!(svc.call(2).await.unwrap(), 4);
+    assert_eq!(layer.stats().in_flight, 0);
+    assert_eq!(mock.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_call_resolves_to_cancelled_the_moment_its_token_fires() {
+    let mock = MockService::<u32, u32>::new(|n| MockReply::ok(n).after(Duration::from_secs(10)));
+    let layer = ConcurrencyLimitLayer::builder(1)
+        .max_wait(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let svc = layer.layer(mock.clone());
+    let _held = tokio::spawn(svc.clone().oneshot(0));
+    until(|| mock.inflight() == 1, "permit taken").await;
+    let token = rampart_core::CancellationToken::new();
+    let waiting = tokio::spawn(
+        Context::new()
+            .with_cancellation(token.clone())
+            .scope(svc.clone().oneshot(1)),
+    );
+    until(|| layer.stats().waiting == 1, "in line").await;
+    let t0 = Instant::now();
+    token.cancel();
+    let e = waiting.await.unwrap().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    assert_eq!(t0.elapsed(), Duration::ZERO, "at once, not at the max wait");
+    assert_eq!(layer.stats().waiting, 0, "left the line");
+    // Already cancelled: refused without joining the line.
+    token.cancel();
+    let e = Context::new()
+        .with_cancellation(token)
+        .scope(svc.clone().oneshot(2))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    assert_eq!(mock.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shedding_limit_refuses_in_call_and_stays_usable() {
+    let mock = MockService::<u32, u32>::new(|n| MockReply::ok(n).after(100 * MS));
+    let layer = ConcurrencyLimitLayer::builder(1).shed().build().unwrap();
+    let mut svc = layer.layer(mock.clone());
+    let first = svc.ready().await.unwrap().call(1);
+    // poll_ready answers Ready at once; the call fails without reaching the
+    // inner service.
+    let e = svc.ready().await.unwrap().call(2).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Overloaded);
+    assert_eq!(mock.calls(), 1);
+    assert_eq!(first.await.unwrap(), 1);
+    assert_eq!(svc.ready().await.unwrap().call(3).await.unwrap(), 3);
 }

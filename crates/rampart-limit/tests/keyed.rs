@@ -211,3 +211,31 @@ fn invalid_keyed_configs_are_typed_errors() {
         ConfigError::Zero { field: "max_keys" }
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_waiter_resolves_to_cancelled_the_moment_its_token_fires() {
+    let gate = Gate::new();
+    let mock = gated(&gate);
+    let layer = KeyedConcurrencyLimitLayer::builder(by_key, 1)
+        .build()
+        .unwrap();
+    let svc = layer.layer(mock.clone());
+    let held = tokio::spawn(svc.clone().oneshot((1, 0)));
+    until(|| mock.inflight() == 1, "key 1 busy").await;
+    let token = rampart_core::CancellationToken::new();
+    let waiting = tokio::spawn(
+        rampart_core::Context::new()
+            .with_cancellation(token.clone())
+            .scope(svc.clone().oneshot((1, 1))),
+    );
+    until(|| layer.stats().waiting == 1, "in line").await;
+    let t0 = tokio::time::Instant::now();
+    token.cancel();
+    let e = waiting.await.unwrap().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    assert_eq!(layer.stats().waiting, 0);
+    gate.open();
+    held.await.unwrap().unwrap();
+    assert_eq!(mock.calls(), 1);
+}

@@ -1,3 +1,71 @@
-//! Bounded queue with N workers: buffer and producer/consumer.
+//! A bounded queue with N workers in front of any tower service: the
+//! article's `asyncio.Queue(maxsize=5)` with two consumers, as a layer.
 //!
-//! Under construction: this crate is being written.
+//! ```
+//! use rampart_queue::QueueLayer;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rampart_core::Error> {
+//! // A backlog of 5 requests, 2 workers that call the service.
+//! let svc = ServiceBuilder::new()
+//!     .layer(QueueLayer::new(5, 2))
+//!     .service(service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n * 2) }));
+//! assert_eq!(svc.clone().oneshot(21).await?, 42);
+//! // Stop accepting, let the workers finish what is queued, stop them all.
+//! svc.close();
+//! svc.stopped().await;
+//! assert_eq!(svc.stats().live_workers, 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - [`QueueLayer`] / [`Queue`]: callers enqueue requests into a bounded
+//!   queue; `workers` workers, each with its own clone of the inner service
+//!   (or one shared service, [`QueueLayer::shared_service`], for a service
+//!   that is not `Clone`), take them in order and drive each call to
+//!   completion, returning the result to the caller. Unlike tower's
+//!   `Buffer`, the workers run the calls (a slow call holds one worker, not
+//!   the queue), and an inner `poll_ready` error fails the one request it
+//!   was for, not the queue forever.
+//! - Full queue: wait for space ([`WhenFull::Wait`], the default), bounded
+//!   by `max_wait` (`Overloaded`), the request's deadline
+//!   (`DeadlineExceeded`) and its cancellation token (`Cancelled`), or shed
+//!   at once with `Overloaded` ([`WhenFull::Shed`]).
+//! - Abandoned work: a request whose caller dropped its response future, or
+//!   whose [`Context`](rampart_core::Context) was cancelled or passed its
+//!   deadline, before a worker takes it is skipped, never run. A call whose
+//!   caller leaves while it runs is dropped, unless the queue is detached
+//!   ([`QueueBuilder::detach`]), then it runs to completion.
+//! - A call whose inner service panics fails with an
+//!   [`ErrorKind::Inner`](rampart_core::ErrorKind::Inner) error whose source
+//!   is [`Panicked`]; the worker logs it and keeps serving.
+//! - [`Queue::close`] stops accepting (`Closed`); the workers finish what is
+//!   queued and *all* of them stop (the article's single `None` sentinel
+//!   leaves its second consumer blocked forever). [`Queue::drain`] does the
+//!   same with a deadline, after which the rest is dropped with `Closed`.
+//! - [`Queue::submit`] / [`Queue::try_submit`]: fire-and-forget jobs, the
+//!   producer side of the article.
+//! - [`Queue::stats`]: queued, running, completed, shed, skipped, panicked.
+//!   The caller's `Context` (request id, deadline) is in scope inside the
+//!   worker while it runs that caller's request.
+//!
+//! The channel is [`async-channel`](https://docs.rs/async-channel)'s bounded
+//! multi-consumer queue (its slots are allocated once, when the queue is
+//! built); a call allocates one `tokio::sync::oneshot` for its answer, and a
+//! box only when it has to wait for space.
+
+mod config;
+mod error;
+mod future;
+mod layer;
+mod queue;
+mod stats;
+mod worker;
+
+pub use config::{DEFAULT_RETRY_AFTER, QueueConfig, WhenFull};
+pub use error::Panicked;
+pub use future::ResponseFuture;
+pub use layer::{PerWorker, QueueBuilder, QueueLayer, SharedService};
+pub use queue::Queue;
+pub use stats::{Drained, Stats};

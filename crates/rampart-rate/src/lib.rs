@@ -1,3 +1,92 @@
-//! Rate limiting: GCRA, keyed, shared by every clone.
+//! Rate limiting as tower layers: GCRA with a rate and a burst, one state
+//! shared by every clone, keyed with bounded memory, and an exact
+//! `Retry-After` on every refusal.
 //!
-//! Under construction: this crate is being written.
+//! ```
+//! use rampart_core::ErrorKind;
+//! use rampart_rate::{Quota, RateLimitLayer};
+//! use std::num::NonZeroU32;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let limit = RateLimitLayer::new(Quota::per_second(NonZeroU32::new(2).unwrap()));
+//! let svc = ServiceBuilder::new()
+//!     .layer(limit.clone())
+//!     .service(service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n) }));
+//!
+//! // Every clone draws on one bucket (axum clones a service per request).
+//! assert_eq!(svc.clone().oneshot(1).await.unwrap(), 1);
+//! assert_eq!(svc.clone().oneshot(2).await.unwrap(), 2);
+//! let refused = svc.clone().oneshot(3).await.unwrap_err();
+//! assert_eq!(refused.kind(), ErrorKind::RateLimited); // 429 over HTTP
+//! assert_eq!(refused.retry_after(), Some(std::time::Duration::from_millis(500)));
+//! assert_eq!(limit.stats().rejected, 1);
+//! # }
+//! ```
+//!
+//! - [`RateLimitLayer`]: one bucket for every request. Unlike tower's
+//!   `RateLimit` (a fixed window, and one window per clone, so under axum's
+//!   clone-per-request it limits nothing), the state lives behind the layer
+//!   and the service needs no `Clone`.
+//! - [`KeyedRateLimitLayer`]: a bucket per key read from the request by a
+//!   [`KeyExtractor`] (a closure, or [`HeaderKey`] for a header such as a
+//!   tenant id). Keys whose bucket has refilled are dropped automatically
+//!   and the map is capped ([`KeyedStore`]), where governor's keyed map grows
+//!   until someone calls `retain_recent`.
+//! - A refusal is [`ErrorKind::RateLimited`](rampart_core::ErrorKind::RateLimited)
+//!   with `retry_after` = the exact time until a request would be admitted:
+//!   `429` + `Retry-After` over HTTP, `RESOURCE_EXHAUSTED` +
+//!   `grpc-retry-pushback-ms` over gRPC, which rampart's retry honours.
+//! - [`RateLimitBuilder::max_wait`]: wait for a slot instead of refusing,
+//!   within the request's deadline and until its cancellation.
+//! - [`RateStore`]: the state behind one atomic check-and-update per request
+//!   (admit or refuse, with the wait), so a store shared by replicas needs
+//!   one round trip per decision. [`LocalStore`] (one atomic word, a
+//!   compare-and-swap) and [`KeyedStore`] (16 locked shards) are in-process.
+//!
+//! # The algorithm
+//!
+//! GCRA (the generic cell rate algorithm, as governor and Redis's
+//! `redis-cell` use) keeps one number per bucket: the theoretical arrival
+//! time of the next request. From a full bucket, exactly
+//! `burst + floor(t / interval)` requests are admitted over any time `t`
+//! while requests come faster than the rate. governor implements the same
+//! algorithm, but its state store is synchronous and in-process, its keyed
+//! map needs manual pruning, and its `check` returns no wait to a remote
+//! store in one round trip; the GCRA step itself is ten lines
+//! (`gcra.rs`), property-tested, so it is ours and sits behind [`RateStore`].
+//!
+//! # Where the decision is taken
+//!
+//! [`RateLimit`] decides in `poll_ready` (the inner service need not be
+//! `Clone`; a waiting call holds the service's readiness, as tower's
+//! `RateLimit` does). [`KeyedRateLimit`] needs the request for its key, so
+//! it decides in `call`, and a request that has to wait carries the ready
+//! inner service with it (`S: Clone`).
+
+mod gcra;
+mod keyed;
+mod layer;
+mod quota;
+mod service;
+mod store;
+mod wait;
+
+pub use keyed::{KeyedRateLimit, KeyedResponseFuture};
+pub use layer::{DEFAULT_MAX_KEYS, Keyed, KeyedRateLimitLayer, RateLimitBuilder, RateLimitLayer};
+pub use quota::Quota;
+pub use rampart_limit::{HeaderKey, KeyExtractor};
+pub use service::{RateLimit, ResponseFuture};
+pub use store::{Decision, KeyedStore, LocalStore, RateStore};
+
+/// Counts since a layer was built, over every service it made. Admitted
+/// calls are not counted (that would put a shared counter on every call).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Requests refused (rate limited, or past their deadline).
+    pub rejected: u64,
+    /// Requests admitted after a wait.
+    pub waited: u64,
+}

@@ -32,7 +32,7 @@ use std::time::Duration;
 pub enum Jitter {
     /// `d` exactly.
     None,
-    /// Uniform in `0..=d` (AWS "full jitter"; gRPC's retry design). The default.
+    /// Uniform in `0..=d` (AWS "full jitter"). The default.
     #[default]
     Full,
     /// `d/2` plus uniform in `0..=d/2` (AWS "equal jitter").
@@ -40,7 +40,11 @@ pub enum Jitter {
     /// Uniform in `base..=min(cap, previous × multiplier)`, starting from
     /// `previous = base` (AWS "decorrelated jitter", capped before the draw).
     Decorrelated,
-    /// `d × U(0.8, 1.2)`, then clamped to the cap (gRPC's connection backoff).
+    /// `d × U(0.8, 1.2)`, then clamped to the cap: the jitter of gRPC's
+    /// retry design (A6, since its August 2024 revision) and of its
+    /// connection backoff. Use it with
+    /// `Backoff::exponential(initial).multiplier(m).max_delay(max)` to get
+    /// A6's `initialBackoff`, `backoffMultiplier` and `maxBackoff`.
     Grpc,
 }
 
@@ -177,16 +181,22 @@ impl Backoff {
         self.jitter
     }
 
-    /// Checks the multiplier (finite, ≥ 1) and the cap (≥ base).
+    /// Checks the multiplier (finite, ≥ 1; field `backoff.multiplier`) and
+    /// the cap (≥ base; field `backoff.max_delay`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
-            return Err(ConfigError::InvalidMultiplier(self.multiplier));
+            return Err(ConfigError::new(
+                "backoff.multiplier",
+                self.multiplier,
+                "a finite number >= 1",
+            ));
         }
         if self.cap < self.base {
-            return Err(ConfigError::CapBelowBase {
-                base: self.base(),
-                cap: self.cap(),
-            });
+            return Err(ConfigError::new(
+                "backoff.max_delay",
+                self.cap(),
+                format!("at least the base delay {:?}", self.base()),
+            ));
         }
         Ok(())
     }
@@ -230,6 +240,17 @@ pub struct Delays {
     retry: u32,
     prev: u64,
     rng: SmallRng,
+}
+
+impl Delays {
+    /// Starts the sequence over: the next delay is the first one again (the
+    /// random generator goes on). A retry layer calls it when the peer asks
+    /// for a delay (`Retry-After`, gRPC pushback), as gRPC's retry design
+    /// (A6) restarts its backoff after a pushback.
+    pub fn restart(&mut self) {
+        self.retry = 0;
+        self.prev = self.backoff.base;
+    }
 }
 
 impl Iterator for Delays {
@@ -359,25 +380,30 @@ mod tests {
     #[test]
     fn validation_rejects_bad_multiplier_and_cap() {
         assert_eq!(b().validate(), Ok(()));
+        for m in [0.5, f64::NAN, f64::INFINITY] {
+            let e = b().multiplier(m).validate().unwrap_err();
+            assert_eq!(e.field(), "backoff.multiplier");
+            assert_eq!(e.value(), format!("{m:?}"));
+        }
+        let e = b().max_delay(MS).validate().unwrap_err();
+        assert_eq!(e.field(), "backoff.max_delay");
         assert_eq!(
-            b().multiplier(0.5).validate(),
-            Err(ConfigError::InvalidMultiplier(0.5))
+            e.to_string(),
+            "invalid backoff.max_delay = 1ms: expected at least the base delay 100ms"
         );
-        assert!(matches!(
-            b().multiplier(f64::NAN).validate(),
-            Err(ConfigError::InvalidMultiplier(_))
-        ));
-        assert_eq!(
-            b().multiplier(f64::INFINITY).validate(),
-            Err(ConfigError::InvalidMultiplier(f64::INFINITY))
-        );
-        assert_eq!(
-            b().max_delay(MS).validate(),
-            Err(ConfigError::CapBelowBase {
-                base: MS * 100,
-                cap: MS
-            })
-        );
+    }
+
+    #[test]
+    fn restart_starts_the_sequence_over() {
+        let mut d = b().jitter(Jitter::None).delays(1);
+        assert_eq!(d.by_ref().take(3).collect::<Vec<_>>(), ms(&[100, 200, 400]));
+        d.restart();
+        assert_eq!(d.take(3).collect::<Vec<_>>(), ms(&[100, 200, 400]));
+        let mut dec = b().jitter(Jitter::Decorrelated).delays(9);
+        let _ = dec.by_ref().take(5).count();
+        dec.restart();
+        // Decorrelated starts from `previous = base` again: at most base × 2.
+        assert!(dec.next().unwrap() <= MS * 200);
     }
 
     #[test]

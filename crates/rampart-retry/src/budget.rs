@@ -4,46 +4,57 @@
 //! Every first call deposits `ratio` of a token, every retry withdraws one
 //! whole token, and `min_per_sec × ttl` tokens are always available on top
 //! (the floor, so a low-traffic client can still retry). Deposits and
-//! withdrawals expire after `ttl`. Over any window of `ttl`, the retries let
-//! through are therefore at most `ratio × calls + min_per_sec × ttl` —
-//! exactly, with the ratio kept to parts per million: unlike tower's
+//! withdrawals expire after `ttl`.
+//!
+//! **The bound.** For every window of length `ttl` (any start, not aligned
+//! to anything), the retries let through in it are at most
+//! `min_per_sec × ttl + ratio × D`, where `D` is the number of first calls
+//! made in the `ttl` before the last of those retries. A retry is let
+//! through only if, counting it, that holds: withdrawals are counted over at
+//! least the last `ttl` (a little more, rounded out to whole slots of
+//! `ttl / 10`) and deposits over at most the last `ttl` (a little less,
+//! rounded in), so slot granularity can only make the budget stricter,
+//! never looser. The ratio is kept to parts per million: unlike tower's
 //! `TpsBudget`, a ratio whose inverse is not a whole number (0.75, 0.3) is
-//! not rounded up to "retry everything", and bad input is a
-//! [`ConfigError`], never a panic.
+//! not rounded up to "retry everything". Slots carry their full 64-bit
+//! epoch, so nothing wraps: an old slot never counts again, however long the
+//! process runs. Bad input is a [`ConfigError`] from [`Budget::try_new`].
 //!
 //! ```
 //! use rampart_retry::Budget;
 //! use std::time::Duration;
 //!
-//! let budget = Budget::new(0.5, 0, Duration::from_secs(10)).unwrap();
+//! let budget = Budget::new(0.5, 0, Duration::from_secs(10));
 //! for _ in 0..4 {
 //!     budget.deposit(); // four first calls
 //! }
 //! assert!(budget.try_withdraw()); // two retries are allowed…
 //! assert!(budget.try_withdraw());
 //! assert!(!budget.try_withdraw()); // …and no third
-//! assert!(Budget::new(1.5, 0, Duration::from_secs(10)).is_err());
+//! assert!(Budget::try_new(1.5, 0, Duration::from_secs(10)).is_err());
 //! ```
 //!
-//! Deposits are one compare-and-swap on an atomic (no lock); the check and
-//! withdrawal of a retry take a short lock so that concurrent retries cannot
-//! both take the last token.
+//! Deposits and withdrawals take one short lock on the budget's state (a
+//! `std::sync::Mutex` around a ring of slots; no allocation), so concurrent
+//! retries cannot both take the last token. Services without a budget pay
+//! nothing.
 
 use crate::ConfigError;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Slots of the sliding window (each covers `ttl / SLOTS`).
-const SLOTS: usize = 10;
+/// Slots per `ttl` (each covers `ttl / SLOTS`, rounded down).
+const SLOTS: u64 = 10;
+/// Slots kept: enough to cover `ttl` and one partial slot whatever the
+/// rounding of the slot length.
+const RING: usize = SLOTS as usize + 2;
 /// One token in fixed point.
 const PPM: u128 = 1_000_000;
-/// Each slot is `epoch (24 bits) | count (40 bits)` in one atomic word.
-const COUNT_BITS: u32 = 40;
-const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
-const EPOCH_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
+/// The shortest and longest `ttl` accepted.
+const MIN_TTL: Duration = Duration::from_millis(1);
+const MAX_TTL: Duration = Duration::from_secs(3600);
 
 /// The settings of a [`Budget`], e.g. from a config file.
 ///
@@ -56,7 +67,7 @@ pub struct BudgetConfig {
     /// Retries allowed per first call, in `0..=1`.
     pub ratio: f64,
     /// Retries per second allowed whatever the traffic (the floor).
-    pub min_per_sec: u32,
+    pub min_per_sec: usize,
     /// How long deposits and withdrawals count (`1 ms..=1 h`).
     pub ttl: Duration,
 }
@@ -72,14 +83,16 @@ impl Default for BudgetConfig {
 }
 
 impl BudgetConfig {
-    /// Validates the settings and builds the budget.
+    /// Validates the settings and builds the budget (see
+    /// [`Budget::try_new`]).
     pub fn build(&self) -> Result<Budget, ConfigError> {
-        Budget::new(self.ratio, self.min_per_sec, self.ttl)
+        Budget::try_new(self.ratio, self.min_per_sec, self.ttl)
     }
 }
 
 /// A shared retry budget; clones share the same bucket (hand one clone to
-/// every `Retry` service calling the same upstream).
+/// every `Retry` service calling the same upstream). See the
+/// [module docs](self) for the exact bound it keeps.
 #[derive(Clone)]
 pub struct Budget {
     inner: Arc<Inner>,
@@ -89,11 +102,21 @@ struct Inner {
     ratio_ppm: u128,
     reserve_ppm: u128,
     slot_nanos: u64,
+    /// Slots counted for withdrawals: they cover at least `ttl`.
+    withdraw_slots: u64,
+    /// Slots counted for deposits: they cover at most `ttl`.
+    deposit_slots: u64,
     start: Instant,
-    deposits: [AtomicU64; SLOTS],
-    withdrawals: [AtomicU64; SLOTS],
-    withdraw_lock: Mutex<()>,
+    ring: Mutex<[Slot; RING]>,
     config: BudgetConfig,
+}
+
+/// One slot: its full epoch (never wraps) and what happened in it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    epoch: u64,
+    deposits: u64,
+    withdrawals: u64,
 }
 
 impl fmt::Debug for Budget {
@@ -106,36 +129,66 @@ impl fmt::Debug for Budget {
 }
 
 impl Default for Budget {
+    /// [`BudgetConfig::default`]'s budget.
     fn default() -> Self {
-        BudgetConfig::default()
-            .build()
-            .expect("the default budget config is valid")
+        let c = BudgetConfig::default();
+        Budget::new(c.ratio, c.min_per_sec, c.ttl)
     }
 }
 
 impl Budget {
     /// A budget letting `ratio` (in `0..=1`) of calls be retried, plus
     /// `min_per_sec` retries per second, counted over `ttl` (`1 ms..=1 h`).
-    pub fn new(ratio: f64, min_per_sec: u32, ttl: Duration) -> Result<Budget, ConfigError> {
-        if !(0.0..=1.0).contains(&ratio) {
-            return Err(ConfigError::InvalidRatio(ratio));
+    ///
+    /// # Panics
+    ///
+    /// If `ratio` is not within `0..=1` (NaN included) or `ttl` is not within
+    /// `1 ms..=1 h`. Use [`Budget::try_new`] for values read at run time.
+    #[track_caller]
+    pub fn new(ratio: f64, min_per_sec: usize, ttl: Duration) -> Budget {
+        match Budget::try_new(ratio, min_per_sec, ttl) {
+            Ok(b) => b,
+            Err(e) => panic!("Budget::new: {e}"),
         }
-        if ttl < Duration::from_millis(1) || ttl > Duration::from_secs(3600) {
-            return Err(ConfigError::InvalidTtl(ttl));
+    }
+
+    /// [`Budget::new`], with an error naming the field (`budget.ratio`,
+    /// `budget.ttl`) instead of a panic.
+    pub fn try_new(ratio: f64, min_per_sec: usize, ttl: Duration) -> Result<Budget, ConfigError> {
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(ConfigError::new(
+                "budget.ratio",
+                ratio,
+                "a number within 0..=1",
+            ));
+        }
+        if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+            return Err(ConfigError::new(
+                "budget.ttl",
+                ttl,
+                "a duration within 1ms..=1h",
+            ));
         }
         let ttl_nanos = u64::try_from(ttl.as_nanos()).expect("ttl is at most 1 h");
         // `ratio` is in 0..=1, so the product is in 0..=1e6.
         let ratio_ppm = (ratio * 1e6).round() as u128;
-        let reserve_ppm = u128::from(min_per_sec) * u128::from(ttl_nanos) / 1_000;
+        // min_per_sec × ttl tokens, in millionths (rounded down).
+        let reserve_ppm = (min_per_sec as u128) * u128::from(ttl_nanos) / 1_000;
+        // At least 100 µs, since ttl ≥ 1 ms.
+        let slot_nanos = ttl_nanos / SLOTS;
+        let whole = ttl_nanos / slot_nanos; // 10 (or 11 when rounding down left a slot over)
+        let withdraw_slots = ttl_nanos.div_ceil(slot_nanos) + 1; // ≥ ttl, plus the current partial slot
+        let deposit_slots = whole; // the current partial slot and whole - 1 before: < ttl
+        debug_assert!(withdraw_slots as usize <= RING);
         Ok(Budget {
             inner: Arc::new(Inner {
                 ratio_ppm,
                 reserve_ppm,
-                slot_nanos: (ttl_nanos / SLOTS as u64).max(1),
+                slot_nanos,
+                withdraw_slots,
+                deposit_slots,
                 start: Instant::now(),
-                deposits: Default::default(),
-                withdrawals: Default::default(),
-                withdraw_lock: Mutex::new(()),
+                ring: Mutex::new([Slot::default(); RING]),
                 config: BudgetConfig {
                     ratio,
                     min_per_sec,
@@ -150,94 +203,97 @@ impl Budget {
         self.inner.config
     }
 
-    /// Records a first call (adds `ratio` of a token). Lock-free.
+    /// Records a first call (adds `ratio` of a token).
     pub fn deposit(&self) {
-        let epoch = self.inner.epoch();
-        bump(&self.inner.deposits[slot(epoch)], epoch);
+        self.inner.deposit_at(Instant::now());
     }
 
     /// Takes one token for a retry if the budget has one; `false` means the
     /// retry must not happen (fail fast, never wait).
     pub fn try_withdraw(&self) -> bool {
-        let inner = &*self.inner;
-        let _guard = inner
-            .withdraw_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let epoch = inner.epoch();
-        let (d, w) = inner.window(epoch);
-        if (w + 1) * PPM > d * inner.ratio_ppm + inner.reserve_ppm {
-            return false;
-        }
-        bump(&inner.withdrawals[slot(epoch)], epoch);
-        true
+        self.inner.try_withdraw_at(Instant::now())
     }
 
     /// Whole retries the budget would allow right now.
     pub fn available(&self) -> u64 {
-        let inner = &*self.inner;
-        let (d, w) = inner.window(inner.epoch());
-        let tokens = (d * inner.ratio_ppm + inner.reserve_ppm) / PPM;
-        u64::try_from(tokens.saturating_sub(w)).unwrap_or(u64::MAX)
+        self.inner.available_at(Instant::now())
     }
 }
 
 impl Inner {
-    fn epoch(&self) -> u64 {
-        let since = Instant::now().saturating_duration_since(self.start);
+    fn epoch(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.start);
         u64::try_from(since.as_nanos()).unwrap_or(u64::MAX) / self.slot_nanos
     }
 
-    /// Deposits and withdrawals in the window ending at `epoch`.
-    fn window(&self, epoch: u64) -> (u128, u128) {
-        let mut d = 0;
-        let mut w = 0;
-        for back in 0..SLOTS as u64 {
-            let Some(e) = epoch.checked_sub(back) else {
-                break;
+    fn lock(&self) -> MutexGuard<'_, [Slot; RING]> {
+        // The ring is plain counters, valid at every step: a panic elsewhere
+        // while it was held cannot leave it torn.
+        self.ring.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The slot of `epoch`, restarted if it held an older epoch.
+    fn slot(ring: &mut [Slot; RING], epoch: u64) -> &mut Slot {
+        let s = &mut ring[(epoch % RING as u64) as usize];
+        if s.epoch != epoch {
+            *s = Slot {
+                epoch,
+                ..Slot::default()
             };
-            d += u128::from(count_at(&self.deposits[slot(e)], e));
-            w += u128::from(count_at(&self.withdrawals[slot(e)], e));
+        }
+        s
+    }
+
+    /// Deposits counted (last `deposit_slots` slots) and withdrawals
+    /// counted (last `withdraw_slots` slots) at `epoch`.
+    fn window(&self, ring: &[Slot; RING], epoch: u64) -> (u128, u128) {
+        let (mut d, mut w) = (0u128, 0u128);
+        for s in ring {
+            // `s.epoch > epoch` only if the clock went back: count it.
+            let age = epoch.saturating_sub(s.epoch);
+            if age < self.deposit_slots {
+                d += u128::from(s.deposits);
+            }
+            if age < self.withdraw_slots {
+                w += u128::from(s.withdrawals);
+            }
         }
         (d, w)
     }
-}
 
-fn slot(epoch: u64) -> usize {
-    (epoch % SLOTS as u64) as usize
-}
-
-fn tag(epoch: u64) -> u64 {
-    (epoch & EPOCH_MASK) << COUNT_BITS
-}
-
-/// The count stored in `cell` if it belongs to `epoch`, else 0 (expired).
-fn count_at(cell: &AtomicU64, epoch: u64) -> u64 {
-    let v = cell.load(Ordering::Acquire);
-    if v & !COUNT_MASK == tag(epoch) {
-        v & COUNT_MASK
-    } else {
-        0
+    fn deposit_at(&self, now: Instant) {
+        let epoch = self.epoch(now);
+        let mut ring = self.lock();
+        let s = Self::slot(&mut ring, epoch);
+        s.deposits = s.deposits.saturating_add(1);
     }
-}
 
-/// Adds one to `cell` for `epoch`, restarting it if it held an older epoch.
-fn bump(cell: &AtomicU64, epoch: u64) {
-    let t = tag(epoch);
-    let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-        if v & !COUNT_MASK != t {
-            Some(t | 1)
-        } else if v & COUNT_MASK == COUNT_MASK {
-            None // saturated: stop counting rather than wrap
-        } else {
-            Some(v + 1)
+    fn try_withdraw_at(&self, now: Instant) -> bool {
+        let epoch = self.epoch(now);
+        let mut ring = self.lock();
+        let (d, w) = self.window(&ring, epoch);
+        if (w + 1) * PPM > d * self.ratio_ppm + self.reserve_ppm {
+            return false;
         }
-    });
+        let s = Self::slot(&mut ring, epoch);
+        s.withdrawals += 1; // bounded by the deposits and the reserve
+        true
+    }
+
+    fn available_at(&self, now: Instant) -> u64 {
+        let epoch = self.epoch(now);
+        let ring = self.lock();
+        let (d, w) = self.window(&ring, epoch);
+        let tokens = (d * self.ratio_ppm + self.reserve_ppm) / PPM;
+        u64::try_from(tokens.saturating_sub(w)).unwrap_or(u64::MAX)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
 
     fn drain(b: &Budget) -> u64 {
         let mut n = 0;
@@ -253,7 +309,7 @@ mod tests {
         // tower's TpsBudget turns 0.75 into "withdraw 1 per deposit of 1":
         // 100 % retries. Here 1000 calls at 0.75 give exactly 750.
         for (ratio, want) in [(0.75, 750), (0.3, 300), (0.2, 200), (1.0, 1000), (0.0, 0)] {
-            let b = Budget::new(ratio, 0, Duration::from_secs(10)).unwrap();
+            let b = Budget::new(ratio, 0, Duration::from_secs(10));
             for _ in 0..1000 {
                 b.deposit();
             }
@@ -264,13 +320,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn floor_allows_min_per_sec_times_ttl_without_traffic() {
-        let b = Budget::new(0.1, 5, Duration::from_secs(4)).unwrap();
+        let b = Budget::new(0.1, 5, Duration::from_secs(4));
         assert_eq!(drain(&b), 20);
     }
 
     #[tokio::test(start_paused = true)]
     async fn deposits_and_withdrawals_expire_after_ttl() {
-        let b = Budget::new(0.5, 1, Duration::from_secs(10)).unwrap();
+        let b = Budget::new(0.5, 1, Duration::from_secs(10));
         for _ in 0..100 {
             b.deposit();
         }
@@ -282,28 +338,72 @@ mod tests {
         assert_eq!(drain(&b), 10);
     }
 
+    // The issue's case: 10 retries per 10 s allowed (floor 1/s, no ratio);
+    // 10 taken at 0.99 s may not be followed by 10 more at 10.0 s (9.01 s
+    // later): the window counts withdrawals over at least the whole ttl.
+    #[tokio::test(start_paused = true)]
+    async fn no_window_of_length_ttl_sees_more_than_the_floor() {
+        let b = Budget::new(0.0, 1, Duration::from_secs(10));
+        tokio::time::advance(Duration::from_millis(990)).await;
+        assert_eq!(drain(&b), 10);
+        tokio::time::advance(Duration::from_millis(9_010)).await; // t = 10.0 s
+        assert_eq!(drain(&b), 0, "only 9.01 s after the first ten");
+        tokio::time::advance(Duration::from_millis(999)).await; // t = 10.999 s
+        assert_eq!(drain(&b), 0, "still within 10 s of 0.99 s");
+        tokio::time::advance(Duration::from_millis(1)).await; // t = 11 s: slot of 0.99 s gone
+        assert_eq!(drain(&b), 10);
+    }
+
+    // A slot written once and then left alone for 5·2^24 slot lengths (what
+    // wrapped the old 24-bit epoch tag: 2.3 h at ttl 1 ms) does not count
+    // again.
     #[test]
-    fn bad_input_is_a_typed_error_not_a_panic() {
+    fn an_old_slot_never_counts_again_after_a_long_idle_time() {
+        let b = Budget::new(1.0, 0, Duration::from_millis(1));
+        let t0 = b.inner.start;
+        let slot = Duration::from_nanos(b.inner.slot_nanos);
+        for _ in 0..100 {
+            b.inner.deposit_at(t0);
+        }
+        assert_eq!(b.inner.available_at(t0), 100);
+        for k in [1u32 << 24, 5 << 24, 12 << 24, u32::MAX] {
+            let later = t0 + slot * k;
+            assert_eq!(b.inner.available_at(later), 0, "{k} slots later");
+            assert!(!b.inner.try_withdraw_at(later), "{k} slots later");
+        }
+    }
+
+    #[test]
+    fn bad_input_is_a_config_error_naming_the_field_not_a_panic() {
         let ttl = Duration::from_secs(1);
         for r in [-0.1, 1.0001, f64::NAN, f64::INFINITY] {
-            assert!(matches!(
-                Budget::new(r, 0, ttl),
-                Err(ConfigError::InvalidRatio(_))
-            ));
+            let e = Budget::try_new(r, 0, ttl).unwrap_err();
+            assert_eq!(e.field(), "budget.ratio", "{r}");
         }
         for t in [Duration::ZERO, Duration::from_secs(7200), Duration::MAX] {
-            assert_eq!(
-                Budget::new(0.2, 0, t).unwrap_err(),
-                ConfigError::InvalidTtl(t)
-            );
+            let e = Budget::try_new(0.2, 0, t).unwrap_err();
+            assert_eq!(e.field(), "budget.ttl");
+            assert_eq!(e.value(), format!("{t:?}"));
         }
-        assert!(Budget::new(0.2, u32::MAX, Duration::from_secs(3600)).is_ok());
+        assert!(Budget::try_new(0.2, usize::MAX, Duration::from_secs(3600)).is_ok());
+    }
+
+    #[test]
+    #[should_panic(expected = "Budget::new: invalid budget.ratio = 1.5")]
+    fn new_panics_on_a_ratio_above_one() {
+        let _ = Budget::new(1.5, 0, Duration::from_secs(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "Budget::new: invalid budget.ttl = 0ns")]
+    fn new_panics_on_a_zero_ttl() {
+        let _ = Budget::new(0.5, 0, Duration::ZERO);
     }
 
     #[test]
     fn clones_share_one_bucket_across_threads() {
         // Real time (no runtime): everything happens well inside one window.
-        let b = Budget::new(0.25, 0, Duration::from_secs(3600)).unwrap();
+        let b = Budget::new(0.25, 0, Duration::from_secs(3600));
         std::thread::scope(|s| {
             for _ in 0..4 {
                 let b = b.clone();
@@ -324,5 +424,90 @@ mod tests {
             hs.into_iter().map(|h| h.join().unwrap()).sum()
         });
         assert_eq!(taken, 1000);
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Op {
+        Deposit,
+        Withdraw,
+    }
+
+    fn step() -> impl Strategy<Value = (u64, Op)> {
+        // Gaps in nanoseconds: mostly short (many events per slot), some
+        // across slots and windows, a few enormous (epochs far apart).
+        let gap = prop_oneof![
+            6 => 0u64..2_000_000,
+            3 => 0u64..40_000_000,
+            1 => prop_oneof![Just(1u64 << 40), Just(5u64 << 44), 0u64..(1u64 << 50)],
+        ];
+        let op = prop_oneof![Just(Op::Deposit), Just(Op::Withdraw)];
+        (gap, op)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        // Over long simulated runs, every window of length ttl holds at most
+        // floor + ratio × (first calls in the ttl before its last retry), and
+        // the budget is never stricter than slot rounding explains.
+        #[test]
+        fn retries_in_any_window_of_ttl_stay_within_the_bound(
+            ratio_ppm in prop_oneof![Just(0u64), Just(200_000), Just(750_000), Just(1_000_000), 0u64..=1_000_000],
+            min_per_sec in 0usize..50,
+            ttl_us in prop_oneof![Just(1_000u64), Just(10_000), 1_000u64..50_000],
+            steps in proptest::collection::vec(step(), 1..3000),
+        ) {
+            let ttl = Duration::from_micros(ttl_us);
+            let ratio = ratio_ppm as f64 / 1e6;
+            let b = Budget::new(ratio, min_per_sec, ttl);
+            let inner = &*b.inner;
+            prop_assert_eq!(inner.ratio_ppm, u128::from(ratio_ppm));
+            let ttl_ns = u128::from(ttl_us) * 1000;
+            let slot_ns = u128::from(inner.slot_nanos);
+            let mut deposits: VecDeque<u128> = VecDeque::new();
+            let mut withdrawals: VecDeque<u128> = VecDeque::new();
+            let mut t: u128 = 0;
+            let count = |log: &VecDeque<u128>, from: u128, to: u128| {
+                log.iter().filter(|&&x| x > from && x <= to).count() as u128
+            };
+            for (gap, op) in steps {
+                t += u128::from(gap);
+                let now = inner.start + Duration::from_nanos(u64::try_from(t).unwrap());
+                // Forget what is older than any window looked at below.
+                let horizon = t.saturating_sub(ttl_ns + 2 * slot_ns);
+                while deposits.front().is_some_and(|&x| x < horizon) { deposits.pop_front(); }
+                while withdrawals.front().is_some_and(|&x| x < horizon) { withdrawals.pop_front(); }
+                match op {
+                    Op::Deposit => {
+                        inner.deposit_at(now);
+                        deposits.push_back(t);
+                    }
+                    Op::Withdraw => {
+                        let from = t.saturating_sub(ttl_ns);
+                        let d = count(&deposits, from, t);
+                        if inner.try_withdraw_at(now) {
+                            withdrawals.push_back(t);
+                            // Every window of length ttl ending at this retry
+                            // (the windows with this retry as their last).
+                            let w = withdrawals.iter().filter(|&&x| t < x + ttl_ns).count() as u128;
+                            prop_assert!(
+                                w * PPM <= d * inner.ratio_ppm + inner.reserve_ppm,
+                                "t={t}: {w} retries in (t - ttl, t] with {d} calls"
+                            );
+                        } else {
+                            // Refused: even the loosest reading of the window
+                            // (withdrawals over ttl + 2 slots, deposits over
+                            // ttl - 1 slot) has no token left.
+                            let w = count(&withdrawals, t.saturating_sub(ttl_ns + 2 * slot_ns), t);
+                            let d_min = count(&deposits, t.saturating_sub(ttl_ns - slot_ns), t);
+                            prop_assert!(
+                                (w + 1) * PPM > d_min * inner.ratio_ppm + inner.reserve_ppm,
+                                "t={t}: refused with {w} retries and {d_min} calls"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

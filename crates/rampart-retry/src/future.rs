@@ -2,24 +2,32 @@
 //! calling, sleeping between attempts, and waiting for readiness.
 
 use crate::backoff::Delays;
-use crate::policy::{GiveUp, Policy, with_request_id};
+use crate::policy::{GiveUp, with_request_id};
 use crate::replay::Replay;
+use crate::service::Shared;
 use pin_project_lite::pin_project;
 use rampart_core::classify::{Classify, ClassifyResult, ErrorRef, Outcome};
 use rampart_core::{BoxError, Error};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tower_service::Service;
 
 pin_project! {
     /// The future of a [`Retry`](crate::Retry) call.
     ///
     /// Dropping it at any point (during an attempt or a backoff sleep)
-    /// drops the attempt in flight, the kept request and the timer.
+    /// drops the attempt in flight, the kept request and the timer. While it
+    /// sleeps between attempts (or waits for the service to be ready for the
+    /// next one) it also watches the request's cancellation token (of the
+    /// task-local [`Context`](rampart_core::Context)), and resolves to
+    /// [`ErrorKind::Cancelled`](rampart_core::ErrorKind::Cancelled) as soon
+    /// as it fires.
     pub struct ResponseFuture<S, Req, C, R>
     where
         R: Replay<Req>,
@@ -29,11 +37,9 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         service: S,
-        replay: R,
-        policy: Policy,
+        shared: Arc<Shared<C, R>>,
         classifier: C::Classifier,
         kept: Option<R::Kept>,
-        attempt: u32,
         give_up_at: Option<Instant>,
         // Everything only a retry needs, allocated at the first retry so the
         // success path stays small and allocation-free.
@@ -46,21 +52,27 @@ pin_project! {
     enum State<F> {
         // An attempt is in flight.
         Calling { #[pin] fut: F },
-        // Sleeping before the next attempt.
-        Backoff,
-        // Waiting for the service to be ready for the next attempt.
-        Ready,
+        // Between attempts: sleeping, then waiting for readiness (see
+        // `Retrying::sleeping`).
+        Retrying,
     }
 }
 
 pin_project! {
     struct Retrying<Q> {
+        // The attempt in flight or next (2, 3, …).
+        attempt: u32,
+        // Sleeping before the next attempt (else: waiting for readiness).
+        sleeping: bool,
         delays: Option<Delays>,
         // The request of the next attempt, prepared when the retry is decided.
         next: Option<Q>,
         // Created on the first non-zero delay, reset for later ones.
         #[pin]
         sleep: Option<Sleep>,
+        // The request's cancellation token, watched between attempts.
+        #[pin]
+        cancelled: Option<WaitForCancellationFutureOwned>,
     }
 }
 
@@ -74,8 +86,7 @@ where
     pub(crate) fn new(
         fut: S::Future,
         service: S,
-        replay: R,
-        policy: Policy,
+        shared: Arc<Shared<C, R>>,
         classifier: C::Classifier,
         kept: Option<R::Kept>,
         give_up_at: Option<Instant>,
@@ -83,11 +94,9 @@ where
         ResponseFuture {
             state: State::Calling { fut },
             service,
-            replay,
-            policy,
+            shared,
             classifier,
             kept,
-            attempt: 1,
             give_up_at,
             retry: None,
         }
@@ -101,13 +110,17 @@ where
     C: Classify<Req, S::Response>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (attempt, sleeping) = self
+            .retry
+            .as_ref()
+            .map_or((1, false), |r| (r.attempt, r.sleeping));
         let state = match self.state {
             State::Calling { .. } => "calling",
-            State::Backoff => "backoff",
-            State::Ready => "ready",
+            State::Retrying if sleeping => "backoff",
+            State::Retrying => "ready",
         };
         f.debug_struct("ResponseFuture")
-            .field("attempt", &self.attempt)
+            .field("attempt", &attempt)
             .field("state", &state)
             .finish_non_exhaustive()
     }
@@ -143,8 +156,9 @@ where
                             }
                         }
                     };
-                    let (policy, replay) = (&*this.policy, &*this.replay);
-                    let attempt = *this.attempt;
+                    let shared = &**this.shared;
+                    let (policy, replay) = (&shared.policy, &shared.replay);
+                    let attempt = this.retry.as_ref().map_or(1, |r| r.attempt);
                     let replayable = this.kept.as_ref().is_some_and(|k| replay.is_replayable(k));
                     let mut delays = this
                         .retry
@@ -152,12 +166,12 @@ where
                         .and_then(|r| r.as_mut().project().delays.take());
                     let decided = policy
                         .decide(attempt, replayable, *this.give_up_at, &mut delays, after)
-                        .and_then(|delay| {
+                        .and_then(|(delay, cancel)| {
                             let kept = this.kept.as_ref().ok_or(GiveUp::NotReplayable)?;
                             let next = replay.next(kept, attempt + 1);
-                            Ok((delay, next.ok_or(GiveUp::NotReplayable)?))
+                            Ok((delay, cancel, next.ok_or(GiveUp::NotReplayable)?))
                         });
-                    let (delay, next) = match decided {
+                    let (delay, cancel, next) = match decided {
                         Ok(decided) => decided,
                         Err(why) => return Poll::Ready(policy.give_up(result, attempt, why)),
                     };
@@ -165,48 +179,66 @@ where
                     // or give-up paths).
                     let retry = this.retry.get_or_insert_with(|| {
                         Box::pin(Retrying {
+                            attempt: 1,
+                            sleeping: false,
                             delays: None,
                             next: None,
                             sleep: None,
+                            cancelled: None,
                         })
                     });
                     let mut retry = retry.as_mut().project();
                     *retry.delays = delays;
                     *retry.next = Some(next);
+                    *retry.attempt = attempt + 1;
+                    if retry.cancelled.is_none()
+                        && let Some(token) = cancel
+                    {
+                        retry.cancelled.set(Some(token.cancelled_owned()));
+                    }
                     trace_retry(&result, attempt + 1, delay, after);
                     drop(result);
                     policy.on_retry();
-                    *this.attempt += 1;
                     if delay.is_zero() {
                         // No timer for a zero delay: straight to the next attempt.
-                        this.state.set(State::Ready);
+                        *retry.sleeping = false;
                     } else {
                         let at = rampart_core::codec::deadline_after(Instant::now(), delay);
                         match retry.sleep.as_mut().as_pin_mut() {
                             Some(sleep) => sleep.reset(at),
                             None => retry.sleep.set(Some(tokio::time::sleep_until(at))),
                         }
-                        this.state.set(State::Backoff);
+                        *retry.sleeping = true;
                     }
+                    this.state.set(State::Retrying);
                 }
-                StateProj::Backoff => {
-                    if let Some(retry) = this.retry.as_mut()
-                        && let Some(sleep) = retry.as_mut().project().sleep.as_pin_mut()
+                StateProj::Retrying => {
+                    let Some(retry) = this.retry.as_mut() else {
+                        // Unreachable: the retry state is allocated before
+                        // entering this state. Fail rather than panic.
+                        return Poll::Ready(Err(Error::closed()));
+                    };
+                    let mut retry = retry.as_mut().project();
+                    if let Some(cancelled) = retry.cancelled.as_mut().as_pin_mut()
+                        && cancelled.poll(cx).is_ready()
                     {
-                        ready!(sleep.poll(cx));
+                        let attempts = *retry.attempt - 1;
+                        *this.retry = None;
+                        this.shared.policy.count_give_up(GiveUp::Cancelled);
+                        trace_cancelled(attempts);
+                        return Poll::Ready(Err(Error::cancelled()));
                     }
-                    this.state.set(State::Ready);
-                }
-                StateProj::Ready => {
+                    if *retry.sleeping {
+                        if let Some(sleep) = retry.sleep.as_mut().as_pin_mut() {
+                            ready!(sleep.poll(cx));
+                        }
+                        *retry.sleeping = false;
+                    }
                     if let Err(e) = ready!(this.service.poll_ready(cx)) {
                         *this.retry = None;
                         return Poll::Ready(Err(Error::from_inner(e)));
                     }
-                    let next = this
-                        .retry
-                        .as_mut()
-                        .and_then(|r| r.as_mut().project().next.take());
-                    let Some(req) = next else {
+                    let Some(req) = retry.next.take() else {
                         // Unreachable: a retry is always prepared before
                         // entering this state. Fail rather than panic.
                         return Poll::Ready(Err(Error::closed()));
@@ -217,6 +249,17 @@ where
             }
         }
     }
+}
+
+fn trace_cancelled(attempts: u32) {
+    with_request_id(|request_id| {
+        tracing::debug!(
+            attempts,
+            reason = GiveUp::Cancelled.as_str(),
+            request_id,
+            "retry: giving up"
+        );
+    });
 }
 
 fn trace_retry<T>(

@@ -2,9 +2,11 @@
 
 use crate::policy::{OnExhausted, Policy, RetryConfig};
 use crate::replay::{CloneRequest, ReplayHttp};
+use crate::service::Shared;
 use crate::{Backoff, Budget, ConfigError, Retry, RetryStats};
 use http::HeaderName;
 use rampart_core::classify::{ErrorClassify, HttpOrGrpcClassify};
+use std::sync::Arc;
 use std::time::Duration;
 use tower_layer::Layer;
 
@@ -13,12 +15,20 @@ use tower_layer::Layer;
 /// `C` is the [`Classify`](rampart_core::Classify) deciding what is
 /// retryable; `R` the [`Replay`](crate::Replay) strategy keeping the
 /// request for another attempt. Clones (and the services they make) share
-/// the budget and the stats counters, if any.
-#[derive(Clone, Debug)]
+/// the budget and the stats counters, if any, and the whole configuration
+/// sits behind one shared pointer: cloning the layer or a service it made
+/// copies no configuration.
+#[derive(Debug)]
 pub struct RetryLayer<C = ErrorClassify, R = CloneRequest> {
-    classify: C,
-    replay: R,
-    policy: Policy,
+    shared: Arc<Shared<C, R>>,
+}
+
+impl<C, R> Clone for RetryLayer<C, R> {
+    fn clone(&self) -> Self {
+        RetryLayer {
+            shared: Arc::clone(&self.shared),
+        }
+    }
 }
 
 impl RetryLayer {
@@ -55,9 +65,11 @@ impl Default for RetryLayer {
     /// 10 s with full jitter, no budget.
     fn default() -> Self {
         RetryLayer {
-            classify: ErrorClassify,
-            replay: CloneRequest,
-            policy: Policy::default(),
+            shared: Arc::new(Shared {
+                classify: ErrorClassify,
+                replay: CloneRequest,
+                policy: Policy::default(),
+            }),
         }
     }
 }
@@ -66,25 +78,20 @@ impl<C, R> RetryLayer<C, R> {
     /// The counters of every service this layer (and its clones) made, when
     /// enabled with [`RetryBuilder::stats`]; `None` otherwise.
     pub fn stats(&self) -> Option<RetryStats> {
-        self.policy.counters.as_ref().map(|c| c.snapshot())
+        self.shared.policy.counters.as_ref().map(|c| c.snapshot())
     }
 
     /// The retry budget, if any.
     pub fn budget(&self) -> Option<&Budget> {
-        self.policy.budget.as_ref()
+        self.shared.policy.budget.as_ref()
     }
 }
 
-impl<S, C: Clone, R: Clone> Layer<S> for RetryLayer<C, R> {
+impl<S, C, R> Layer<S> for RetryLayer<C, R> {
     type Service = Retry<S, C, R>;
 
     fn layer(&self, inner: S) -> Retry<S, C, R> {
-        Retry::new(
-            inner,
-            self.classify.clone(),
-            self.replay.clone(),
-            self.policy.clone(),
-        )
+        Retry::new(inner, Arc::clone(&self.shared))
     }
 }
 
@@ -99,8 +106,9 @@ pub struct RetryBuilder<C, R> {
 }
 
 impl<C, R> RetryBuilder<C, R> {
-    /// Attempts in all, the first call included (default 3; at least 1).
-    pub fn max_attempts(mut self, n: u32) -> Self {
+    /// Attempts in all, the first call included (default 3; at least 1:
+    /// zero is refused by [`build`](Self::build)).
+    pub fn max_attempts(mut self, n: usize) -> Self {
         self.config.max_attempts = n;
         self
     }
@@ -179,14 +187,35 @@ impl<C, R> RetryBuilder<C, R> {
         self.replay(CloneRequest)
     }
 
-    /// Validates and builds the layer: zero attempts, a zero `max_elapsed`,
-    /// a multiplier below 1, a cap below the base delay, or a bad budget
-    /// config are a [`ConfigError`].
+    /// Validates and builds the layer. A [`ConfigError`] names the field:
+    /// `max_attempts` (zero), `max_elapsed` (zero), `backoff.multiplier`
+    /// (below 1 or not finite), `backoff.max_delay` (below the base delay),
+    /// `budget.ratio` / `budget.ttl` (a budget config out of range).
+    ///
+    /// Build the layer before the `ServiceBuilder` chain, so the chain
+    /// itself has no `?`:
+    ///
+    /// ```
+    /// use rampart_retry::RetryLayer;
+    /// use tower::ServiceBuilder;
+    ///
+    /// # fn main() -> Result<(), rampart_core::ConfigError> {
+    /// let retry = RetryLayer::builder().max_attempts(4).build()?;
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(retry)
+    ///     .service(tower::service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }));
+    /// # drop(svc);
+    /// let err = RetryLayer::builder().max_attempts(0).build().unwrap_err();
+    /// assert_eq!(err.field(), "max_attempts");
+    /// # Ok(()) }
+    /// ```
     pub fn build(self) -> Result<RetryLayer<C, R>, ConfigError> {
         Ok(RetryLayer {
-            policy: Policy::new(&self.config, self.budget)?,
-            classify: self.classify,
-            replay: self.replay,
+            shared: Arc::new(Shared {
+                policy: Policy::new(&self.config, self.budget)?,
+                classify: self.classify,
+                replay: self.replay,
+            }),
         })
     }
 }

@@ -21,23 +21,22 @@
 //!         }
 //!     }
 //! });
-//! let svc = ServiceBuilder::new()
-//!     .layer(
-//!         RetryLayer::builder()
-//!             .max_attempts(3) // the first call counts
-//!             .backoff(Backoff::exponential(Duration::from_secs(1)).jitter(Jitter::None))
-//!             .budget(Budget::new(0.2, 10, Duration::from_secs(10)).unwrap())
-//!             .build()
-//!             .unwrap(),
-//!     )
-//!     .service(flaky);
+//! // Built (and validated) before the chain, so the chain has no `?`.
+//! let retry = RetryLayer::builder()
+//!     .max_attempts(3) // the first call counts
+//!     .backoff(Backoff::exponential(Duration::from_secs(1)).jitter(Jitter::None))
+//!     .budget(Budget::new(0.2, 10, Duration::from_secs(10)))
+//!     .build()
+//!     .expect("valid retry settings");
+//! let svc = ServiceBuilder::new().layer(retry).service(flaky);
 //! let started = tokio::time::Instant::now();
 //! assert_eq!(svc.clone().oneshot("api.example.com").await.unwrap(), "data from api.example.com");
 //! assert_eq!(started.elapsed(), Duration::from_secs(3)); // slept 1 s, then 2 s
 //! assert_eq!(calls.load(Ordering::SeqCst), 3);
 //!
-//! // Bad settings are an error, never a panic.
-//! assert!(RetryLayer::builder().max_attempts(0).build().is_err());
+//! // Bad settings are a `rampart_core::ConfigError` naming the field.
+//! let err = RetryLayer::builder().max_attempts(0).build().unwrap_err();
+//! assert_eq!(err.field(), "max_attempts");
 //! # }
 //! ```
 //!
@@ -52,14 +51,21 @@
 //!   it is; an *error* as [`ErrorKind::RetriesExhausted`] with the attempt
 //!   count and the last error as source, or the error itself
 //!   ([`OnExhausted`]).
+//! - **Cancellation**: between attempts (the backoff sleep, the wait for
+//!   readiness) the future watches the cancellation token of the request's
+//!   [`Context`](rampart_core::Context) and resolves to
+//!   [`ErrorKind::Cancelled`] the moment it fires; a cancelled request is
+//!   never sent again.
 //! - **Backoff** ([`Backoff`]): exponential with base, multiplier and cap,
 //!   the cap applied before jitter ([`Jitter`]: none, full, equal,
-//!   decorrelated, gRPC's ×U(0.8, 1.2) clamped), seedable. A zero delay
-//!   retries at once without touching the timer.
+//!   decorrelated, and [`Jitter::Grpc`], ×U(0.8, 1.2) clamped, the jitter
+//!   of gRPC's retry design A6), seedable. A zero delay retries at once
+//!   without touching the timer.
 //! - **Budget** ([`Budget`]): a token bucket shared by many services; each
 //!   first call deposits `ratio`, each retry withdraws one, plus a
-//!   `min_per_sec` floor over a `ttl` window. An empty budget returns the
-//!   failure at once.
+//!   `min_per_sec` floor over a `ttl` window: in every window of length
+//!   `ttl`, at most `min_per_sec × ttl + ratio × calls` retries. An empty
+//!   budget returns the failure at once.
 //! - **Classification** by rampart-core's [`Classify`](rampart_core::Classify):
 //!   [`RetryLayer::http`] uses [`HttpOrGrpcClassify`](rampart_core::classify::HttpOrGrpcClassify)
 //!   (idempotent methods; `Retry-After` honoured up to a cap, a longer one
@@ -67,7 +73,10 @@
 //!   never left is retried whatever its method); [`RetryLayer::builder`] uses
 //!   [`ErrorClassify`](rampart_core::classify::ErrorClassify); closures via
 //!   [`classify_fn`](rampart_core::classify::classify_fn). A delay asked by
-//!   the peer replaces the backoff delay; it is bounded by the classifier's
+//!   the peer (`Retry-After`, `grpc-retry-pushback-ms`) replaces the backoff
+//!   delay and restarts the backoff, as gRPC's A6 does: with 100 ms
+//!   doubling, a pushback of 50 ms after the first retry gives sleeps of
+//!   100, 50, 100, 200 ms. It is bounded by the classifier's
 //!   `max_retry_after`, the deadline and `max_elapsed`, not by the backoff
 //!   cap.
 //! - **Requests that cannot be cloned** ([`Replay`]): `http::Request<B>` for
@@ -79,11 +88,14 @@
 //!   request id), and opt-in counters ([`RetryBuilder::stats`],
 //!   [`RetryLayer::stats`]).
 //!
-//! The success path of a `Req: Clone` request costs the clone and nothing
-//! else: no allocation, no lock, no atomic or reference count (unless a
-//! budget or stats are enabled), no clock read (unless `max_elapsed` or a
-//! budget is set), no timer. Everything a retry needs is allocated at the
-//! first retry.
+//! The configuration (classifier, replay strategy, policy) sits behind one
+//! `Arc`, so a [`Retry`] service is its inner service plus one pointer and
+//! clones cheaply (axum clones the whole stack per request). The success
+//! path of a `Req: Clone` request costs the clone, one reference count for
+//! the response future, and nothing else: no allocation, no lock (unless a
+//! budget is enabled), no clock read (unless `max_elapsed` or a budget is
+//! set), no timer. Everything a retry needs is allocated at the first
+//! retry.
 //!
 //! In a client stack it goes inside the total deadline and outside the
 //! per-attempt timeout (context propagation → deadline → retry →
@@ -94,7 +106,6 @@
 
 mod backoff;
 mod budget;
-mod error;
 mod future;
 mod layer;
 mod policy;
@@ -104,10 +115,10 @@ mod stats;
 
 pub use backoff::{Backoff, Delays, Jitter};
 pub use budget::{Budget, BudgetConfig};
-pub use error::ConfigError;
 pub use future::ResponseFuture;
 pub use layer::{RetryBuilder, RetryLayer};
 pub use policy::{OnExhausted, RetryConfig};
+pub use rampart_core::ConfigError;
 pub use replay::{CloneRequest, Replay, ReplayBody, ReplayHttp};
 pub use service::Retry;
 pub use stats::RetryStats;

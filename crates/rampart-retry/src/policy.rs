@@ -5,7 +5,7 @@ use crate::backoff::{Backoff, Delays};
 use crate::budget::BudgetConfig;
 use crate::stats::Counters;
 use crate::{Budget, ConfigError};
-use rampart_core::{BoxError, Context, Error, RequestId};
+use rampart_core::{BoxError, CancellationToken, Context, Error, RequestId};
 use std::cell::Cell;
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -34,8 +34,8 @@ pub enum OnExhausted {
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default))]
 pub struct RetryConfig {
-    /// Attempts in all, the first call included (default 3).
-    pub max_attempts: u32,
+    /// Attempts in all, the first call included (default 3; at least 1).
+    pub max_attempts: usize,
     /// No retry is started, nor slept towards, past this time after the first
     /// call (default: none).
     pub max_elapsed: Option<Duration>,
@@ -72,10 +72,18 @@ impl Default for RetryConfig {
 impl RetryConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.max_attempts == 0 {
-            return Err(ConfigError::ZeroAttempts);
+            return Err(ConfigError::new(
+                "max_attempts",
+                0,
+                "at least 1 (it counts the first call)",
+            ));
         }
         if self.max_elapsed == Some(Duration::ZERO) {
-            return Err(ConfigError::ZeroMaxElapsed);
+            return Err(ConfigError::new(
+                "max_elapsed",
+                Duration::ZERO,
+                "a duration above zero (use max_attempts(1) to disable retries)",
+            ));
         }
         self.backoff.validate()?;
         if let Some(b) = &self.budget {
@@ -109,10 +117,8 @@ impl GiveUp {
     }
 }
 
-/// The validated policy, copied into every service and response future.
-///
-/// Nothing here is shared unless asked for (a budget, stats), so cloning a
-/// service or starting a call touches no reference count and no atomic.
+/// The validated policy, shared (behind one `Arc`, with the classifier and
+/// the replay strategy) by a layer, its services and their calls.
 #[derive(Clone, Debug)]
 pub(crate) struct Policy {
     backoff: Backoff,
@@ -134,7 +140,7 @@ impl Default for Policy {
             backoff: c.backoff,
             max_elapsed: None,
             seed: 0,
-            max_attempts: c.max_attempts,
+            max_attempts: u32::try_from(c.max_attempts).unwrap_or(u32::MAX),
             on_exhausted: c.on_exhausted,
             seeded: false,
             budget: None,
@@ -159,7 +165,7 @@ impl Policy {
             backoff: config.backoff,
             max_elapsed,
             seed: config.seed.unwrap_or_default(),
-            max_attempts: config.max_attempts,
+            max_attempts: u32::try_from(config.max_attempts).unwrap_or(u32::MAX),
             on_exhausted: config.on_exhausted,
             seeded: config.seed.is_some(),
             budget,
@@ -196,6 +202,11 @@ impl Policy {
     /// Decides whether the failure of attempt `attempt` is retried: the
     /// delay before the next attempt, or why not. `replayable` says whether
     /// the request can be sent again; `after` is the peer's requested delay.
+    ///
+    /// A delay asked by the peer replaces the backoff delay and restarts the
+    /// backoff (gRPC A6): the next backoff delay is the first one again.
+    /// Also returns the request's cancellation token, if any, so that the
+    /// sleep can wake on it.
     pub(crate) fn decide(
         &self,
         attempt: u32,
@@ -203,26 +214,32 @@ impl Policy {
         give_up_at: Option<Instant>,
         delays: &mut Option<Delays>,
         after: Option<Duration>,
-    ) -> Result<Duration, GiveUp> {
+    ) -> Result<(Duration, Option<CancellationToken>), GiveUp> {
         if attempt >= self.max_attempts {
             return Err(GiveUp::Attempts);
         }
         if !replayable {
             return Err(GiveUp::NotReplayable);
         }
-        let (deadline, cancelled) = Context::with_current(|c| {
-            c.map_or((None, false), |c| (c.deadline(), c.is_cancelled()))
+        let (deadline, cancel) = Context::with_current(|c| {
+            c.map_or((None, None), |c| (c.deadline(), c.cancellation().cloned()))
         });
-        if cancelled {
+        if cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
             return Err(GiveUp::Cancelled);
         }
-        // The peer's delay replaces the backoff (as gRPC's pushback does).
-        let delay = after.unwrap_or_else(|| {
-            delays
+        let delay = match after {
+            // The peer's delay replaces the backoff and restarts it.
+            Some(after) => {
+                if let Some(d) = delays {
+                    d.restart();
+                }
+                after
+            }
+            None => delays
                 .get_or_insert_with(|| self.backoff.delays(self.next_stream()))
                 .next()
-                .unwrap_or_default()
-        });
+                .unwrap_or_default(),
+        };
         if deadline.is_some() || give_up_at.is_some() {
             let resume = rampart_core::codec::deadline_after(Instant::now(), delay);
             if deadline.is_some_and(|d| resume >= d) {
@@ -237,7 +254,7 @@ impl Policy {
         {
             return Err(GiveUp::Budget);
         }
-        Ok(delay)
+        Ok((delay, cancel))
     }
 
     /// The seed of the next request that starts retrying on this thread.
@@ -254,13 +271,8 @@ impl Policy {
         })
     }
 
-    /// The result returned when giving up on `result` after `attempts`.
-    pub(crate) fn give_up<Res>(
-        &self,
-        result: Result<Res, BoxError>,
-        attempts: u32,
-        why: GiveUp,
-    ) -> Result<Res, Error> {
+    /// Counts a give-up in the stats, if enabled.
+    pub(crate) fn count_give_up(&self, why: GiveUp) {
         if let Some(c) = &self.counters {
             let counter = if why == GiveUp::Budget {
                 &c.budget_rejections
@@ -269,6 +281,16 @@ impl Policy {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The result returned when giving up on `result` after `attempts`.
+    pub(crate) fn give_up<Res>(
+        &self,
+        result: Result<Res, BoxError>,
+        attempts: u32,
+        why: GiveUp,
+    ) -> Result<Res, Error> {
+        self.count_give_up(why);
         with_request_id(|request_id| {
             tracing::debug!(
                 attempts,
@@ -279,6 +301,8 @@ impl Policy {
         });
         match (result, self.on_exhausted) {
             (Ok(res), _) => Ok(res),
+            // The caller is gone: say so, whatever the last failure was.
+            (Err(_), _) if why == GiveUp::Cancelled => Err(Error::cancelled()),
             (Err(e), OnExhausted::RetriesExhausted) => {
                 // Keep a "try again after" hint of the last failure visible.
                 let after = e.downcast_ref::<Error>().and_then(Error::retry_after);

@@ -198,6 +198,35 @@ async fn a_cancelled_context_stops_retrying() {
     assert_eq!(svc.calls(), 1);
 }
 
+// Issue 14: a 10 s backoff cancelled at 1 s used to send the next attempt
+// at 10 s and end as "retries exhausted". It must end at 1 s, as Cancelled,
+// with no second attempt.
+#[tokio::test(start_paused = true)]
+async fn cancelling_during_the_backoff_sleep_resolves_to_cancelled_at_once() {
+    let (svc, _) = failing_recorder();
+    let token = tokio_util::sync::CancellationToken::new();
+    let retry = RetryLayer::builder()
+        .max_attempts(3)
+        .backoff(Backoff::constant(Duration::from_secs(10)))
+        .stats()
+        .build()
+        .unwrap();
+    let call = Context::new()
+        .with_cancellation(token.clone())
+        .scope(retry.layer(svc.clone()).oneshot(1));
+    let canceller = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        token.cancel();
+    };
+    let started = Instant::now();
+    let (res, ()) = tokio::join!(call, canceller);
+    assert_eq!(res.unwrap_err().kind(), ErrorKind::Cancelled);
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(svc.calls(), 1, "no attempt after the cancellation");
+    let stats = retry.stats().unwrap();
+    assert_eq!((stats.retries, stats.exhausted), (1, 1));
+}
+
 #[tokio::test(start_paused = true)]
 async fn max_elapsed_bounds_the_total_sleep() {
     let (svc, times) = failing_recorder();

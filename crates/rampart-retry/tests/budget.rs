@@ -11,12 +11,12 @@ use tower::{Layer, ServiceExt};
 
 const CALLS: u64 = 10_000;
 
-async fn outage(ratio: f64, min_per_sec: u32, ttl: Duration) -> (u64, RetryLayer) {
+async fn outage(ratio: f64, min_per_sec: usize, ttl: Duration) -> (u64, RetryLayer) {
     let svc = MockService::new(|_: u32| MockReply::<u32>::err("outage"));
     let layer = RetryLayer::builder()
         .max_attempts(3)
         .backoff(Backoff::none())
-        .budget(Budget::new(ratio, min_per_sec, ttl).unwrap())
+        .budget(Budget::new(ratio, min_per_sec, ttl))
         .stats()
         .build()
         .unwrap();
@@ -59,7 +59,7 @@ async fn an_empty_budget_fails_fast_without_sleeping() {
     let svc = MockService::new(|_: u32| MockReply::<u32>::err("down"));
     let layer = RetryLayer::builder()
         .backoff(Backoff::constant(Duration::from_secs(5)))
-        .budget(Budget::new(0.0, 0, Duration::from_secs(10)).unwrap())
+        .budget(Budget::new(0.0, 0, Duration::from_secs(10)))
         .stats()
         .build()
         .unwrap();
@@ -73,7 +73,7 @@ async fn an_empty_budget_fails_fast_without_sleeping() {
 
 #[tokio::test(start_paused = true)]
 async fn one_budget_is_shared_by_several_services() {
-    let budget = Budget::new(0.5, 0, Duration::from_secs(10)).unwrap();
+    let budget = Budget::new(0.5, 0, Duration::from_secs(10));
     let a = MockService::new(|_: u32| MockReply::<u32>::err("a down"));
     let b = MockService::new(|_: u32| MockReply::<u32>::err("b down"));
     let mk = |budget: &Budget| {

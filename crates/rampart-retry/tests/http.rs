@@ -258,6 +258,60 @@ async fn grpc_unavailable_is_retried_and_pushback_sets_the_delay() {
     );
 }
 
+// gRPC A6: after a pushback the backoff restarts from its initial delay.
+// 100 ms doubling, UNAVAILABLE four times, the second with a pushback of
+// 50 ms: sleeps 100, 50, 100, 200 ms (not 100, 50, 200, 400).
+#[tokio::test(start_paused = true)]
+async fn grpc_pushback_restarts_the_backoff_from_its_initial_delay() {
+    let (svc, seen) = scripted(vec![
+        Ok(grpc(14, None)),
+        Ok(grpc(14, Some("50"))),
+        Ok(grpc(14, None)),
+        Ok(grpc(14, None)),
+        Ok(grpc(0, None)),
+    ]);
+    let res = RetryLayer::http()
+        .max_attempts(5)
+        .backoff(
+            Backoff::exponential(Duration::from_millis(100))
+                .multiplier(2.0)
+                .jitter(rampart_retry::Jitter::None),
+        )
+        .build()
+        .unwrap()
+        .layer(svc)
+        .oneshot(grpc_request())
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["grpc-status"], "0");
+    let ms = |v: u64| Duration::from_millis(v);
+    assert_eq!(seen.gaps(), [ms(100), ms(50), ms(100), ms(200)]);
+}
+
+// The same rule for HTTP: a `Retry-After` restarts the backoff too.
+#[tokio::test(start_paused = true)]
+async fn retry_after_restarts_the_backoff_too() {
+    let (svc, seen) = scripted(vec![
+        Ok(status(503)),
+        Ok(status(503)),
+        Ok(retry_after(503, "1")),
+        Ok(status(503)),
+    ]);
+    RetryLayer::http()
+        .max_attempts(5)
+        .backoff(
+            Backoff::exponential(Duration::from_millis(100)).jitter(rampart_retry::Jitter::None),
+        )
+        .build()
+        .unwrap()
+        .layer(svc)
+        .oneshot(request(Method::GET))
+        .await
+        .unwrap();
+    let ms = |v: u64| Duration::from_millis(v);
+    assert_eq!(seen.gaps(), [ms(100), ms(200), ms(1000), ms(100)]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn grpc_garbled_pushback_and_bare_resource_exhausted_are_not_retried() {
     for reply in [

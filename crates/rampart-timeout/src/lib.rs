@@ -82,32 +82,25 @@
 //! `LoadShed`) never sees it; put it inside the timeout, or use a limit
 //! that sheds in the call, as rampart's can.
 //!
-//! # Cost
+//! # Clock
 //!
-//! No timer is touched when the inner response is ready on the first poll
-//! (tower's `Timeout` reads the clock and builds a tokio `Sleep` for every
-//! call): the clock is read, fixing the deadline, only when the inner
-//! future first returns `Pending`, and the tokio timer then lives inline in
-//! the response future, so arming it does not allocate. Arming (registering
-//! in tokio's timer wheel and removing it again) is most of what a timeout
-//! costs, so a call that is pending for one scheduler turn only is given
-//! that turn before the timer is armed, on worker threads where that has
-//! been paying off lately; where calls wait longer (network I/O), the timer
-//! is armed at once. Either way the timeout fires exactly at its deadline.
-//! As the clock is first read then, [`TimeoutLayer`]'s clock starts at the
-//! first poll of the response future, which for an `.await`ed call is the
-//! call itself ([`DeadlineLayer`] fixes its deadline in `call`).
+//! Everything after `call()` counts, as with tower's `Timeout`: the
+//! deadline is fixed in `call()` (`call() + timeout`, or the request's
+//! [`Context`](rampart_core::Context) deadline if earlier) and never moves.
+//! No timer is registered when the inner response is ready on its first
+//! poll; on the first `Pending` the timer is armed with that deadline (and
+//! fires at once if it already passed). The same on every thread and under
+//! any executor that polls the future.
 //!
 //! The layers need a tokio runtime with its time driver enabled, as
 //! `tokio::time::sleep` does.
 
-mod arming;
 mod bounded;
-mod call;
 pub mod config;
 mod deadline;
 mod error;
 mod propagate;
+mod ready;
 mod timeout;
 mod timer;
 

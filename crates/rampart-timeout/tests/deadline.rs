@@ -178,3 +178,21 @@ fn zero_budget_is_refused_with_a_typed_error() {
     );
     assert_eq!(deadline(ms(5)).budget(), ms(5));
 }
+
+#[tokio::test(start_paused = true)]
+async fn wraps_a_box_service_and_bounds_a_never_ready_one() {
+    let ready =
+        tower::util::BoxService::new(MockService::<u32, u32>::new(|n| MockReply::ok(n + 1)));
+    assert_eq!(deadline(ms(100)).layer(ready).oneshot(1).await.unwrap(), 2);
+
+    let mock = MockService::<u32, u32>::new(|n| MockReply::ok(n + 1));
+    mock.set_ready(ReadyMode::Gated(Gate::new()));
+    let start = Instant::now();
+    let never = tower::util::BoxService::new(mock.clone());
+    let err = within_an_hour(deadline(ms(100)).layer(never).oneshot(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(mock.calls(), 0);
+}

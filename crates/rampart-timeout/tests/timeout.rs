@@ -51,7 +51,7 @@ async fn does_not_fire_a_tick_early_when_stepped_by_hand() {
     let mut fut = pin!(timeout(ms(2000)).layer(svc).oneshot(()));
     assert!(
         poll_once(fut.as_mut()).await.is_pending(),
-        "first poll starts the clock"
+        "the clock started in call"
     );
     tokio::time::advance(ms(1999)).await;
     assert!(
@@ -127,7 +127,7 @@ async fn towers_timeout_does_not_bound_readiness_which_is_why_this_layer_exists(
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_service_that_becomes_ready_in_time_is_called_inside_the_future() {
+async fn a_service_that_becomes_ready_in_time_is_called() {
     let gate = Gate::new();
     let mock = MockService::<(), u8>::new(|()| MockReply::ok(1));
     mock.set_ready(ReadyMode::Gated(gate.clone()));
@@ -288,14 +288,193 @@ async fn a_huge_timeout_saturates_instead_of_overflowing() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn poll_ready_never_waits_so_backpressure_is_not_passed_up() {
+async fn poll_ready_passes_backpressure_up_then_the_call_fails_without_reaching_the_inner() {
+    let gate = Gate::new();
     let mock = MockService::<(), ()>::new(|()| MockReply::ok(()));
-    mock.set_ready(ReadyMode::Gated(Gate::new()));
+    mock.set_ready(ReadyMode::Gated(gate.clone()));
     let mut svc = timeout(ms(100)).layer(mock.clone());
-    let ready = poll_once(std::pin::pin!(poll_fn(|cx| svc.poll_ready(cx)))).await;
+    let mut ready = pin!(poll_fn(|cx| svc.poll_ready(cx)));
     assert!(
-        matches!(ready, std::task::Poll::Ready(Ok(()))),
-        "Ready although the inner service is not"
+        poll_once(ready.as_mut()).await.is_pending(),
+        "Pending while the inner service is not ready (tower's LoadShed sees it)"
     );
-    assert_eq!(mock.ready_polls(), 1, "the inner service was asked once");
+    tokio::time::advance(ms(99)).await;
+    assert!(poll_once(ready.as_mut()).await.is_pending(), "1 ms early");
+    tokio::time::advance(ms(1)).await;
+    assert!(matches!(
+        poll_once(ready.as_mut()).await,
+        std::task::Poll::Ready(Ok(()))
+    ));
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(
+        mock.calls(),
+        0,
+        "the inner service was not ready: never called"
+    );
+
+    // The service stays usable: the next caller waits afresh.
+    gate.open();
+    within_an_hour(svc.ready()).await.unwrap();
+    svc.call(()).await.unwrap();
+    assert_eq!(mock.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_wait_for_readiness_and_the_call_share_one_timeout() {
+    let gate = Gate::new();
+    let mock = MockService::<(), u8>::new(|()| MockReply::ok(1).after(ms(300)));
+    mock.set_ready(ReadyMode::Gated(gate.clone()));
+    let opener = tokio::spawn({
+        let gate = gate.clone();
+        async move {
+            tokio::time::sleep(ms(300)).await;
+            gate.open();
+        }
+    });
+    let start = Instant::now();
+    // 300 ms waiting + 300 ms answering > 500 ms.
+    let err = within_an_hour(timeout(ms(500)).layer(mock.clone()).oneshot(()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(start.elapsed(), ms(500));
+    assert_eq!(mock.calls(), 1);
+    opener.await.unwrap();
+}
+
+/// Drives `fut` on the current thread with no tokio context, as
+/// `futures::executor::block_on` and `pollster` do.
+fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn every_timeout_fires_under_a_block_on_bridge_on_a_worker_thread() {
+    // The timer is armed at the first Pending on every call: no call relies
+    // on tokio's deferred wake-ups, which a blocking executor never runs.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let fired = rt.block_on(async {
+        // Unconstrained: tokio's cooperative budget (128 timer polls per
+        // task poll) would otherwise stall any timer, tower's included,
+        // after ~128 calls in one poll of the bridging task.
+        let bridge = tokio::spawn(tokio::task::unconstrained(async {
+            let layer = timeout(ms(1));
+            let never = service_fn(|()| std::future::pending::<Result<(), std::io::Error>>());
+            let mut fired = 0_u32;
+            for _ in 0..1000 {
+                let err = block_on(layer.layer(never).oneshot(())).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Timeout);
+                fired += 1;
+            }
+            fired
+        }));
+        tokio::time::timeout(Duration::from_secs(60), bridge).await
+    });
+    let Ok(joined) = fired else {
+        rt.shutdown_background();
+        panic!("a call under block_on hung: its timer was never armed");
+    };
+    let fired = joined.unwrap();
+    assert_eq!(fired, 1000);
+}
+
+#[test]
+fn work_done_in_the_first_poll_counts_against_the_timeout() {
+    // 50 ms of synchronous work before the first Pending under a 10 ms
+    // timeout: the deadline (fixed in call) has passed when the timer is
+    // armed, so it fires on that very poll, at 50 ms, not 10 ms later.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let busy = service_fn(|()| {
+            let mut worked = false;
+            poll_fn(move |_| {
+                if !worked {
+                    worked = true;
+                    std::thread::sleep(ms(50)); // the work, not a wait
+                }
+                std::task::Poll::<Result<(), std::io::Error>>::Pending
+            })
+        });
+        let start = std::time::Instant::now();
+        let mut fut = pin!(timeout(ms(10)).layer(busy).oneshot(()));
+        match poll_once(fut.as_mut()).await {
+            std::task::Poll::Ready(Err(e)) => assert_eq!(e.kind(), ErrorKind::Timeout),
+            other => panic!("expected the timeout on the first poll, got {other:?}"),
+        }
+        assert!(start.elapsed() >= ms(50));
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_first_polled_late_fires_at_its_call_time_deadline() {
+    let never = service_fn(|()| std::future::pending::<Result<(), std::io::Error>>());
+    let mut svc = timeout(ms(10)).layer(never);
+    let start = Instant::now();
+    poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    let mut fut = pin!(svc.call(()));
+    tokio::time::advance(ms(100)).await;
+    match poll_once(fut.as_mut()).await {
+        std::task::Poll::Ready(Err(e)) => assert_eq!(e.kind(), ErrorKind::Timeout),
+        other => panic!("expected the timeout on the first poll, got {other:?}"),
+    }
+    assert_eq!(start.elapsed(), ms(100), "fired at 100 ms, not 110 ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shorter_context_deadline_wins_and_reports_deadline_exceeded() {
+    let never = service_fn(|()| std::future::pending::<Result<(), std::io::Error>>());
+    let start = Instant::now();
+    let ctx = rampart_core::Context::new().with_deadline(start + ms(30));
+    let err = within_an_hour(ctx.scope(timeout(ms(1000)).layer(never).oneshot(())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(start.elapsed(), ms(30));
+    // A later context deadline leaves the timeout in charge.
+    let ctx = rampart_core::Context::new().with_deadline(start + ms(5000));
+    let err = within_an_hour(ctx.scope(timeout(ms(100)).layer(never).oneshot(())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(start.elapsed(), ms(130));
+}
+
+#[tokio::test(start_paused = true)]
+async fn wraps_a_box_service_and_bounds_a_never_ready_one() {
+    let ready =
+        tower::util::BoxService::new(MockService::<u32, u32>::new(|n| MockReply::ok(n + 1)));
+    assert_eq!(timeout(ms(100)).layer(ready).oneshot(1).await.unwrap(), 2);
+
+    let mock = MockService::<u32, u32>::new(|n| MockReply::ok(n + 1));
+    mock.set_ready(ReadyMode::Gated(Gate::new())); // never opened
+    let start = Instant::now();
+    let never = tower::util::BoxService::new(mock.clone());
+    let err = within_an_hour(timeout(ms(100)).layer(never).oneshot(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(mock.calls(), 0);
 }

@@ -1,7 +1,6 @@
 //! [`DeadlineFuture`]: the response future of [`Deadline`](super::Deadline).
 
 use crate::bounded::Bounded;
-use crate::call::Call;
 use pin_project_lite::pin_project;
 use rampart_core::{BoxError, Error, Scoped};
 use std::fmt;
@@ -34,7 +33,7 @@ pin_project! {
     where
         S: Service<Req>,
     {
-        Running { #[pin] fut: Scoped<Bounded<Call<S, Req>>> },
+        Running { #[pin] fut: Scoped<Bounded<S::Future>> },
         // Answered without calling the inner service.
         Done { result: Option<Result<S::Response, Error>> },
     }
@@ -44,7 +43,7 @@ impl<S, Req> DeadlineFuture<S, Req>
 where
     S: Service<Req>,
 {
-    pub(crate) fn running(fut: Scoped<Bounded<Call<S, Req>>>) -> Self {
+    pub(crate) fn running(fut: Scoped<Bounded<S::Future>>) -> Self {
         DeadlineFuture {
             state: State::Running { fut },
         }

@@ -3,7 +3,7 @@
 use super::DeadlineFuture;
 use super::headers::{self, FromHeaders, NoHeaders, OnMalformed};
 use crate::bounded::Bounded;
-use crate::call::ReadyGate;
+use crate::ready::{ReadyGate, Start};
 use crate::timer::Timer;
 use rampart_core::codec::{MalformedDeadline, deadline_after};
 use rampart_core::grpc::is_grpc_request;
@@ -18,9 +18,12 @@ use tower_service::Service;
 /// [`DeadlineLayer`](super::DeadlineLayer)).
 ///
 /// `H` is [`NoHeaders`] (any request type) or [`FromHeaders`] (a server
-/// reading `http::Request` headers). Like [`Timeout`](crate::Timeout),
-/// `poll_ready` never waits and a not-ready inner service is waited for
-/// inside the future, under the deadline; that needs `S: Clone`.
+/// reading `http::Request` headers). Like [`Timeout`](crate::Timeout), it
+/// wraps any service, `Clone` or not: a service that is not ready makes
+/// `poll_ready` wait at most the budget (or the current context's
+/// deadline, if earlier); the call that follows keeps that wait's deadline
+/// if it is the earliest, or fails with `DeadlineExceeded` without calling
+/// the inner service when the wait used it all up.
 #[derive(Clone, Debug)]
 pub struct Deadline<S, H = NoHeaders> {
     inner: ReadyGate<S>,
@@ -67,10 +70,20 @@ impl<S, H> Deadline<S, H> {
         req: Req,
     ) -> DeadlineFuture<S, Req>
     where
-        S: Service<Req> + Clone,
+        S: Service<Req>,
         S::Error: Into<BoxError>,
     {
         let at = base.deadline().map_or(at, |d| d.min(at));
+        let at = match self.inner.start() {
+            Start::Fresh => at,
+            Start::Waited { at: waited, .. } => waited.min(at),
+            Start::Expired { .. } => {
+                tracing::debug!(
+                    "deadline passed while waiting for readiness, inner service not called"
+                );
+                return DeadlineFuture::done(Err(Error::deadline_exceeded()));
+            }
+        };
         if at <= now {
             tracing::debug!(
                 late_by = ?now.saturating_duration_since(at),
@@ -89,7 +102,7 @@ impl<S, H> Deadline<S, H> {
 
 impl<S, Req> Service<Req> for Deadline<S, NoHeaders>
 where
-    S: Service<Req> + Clone,
+    S: Service<Req>,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
@@ -97,7 +110,9 @@ where
     type Future = DeadlineFuture<S, Req>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx).map_err(Error::from_inner)
+        self.inner
+            .poll_ready(cx, self.budget, ErrorKind::DeadlineExceeded)
+            .map_err(Error::from_inner)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -109,7 +124,7 @@ where
 
 impl<S, ReqB, ResB> Service<http::Request<ReqB>> for Deadline<S, FromHeaders>
 where
-    S: Service<http::Request<ReqB>, Response = http::Response<ResB>> + Clone,
+    S: Service<http::Request<ReqB>, Response = http::Response<ResB>>,
     S::Error: Into<BoxError>,
     ResB: Default,
 {
@@ -118,7 +133,9 @@ where
     type Future = DeadlineFuture<S, http::Request<ReqB>>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx).map_err(Error::from_inner)
+        self.inner
+            .poll_ready(cx, self.budget, ErrorKind::DeadlineExceeded)
+            .map_err(Error::from_inner)
     }
 
     fn call(&mut self, mut req: http::Request<ReqB>) -> Self::Future {

@@ -1,7 +1,6 @@
 //! [`TimeoutFuture`]: the response future of [`Timeout`](super::Timeout).
 
 use crate::bounded::Bounded;
-use crate::call::Call;
 use crate::timer::Timer;
 use pin_project_lite::pin_project;
 use rampart_core::{BoxError, Error, ErrorKind};
@@ -9,42 +8,45 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tower_service::Service;
 
 pin_project! {
-    /// The response future of [`Timeout`](super::Timeout).
+    /// The response future of [`Timeout`](super::Timeout): the inner
+    /// response future `F` raced against the deadline fixed in `call`.
     ///
     /// Resolves to the inner response, the inner error (as
-    /// [`Error::from_inner`]), or [`ErrorKind::Timeout`]; the inner call is
-    /// dropped the moment the timeout fires.
+    /// [`Error::from_inner`]), [`ErrorKind::Timeout`], or
+    /// [`ErrorKind::DeadlineExceeded`] when the request's
+    /// [`Context`](rampart_core::Context) deadline came first; the inner
+    /// call is dropped the moment the timer fires.
     #[must_use = "futures do nothing unless polled"]
-    pub struct TimeoutFuture<S, Req>
-    where
-        S: Service<Req>,
-    {
+    pub struct TimeoutFuture<F> {
         #[pin]
-        inner: Bounded<Call<S, Req>>,
+        inner: Bounded<F>,
     }
 }
 
-impl<S, Req> TimeoutFuture<S, Req>
-where
-    S: Service<Req>,
-{
+impl<F> TimeoutFuture<F> {
     #[inline]
-    pub(crate) fn new(call: Call<S, Req>, timer: Timer) -> Self {
+    pub(crate) fn new(fut: F, timer: Timer, kind: ErrorKind) -> Self {
         TimeoutFuture {
-            inner: Bounded::new(call, timer, ErrorKind::Timeout),
+            inner: Bounded::new(fut, timer, kind),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn expired(kind: ErrorKind) -> Self {
+        TimeoutFuture {
+            inner: Bounded::expired(kind),
         }
     }
 }
 
-impl<S, Req> Future for TimeoutFuture<S, Req>
+impl<F, T, E> Future for TimeoutFuture<F>
 where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
 {
-    type Output = Result<S::Response, Error>;
+    type Output = Result<T, Error>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -52,10 +54,7 @@ where
     }
 }
 
-impl<S, Req> fmt::Debug for TimeoutFuture<S, Req>
-where
-    S: Service<Req>,
-{
+impl<F> fmt::Debug for TimeoutFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TimeoutFuture")
             .field("inner", &self.inner)

@@ -1,29 +1,34 @@
 //! [`Timeout`]: the service of [`TimeoutLayer`](super::TimeoutLayer).
 
 use super::TimeoutFuture;
-use crate::call::ReadyGate;
 use crate::error::{ConfigError, nonzero};
-use crate::timer::Timer;
-use rampart_core::{BoxError, Error};
+use crate::ready::{ReadyGate, Start};
+use crate::timer::{Timer, deadline_from};
+use rampart_core::{BoxError, Error, ErrorKind};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::time::Instant;
 use tower_service::Service;
 
 /// Fails a call that takes longer than a fixed duration with
 /// [`ErrorKind::Timeout`](rampart_core::ErrorKind::Timeout), dropping the
 /// inner call.
 ///
-/// Unlike tower's `Timeout`, the time spent waiting for the inner service
-/// to become ready counts too: [`poll_ready`](Service::poll_ready) never
-/// waits (it reports `Ready` unless the inner service failed) and the
-/// returned future drives the inner readiness under the timer. That needs
-/// `S: Clone`: when the inner service is not ready at call time it moves
-/// into the future and a clone takes its place.
-///
-/// The clock starts when the inner future (or the wait for readiness) first
-/// returns `Pending`, so the work done inside that first poll is not
-/// counted; no timer is registered at all when the inner response is ready
-/// on the first poll.
+/// - **Clock**: the deadline is fixed in `call` (or, if the current
+///   [`Context`](rampart_core::Context) carries an earlier deadline, that
+///   one, failing with
+///   [`ErrorKind::DeadlineExceeded`](rampart_core::ErrorKind::DeadlineExceeded)).
+///   No timer is registered when the inner response is ready on its first
+///   poll; the timer is armed at the first `Pending` with that deadline.
+/// - **Readiness**: unlike tower's `Timeout`, the wait for the inner
+///   service's readiness is bounded too. A service that is ready at once
+///   (most services, a connection with room) takes no extra step. One that
+///   is not (tower's `ConcurrencyLimit`, `Buffer`, a busy hyper
+///   `SendRequest`) makes `poll_ready` start a timer and stay `Pending`
+///   until it is ready or the timeout passes; then the call keeps the
+///   deadline of that wait, or fails at once without calling the inner
+///   service. Any service, `Clone` or not (a `BoxService`, a hyper
+///   `SendRequest`).
 #[derive(Clone, Debug)]
 pub struct Timeout<S> {
     inner: ReadyGate<S>,
@@ -66,20 +71,27 @@ impl<S> Timeout<S> {
 
 impl<S, Req> Service<Req> for Timeout<S>
 where
-    S: Service<Req> + Clone,
+    S: Service<Req>,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
     type Error = Error;
-    type Future = TimeoutFuture<S, Req>;
+    type Future = TimeoutFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx).map_err(Error::from_inner)
+        self.inner
+            .poll_ready(cx, self.timeout, ErrorKind::Timeout)
+            .map_err(Error::from_inner)
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        TimeoutFuture::new(self.inner.call(req), Timer::after(self.timeout))
+        let (at, kind) = match self.inner.start() {
+            Start::Fresh => deadline_from(Instant::now(), self.timeout, ErrorKind::Timeout),
+            Start::Waited { at, kind } => (at, kind),
+            Start::Expired { kind } => return TimeoutFuture::expired(kind),
+        };
+        TimeoutFuture::new(self.inner.call(req), Timer::at(at), kind)
     }
 }

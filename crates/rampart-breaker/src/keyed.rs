@@ -1,0 +1,349 @@
+//! [`KeyedCircuitBreakerLayer`]: a circuit per key (host, route, tenant),
+//! with a capped key map.
+
+use crate::breaker::Breaker;
+use crate::config::Settings;
+use crate::layer::{CircuitBreakerBuilder, CircuitBreakerHandle, CircuitBreakerLayer};
+use crate::service::{ResponseFuture, dispatch};
+use crate::stats::State;
+use rampart_core::classify::{Classify, ErrorClassify};
+use rampart_core::{BoxError, ConfigError, Error};
+use rampart_limit::KeyExtractor;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Shards of the key map.
+const SHARDS: usize = 16;
+/// At most this many entries are looked at when a new key finds the map full.
+const SWEEP: usize = 64;
+
+/// Key hashes are already SipHash values under a random key.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Shard = HashMap<u64, Arc<Breaker>, BuildHasherDefault<PassThrough>>;
+
+struct KeyMap {
+    shards: Box<[RwLock<Shard>]>,
+    keys: AtomicUsize,
+    max_keys: usize,
+    hasher: RandomState,
+    settings: Settings,
+    /// The circuit of every key that finds the map full of keys that cannot
+    /// be evicted (open, or with calls in flight).
+    overflow: Arc<Breaker>,
+    overflowed: AtomicU64,
+}
+
+impl KeyMap {
+    fn shard(&self, key: u64) -> &RwLock<Shard> {
+        &self.shards[(key >> 32) as usize % SHARDS]
+    }
+
+    fn get(&self, key: u64) -> Option<Arc<Breaker>> {
+        self.shard(key)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned()
+    }
+
+    /// The circuit of `key`, made if needed; the overflow circuit when the
+    /// map is full and nothing can be evicted.
+    fn breaker(&self, key: u64) -> Arc<Breaker> {
+        if let Some(b) = self.get(key) {
+            return b;
+        }
+        if !self.reserve() && !self.evict_one() {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+            return Arc::clone(&self.overflow);
+        }
+        let mut shard = self
+            .shard(key)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(b) = shard.get(&key) {
+            // Someone else made it meanwhile: give the slot back.
+            self.keys.fetch_sub(1, Ordering::AcqRel);
+            return Arc::clone(b);
+        }
+        let b = Arc::new(Breaker::new(self.settings.clone()));
+        shard.insert(key, Arc::clone(&b));
+        b
+    }
+
+    fn reserve(&self) -> bool {
+        self.keys
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_keys).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Evicts one closed circuit with no call in flight (its history is
+    /// only successes and a few failures: little is lost), looking at no
+    /// more than [`SWEEP`] entries; the freed slot is taken for the caller.
+    fn evict_one(&self) -> bool {
+        let mut budget = SWEEP;
+        for shard in &*self.shards {
+            let mut shard = shard.write().unwrap_or_else(PoisonError::into_inner);
+            let found = shard
+                .iter()
+                .take(budget)
+                .find(|(_, b)| Arc::strong_count(b) == 1 && b.circuit.is_closed())
+                .map(|(k, _)| *k);
+            if let Some(k) = found {
+                shard.remove(&k);
+                tracing::debug!("keyed circuit breaker: key map full, a closed idle key evicted");
+                return true;
+            }
+            budget = budget.saturating_sub(shard.len());
+            if budget == 0 {
+                break;
+            }
+        }
+        false
+    }
+}
+
+/// A circuit per key (host, route, tenant), shared by every service this
+/// layer makes and their clones, so one failing backend does not cut off
+/// the others.
+///
+/// Each key gets a circuit with the settings and classification of the
+/// template layer. The map is capped at `max_keys`: when it is full, a
+/// closed circuit with no call in flight is evicted for the new key; if
+/// every tracked key is open or busy, new keys share one overflow circuit
+/// (so a stream of distinct keys cannot grow memory, and is still
+/// protected). `max_keys` 0 sends every key to the overflow circuit. Keys
+/// are stored as 64-bit SipHash values under a random per-layer key.
+///
+/// ```
+/// use rampart_breaker::{CircuitBreakerLayer, HeaderKey, KeyedCircuitBreakerLayer};
+/// use std::time::Duration;
+///
+/// let template = CircuitBreakerLayer::http_builder()
+///     .consecutive_failures(5)
+///     .break_duration(Duration::from_secs(10))
+///     .build()?;
+/// let per_host = KeyedCircuitBreakerLayer::new(HeaderKey::from_static("host"), template, 1_000);
+/// assert_eq!(per_host.keys(), 0);
+/// # Ok::<(), rampart_core::ConfigError>(())
+/// ```
+pub struct KeyedCircuitBreakerLayer<E, C = ErrorClassify> {
+    map: Arc<KeyMap>,
+    extractor: E,
+    classify: C,
+}
+
+impl<E: Clone, C: Clone> Clone for KeyedCircuitBreakerLayer<E, C> {
+    fn clone(&self) -> Self {
+        KeyedCircuitBreakerLayer {
+            map: Arc::clone(&self.map),
+            extractor: self.extractor.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<E, C> fmt::Debug for KeyedCircuitBreakerLayer<E, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreakerLayer")
+            .field("keys", &self.keys())
+            .field("max_keys", &self.map.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E, C: Clone> KeyedCircuitBreakerLayer<E, C> {
+    /// A circuit per key found by `extractor` (a closure `Fn(&Req) -> K`
+    /// with `K: Hash`, or a [`HeaderKey`](crate::HeaderKey)), each with the
+    /// settings and classification of `template` (whose own circuit is not
+    /// used), at most `max_keys` of them.
+    pub fn new(extractor: E, template: CircuitBreakerLayer<C>, max_keys: usize) -> Self {
+        let settings = template.settings().clone();
+        KeyedCircuitBreakerLayer {
+            map: Arc::new(KeyMap {
+                shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+                keys: AtomicUsize::new(0),
+                max_keys,
+                hasher: RandomState::new(),
+                overflow: template.fresh(),
+                settings,
+                overflowed: AtomicU64::new(0),
+            }),
+            extractor,
+            classify: template.classify().clone(),
+        }
+    }
+
+    /// [`new`](Self::new) with each key's settings from a builder, checked
+    /// here.
+    ///
+    /// ```
+    /// use rampart_breaker::{CircuitBreakerLayer, KeyedCircuitBreakerLayer};
+    ///
+    /// let per_route = KeyedCircuitBreakerLayer::try_new(
+    ///     |req: &http::Request<()>| req.uri().path().to_owned(),
+    ///     CircuitBreakerLayer::http_builder().consecutive_failures(3),
+    ///     100,
+    /// )?;
+    /// assert!(KeyedCircuitBreakerLayer::try_new(
+    ///     |req: &http::Request<()>| req.uri().path().to_owned(),
+    ///     CircuitBreakerLayer::http_builder().probes(0),
+    ///     100,
+    /// ).is_err());
+    /// # Ok::<(), rampart_core::ConfigError>(())
+    /// ```
+    pub fn try_new(
+        extractor: E,
+        builder: CircuitBreakerBuilder<C>,
+        max_keys: usize,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self::new(extractor, builder.build()?, max_keys))
+    }
+}
+
+impl<E, C> KeyedCircuitBreakerLayer<E, C> {
+    /// Keys tracked now (at most `max_keys`).
+    pub fn keys(&self) -> usize {
+        self.map
+            .shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+
+    /// Keys whose circuit is not closed now.
+    pub fn keys_not_closed(&self) -> usize {
+        self.map
+            .shards
+            .iter()
+            .map(|s| {
+                s.read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .values()
+                    .filter(|b| b.state() != State::Closed)
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Calls sent to the overflow circuit because the map was full.
+    pub fn overflowed(&self) -> u64 {
+        self.map.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// The handle of `key`'s circuit, if it is tracked. `key` must hash as
+    /// the extractor's key does (for [`HeaderKey`](crate::HeaderKey):
+    /// `Some(&b"value"[..])`).
+    pub fn handle<K: Hash>(&self, key: &K) -> Option<CircuitBreakerHandle> {
+        self.map
+            .get(self.map.hasher.hash_one(key))
+            .map(CircuitBreakerHandle::new)
+    }
+
+    /// The handle of the overflow circuit.
+    pub fn overflow_handle(&self) -> CircuitBreakerHandle {
+        CircuitBreakerHandle::new(Arc::clone(&self.map.overflow))
+    }
+}
+
+impl<S, E: Clone, C: Clone> Layer<S> for KeyedCircuitBreakerLayer<E, C> {
+    type Service = KeyedCircuitBreaker<S, E, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyedCircuitBreaker {
+            inner,
+            map: Arc::clone(&self.map),
+            extractor: self.extractor.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+/// The service of [`KeyedCircuitBreakerLayer`].
+pub struct KeyedCircuitBreaker<S, E, C = ErrorClassify> {
+    inner: S,
+    map: Arc<KeyMap>,
+    extractor: E,
+    classify: C,
+}
+
+impl<S, E, C> KeyedCircuitBreaker<S, E, C> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, E: Clone, C: Clone> Clone for KeyedCircuitBreaker<S, E, C> {
+    fn clone(&self) -> Self {
+        KeyedCircuitBreaker {
+            inner: self.inner.clone(),
+            map: Arc::clone(&self.map),
+            extractor: self.extractor.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, E, C> fmt::Debug for KeyedCircuitBreaker<S, E, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreaker")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, E, C, Req> Service<Req> for KeyedCircuitBreaker<S, E, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    E: KeyExtractor<Req>,
+    C: Classify<Req, S::Response>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future, C::Classifier>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_inner)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let key = self.map.hasher.hash_one(self.extractor.extract(&req));
+        let breaker = self.map.breaker(key);
+        dispatch(&breaker, &mut self.inner, &self.classify, req)
+    }
+}

@@ -1,0 +1,121 @@
+//! [`CancelLayer`]: its configuration (shutdown handle, cleanup hooks).
+
+use crate::hook::{CancelInfo, Hook};
+use crate::service::Cancel;
+use crate::shutdown::Shutdown;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_layer::Layer;
+
+/// Runs every request in a cancellation scope of its own, with cleanup
+/// hooks and a graceful drain (see the [crate docs](crate)).
+///
+/// Cheap to clone; clones (and the services they build) share the hooks and
+/// the [`Shutdown`].
+#[derive(Clone)]
+pub struct CancelLayer {
+    pub(crate) config: Arc<Config>,
+}
+
+pub(crate) struct Config {
+    pub(crate) shutdown: Shutdown,
+    pub(crate) hooks: Vec<Hook>,
+}
+
+impl fmt::Debug for CancelLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelLayer")
+            .field("shutdown", &self.config.shutdown)
+            .field("hooks", &self.config.hooks)
+            .finish()
+    }
+}
+
+impl Default for CancelLayer {
+    fn default() -> Self {
+        CancelLayer::new()
+    }
+}
+
+impl CancelLayer {
+    /// A layer with a [`Shutdown`] of its own (reach it with
+    /// [`shutdown`](CancelLayer::shutdown)) and no hooks.
+    pub fn new() -> CancelLayer {
+        CancelLayer::with_shutdown(&Shutdown::new())
+    }
+
+    /// A layer whose requests are drained by `shutdown` (several layers,
+    /// e.g. one per router or listener, may share one).
+    pub fn with_shutdown(shutdown: &Shutdown) -> CancelLayer {
+        CancelLayer {
+            config: Arc::new(Config {
+                shutdown: shutdown.clone(),
+                hooks: Vec::new(),
+            }),
+        }
+    }
+
+    /// The [`Shutdown`] that drains this layer's requests.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.config.shutdown
+    }
+
+    fn with_hook(self, hook: Hook) -> CancelLayer {
+        let mut hooks = self.config.hooks.clone();
+        hooks.push(hook);
+        CancelLayer {
+            config: Arc::new(Config {
+                shutdown: self.config.shutdown.clone(),
+                hooks,
+            }),
+        }
+    }
+
+    /// Adds a cleanup hook: it runs exactly once for every request that is
+    /// cancelled (its token fired, its caller dropped the response future,
+    /// or a drain cancelled it), after the inner future was dropped, with
+    /// the request's id and the time since the call; never for a request
+    /// that completed. Hooks run in the order they were added.
+    ///
+    /// The hook runs synchronously where the cancellation is noticed (inside
+    /// a poll, or inside the drop of the response future), with the
+    /// request's [`Context`](rampart_core::Context) current: keep it short
+    /// and non-blocking. A panicking hook is caught and logged. For async
+    /// cleanup see [`on_cancel_async`](CancelLayer::on_cancel_async).
+    pub fn on_cancel<F>(self, hook: F) -> CancelLayer
+    where
+        F: Fn(&CancelInfo) + Send + Sync + 'static,
+    {
+        self.with_hook(Hook::Sync(Arc::new(hook)))
+    }
+
+    /// Adds an async cleanup hook: `Drop` cannot await, so the future `f`
+    /// returns is spawned (on the current tokio runtime) and dropped if it
+    /// has not finished within `timeout`. Like
+    /// [`on_cancel`](CancelLayer::on_cancel) it starts exactly once per
+    /// cancelled request and never for a completed one.
+    ///
+    /// The cleanup runs in a [`Context`](rampart_core::Context) with the
+    /// request's id, the cleanup's `timeout` as its deadline, and no
+    /// cancellation token (the request's has fired; calls the cleanup makes
+    /// through rampart layers must not fail because of it). A
+    /// [`Shutdown::drain`] waits for running cleanups within its grace
+    /// period.
+    pub fn on_cancel_async<F, Fut>(self, timeout: Duration, f: F) -> CancelLayer
+    where
+        F: Fn(CancelInfo) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.with_hook(Hook::async_hook(timeout, f))
+    }
+}
+
+impl<S> Layer<S> for CancelLayer {
+    type Service = Cancel<S>;
+
+    fn layer(&self, inner: S) -> Cancel<S> {
+        Cancel::from_config(inner, self.config.clone())
+    }
+}

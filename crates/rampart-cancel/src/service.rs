@@ -1,0 +1,135 @@
+//! [`Cancel`]: the service of [`CancelLayer`](crate::CancelLayer).
+
+use crate::future::{ResponseFuture, Running};
+use crate::layer::{CancelLayer, Config};
+use rampart_core::{BoxError, CancellationToken, Context, Error};
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use tokio::time::Instant;
+use tower_service::Service;
+
+/// Runs every call in a cancellation scope of its own (see the
+/// [crate docs](crate)).
+///
+/// Each call gets a [`CancellationToken`] of its own — a child of the token
+/// of the caller's [`Context`] when it has one — that the layer's
+/// [`Shutdown`](crate::Shutdown) fires too, and runs (its `call` and every poll of its future) inside a [`Context`]
+/// carrying it, so the handler and the tasks it starts with
+/// [`rampart_core::spawn`] see it through [`Context::current`]. The caller's
+/// request id and deadline are kept.
+#[derive(Clone)]
+pub struct Cancel<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Cancel<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cancel")
+            .field("inner", &self.inner)
+            .field("shutdown", &self.config.shutdown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Cancel<S> {
+    /// Wraps `inner` with the configuration of `layer`.
+    pub fn new(inner: S, layer: &CancelLayer) -> Self {
+        Cancel::from_config(inner, layer.config.clone())
+    }
+
+    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
+        Cancel { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for Cancel<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_inner)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &self.config.shutdown.shared;
+        // Tracked before the check: a drain that closes in between waits
+        // for this call until it is refused, and never misses an admitted one.
+        let tracked = shared.requests.token();
+        if shared.requests.is_closed() {
+            drop(tracked);
+            shared.refused();
+            tracing::debug!("call refused: draining");
+            return ResponseFuture::refused(Error::closed());
+        }
+        // The request's token: a child of the caller's token if its context
+        // has one, else a token of its own, which the layer cancels when the
+        // `Shutdown` cancels everything (no parent to lock, no child list
+        // to grow: the common case allocates the token and nothing else).
+        let (ctx, child_of_caller) = Context::with_current(|outer| match outer {
+            None => (
+                Context::new().with_cancellation(CancellationToken::new()),
+                false,
+            ),
+            Some(outer) => {
+                // Built field by field: cloning `outer` would clone its
+                // token only to replace it.
+                let mut ctx = Context::new();
+                if let Some(id) = outer.request_id() {
+                    ctx = ctx.with_request_id(id.clone());
+                }
+                if let Some(at) = outer.deadline() {
+                    ctx = ctx.with_deadline(at);
+                }
+                match outer.cancellation() {
+                    Some(parent) => (ctx.with_cancellation(parent.child_token()), true),
+                    None => (ctx.with_cancellation(CancellationToken::new()), false),
+                }
+            }
+        });
+        if child_of_caller && ctx.is_cancelled() {
+            // The caller gave up before the call: the handler never runs.
+            drop(tracked);
+            return ResponseFuture::refused(Error::cancelled());
+        }
+        let token = ctx
+            .cancellation()
+            .expect("the request's context has a token")
+            .clone();
+        let started = if self.config.hooks.is_empty() {
+            None
+        } else {
+            Some((Instant::now(), ctx.request_id().cloned()))
+        };
+        let running = Running {
+            token,
+            config: self.config.clone(),
+            _tracked: tracked,
+            started,
+        };
+        let inner = ctx.scope_call(|| self.inner.call(req));
+        ResponseFuture::running(inner, running)
+    }
+}

@@ -1,0 +1,335 @@
+//! [`Shutdown`]: graceful drain of every request admitted by the
+//! [`CancelLayer`](crate::CancelLayer)s that share it.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long [`Shutdown::drain`] waits, after cancelling the requests left at
+/// its deadline, for them to unwind (their futures resolve on their next
+/// poll, which the cancellation schedules at once) and for the async
+/// cleanup hooks they started (each bounded by its own timeout).
+pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// A graceful-shutdown handle for the requests of one or more
+/// [`CancelLayer`](crate::CancelLayer)s.
+///
+/// [`drain`](Shutdown::drain) (1) stops admitting: new calls fail with
+/// [`ErrorKind::Closed`](rampart_core::ErrorKind::Closed) (503 at the HTTP
+/// edge), (2) waits for the requests in flight up to a drain deadline,
+/// (3) cancels those still running (their cleanup hooks run) and (4)
+/// reports the counts in a [`DrainReport`].
+///
+/// In-flight requests are tracked with tokio-util's [`TaskTracker`].
+/// [`cancel_all`](Shutdown::cancel_all) (which the drain calls at its
+/// deadline) is the server-wide parent of every request's token: it
+/// cancels every request in flight, and so every task they spawned with
+/// the request's context.
+///
+/// Cheap to clone: clones share the same state.
+///
+/// With axum, pass [`draining`](Shutdown::draining) to
+/// `with_graceful_shutdown` so the server stops accepting connections when
+/// the drain begins (hyper-util's `GracefulShutdown` the same way):
+///
+/// ```
+/// use rampart_cancel::{CancelLayer, Shutdown};
+/// use std::time::Duration;
+/// use tower::ServiceBuilder;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let shutdown = Shutdown::new();
+/// let app = axum::Router::new()
+///     .route("/", axum::routing::get(|| async { "hello" }))
+///     .layer(
+///         ServiceBuilder::new()
+///             .layer(rampart_core::HandleErrorsLayer::new())
+///             .layer(CancelLayer::with_shutdown(&shutdown)),
+///     );
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// let server = tokio::spawn(
+///     axum::serve(listener, app)
+///         .with_graceful_shutdown(shutdown.draining())
+///         .into_future(),
+/// );
+/// // On SIGTERM / ctrl-c:
+/// let report = shutdown.drain(Duration::from_secs(10)).await;
+/// server.await.unwrap().unwrap();
+/// assert_eq!(report.cancelled(), 0);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Shutdown {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    /// Set (before `stop` is notified) by `cancel_all`.
+    stopped: AtomicBool,
+    /// Wakes every request pending when `cancel_all` is called. Requests
+    /// register only once they returned `Pending` (a token tree would
+    /// register every request, lock the parent and allocate its child list).
+    stop: Arc<Notify>,
+    /// Fires when the drain begins.
+    draining: CancellationToken,
+    /// Admitted requests still running; closed when the drain begins.
+    pub(crate) requests: TaskTracker,
+    /// Async cleanup hooks still running.
+    pub(crate) cleanups: TaskTracker,
+    /// Counted once the drain began.
+    completed: AtomicUsize,
+    cancelled: AtomicUsize,
+    refused: AtomicUsize,
+}
+
+/// How a request admitted by the layer ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    Completed,
+    Cancelled,
+}
+
+impl Shared {
+    /// True once [`Shutdown::cancel_all`] was called.
+    #[inline]
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// A future that resolves when [`Shutdown::cancel_all`] is called after
+    /// it was created (check [`is_stopped`](Shared::is_stopped) after
+    /// creating it: `notify_waiters` wakes every future created before it).
+    pub(crate) fn stop_notified(&self) -> OwnedNotified {
+        self.stop.clone().notified_owned()
+    }
+
+    /// Counts a request that ended, if the drain has begun.
+    #[inline]
+    pub(crate) fn ended(&self, how: Ended) {
+        if self.requests.is_closed() {
+            let counter = match how {
+                Ended::Completed => &self.completed,
+                Ended::Cancelled => &self.cancelled,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a call refused because the drain has begun.
+    pub(crate) fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown::new()
+    }
+}
+
+impl fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("draining", &self.is_draining())
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shutdown {
+    /// A handle admitting requests.
+    pub fn new() -> Shutdown {
+        Shutdown {
+            shared: Arc::new(Shared {
+                stopped: AtomicBool::new(false),
+                stop: Arc::new(Notify::new()),
+                draining: CancellationToken::new(),
+                requests: TaskTracker::new(),
+                cleanups: TaskTracker::new(),
+                completed: AtomicUsize::new(0),
+                cancelled: AtomicUsize::new(0),
+                refused: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Requests admitted and not finished yet.
+    pub fn in_flight(&self) -> usize {
+        self.shared.requests.len()
+    }
+
+    /// True once [`drain`](Shutdown::drain) (or
+    /// [`close`](Shutdown::close)) began: new calls are refused.
+    pub fn is_draining(&self) -> bool {
+        self.shared.requests.is_closed()
+    }
+
+    /// A future that resolves when the drain begins: give it to axum's
+    /// `with_graceful_shutdown` or select on it before hyper-util's
+    /// `GracefulShutdown::shutdown`, so the server stops accepting
+    /// connections at the same moment the layer stops admitting requests.
+    pub fn draining(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.draining.clone().cancelled_owned()
+    }
+
+    /// Stops admitting requests (new calls fail with
+    /// [`ErrorKind::Closed`](rampart_core::ErrorKind::Closed)) without
+    /// waiting; [`drain`](Shutdown::drain) does this first. From here on
+    /// requests that end are counted in the [`DrainReport`].
+    pub fn close(&self) {
+        self.shared.requests.close();
+        self.shared.draining.cancel();
+    }
+
+    /// Cancels every request in flight, and every one admitted later (a
+    /// request is cancelled as soon as it is first pending): their tokens
+    /// fire, their inner futures are dropped, they resolve to
+    /// [`ErrorKind::Cancelled`](rampart_core::ErrorKind::Cancelled) and
+    /// their cleanup hooks run with
+    /// [`CancelReason::Shutdown`](crate::CancelReason::Shutdown).
+    /// [`drain`](Shutdown::drain) calls it at its deadline.
+    pub fn cancel_all(&self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.shared.stop.notify_waiters();
+    }
+
+    /// True once [`cancel_all`](Shutdown::cancel_all) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.shared.is_stopped()
+    }
+
+    /// A future that resolves once [`cancel_all`](Shutdown::cancel_all)
+    /// was called, e.g. to stop background work with the requests.
+    pub async fn cancelled(&self) {
+        let notified = self.shared.stop_notified();
+        if !self.shared.is_stopped() {
+            notified.await;
+        }
+    }
+
+    /// Graceful drain with [`DEFAULT_CANCEL_GRACE`]; see
+    /// [`drain_with_grace`](Shutdown::drain_with_grace).
+    pub async fn drain(&self, deadline: Duration) -> DrainReport {
+        self.drain_with_grace(deadline, DEFAULT_CANCEL_GRACE).await
+    }
+
+    /// Graceful drain: stops admitting, waits up to `deadline` for the
+    /// requests in flight, cancels the rest, then waits up to `grace` for
+    /// the cancelled requests to unwind and for the async cleanup hooks to
+    /// finish. A zero `deadline` cancels at once.
+    ///
+    /// Never waits longer than `deadline + grace`: a request whose future
+    /// is not polled again after its cancellation (held but abandoned by
+    /// its caller) is reported as [`unfinished`](DrainReport::unfinished).
+    ///
+    /// Calling it again (or after [`close`](Shutdown::close)) waits again
+    /// and reports the counts since the drain first began.
+    pub async fn drain_with_grace(&self, deadline: Duration, grace: Duration) -> DrainReport {
+        let started = Instant::now();
+        self.close();
+        let s = &self.shared;
+        let in_flight_at_start = s.requests.len();
+        tracing::debug!(in_flight = in_flight_at_start, ?deadline, "drain started");
+        let deadline_hit = tokio::time::timeout(deadline, s.requests.wait())
+            .await
+            .is_err();
+        if deadline_hit {
+            tracing::debug!(
+                in_flight = s.requests.len(),
+                "drain deadline passed: cancelling the requests left"
+            );
+            self.cancel_all();
+        }
+        let grace_end = Instant::now() + grace;
+        let _ = tokio::time::timeout_at(grace_end, s.requests.wait()).await;
+        s.cleanups.close();
+        let _ = tokio::time::timeout_at(grace_end, s.cleanups.wait()).await;
+        let report = DrainReport {
+            completed: s.completed.load(Ordering::Relaxed),
+            cancelled: s.cancelled.load(Ordering::Relaxed),
+            unfinished: s.requests.len(),
+            refused: s.refused.load(Ordering::Relaxed),
+            deadline_hit,
+            elapsed: started.elapsed(),
+        };
+        tracing::debug!(?report, "drain finished");
+        report
+    }
+}
+
+/// The counts of a drain ([`Shutdown::drain`]).
+///
+/// Every request admitted before the drain began and still running when
+/// it began is in exactly one of `completed`, `cancelled` and `unfinished`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrainReport {
+    completed: usize,
+    cancelled: usize,
+    unfinished: usize,
+    refused: usize,
+    deadline_hit: bool,
+    elapsed: Duration,
+}
+
+impl DrainReport {
+    /// Requests that completed (successfully or with their own error)
+    /// after the drain began.
+    pub fn completed(&self) -> usize {
+        self.completed
+    }
+
+    /// Requests cancelled after the drain began: still running at the
+    /// deadline, or dropped by their caller during the drain.
+    pub fn cancelled(&self) -> usize {
+        self.cancelled
+    }
+
+    /// Requests still not finished when the drain returned (cancelled, but
+    /// their futures were not polled again within the grace period).
+    pub fn unfinished(&self) -> usize {
+        self.unfinished
+    }
+
+    /// Calls refused with `Closed` since the drain began.
+    pub fn refused(&self) -> usize {
+        self.refused
+    }
+
+    /// Requests that were in flight when the drain began:
+    /// `completed + cancelled + unfinished`.
+    pub fn in_flight_at_start(&self) -> usize {
+        self.completed + self.cancelled + self.unfinished
+    }
+
+    /// True when the deadline passed with requests still running (they
+    /// were cancelled).
+    pub fn deadline_hit(&self) -> bool {
+        self.deadline_hit
+    }
+
+    /// How long the drain took.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+}
+
+impl fmt::Display for DrainReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} in flight: {} completed, {} cancelled, {} unfinished; {} refused",
+            self.in_flight_at_start(),
+            self.completed,
+            self.cancelled,
+            self.unfinished,
+            self.refused
+        )
+    }
+}

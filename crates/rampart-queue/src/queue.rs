@@ -1,0 +1,423 @@
+//! [`Queue`]: the service in front of the workers, and the handle that
+//! submits fire-and-forget jobs, closes, drains and reports.
+
+use crate::config::{QueueConfig, WhenFull};
+use crate::future::{Bounds, ResponseFuture, SendFuture, State};
+use crate::stats::{Drained, Stats};
+use crate::worker::{Backend, Inner, Job, Owned, Shared, Worker};
+use async_channel::TrySendError;
+use rampart_core::{BoxError, Context, Error};
+use std::fmt;
+use std::pin::pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tower_service::Service;
+
+/// A bounded queue in front of a pool of workers that call the inner
+/// service: the service [`QueueLayer`](crate::QueueLayer) builds, and the
+/// handle to submit jobs, [`close`](Queue::close), [`drain`](Queue::drain)
+/// and read [`stats`](Queue::stats).
+///
+/// Every clone is a handle on the same queue and workers. The workers stop
+/// when the queue is closed and empty, which also happens when the last
+/// handle is dropped.
+///
+/// `poll_ready` is always ready: whether a request is accepted is decided
+/// in the call (queued, waiting for space, or refused with `Overloaded` or
+/// `Closed`), so a timeout or deadline around it bounds the wait.
+pub struct Queue<Req, Res> {
+    tx: async_channel::Sender<Job<Req, Res>>,
+    inner: Arc<Inner<Req, Res>>,
+}
+
+impl<Req, Res> Clone for Queue<Req, Res> {
+    fn clone(&self) -> Self {
+        Queue {
+            tx: self.tx.clone(),
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<Req, Res> fmt::Debug for Queue<Req, Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Req, Res> Queue<Req, Res>
+where
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    /// A queue of `capacity` requests in front of `workers` workers, each
+    /// with its own clone of `service`. A zero `capacity` or `workers`
+    /// counts as 1 (use [`QueueLayer::builder`](crate::QueueLayer::builder)
+    /// to have zero refused instead).
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime (the workers are spawned on the
+    /// current one).
+    pub fn new<S>(service: S, capacity: usize, workers: usize) -> Self
+    where
+        S: Service<Req, Response = Res> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send,
+    {
+        let cfg = QueueConfig {
+            capacity: capacity.max(1),
+            workers: workers.max(1),
+            ..QueueConfig::default()
+        };
+        Queue::per_worker(service, &cfg)
+    }
+
+    /// A queue of `capacity` requests in front of `workers` workers that
+    /// share one `service`, which need not be `Clone`: `poll_ready` and
+    /// `call` run under a lock (held only for those two), the calls' futures
+    /// run concurrently. Zero counts as 1.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime (the workers are spawned on the
+    /// current one).
+    pub fn new_shared<S>(service: S, capacity: usize, workers: usize) -> Self
+    where
+        S: Service<Req, Response = Res> + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send,
+    {
+        let cfg = QueueConfig {
+            capacity: capacity.max(1),
+            workers: workers.max(1),
+            ..QueueConfig::default()
+        };
+        Queue::shared(service, &cfg)
+    }
+
+    /// `cfg` must be checked.
+    pub(crate) fn per_worker<S>(service: S, cfg: &QueueConfig) -> Self
+    where
+        S: Service<Req, Response = Res> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send,
+    {
+        let mut service = Some(service);
+        Queue::spawn(cfg, |i| {
+            // The last worker takes the original: n workers, n - 1 clones.
+            let s = if i + 1 == cfg.workers {
+                service.take().expect("the original is taken last")
+            } else {
+                service.clone().expect("the original is taken last")
+            };
+            Owned(s)
+        })
+    }
+
+    /// `cfg` must be checked.
+    pub(crate) fn shared<S>(service: S, cfg: &QueueConfig) -> Self
+    where
+        S: Service<Req, Response = Res> + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send,
+    {
+        let service = Arc::new(Mutex::new(service));
+        Queue::spawn(cfg, |_| Shared(Arc::clone(&service)))
+    }
+
+    fn spawn<B>(cfg: &QueueConfig, mut backend: impl FnMut(usize) -> B) -> Self
+    where
+        B: Backend<Req, Response = Res>,
+        B::Future: Send,
+    {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            panic!("rampart-queue: a Queue must be built inside a Tokio runtime");
+        };
+        let (tx, rx) = async_channel::bounded(cfg.capacity);
+        let inner = Arc::new(Inner::new(rx, cfg));
+        let aborts = (0..cfg.workers)
+            .map(|i| {
+                rt.spawn(Worker::new(Arc::clone(&inner), backend(i)))
+                    .abort_handle()
+            })
+            .collect();
+        *inner.aborts.lock().unwrap_or_else(PoisonError::into_inner) = aborts;
+        Queue { tx, inner }
+    }
+}
+
+impl<Req, Res> Queue<Req, Res> {
+    /// A snapshot of the queue's counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.counters;
+        Stats {
+            capacity: self.inner.capacity,
+            workers: self.inner.workers,
+            live_workers: self.inner.live.load(Relaxed),
+            queued: self.inner.rx.len(),
+            running: self.inner.running.load(Relaxed),
+            completed: c.completed.load(Relaxed),
+            failed: c.failed.load(Relaxed),
+            shed: c.shed.load(Relaxed),
+            skipped: c.skipped.load(Relaxed),
+            panicked: c.panicked.load(Relaxed),
+            abandoned: c.abandoned.load(Relaxed),
+        }
+    }
+
+    /// Stops accepting requests: from now on calls and submissions fail
+    /// with [`ErrorKind::Closed`](rampart_core::ErrorKind::Closed). What is
+    /// queued still runs; every worker stops once the queue is empty.
+    /// Returns `false` if it was already closed.
+    pub fn close(&self) -> bool {
+        let closed = self.tx.close();
+        if closed {
+            tracing::debug!(queued = self.inner.rx.len(), "queue closed");
+        }
+        closed
+    }
+
+    /// True once [`close`](Queue::close) was called (or every handle was
+    /// dropped).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Resolves when every worker has stopped (after [`close`](Queue::close)
+    /// and the queue ran empty, or after a [`drain`](Queue::drain) deadline).
+    pub async fn stopped(&self) {
+        loop {
+            let mut notified = pin!(self.inner.stopped.notified());
+            notified.as_mut().enable();
+            if self.inner.live.load(Relaxed) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Closes the queue and lets the workers finish what is queued and
+    /// running, for at most `timeout`. At the deadline every worker is
+    /// stopped: the running calls are dropped and the queued requests are
+    /// failed, both with [`ErrorKind::Closed`](rampart_core::ErrorKind::Closed).
+    /// A zero `timeout` drops everything at once. Resolves once every worker
+    /// has stopped.
+    pub async fn drain(&self, timeout: Duration) -> Drained {
+        self.close();
+        let started = Instant::now();
+        if tokio::time::timeout(timeout, self.stopped()).await.is_ok() {
+            return Drained {
+                in_time: true,
+                queued_dropped: 0,
+                running_dropped: 0,
+                took: started.elapsed(),
+            };
+        }
+        let running = self.inner.running.load(Relaxed);
+        for h in self
+            .inner
+            .aborts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            h.abort();
+        }
+        let mut queued = 0;
+        while let Ok(job) = self.inner.rx.try_recv() {
+            job.fail(Error::closed());
+            queued += 1;
+        }
+        self.stopped().await;
+        // A worker may have taken a job between the abort and its stop.
+        while let Ok(job) = self.inner.rx.try_recv() {
+            job.fail(Error::closed());
+            queued += 1;
+        }
+        tracing::debug!(
+            queued_dropped = queued,
+            running_dropped = running,
+            "queue drain deadline: workers stopped"
+        );
+        Drained {
+            in_time: false,
+            queued_dropped: queued,
+            running_dropped: running,
+            took: started.elapsed(),
+        }
+    }
+
+    /// Accepts a job without waiting for its result (the producer side of
+    /// the article): waits for space while the queue is full, bounded by
+    /// the current [`Context`]'s deadline (`DeadlineExceeded`) and
+    /// cancellation (`Cancelled`) and by the queue's `max_wait`
+    /// (`Overloaded`). Fails with `Closed` once the queue is closed. The job
+    /// runs in the current [`Context`]; its outcome is logged, not returned.
+    pub async fn submit(&self, req: Req) -> Result<(), Error> {
+        let ctx = Context::current();
+        if let Some(err) = refused(ctx.as_ref()) {
+            return Err(err);
+        }
+        let deadline = ctx.as_ref().and_then(Context::deadline);
+        let give_up = self
+            .inner
+            .max_wait
+            .and_then(|w| Instant::now().checked_add(w));
+        let cancel = ctx.as_ref().and_then(Context::cancellation).cloned();
+        let job = Job {
+            req: Some(req),
+            ctx,
+            reply: None,
+        };
+        let send = self.tx.send(job);
+        let end = match (deadline, give_up) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let cancelled = async {
+            match &cancel {
+                Some(t) => t.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let timer = async {
+            match end {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            r = send => r.map_err(|_| Error::closed()),
+            () = cancelled => Err(Error::cancelled()),
+            () = timer => {
+                if deadline.is_some_and(|d| d <= Instant::now()) {
+                    Err(Error::deadline_exceeded())
+                } else {
+                    self.inner.counters.shed.fetch_add(1, Relaxed);
+                    Err(Error::overloaded(self.inner.retry_after))
+                }
+            }
+        }
+    }
+
+    /// Accepts a job without waiting for space or for its result: fails at
+    /// once with `Overloaded` when the queue is full, `Closed` when closed.
+    pub fn try_submit(&self, req: Req) -> Result<(), Error> {
+        let ctx = Context::current();
+        if let Some(err) = refused(ctx.as_ref()) {
+            return Err(err);
+        }
+        let job = Job {
+            req: Some(req),
+            ctx,
+            reply: None,
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.inner.counters.shed.fetch_add(1, Relaxed);
+                Err(Error::overloaded(self.inner.retry_after))
+            }
+            Err(TrySendError::Closed(_)) => Err(Error::closed()),
+        }
+    }
+}
+
+/// A request already cancelled or past its deadline is refused at once.
+fn refused(ctx: Option<&Context>) -> Option<Error> {
+    let ctx = ctx?;
+    if ctx.is_cancelled() {
+        Some(Error::cancelled())
+    } else if ctx.is_expired() {
+        Some(Error::deadline_exceeded())
+    } else {
+        None
+    }
+}
+
+impl<Req, Res> Service<Req> for Queue<Req, Res>
+where
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    type Response = Res;
+    type Error = Error;
+    type Future = ResponseFuture<Res>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let ctx = Context::current();
+        let mut bounds = None;
+        if let Some(ctx) = &ctx {
+            if let Some(err) = refused(Some(ctx)) {
+                return ResponseFuture::failed(err);
+            }
+            bounds = Bounds::new(
+                ctx.deadline(),
+                ctx.cancellation().map(|t| t.clone().cancelled_owned()),
+            );
+        }
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            req: Some(req),
+            ctx,
+            reply: Some(reply),
+        };
+        let state = match self.tx.try_send(job) {
+            Ok(()) => State::Waiting { rx },
+            Err(TrySendError::Full(job)) => match self.inner.when_full {
+                WhenFull::Shed => {
+                    self.inner.counters.shed.fetch_add(1, Relaxed);
+                    tracing::debug!("queue shed a request: full");
+                    return ResponseFuture::failed(Error::overloaded(self.inner.retry_after));
+                }
+                WhenFull::Wait => State::Sending {
+                    send: self.wait_for_space(job),
+                    rx,
+                },
+            },
+            Err(TrySendError::Closed(_)) => return ResponseFuture::failed(Error::closed()),
+        };
+        ResponseFuture::new(state, bounds)
+    }
+}
+
+impl<Req, Res> Queue<Req, Res>
+where
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    /// The slow path of a call that found the queue full: waits for space,
+    /// for at most `max_wait` (then `Overloaded`).
+    fn wait_for_space(&self, job: Job<Req, Res>) -> SendFuture {
+        let tx = self.tx.clone();
+        let inner = Arc::clone(&self.inner);
+        let give_up_at = inner.max_wait.and_then(|w| Instant::now().checked_add(w));
+        Box::pin(async move {
+            let send = tx.send(job);
+            let sent = match give_up_at {
+                None => send.await,
+                Some(at) => {
+                    let Ok(sent) = tokio::time::timeout_at(at, send).await else {
+                        inner.counters.shed.fetch_add(1, Relaxed);
+                        tracing::debug!("queue shed a request: max_wait passed while full");
+                        return Err(Error::overloaded(inner.retry_after));
+                    };
+                    sent
+                }
+            };
+            sent.map_err(|_| Error::closed())
+        })
+    }
+}

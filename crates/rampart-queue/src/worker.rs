@@ -1,0 +1,409 @@
+//! The workers: each takes jobs from the shared channel and drives one call
+//! at a time to completion.
+
+use crate::config::{QueueConfig, WhenFull};
+use crate::error::Panicked;
+use futures_util::Stream;
+use pin_project_lite::pin_project;
+use rampart_core::{BoxError, Context, Error, Scoped};
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::AbortHandle;
+use tower_service::Service;
+
+/// Where a caller waits for its outcome.
+pub(crate) type Reply<Res> = oneshot::Sender<Result<Res, Error>>;
+
+/// One accepted request.
+pub(crate) struct Job<Req, Res> {
+    /// Taken when the inner service is called.
+    pub(crate) req: Option<Req>,
+    /// The caller's context, in scope while the call runs.
+    pub(crate) ctx: Option<Context>,
+    /// `None` for a fire-and-forget job ([`Queue::submit`](crate::Queue::submit)).
+    pub(crate) reply: Option<Reply<Res>>,
+}
+
+impl<Req, Res> Job<Req, Res> {
+    /// Answers the caller (if it still listens) with `err`.
+    pub(crate) fn fail(self, err: Error) {
+        if let Some(reply) = self.reply {
+            let _ = reply.send(Err(err));
+        }
+    }
+}
+
+/// Counters behind [`Stats`](crate::Stats).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) shed: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) panicked: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
+}
+
+/// State shared by every handle of one queue and by its workers.
+pub(crate) struct Inner<Req, Res> {
+    /// A receiver to count the queued and to fail what is left at a drain
+    /// deadline (each worker has its own clone).
+    pub(crate) rx: async_channel::Receiver<Job<Req, Res>>,
+    pub(crate) capacity: usize,
+    pub(crate) workers: usize,
+    pub(crate) when_full: WhenFull,
+    pub(crate) max_wait: Option<Duration>,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) detach: bool,
+    pub(crate) running: AtomicUsize,
+    pub(crate) live: AtomicUsize,
+    pub(crate) counters: Counters,
+    /// Notified when the last worker exits.
+    pub(crate) stopped: Notify,
+    pub(crate) aborts: Mutex<Vec<AbortHandle>>,
+}
+
+impl<Req, Res> Inner<Req, Res> {
+    pub(crate) fn new(rx: async_channel::Receiver<Job<Req, Res>>, cfg: &QueueConfig) -> Self {
+        Inner {
+            rx,
+            capacity: cfg.capacity,
+            workers: cfg.workers,
+            when_full: cfg.when_full,
+            max_wait: cfg.max_wait,
+            retry_after: cfg.retry_after,
+            detach: cfg.detach,
+            running: AtomicUsize::new(0),
+            live: AtomicUsize::new(cfg.workers),
+            counters: Counters::default(),
+            stopped: Notify::new(),
+            aborts: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// How a worker reaches the inner service: its own clone, or one service
+/// shared by every worker behind a lock held only for `poll_ready` + `call`.
+pub(crate) trait Backend<Req>: Send + 'static {
+    type Response;
+    type Error: Into<BoxError>;
+    type Future: Future<Output = Result<Self::Response, Self::Error>>;
+
+    /// Polls readiness and, once ready, calls with the request taken from
+    /// `req` (left in place while pending).
+    fn poll_call(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        req: &mut Option<Req>,
+    ) -> Poll<Result<Self::Future, Self::Error>>;
+}
+
+/// A worker's own clone of the inner service.
+pub(crate) struct Owned<S>(pub(crate) S);
+
+impl<S, Req> Backend<Req> for Owned<S>
+where
+    S: Service<Req> + Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_call(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        req: &mut Option<Req>,
+    ) -> Poll<Result<S::Future, S::Error>> {
+        match self.0.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                let req = req.take().expect("a request is called once");
+                Poll::Ready(Ok(self.0.call(req)))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// One inner service shared by every worker: `poll_ready` and `call` run
+/// under one lock hold, so a readiness one worker saw is the one it uses.
+pub(crate) struct Shared<S>(pub(crate) Arc<Mutex<S>>);
+
+impl<S, Req> Backend<Req> for Shared<S>
+where
+    S: Service<Req> + Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_call(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        req: &mut Option<Req>,
+    ) -> Poll<Result<S::Future, S::Error>> {
+        // A panic in the inner service poisons the lock; the service is
+        // still the one the user gave, keep using it.
+        let mut svc = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match svc.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                let req = req.take().expect("a request is called once");
+                Poll::Ready(Ok(svc.call(req)))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Jobs a worker takes in one poll before it yields to other tasks.
+const BUDGET: usize = 32;
+
+pin_project! {
+    /// The inner call a worker is driving, in the caller's context if it had
+    /// one.
+    #[project = CallProj]
+    enum Call<F> {
+        Idle,
+        Scoped { #[pin] fut: Scoped<F> },
+        Bare { #[pin] fut: F },
+    }
+}
+
+pin_project! {
+    /// A worker: a task that takes jobs from the channel until it is closed
+    /// and empty, and drives one call at a time to completion.
+    ///
+    /// A hand-written future rather than an `async fn`, so that a job (and
+    /// the request in it) is moved once, from the channel into `job`, and
+    /// several queued jobs are run in one poll.
+    pub(crate) struct Worker<Req, B: Backend<Req>> {
+        inner: Arc<Inner<Req, B::Response>>,
+        #[pin]
+        rx: async_channel::Receiver<Job<Req, B::Response>>,
+        backend: B,
+        // The job being run; `None` when idle.
+        job: Option<Job<Req, B::Response>>,
+        #[pin]
+        call: Call<B::Future>,
+    }
+
+    impl<Req, B: Backend<Req>> PinnedDrop for Worker<Req, B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if this.job.is_some() {
+                this.inner.running.fetch_sub(1, Relaxed);
+            }
+            if this.inner.live.fetch_sub(1, Relaxed) == 1 {
+                this.inner.stopped.notify_waiters();
+            }
+        }
+    }
+}
+
+impl<Req, B: Backend<Req>> Worker<Req, B> {
+    pub(crate) fn new(inner: Arc<Inner<Req, B::Response>>, backend: B) -> Self {
+        Worker {
+            rx: inner.rx.clone(),
+            inner,
+            backend,
+            job: None,
+            call: Call::Idle,
+        }
+    }
+}
+
+/// Why a job is not run.
+enum Skip {
+    /// Its caller dropped the response future.
+    CallerLeft,
+    /// Its context was cancelled or passed its deadline: the caller is
+    /// told so (if it still listens).
+    Refused(Error),
+}
+
+fn skip_reason<Req, Res>(inner: &Inner<Req, Res>, job: &Job<Req, Res>) -> Option<Skip> {
+    if let Some(reply) = &job.reply
+        && !inner.detach
+        && reply.is_closed()
+    {
+        return Some(Skip::CallerLeft);
+    }
+    let ctx = job.ctx.as_ref()?;
+    if ctx.is_cancelled() {
+        Some(Skip::Refused(Error::cancelled()))
+    } else if ctx.is_expired() {
+        Some(Skip::Refused(Error::deadline_exceeded()))
+    } else {
+        None
+    }
+}
+
+/// Where a running job stands after a poll.
+enum Step<Res> {
+    Pending,
+    /// The caller left (not detached): drop the call.
+    Abandoned,
+    /// Finished: the outcome goes to the caller.
+    Done(Result<Res, Error>),
+}
+
+impl<Req, B: Backend<Req>> Future for Worker<Req, B> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let inner = &**this.inner;
+        let mut budget = BUDGET;
+        loop {
+            if let Some(job) = this.job.as_mut() {
+                let step = step(inner, this.backend, job, this.call.as_mut(), cx);
+                let result = match step {
+                    Step::Pending => return Poll::Pending,
+                    Step::Abandoned => {
+                        inner.counters.abandoned.fetch_add(1, Relaxed);
+                        tracing::debug!("queue dropped a running call: its caller left");
+                        None
+                    }
+                    Step::Done(result) => Some(result),
+                };
+                // The call is dropped in the caller's context, before the
+                // caller hears of it; a panic while dropping it stays here.
+                let _ = catch_unwind(AssertUnwindSafe(|| this.call.set(Call::Idle)));
+                let job = this.job.take().expect("a job is running");
+                inner.running.fetch_sub(1, Relaxed);
+                if let Some(result) = result {
+                    answer(job, result);
+                }
+            }
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            budget -= 1;
+            let job = match this.rx.as_mut().poll_next(cx) {
+                Poll::Ready(Some(job)) => job,
+                Poll::Ready(None) => {
+                    tracing::debug!("queue worker stopped: queue closed and empty");
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            if let Some(reason) = skip_reason(inner, &job) {
+                inner.counters.skipped.fetch_add(1, Relaxed);
+                tracing::debug!(
+                    request_id = ?job.ctx.as_ref().and_then(Context::request_id),
+                    reason = match &reason {
+                        Skip::CallerLeft => "caller left",
+                        Skip::Refused(_) => "cancelled or past its deadline",
+                    },
+                    "queue skipped a request before running it"
+                );
+                if let Skip::Refused(err) = reason {
+                    job.fail(err);
+                }
+                continue;
+            }
+            inner.running.fetch_add(1, Relaxed);
+            *this.job = Some(job);
+        }
+    }
+}
+
+/// Answers the caller of `job` (a fire-and-forget job's failure is logged).
+fn answer<Req, Res>(job: Job<Req, Res>, result: Result<Res, Error>) {
+    match job.reply {
+        Some(reply) => {
+            let _ = reply.send(result);
+        }
+        None => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "queue: a fire-and-forget job failed");
+            }
+        }
+    }
+}
+
+/// Polls the running job: calls the inner service once it is ready (in the
+/// caller's context), then drives the call; a panic anywhere fails this job
+/// only. Gives up when the caller leaves, unless detached.
+fn step<Req, B: Backend<Req>>(
+    inner: &Inner<Req, B::Response>,
+    backend: &mut B,
+    job: &mut Job<Req, B::Response>,
+    mut call: Pin<&mut Call<B::Future>>,
+    cx: &mut TaskContext<'_>,
+) -> Step<B::Response> {
+    let polled = catch_unwind(AssertUnwindSafe(
+        || -> Poll<Result<B::Response, B::Error>> {
+            if let CallProj::Idle = call.as_mut().project() {
+                let ready = match &job.ctx {
+                    Some(ctx) => ctx
+                        .clone()
+                        .sync_scope(|| backend.poll_call(cx, &mut job.req)),
+                    None => backend.poll_call(cx, &mut job.req),
+                };
+                match ready {
+                    Poll::Ready(Ok(fut)) => match job.ctx.take() {
+                        Some(ctx) => call.set(Call::Scoped {
+                            fut: ctx.scope(fut),
+                        }),
+                        None => call.set(Call::Bare { fut }),
+                    },
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            match call.as_mut().project() {
+                CallProj::Scoped { fut } => fut.poll(cx),
+                CallProj::Bare { fut } => fut.poll(cx),
+                CallProj::Idle => unreachable!("a call was just made"),
+            }
+        },
+    ));
+    let result = match polled {
+        Ok(Poll::Pending) => {
+            if !inner.detach
+                && let Some(reply) = job.reply.as_mut()
+                && reply.poll_closed(cx).is_ready()
+            {
+                return Step::Abandoned;
+            }
+            return Step::Pending;
+        }
+        Ok(Poll::Ready(Ok(res))) => {
+            inner.counters.completed.fetch_add(1, Relaxed);
+            Ok(res)
+        }
+        Ok(Poll::Ready(Err(e))) => {
+            inner.counters.completed.fetch_add(1, Relaxed);
+            inner.counters.failed.fetch_add(1, Relaxed);
+            Err(Error::from_inner(e))
+        }
+        Err(payload) => {
+            inner.counters.panicked.fetch_add(1, Relaxed);
+            let panicked = Panicked::from_payload(&*payload);
+            // The context for the log (the broken call is dropped next,
+            // without it).
+            let request_id = match call.as_mut().project() {
+                CallProj::Scoped { fut } => fut.take_context().and_then(Context::into_request_id),
+                _ => job.ctx.as_ref().and_then(Context::request_id).cloned(),
+            };
+            tracing::warn!(
+                request_id = ?request_id,
+                message = panicked.message(),
+                "queue worker: the inner service panicked; this request fails, the worker keeps serving"
+            );
+            Err(Error::from_inner(panicked))
+        }
+    };
+    Step::Done(result)
+}

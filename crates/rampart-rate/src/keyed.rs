@@ -1,0 +1,225 @@
+//! [`KeyedRateLimit`]: a bucket per key, decided in `call`.
+
+use crate::KeyExtractor;
+use crate::service::ResponseFuture;
+use crate::store::{KeyedStore, RateStore};
+use crate::wait::{Settled, Shared, Wait};
+use pin_project_lite::pin_project;
+use rampart_core::{BoxError, Error};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
+use tower_service::Service;
+
+/// A service under a [`KeyedRateLimitLayer`](crate::KeyedRateLimitLayer):
+/// the key is read from each request in `call`, and every clone draws on
+/// the layer's one store.
+///
+/// An in-process store decides inside `call`; an admitted request with no
+/// wait calls the inner service at once. A request that must wait (or a
+/// store that answers later) takes the ready inner service with it and
+/// leaves a clone behind, as tower's `Buffer`-free services do: hence
+/// `S: Clone`.
+pub struct KeyedRateLimit<S, E, St = KeyedStore> {
+    inner: S,
+    extractor: E,
+    shared: Arc<Shared<St>>,
+}
+
+impl<S, E, St> KeyedRateLimit<S, E, St> {
+    pub(crate) fn new(inner: S, extractor: E, shared: Arc<Shared<St>>) -> Self {
+        KeyedRateLimit {
+            inner,
+            extractor,
+            shared,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, E: Clone, St> Clone for KeyedRateLimit<S, E, St> {
+    fn clone(&self) -> Self {
+        KeyedRateLimit::new(
+            self.inner.clone(),
+            self.extractor.clone(),
+            Arc::clone(&self.shared),
+        )
+    }
+}
+
+impl<S: fmt::Debug, E, St> fmt::Debug for KeyedRateLimit<S, E, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedRateLimit")
+            .field("inner", &self.inner)
+            .field("quota", &self.shared.quota)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, E, St, Req> Service<Req> for KeyedRateLimit<S, E, St>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    E: KeyExtractor<Req>,
+    St: RateStore,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = KeyedResponseFuture<S, Req, St::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_inner)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &*self.shared;
+        let bound = shared.wait_bound();
+        let mut check = shared
+            .store
+            .check(&self.extractor.extract(&req), &shared.quota, bound);
+        // An in-process store has decided already: no waker is needed.
+        let mut noop = Context::from_waker(Waker::noop());
+        let state = match Pin::new(&mut check).poll(&mut noop) {
+            Poll::Ready(d) => match shared.settle(d, bound) {
+                Settled::Go => State::Called {
+                    fut: ResponseFuture::called(self.inner.call(req)),
+                },
+                Settled::Refused(e) => State::Called {
+                    fut: ResponseFuture::refused(e),
+                },
+                Settled::Wait(wait) => State::Waiting {
+                    wait,
+                    call: Some((self.take_ready(), req)),
+                },
+            },
+            Poll::Pending => State::Checking {
+                check,
+                bound,
+                shared: Arc::clone(&self.shared) as Arc<dyn Settle>,
+                call: Some((self.take_ready(), req)),
+            },
+        };
+        KeyedResponseFuture { state }
+    }
+}
+
+impl<S: Clone, E, St> KeyedRateLimit<S, E, St> {
+    /// The ready inner service, leaving a fresh clone in its place.
+    fn take_ready(&mut self) -> S {
+        let fresh = self.inner.clone();
+        std::mem::replace(&mut self.inner, fresh)
+    }
+}
+
+pin_project! {
+    /// The response future of [`KeyedRateLimit`].
+    pub struct KeyedResponseFuture<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S, Req, C>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        Called { #[pin] fut: ResponseFuture<S::Future> },
+        Checking {
+            check: C,
+            bound: Duration,
+            shared: Arc<dyn Settle>,
+            call: Option<(S, Req)>,
+        },
+        Waiting { wait: Wait, call: Option<(S, Req)> },
+        Readying { call: Option<(S, Req)> },
+    }
+}
+
+/// [`Shared::settle`] without the store's type.
+trait Settle: Send + Sync {
+    fn settle(&self, d: Result<crate::Decision, Error>, bound: Duration) -> Settled;
+}
+
+impl<St: Send + Sync> Settle for Shared<St> {
+    fn settle(&self, d: Result<crate::Decision, Error>, bound: Duration) -> Settled {
+        Shared::settle(self, d, bound)
+    }
+}
+
+impl<S, Req, C> fmt::Debug for KeyedResponseFuture<S, Req, C>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedResponseFuture")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, C> Future for KeyedResponseFuture<S, Req, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Future<Output = Result<crate::Decision, Error>> + Unpin,
+{
+    type Output = Result<S::Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            let next = match state.as_mut().project() {
+                StateProj::Called { fut } => return fut.poll(cx),
+                StateProj::Checking {
+                    check,
+                    bound,
+                    shared,
+                    call,
+                } => {
+                    let d = ready!(Pin::new(check).poll(cx));
+                    match shared.settle(d, *bound) {
+                        Settled::Go => State::Readying { call: call.take() },
+                        Settled::Wait(wait) => State::Waiting {
+                            wait,
+                            call: call.take(),
+                        },
+                        Settled::Refused(e) => State::Called {
+                            fut: ResponseFuture::refused(e),
+                        },
+                    }
+                }
+                StateProj::Waiting { wait, call } => match ready!(wait.as_mut().poll(cx)) {
+                    Ok(()) => State::Readying { call: call.take() },
+                    Err(e) => State::Called {
+                        fut: ResponseFuture::refused(e),
+                    },
+                },
+                StateProj::Readying { call } => {
+                    let (svc, _) = call.as_mut().expect("polled after completion");
+                    ready!(svc.poll_ready(cx)).map_err(Error::from_inner)?;
+                    let (mut svc, req) = call.take().expect("polled after completion");
+                    State::Called {
+                        fut: ResponseFuture::called(svc.call(req)),
+                    }
+                }
+            };
+            state.set(next);
+        }
+    }
+}

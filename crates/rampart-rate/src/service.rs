@@ -1,0 +1,223 @@
+//! [`RateLimit`]: one bucket, decided in `poll_ready`.
+
+use crate::store::{LocalStore, RateStore};
+use crate::wait::{Settled, Shared, Wait};
+use pin_project_lite::pin_project;
+use rampart_core::{BoxError, Error};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tower_service::Service;
+
+/// A service under a [`RateLimitLayer`](crate::RateLimitLayer): every clone
+/// draws on the layer's one bucket.
+///
+/// The inner service need not be `Clone`. With an in-process store and no
+/// [`max_wait`](crate::RateLimitBuilder::max_wait) (the default), the
+/// decision is taken in `call` and nothing is kept between `poll_ready` and
+/// `call`. Otherwise it is taken in `poll_ready`, as tower's `RateLimit`
+/// takes it: a waiting call holds the service's readiness, an admitted one
+/// then waits for the inner service's readiness, and a refused one is
+/// answered by `call` without reaching the inner service.
+///
+/// # Panics
+///
+/// `call` panics if `poll_ready` has not returned `Ready(Ok(()))` since the
+/// last `call` ("`RateLimit::call` before `poll_ready`"), as tower's
+/// services do.
+pub struct RateLimit<S, St: RateStore = LocalStore> {
+    inner: S,
+    shared: Arc<Shared<St>>,
+    gate: Gate<St::Future>,
+}
+
+enum Gate<F> {
+    Idle,
+    /// A store that answers later (a remote one): boxed, off the common
+    /// path, so the service stays small.
+    Checking(Box<(F, Duration)>),
+    Waiting(Wait),
+    Admitted,
+    Refused(Error),
+}
+
+impl<S, St: RateStore> RateLimit<S, St> {
+    /// An in-process store and no waiting: the decision needs no state
+    /// between `poll_ready` and `call`, so it is taken in `call`.
+    fn decides_in_call(&self) -> bool {
+        St::IMMEDIATE && self.shared.max_wait.is_zero()
+    }
+
+    pub(crate) fn new(inner: S, shared: Arc<Shared<St>>) -> Self {
+        RateLimit {
+            inner,
+            shared,
+            gate: Gate::Idle,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, St: RateStore> Clone for RateLimit<S, St> {
+    /// A clone shares the bucket; it has not been polled ready.
+    fn clone(&self) -> Self {
+        RateLimit::new(self.inner.clone(), Arc::clone(&self.shared))
+    }
+}
+
+impl<S: fmt::Debug, St: RateStore> fmt::Debug for RateLimit<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("quota", &self.shared.quota)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St, Req> Service<Req> for RateLimit<S, St>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    St: RateStore,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.decides_in_call() {
+            return self.inner.poll_ready(cx).map_err(Error::from_inner);
+        }
+        loop {
+            let settled = match &mut self.gate {
+                Gate::Admitted => return self.inner.poll_ready(cx).map_err(Error::from_inner),
+                Gate::Refused(_) => return Poll::Ready(Ok(())),
+                Gate::Idle => {
+                    // The common path: an in-process store answers at once,
+                    // and nothing is stored but the outcome.
+                    let shared = &*self.shared;
+                    let bound = shared.wait_bound();
+                    let mut check = shared.store.check(&(), &shared.quota, bound);
+                    match Pin::new(&mut check).poll(cx) {
+                        Poll::Ready(d) => shared.settle(d, bound),
+                        Poll::Pending => {
+                            self.gate = Gate::Checking(Box::new((check, bound)));
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                Gate::Checking(pending) => {
+                    let (check, bound) = &mut **pending;
+                    let d = ready!(Pin::new(check).poll(cx));
+                    self.shared.settle(d, *bound)
+                }
+                Gate::Waiting(w) => match ready!(w.as_mut().poll(cx)) {
+                    Ok(()) => Settled::Go,
+                    Err(e) => Settled::Refused(e),
+                },
+            };
+            self.gate = match settled {
+                Settled::Go => Gate::Admitted,
+                Settled::Wait(w) => Gate::Waiting(w),
+                Settled::Refused(e) => Gate::Refused(e),
+            };
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        if self.decides_in_call() {
+            let shared = &*self.shared;
+            let mut check = shared.store.check(&(), &shared.quota, Duration::ZERO);
+            let mut noop = Context::from_waker(std::task::Waker::noop());
+            let d = match Pin::new(&mut check).poll(&mut noop) {
+                Poll::Ready(d) => d,
+                Poll::Pending => Err(Error::from_inner(
+                    "a rate store declared IMMEDIATE did not answer at once",
+                )),
+            };
+            return match shared.settle(d, Duration::ZERO) {
+                Settled::Refused(e) => ResponseFuture::refused(e),
+                Settled::Go | Settled::Wait(_) => ResponseFuture::called(self.inner.call(req)),
+            };
+        }
+        match std::mem::replace(&mut self.gate, Gate::Idle) {
+            Gate::Admitted => ResponseFuture::called(self.inner.call(req)),
+            Gate::Refused(e) => ResponseFuture::refused(e),
+            _ => panic!("`RateLimit::call` before `poll_ready`"),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of the rate-limited services.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: Inner<F>,
+    }
+}
+
+pin_project! {
+    #[project = Proj]
+    enum Inner<F> {
+        Called { #[pin] fut: F },
+        Refused { error: Option<Error> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn called(fut: F) -> Self {
+        ResponseFuture {
+            inner: Inner::Called { fut },
+        }
+    }
+
+    pub(crate) fn refused(error: Error) -> Self {
+        ResponseFuture {
+            inner: Inner::Refused { error: Some(error) },
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.inner {
+            Inner::Called { .. } => "called",
+            Inner::Refused { .. } => "refused",
+        };
+        f.debug_tuple("ResponseFuture").field(&state).finish()
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().inner.project() {
+            Proj::Called { fut } => fut.poll(cx).map_err(Error::from_inner),
+            Proj::Refused { error } => Poll::Ready(Err(error
+                .take()
+                .expect("`ResponseFuture` polled after completion"))),
+        }
+    }
+}
