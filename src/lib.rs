@@ -105,6 +105,7 @@ use tower::ServiceBuilder;
     feature = "http",
     feature = "context",
     feature = "limit",
+    feature = "queue",
     feature = "retry",
     feature = "timeout"
 ))]
@@ -208,6 +209,20 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// request ([`context::PropagateContextLayer`]). Outermost on a client.
     #[cfg(feature = "context")]
     fn propagate_context(self) -> ServiceBuilder<Stack<rampart_context::PropagateContextLayer, L>>;
+
+    /// A bounded queue of `capacity` requests in front of `workers` workers
+    /// that drive the calls ([`queue::QueueLayer`]): waits for space when
+    /// full (bounded by the request's deadline and cancellation), skips work
+    /// whose caller left, a panicking call fails alone. A zero `capacity` or
+    /// `workers` counts as 1. The workers are spawned when the service is
+    /// built, on the current Tokio runtime (building it outside one panics).
+    /// (Not `buffer`: `ServiceBuilder::buffer` is tower's.)
+    #[cfg(feature = "queue")]
+    fn queue<Req>(
+        self,
+        capacity: usize,
+        workers: usize,
+    ) -> ServiceBuilder<Stack<rampart_queue::QueueLayer<Req>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -290,6 +305,15 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<rampart_limit::KeyedConcurrencyLimitLayer<E>, L>> {
         self.layer(layer)
     }
+
+    #[cfg(feature = "queue")]
+    fn queue<Req>(
+        self,
+        capacity: usize,
+        workers: usize,
+    ) -> ServiceBuilder<Stack<rampart_queue::QueueLayer<Req>, L>> {
+        self.layer(rampart_queue::QueueLayer::new(capacity, workers))
+    }
 }
 
 /// The names most code needs: `use rampart::prelude::*;`.
@@ -303,6 +327,8 @@ pub mod prelude {
     pub use rampart_core::{Context, Error, ErrorKind, InContextExt, Outcome, RequestId};
     #[cfg(feature = "limit")]
     pub use rampart_limit::{ConcurrencyLimitLayer, KeyedConcurrencyLimitLayer};
+    #[cfg(feature = "queue")]
+    pub use rampart_queue::{Queue, QueueLayer};
     #[cfg(feature = "retry")]
     pub use rampart_retry::{Backoff, Budget, RetryLayer};
     #[cfg(feature = "timeout")]

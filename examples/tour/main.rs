@@ -6,6 +6,7 @@
 mod classify;
 mod context;
 mod limit;
+mod queue;
 mod retry;
 mod timeout;
 
@@ -50,6 +51,7 @@ async fn main() {
         section("timeouts and deadlines", timeout::run()).await,
         section("concurrency limits", limit::run()).await,
         section("request id and context", context::run()).await,
+        section("queue", queue::run()).await,
     ];
     let failed = results.iter().filter(|ok| !**ok).count();
     println!();
