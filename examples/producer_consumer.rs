@@ -21,6 +21,7 @@
 //!
 //! The example exits non-zero if any part does not behave as described.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -130,7 +131,7 @@ async fn burst(queue: &Queue<u32, u32>) -> Result<(usize, usize), BoxError> {
         match call.await? {
             (Ok(_), took) => {
                 served += 1;
-                line += &format!(" ok@{}ms", took.as_millis());
+                let _ = write!(line, " ok@{}ms", took.as_millis());
             }
             (Err(e), _) if e.kind() == ErrorKind::Overloaded => {
                 shed += 1;
