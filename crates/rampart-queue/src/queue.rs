@@ -4,7 +4,7 @@
 use crate::config::{QueueConfig, WhenFull};
 use crate::future::{Bounds, ResponseFuture, SendFuture, State};
 use crate::stats::{Drained, Stats};
-use crate::worker::{Backend, Inner, Job, Owned, Shared, Worker};
+use crate::worker::{Backend, Inner, Job, Owned, Shared, worker};
 use async_channel::TrySendError;
 use rampart_core::{BoxError, Context, Error};
 use std::fmt;
@@ -144,7 +144,7 @@ where
         let inner = Arc::new(Inner::new(rx, cfg));
         let aborts = (0..cfg.workers)
             .map(|i| {
-                rt.spawn(Worker::new(Arc::clone(&inner), backend(i)))
+                rt.spawn(worker(Arc::clone(&inner), backend(i)))
                     .abort_handle()
             })
             .collect();
