@@ -30,15 +30,27 @@ use tower_service::Service;
 /// in the call (queued, waiting for space, or refused with `Overloaded` or
 /// `Closed`), so a timeout or deadline around it bounds the wait.
 pub struct Queue<Req, Res> {
+    handle: Arc<Handle<Req, Res>>,
+}
+
+/// What every clone of a [`Queue`] shares; dropping the last one closes
+/// the queue (the workers finish what is queued and stop).
+struct Handle<Req, Res> {
     tx: async_channel::Sender<Job<Req, Res>>,
     inner: Arc<Inner<Req, Res>>,
+}
+
+impl<Req, Res> Drop for Handle<Req, Res> {
+    fn drop(&mut self) {
+        self.tx.close();
+        self.inner.work.notify_waiters();
+    }
 }
 
 impl<Req, Res> Clone for Queue<Req, Res> {
     fn clone(&self) -> Self {
         Queue {
-            tx: self.tx.clone(),
-            inner: Arc::clone(&self.inner),
+            handle: Arc::clone(&self.handle),
         }
     }
 }
@@ -149,20 +161,22 @@ where
             })
             .collect();
         *inner.aborts.lock().unwrap_or_else(PoisonError::into_inner) = aborts;
-        Queue { tx, inner }
+        Queue {
+            handle: Arc::new(Handle { tx, inner }),
+        }
     }
 }
 
 impl<Req, Res> Queue<Req, Res> {
     /// A snapshot of the queue's counters.
     pub fn stats(&self) -> Stats {
-        let c = &self.inner.counters;
+        let c = &self.handle.inner.counters;
         Stats {
-            capacity: self.inner.capacity,
-            workers: self.inner.workers,
-            live_workers: self.inner.live.load(Relaxed),
-            queued: self.inner.rx.len(),
-            running: self.inner.running.load(Relaxed),
+            capacity: self.handle.inner.capacity,
+            workers: self.handle.inner.workers,
+            live_workers: self.handle.inner.live.load(Relaxed),
+            queued: self.handle.inner.rx.len(),
+            running: self.handle.inner.running.load(Relaxed),
             completed: c.completed.load(Relaxed),
             failed: c.failed.load(Relaxed),
             shed: c.shed.load(Relaxed),
@@ -177,9 +191,11 @@ impl<Req, Res> Queue<Req, Res> {
     /// queued still runs; every worker stops once the queue is empty.
     /// Returns `false` if it was already closed.
     pub fn close(&self) -> bool {
-        let closed = self.tx.close();
+        let closed = self.handle.tx.close();
+        // Idle workers wake, find the queue closed (once empty) and stop.
+        self.handle.inner.work.notify_waiters();
         if closed {
-            tracing::debug!(queued = self.inner.rx.len(), "queue closed");
+            tracing::debug!(queued = self.handle.inner.rx.len(), "queue closed");
         }
         closed
     }
@@ -187,16 +203,16 @@ impl<Req, Res> Queue<Req, Res> {
     /// True once [`close`](Queue::close) was called (or every handle was
     /// dropped).
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.handle.tx.is_closed()
     }
 
     /// Resolves when every worker has stopped (after [`close`](Queue::close)
     /// and the queue ran empty, or after a [`drain`](Queue::drain) deadline).
     pub async fn stopped(&self) {
         loop {
-            let mut notified = pin!(self.inner.stopped.notified());
+            let mut notified = pin!(self.handle.inner.stopped.notified());
             notified.as_mut().enable();
-            if self.inner.live.load(Relaxed) == 0 {
+            if self.handle.inner.live.load(Relaxed) == 0 {
                 return;
             }
             notified.await;
@@ -220,8 +236,9 @@ impl<Req, Res> Queue<Req, Res> {
                 took: started.elapsed(),
             };
         }
-        let running = self.inner.running.load(Relaxed);
+        let running = self.handle.inner.running.load(Relaxed);
         for h in self
+            .handle
             .inner
             .aborts
             .lock()
@@ -231,13 +248,13 @@ impl<Req, Res> Queue<Req, Res> {
             h.abort();
         }
         let mut queued = 0;
-        while let Ok(job) = self.inner.rx.try_recv() {
+        while let Ok(job) = self.handle.inner.rx.try_recv() {
             job.fail(Error::closed());
             queued += 1;
         }
         self.stopped().await;
         // A worker may have taken a job between the abort and its stop.
-        while let Ok(job) = self.inner.rx.try_recv() {
+        while let Ok(job) = self.handle.inner.rx.try_recv() {
             job.fail(Error::closed());
             queued += 1;
         }
@@ -267,6 +284,7 @@ impl<Req, Res> Queue<Req, Res> {
         }
         let deadline = ctx.as_ref().and_then(Context::deadline);
         let give_up = self
+            .handle
             .inner
             .max_wait
             .and_then(|w| Instant::now().checked_add(w));
@@ -276,7 +294,7 @@ impl<Req, Res> Queue<Req, Res> {
             ctx,
             reply: None,
         };
-        let send = self.tx.send(job);
+        let send = self.handle.tx.send(job);
         let end = match (deadline, give_up) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -295,14 +313,18 @@ impl<Req, Res> Queue<Req, Res> {
         };
         tokio::select! {
             biased;
-            r = send => r.map_err(|_| Error::closed()),
+            r = send => {
+                r.map_err(|_| Error::closed())?;
+                self.handle.inner.work.notify_one();
+                Ok(())
+            }
             () = cancelled => Err(Error::cancelled()),
             () = timer => {
                 if deadline.is_some_and(|d| d <= Instant::now()) {
                     Err(Error::deadline_exceeded())
                 } else {
-                    self.inner.counters.shed.fetch_add(1, Relaxed);
-                    Err(Error::overloaded(self.inner.retry_after))
+                    self.handle.inner.counters.shed.fetch_add(1, Relaxed);
+                    Err(Error::overloaded(self.handle.inner.retry_after))
                 }
             }
         }
@@ -320,11 +342,14 @@ impl<Req, Res> Queue<Req, Res> {
             ctx,
             reply: None,
         };
-        match self.tx.try_send(job) {
-            Ok(()) => Ok(()),
+        match self.handle.tx.try_send(job) {
+            Ok(()) => {
+                self.handle.inner.work.notify_one();
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => {
-                self.inner.counters.shed.fetch_add(1, Relaxed);
-                Err(Error::overloaded(self.inner.retry_after))
+                self.handle.inner.counters.shed.fetch_add(1, Relaxed);
+                Err(Error::overloaded(self.handle.inner.retry_after))
             }
             Err(TrySendError::Closed(_)) => Err(Error::closed()),
         }
@@ -374,13 +399,18 @@ where
             ctx,
             reply: Some(reply),
         };
-        let state = match self.tx.try_send(job) {
-            Ok(()) => State::Waiting { rx },
-            Err(TrySendError::Full(job)) => match self.inner.when_full {
+        let state = match self.handle.tx.try_send(job) {
+            Ok(()) => {
+                self.handle.inner.work.notify_one();
+                State::Waiting { rx }
+            }
+            Err(TrySendError::Full(job)) => match self.handle.inner.when_full {
                 WhenFull::Shed => {
-                    self.inner.counters.shed.fetch_add(1, Relaxed);
+                    self.handle.inner.counters.shed.fetch_add(1, Relaxed);
                     tracing::debug!("queue shed a request: full");
-                    return ResponseFuture::failed(Error::overloaded(self.inner.retry_after));
+                    return ResponseFuture::failed(Error::overloaded(
+                        self.handle.inner.retry_after,
+                    ));
                 }
                 WhenFull::Wait => State::Sending {
                     send: self.wait_for_space(job),
@@ -401,8 +431,8 @@ where
     /// The slow path of a call that found the queue full: waits for space,
     /// for at most `max_wait` (then `Overloaded`).
     fn wait_for_space(&self, job: Job<Req, Res>) -> SendFuture {
-        let tx = self.tx.clone();
-        let inner = Arc::clone(&self.inner);
+        let tx = self.handle.tx.clone();
+        let inner = Arc::clone(&self.handle.inner);
         let give_up_at = inner.max_wait.and_then(|w| Instant::now().checked_add(w));
         Box::pin(async move {
             let send = tx.send(job);
@@ -417,7 +447,9 @@ where
                     sent
                 }
             };
-            sent.map_err(|_| Error::closed())
+            sent.map_err(|_| Error::closed())?;
+            inner.work.notify_one();
+            Ok(())
         })
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::config::{QueueConfig, WhenFull};
 use crate::error::Panicked;
+use async_channel::TryRecvError;
 use pin_project_lite::pin_project;
 use rampart_core::{BoxError, Context, Error, Scoped};
 use std::future::{Future, poll_fn};
@@ -63,6 +64,9 @@ pub(crate) struct Inner<Req, Res> {
     pub(crate) running: AtomicUsize,
     pub(crate) live: AtomicUsize,
     pub(crate) counters: Counters,
+    /// Wakes an idle worker: one per accepted job (`notify_one`), all of
+    /// them on close (`notify_waiters`).
+    pub(crate) work: Notify,
     /// Notified when the last worker exits.
     pub(crate) stopped: Notify,
     pub(crate) aborts: Mutex<Vec<AbortHandle>>,
@@ -81,6 +85,7 @@ impl<Req, Res> Inner<Req, Res> {
             running: AtomicUsize::new(0),
             live: AtomicUsize::new(cfg.workers),
             counters: Counters::default(),
+            work: Notify::new(),
             stopped: Notify::new(),
             aborts: Mutex::new(Vec::new()),
         }
@@ -218,6 +223,11 @@ impl<Req, Res> Drop for LiveGuard<Req, Res> {
 
 /// A worker task: waits for a job, runs it and whatever else is queued,
 /// until the channel is closed and empty.
+///
+/// Idle workers wait on a `tokio::sync::Notify` (intrusive: waiting
+/// allocates nothing) rather than on the channel's own `recv`, whose waiting
+/// allocates a listener each time and costs ~1 300 instructions per request
+/// more with 8 idle workers and one caller.
 pub(crate) async fn worker<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, backend: B) {
     let _live = LiveGuard(Arc::clone(&inner));
     let mut runner = pin!(Runner {
@@ -226,7 +236,21 @@ pub(crate) async fn worker<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Respon
         job: None,
         call: Call::Idle,
     });
-    while let Ok(job) = inner.rx.recv().await {
+    loop {
+        // The runner left the queue empty: register as idle, then look
+        // again (a job sent in between is seen here or wakes this worker).
+        let job = {
+            let mut idle = pin!(inner.work.notified());
+            idle.as_mut().enable();
+            match inner.rx.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Closed) => break,
+                Err(TryRecvError::Empty) => {
+                    idle.await;
+                    continue;
+                }
+            }
+        };
         runner.as_mut().start(job);
         poll_fn(|cx| runner.as_mut().poll_run(cx)).await;
     }
