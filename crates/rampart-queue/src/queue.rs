@@ -1,11 +1,10 @@
 //! [`Queue`]: the service in front of the workers, and the handle that
 //! submits fire-and-forget jobs, closes, drains and reports.
 
-use crate::config::{QueueConfig, WhenFull};
-use crate::future::{Bounds, ResponseFuture, SendFuture, State};
+use crate::config::{MAX_CAPACITY, QueueConfig, WhenFull};
+use crate::future::{Bounds, ResponseFuture, State};
 use crate::stats::{Drained, Stats};
 use crate::worker::{Backend, Inner, Job, Owned, Shared, worker};
-use async_channel::TrySendError;
 use rampart_core::{BoxError, Context, Error};
 use std::fmt;
 use std::pin::pin;
@@ -13,7 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{TryAcquireError, oneshot};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -43,8 +42,58 @@ struct Handle<Req, Res> {
 impl<Req, Res> Drop for Handle<Req, Res> {
     fn drop(&mut self) {
         self.tx.close();
+        self.inner.space.close();
         self.inner.work.notify_waiters();
     }
+}
+
+/// Reserves a place in the queue now: `Ok(false)` when it is full.
+fn try_reserve<Req, Res>(inner: &Inner<Req, Res>) -> Result<bool, Error> {
+    match inner.space.try_acquire() {
+        Ok(permit) => {
+            // Given back by the worker that takes the job off the queue.
+            permit.forget();
+            Ok(true)
+        }
+        Err(TryAcquireError::NoPermits) => Ok(false),
+        Err(TryAcquireError::Closed) => Err(Error::closed()),
+    }
+}
+
+/// Queues a job whose place is reserved, and wakes an idle worker.
+fn push<Req, Res>(
+    tx: &async_channel::Sender<Job<Req, Res>>,
+    inner: &Inner<Req, Res>,
+    job: Job<Req, Res>,
+) -> Result<(), Error> {
+    // Never full: the reserved places are as many as the channel's slots.
+    tx.try_send(job).map_err(|_| Error::closed())?;
+    inner.work.notify_one();
+    Ok(())
+}
+
+/// Waits for a place (first come, first served: tokio's semaphore), for at
+/// most the queue's `max_wait` (then `Overloaded`), and queues `job`.
+async fn wait_and_push<Req, Res>(
+    tx: async_channel::Sender<Job<Req, Res>>,
+    inner: Arc<Inner<Req, Res>>,
+    job: Job<Req, Res>,
+) -> Result<(), Error> {
+    let give_up_at = inner.max_wait.and_then(|w| Instant::now().checked_add(w));
+    let acquire = Arc::clone(&inner.space).acquire_owned();
+    let permit = match give_up_at {
+        None => acquire.await,
+        Some(at) => {
+            let Ok(permit) = tokio::time::timeout_at(at, acquire).await else {
+                inner.counters.shed.fetch_add(1, Relaxed);
+                tracing::debug!("queue shed a request: max_wait passed while full");
+                return Err(Error::overloaded(inner.retry_after));
+            };
+            permit
+        }
+    };
+    permit.map_err(|_| Error::closed())?.forget();
+    push(&tx, &inner, job)
 }
 
 impl<Req, Res> Clone for Queue<Req, Res> {
@@ -70,8 +119,9 @@ where
 {
     /// A queue of `capacity` requests in front of `workers` workers, each
     /// with its own clone of `service`. A zero `capacity` or `workers`
-    /// counts as 1 (use [`QueueLayer::builder`](crate::QueueLayer::builder)
-    /// to have zero refused instead).
+    /// counts as 1, a `capacity` over [`MAX_CAPACITY`](crate::MAX_CAPACITY)
+    /// as that maximum (use [`QueueLayer::builder`](crate::QueueLayer::builder)
+    /// to have them refused instead).
     ///
     /// # Panics
     ///
@@ -84,7 +134,7 @@ where
         S::Future: Send,
     {
         let cfg = QueueConfig {
-            capacity: capacity.max(1),
+            capacity: capacity.clamp(1, MAX_CAPACITY),
             workers: workers.max(1),
             ..QueueConfig::default()
         };
@@ -94,7 +144,8 @@ where
     /// A queue of `capacity` requests in front of `workers` workers that
     /// share one `service`, which need not be `Clone`: `poll_ready` and
     /// `call` run under a lock (held only for those two), the calls' futures
-    /// run concurrently. Zero counts as 1.
+    /// run concurrently. Zero counts as 1, a `capacity` over
+    /// [`MAX_CAPACITY`](crate::MAX_CAPACITY) as that maximum.
     ///
     /// # Panics
     ///
@@ -107,7 +158,7 @@ where
         S::Future: Send,
     {
         let cfg = QueueConfig {
-            capacity: capacity.max(1),
+            capacity: capacity.clamp(1, MAX_CAPACITY),
             workers: workers.max(1),
             ..QueueConfig::default()
         };
@@ -192,6 +243,7 @@ impl<Req, Res> Queue<Req, Res> {
     /// Returns `false` if it was already closed.
     pub fn close(&self) -> bool {
         let closed = self.handle.tx.close();
+        self.handle.inner.space.close();
         // Idle workers wake, find the queue closed (once empty) and stop.
         self.handle.inner.work.notify_waiters();
         if closed {
@@ -283,22 +335,16 @@ impl<Req, Res> Queue<Req, Res> {
             return Err(err);
         }
         let deadline = ctx.as_ref().and_then(Context::deadline);
-        let give_up = self
-            .handle
-            .inner
-            .max_wait
-            .and_then(|w| Instant::now().checked_add(w));
         let cancel = ctx.as_ref().and_then(Context::cancellation).cloned();
         let job = Job {
             req: Some(req),
             ctx,
             reply: None,
         };
-        let send = self.handle.tx.send(job);
-        let end = match (deadline, give_up) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        if try_reserve(&self.handle.inner)? {
+            return push(&self.handle.tx, &self.handle.inner, job);
+        }
+        let send = wait_and_push(self.handle.tx.clone(), Arc::clone(&self.handle.inner), job);
         let cancelled = async {
             match &cancel {
                 Some(t) => t.cancelled().await,
@@ -306,27 +352,16 @@ impl<Req, Res> Queue<Req, Res> {
             }
         };
         let timer = async {
-            match end {
+            match deadline {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             biased;
-            r = send => {
-                r.map_err(|_| Error::closed())?;
-                self.handle.inner.work.notify_one();
-                Ok(())
-            }
+            r = send => r,
             () = cancelled => Err(Error::cancelled()),
-            () = timer => {
-                if deadline.is_some_and(|d| d <= Instant::now()) {
-                    Err(Error::deadline_exceeded())
-                } else {
-                    self.handle.inner.counters.shed.fetch_add(1, Relaxed);
-                    Err(Error::overloaded(self.handle.inner.retry_after))
-                }
-            }
+            () = timer => Err(Error::deadline_exceeded()),
         }
     }
 
@@ -342,16 +377,11 @@ impl<Req, Res> Queue<Req, Res> {
             ctx,
             reply: None,
         };
-        match self.handle.tx.try_send(job) {
-            Ok(()) => {
-                self.handle.inner.work.notify_one();
-                Ok(())
-            }
-            Err(TrySendError::Full(_)) => {
-                self.handle.inner.counters.shed.fetch_add(1, Relaxed);
-                Err(Error::overloaded(self.handle.inner.retry_after))
-            }
-            Err(TrySendError::Closed(_)) => Err(Error::closed()),
+        if try_reserve(&self.handle.inner)? {
+            push(&self.handle.tx, &self.handle.inner, job)
+        } else {
+            self.handle.inner.counters.shed.fetch_add(1, Relaxed);
+            Err(Error::overloaded(self.handle.inner.retry_after))
         }
     }
 }
@@ -399,12 +429,17 @@ where
             ctx,
             reply: Some(reply),
         };
-        let state = match self.handle.tx.try_send(job) {
-            Ok(()) => {
-                self.handle.inner.work.notify_one();
-                State::Waiting { rx }
+        let reserved = match try_reserve(&self.handle.inner) {
+            Ok(reserved) => reserved,
+            Err(e) => return ResponseFuture::failed(e),
+        };
+        let state = if reserved {
+            if let Err(e) = push(&self.handle.tx, &self.handle.inner, job) {
+                return ResponseFuture::failed(e);
             }
-            Err(TrySendError::Full(job)) => match self.handle.inner.when_full {
+            State::Waiting { rx }
+        } else {
+            match self.handle.inner.when_full {
                 WhenFull::Shed => {
                     self.handle.inner.counters.shed.fetch_add(1, Relaxed);
                     tracing::debug!("queue shed a request: full");
@@ -413,43 +448,15 @@ where
                     ));
                 }
                 WhenFull::Wait => State::Sending {
-                    send: self.wait_for_space(job),
+                    send: Box::pin(wait_and_push(
+                        self.handle.tx.clone(),
+                        Arc::clone(&self.handle.inner),
+                        job,
+                    )),
                     rx,
                 },
-            },
-            Err(TrySendError::Closed(_)) => return ResponseFuture::failed(Error::closed()),
+            }
         };
         ResponseFuture::new(state, bounds)
-    }
-}
-
-impl<Req, Res> Queue<Req, Res>
-where
-    Req: Send + 'static,
-    Res: Send + 'static,
-{
-    /// The slow path of a call that found the queue full: waits for space,
-    /// for at most `max_wait` (then `Overloaded`).
-    fn wait_for_space(&self, job: Job<Req, Res>) -> SendFuture {
-        let tx = self.handle.tx.clone();
-        let inner = Arc::clone(&self.handle.inner);
-        let give_up_at = inner.max_wait.and_then(|w| Instant::now().checked_add(w));
-        Box::pin(async move {
-            let send = tx.send(job);
-            let sent = match give_up_at {
-                None => send.await,
-                Some(at) => {
-                    let Ok(sent) = tokio::time::timeout_at(at, send).await else {
-                        inner.counters.shed.fetch_add(1, Relaxed);
-                        tracing::debug!("queue shed a request: max_wait passed while full");
-                        return Err(Error::overloaded(inner.retry_after));
-                    };
-                    sent
-                }
-            };
-            sent.map_err(|_| Error::closed())?;
-            inner.work.notify_one();
-            Ok(())
-        })
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::task::AbortHandle;
 use tower_service::Service;
 
@@ -64,6 +64,10 @@ pub(crate) struct Inner<Req, Res> {
     pub(crate) running: AtomicUsize,
     pub(crate) live: AtomicUsize,
     pub(crate) counters: Counters,
+    /// Places in the queue (`capacity` permits): taken by a caller before it
+    /// queues a job, given back by the worker that takes the job off. Its
+    /// waiters are the callers waiting for space, first come first served.
+    pub(crate) space: Arc<Semaphore>,
     /// Wakes an idle worker: one per accepted job (`notify_one`), all of
     /// them on close (`notify_waiters`).
     pub(crate) work: Notify,
@@ -85,6 +89,7 @@ impl<Req, Res> Inner<Req, Res> {
             running: AtomicUsize::new(0),
             live: AtomicUsize::new(cfg.workers),
             counters: Counters::default(),
+            space: Arc::new(Semaphore::new(cfg.capacity)),
             work: Notify::new(),
             stopped: Notify::new(),
             aborts: Mutex::new(Vec::new()),
@@ -242,7 +247,7 @@ pub(crate) async fn worker<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Respon
         let job = {
             let mut idle = pin!(inner.work.notified());
             idle.as_mut().enable();
-            match inner.rx.try_recv() {
+            match take(&inner) {
                 Ok(job) => job,
                 Err(TryRecvError::Closed) => break,
                 Err(TryRecvError::Empty) => {
@@ -335,7 +340,7 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 return Poll::Pending;
             }
             budget -= 1;
-            let Ok(job) = inner.rx.try_recv() else {
+            let Ok(job) = take(inner) else {
                 return Poll::Ready(());
             };
             if let Some(job) = accept(inner, job) {
@@ -344,6 +349,13 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
             }
         }
     }
+}
+
+/// Takes the next job off the queue and gives its place back.
+fn take<Req, Res>(inner: &Inner<Req, Res>) -> Result<Job<Req, Res>, TryRecvError> {
+    let job = inner.rx.try_recv()?;
+    inner.space.add_permits(1);
+    Ok(job)
 }
 
 /// `job`, unless it is skipped: its caller left, or it was cancelled or
