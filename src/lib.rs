@@ -311,6 +311,20 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         self,
         layer: rampart_fanout::FanOutLayer,
     ) -> ServiceBuilder<Stack<rampart_fanout::FanOutLayer, L>>;
+
+    /// A bounded queue of `capacity` requests in front of `workers` workers
+    /// that drive the calls ([`queue::QueueLayer`]): waits for space when
+    /// full (bounded by the request's deadline and cancellation), skips work
+    /// whose caller left, a panicking call fails alone. A zero `capacity` or
+    /// `workers` counts as 1. The workers are spawned when the service is
+    /// built, on the current Tokio runtime (building it outside one panics).
+    /// (Not `buffer`: `ServiceBuilder::buffer` is tower's.)
+    #[cfg(feature = "queue")]
+    fn queue<Req>(
+        self,
+        capacity: usize,
+        workers: usize,
+    ) -> ServiceBuilder<Stack<rampart_queue::QueueLayer<Req>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -471,6 +485,15 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<rampart_fanout::FanOutLayer, L>> {
         self.layer(layer)
     }
+
+    #[cfg(feature = "queue")]
+    fn queue<Req>(
+        self,
+        capacity: usize,
+        workers: usize,
+    ) -> ServiceBuilder<Stack<rampart_queue::QueueLayer<Req>, L>> {
+        self.layer(rampart_queue::QueueLayer::new(capacity, workers))
+    }
 }
 
 pub mod guide;
@@ -498,6 +521,9 @@ pub mod prelude {
     pub use rampart_limit::{ConcurrencyLimitLayer, KeyedConcurrencyLimitLayer};
     #[cfg(feature = "rate")]
     pub use rampart_rate::{KeyedRateLimitLayer, Quota, RateLimitLayer};
+
+    #[cfg(feature = "queue")]
+    pub use rampart_queue::{Queue, QueueLayer};
     #[cfg(feature = "retry")]
     pub use rampart_retry::{Backoff, Budget, RetryLayer};
     #[cfg(feature = "sync")]

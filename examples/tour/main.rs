@@ -10,6 +10,8 @@ mod context;
 mod fanout;
 mod limit;
 mod rate;
+
+mod queue;
 mod retry;
 mod sync;
 mod timeout;
@@ -60,6 +62,7 @@ async fn main() {
         section("keyed lock and single-flight", sync::run()).await,
         section("circuit breaker", breaker::run()).await,
         section("fan-out", fanout::run()).await,
+        section("queue", queue::run()).await,
     ];
     let failed = results.iter().filter(|ok| !**ok).count();
     println!();
