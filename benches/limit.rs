@@ -23,8 +23,8 @@ use criterion::Criterion;
 use tower::limit::ConcurrencyLimitLayer;
 
 /// rampart's fixed limit, waiting callers in line.
-fn rampart(limit: u32) -> rampart::limit::ConcurrencyLimitLayer {
-    rampart::limit::ConcurrencyLimitLayer::new(limit).expect("valid limit")
+fn rampart(limit: usize) -> rampart::limit::ConcurrencyLimitLayer {
+    rampart::limit::ConcurrencyLimitLayer::new(limit)
 }
 
 fn limit(c: &mut Criterion) {

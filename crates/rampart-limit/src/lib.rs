@@ -68,14 +68,15 @@ pub use adaptive::{
     Aimd, AimdConfig, Gradient2, Gradient2Config, LimitAlgorithm, Sample, SampleWindow, Vegas,
     VegasConfig,
 };
-pub use config::{DEFAULT_RETRY_AFTER, Limit, LimitConfig, Mode, WaitPolicy};
-pub use error::ConfigError;
+pub use config::{DEFAULT_RETRY_AFTER, Limit, LimitConfig, MAX_RETRY_AFTER, Mode, WaitPolicy};
+pub use error::LimitConfigError;
 pub use future::ResponseFuture;
 pub use keyed::{
     DEFAULT_MAX_KEYS, HeaderKey, KeyExtractor, KeyedBuilder, KeyedConcurrencyLimit,
     KeyedConcurrencyLimitLayer, KeyedConfig, KeyedResponseFuture,
 };
 pub use layer::{ConcurrencyLimitLayer, LimitBuilder};
+pub use rampart_core::ConfigError;
 pub use sem::MAX_LIMIT;
 pub use service::ConcurrencyLimit;
 pub use stats::{KeyedStats, Stats};

@@ -16,8 +16,8 @@
 //! }
 //!
 //! let svc = ServiceBuilder::new()
-//!     .layer(DeadlineLayer::new(Duration::from_secs(5))?) // the whole request
-//!     .layer(TimeoutLayer::new(Duration::from_secs(2))?) // one attempt
+//!     .layer(DeadlineLayer::new(Duration::from_secs(5))) // the whole request
+//!     .layer(TimeoutLayer::new(Duration::from_secs(2))) // one attempt
 //!     .service(service_fn(slow_operation));
 //!
 //! let err = svc.oneshot(()).await.unwrap_err();
@@ -105,7 +105,7 @@ mod timeout;
 mod timer;
 
 pub use deadline::{Deadline, DeadlineFuture, DeadlineLayer, FromHeaders, NoHeaders, OnMalformed};
-pub use error::ConfigError;
 pub use propagate::{PropagateDeadline, PropagateDeadlineLayer, PropagateFuture};
+pub use rampart_core::ConfigError;
 pub use rampart_core::codec::{DeadlineHeaders, GRPC_TIMEOUT, X_REQUEST_TIMEOUT_MS};
 pub use timeout::{Timeout, TimeoutFuture, TimeoutLayer};

@@ -1,7 +1,6 @@
 //! [`Timeout`]: the service of [`TimeoutLayer`](super::TimeoutLayer).
 
 use super::TimeoutFuture;
-use crate::error::{ConfigError, nonzero};
 use crate::ready::{ReadyGate, Start};
 use crate::timer::{Timer, deadline_from};
 use rampart_core::{BoxError, Error, ErrorKind};
@@ -36,9 +35,11 @@ pub struct Timeout<S> {
 }
 
 impl<S> Timeout<S> {
-    /// Wraps `inner` with a timeout; a zero duration is refused.
-    pub fn new(inner: S, timeout: Duration) -> Result<Self, ConfigError> {
-        Ok(Timeout::from_parts(inner, nonzero(timeout)?))
+    /// Wraps `inner` with a timeout (see
+    /// [`TimeoutLayer::new`](crate::TimeoutLayer::new): zero means
+    /// "already expired").
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        Timeout::from_parts(inner, timeout)
     }
 
     pub(crate) fn from_parts(inner: S, timeout: Duration) -> Self {
