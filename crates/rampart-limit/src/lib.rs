@@ -47,9 +47,9 @@
 //!   counts. tracing `debug` events on sheds, expiries and limit changes.
 //!
 //! A call that finds a free permit (and nobody waiting) takes it with one
-//! compare-and-swap: no lock, no allocation, no timer. Only a caller that
-//! must wait allocates (one box: its place in line, its timer and its
-//! cancellation watch).
+//! compare-and-swap: no lock, no allocation, no timer. A caller that must
+//! wait allocates only if its wait has a timer (a maximum wait, a request
+//! deadline) or a cancellation token to watch: one box for both.
 
 pub mod adaptive;
 mod config;
