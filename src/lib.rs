@@ -159,37 +159,32 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: rampart_retry::RetryLayer<C, R>,
     ) -> ServiceBuilder<Stack<rampart_retry::RetryLayer<C, R>, L>>;
 
-    /// Per-attempt timeout ([`timeout::TimeoutLayer`]): fails a call with
-    /// [`ErrorKind::Timeout`] after `timeout`, the wait for readiness or a
-    /// permit included. A zero duration is refused.
+    /// Per-attempt timeout ([`timeout::TimeoutLayer`], tower's `timeout`):
+    /// fails a call with [`ErrorKind::Timeout`] `timeout` after `call()`
+    /// (or at the [`Context`]'s earlier deadline, with
+    /// [`ErrorKind::DeadlineExceeded`]); the wait for readiness is bounded
+    /// too. Never fails: zero means "already expired", as in tower.
     #[cfg(feature = "timeout")]
     fn attempt_timeout(
         self,
         timeout: Duration,
-    ) -> Result<ServiceBuilder<Stack<rampart_timeout::TimeoutLayer, L>>, rampart_timeout::ConfigError>;
+    ) -> ServiceBuilder<Stack<rampart_timeout::TimeoutLayer, L>>;
 
     /// Total deadline of the request ([`timeout::DeadlineLayer`]), set in
-    /// its [`Context`]; the earliest deadline wins. A zero budget is refused.
+    /// its [`Context`]; the earliest deadline wins. Never fails: a zero
+    /// budget fails every request at once with `DeadlineExceeded`.
     #[cfg(feature = "timeout")]
-    fn deadline(
-        self,
-        budget: Duration,
-    ) -> Result<
-        ServiceBuilder<Stack<rampart_timeout::DeadlineLayer, L>>,
-        rampart_timeout::ConfigError,
-    >;
+    fn deadline(self, budget: Duration)
+    -> ServiceBuilder<Stack<rampart_timeout::DeadlineLayer, L>>;
 
     /// Server side: starts the request's deadline from the caller's
     /// `grpc-timeout` / `x-request-timeout-ms`, capped by `budget`
-    /// ([`timeout::DeadlineLayer::from_headers`]).
+    /// ([`timeout::DeadlineLayer::from_headers`]). Never fails.
     #[cfg(feature = "timeout")]
     fn deadline_from_headers(
         self,
         budget: Duration,
-    ) -> Result<
-        ServiceBuilder<Stack<rampart_timeout::DeadlineLayer<rampart_timeout::FromHeaders>, L>>,
-        rampart_timeout::ConfigError,
-    >;
+    ) -> ServiceBuilder<Stack<rampart_timeout::DeadlineLayer<rampart_timeout::FromHeaders>, L>>;
 
     /// Client side: writes the time that remains before the [`Context`]'s
     /// deadline on outgoing requests ([`timeout::PropagateDeadlineLayer`]).
@@ -198,10 +193,11 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         self,
     ) -> ServiceBuilder<Stack<rampart_timeout::PropagateDeadlineLayer, L>>;
 
-    /// Limits concurrent calls: one limit shared by every clone, the permit
-    /// taken inside the call (so a timeout above bounds the wait), FIFO wait
-    /// or shed (503 + `Retry-After`), fixed or adaptive
-    /// ([`limit::ConcurrencyLimitLayer`]).
+    /// Limits concurrent calls ([`limit::ConcurrencyLimitLayer`], tower's
+    /// `concurrency_limit`): one limit shared by every clone, FIFO wait in
+    /// `poll_ready` (bounded by a timeout above, the [`Context`]'s deadline
+    /// and cancellation) or shed (503 + `Retry-After`), fixed or adaptive.
+    /// `ConcurrencyLimitLayer::new(64)` cannot fail (it panics on 0 only).
     #[cfg(feature = "limit")]
     fn limit_concurrency<C>(
         self,
@@ -376,34 +372,28 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn attempt_timeout(
         self,
         timeout: Duration,
-    ) -> Result<ServiceBuilder<Stack<rampart_timeout::TimeoutLayer, L>>, rampart_timeout::ConfigError>
-    {
-        Ok(self.layer(rampart_timeout::TimeoutLayer::new(timeout)?))
+    ) -> ServiceBuilder<Stack<rampart_timeout::TimeoutLayer, L>> {
+        self.layer(rampart_timeout::TimeoutLayer::new(timeout))
     }
 
     #[cfg(feature = "timeout")]
     fn deadline(
         self,
         budget: Duration,
-    ) -> Result<
-        ServiceBuilder<Stack<rampart_timeout::DeadlineLayer, L>>,
-        rampart_timeout::ConfigError,
-    > {
-        Ok(self.layer(rampart_timeout::DeadlineLayer::new(budget)?))
+    ) -> ServiceBuilder<Stack<rampart_timeout::DeadlineLayer, L>> {
+        self.layer(rampart_timeout::DeadlineLayer::new(budget))
     }
 
     #[cfg(feature = "timeout")]
     fn deadline_from_headers(
         self,
         budget: Duration,
-    ) -> Result<
-        ServiceBuilder<Stack<rampart_timeout::DeadlineLayer<rampart_timeout::FromHeaders>, L>>,
-        rampart_timeout::ConfigError,
-    > {
-        Ok(self.layer(rampart_timeout::DeadlineLayer::from_headers(
+    ) -> ServiceBuilder<Stack<rampart_timeout::DeadlineLayer<rampart_timeout::FromHeaders>, L>>
+    {
+        self.layer(rampart_timeout::DeadlineLayer::from_headers(
             budget,
             rampart_timeout::DeadlineHeaders::new(),
-        )?))
+        ))
     }
 
     #[cfg(feature = "timeout")]
