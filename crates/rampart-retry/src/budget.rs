@@ -91,8 +91,16 @@ impl BudgetConfig {
 }
 
 /// A shared retry budget; clones share the same bucket (hand one clone to
-/// every `Retry` service calling the same upstream). See the
-/// [module docs](self) for the exact bound it keeps.
+/// every `Retry` service calling the same upstream).
+///
+/// The bound it keeps: for every window of length `ttl` (any start), the
+/// retries let through in it are at most `min_per_sec × ttl + ratio × D`,
+/// where `D` is the number of first calls made in the `ttl` before the last
+/// of those retries. Withdrawals are counted over at least the last `ttl`
+/// and deposits over at most the last `ttl` (slots of `ttl / 10`), so the
+/// rounding to slots only ever makes it stricter; slots carry full 64-bit
+/// epochs, so an old slot never counts again, however long the process
+/// runs.
 #[derive(Clone)]
 pub struct Budget {
     inner: Arc<Inner>,

@@ -100,8 +100,7 @@ where
         shared.policy.on_call();
         let classifier = shared.classify.classify_request(&req);
         let keep = shared.policy.max_attempts > 1;
-        let req = shared.replay.prepare(req, keep);
-        let kept = if keep { shared.replay.keep(&req) } else { None };
+        let (req, kept) = shared.replay.prepare(req, keep);
         let give_up_at = shared.policy.give_up_at();
         // Call the service that was driven to readiness; keep a fresh clone.
         let clone = self.inner.clone();

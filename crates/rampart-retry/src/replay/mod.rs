@@ -13,9 +13,16 @@
 //!   sent in full, once; the request just stops being retryable — never
 //!   truncated or corrupted. It can also stamp an attempt header
 //!   (`x-retry-attempt: 2`) on every retry.
+//! - `ReplayTonic` (feature `tonic`): [`ReplayHttp`] for a tonic
+//!   `Channel`, whose requests must carry `tonic::body::Body`: the replayed
+//!   body is handed to the channel as a `tonic::body::Body`.
 
 mod body;
+#[cfg(feature = "tonic")]
+mod tonic;
 
+#[cfg(feature = "tonic")]
+pub use self::tonic::ReplayTonic;
 pub use body::{ReplayBody, ReplayError, Replayer};
 
 use http::{HeaderName, HeaderValue};
@@ -36,14 +43,10 @@ pub trait Replay<Req> {
     type Kept;
 
     /// Turns the caller's request into the first attempt's (e.g. wraps its
-    /// body). `keep` is false when no retry can happen (one attempt
-    /// allowed): nothing will be kept, so nothing needs buffering.
-    fn prepare(&self, req: Req, keep: bool) -> Self::Request;
-
-    /// What to keep of the first attempt's request for later ones, or `None`
-    /// when it cannot be replayed. Called (only when `keep` was true) before
-    /// the request is handed to the inner service.
-    fn keep(&self, req: &Self::Request) -> Option<Self::Kept>;
+    /// body), with what to keep of it for later attempts (`None` when it
+    /// cannot be replayed). `keep` is false when no retry can happen (one
+    /// attempt allowed): nothing is kept, so nothing needs buffering.
+    fn prepare(&self, req: Req, keep: bool) -> (Self::Request, Option<Self::Kept>);
 
     /// The request for attempt number `attempt` (2, 3, …), or `None` when it
     /// can no longer be sent again. Called when a retry is decided, before
@@ -67,13 +70,9 @@ impl<Req: Clone> Replay<Req> for CloneRequest {
     type Kept = Req;
 
     #[inline]
-    fn prepare(&self, req: Req, _keep: bool) -> Req {
-        req
-    }
-
-    #[inline]
-    fn keep(&self, req: &Req) -> Option<Req> {
-        Some(req.clone())
+    fn prepare(&self, req: Req, keep: bool) -> (Req, Option<Req>) {
+        let kept = if keep { Some(req.clone()) } else { None };
+        (req, kept)
     }
 
     fn next(&self, kept: &Req, _attempt: u32) -> Option<Req> {
@@ -140,25 +139,22 @@ where
     type Request = http::Request<ReplayBody<B>>;
     type Kept = HttpKept<B>;
 
-    fn prepare(&self, req: http::Request<B>, keep: bool) -> http::Request<ReplayBody<B>> {
+    fn prepare(
+        &self,
+        req: http::Request<B>,
+        keep: bool,
+    ) -> (http::Request<ReplayBody<B>>, Option<HttpKept<B>>) {
         let (parts, body) = req.into_parts();
-        let body = if keep {
-            ReplayBody::new(body, self.max_bytes)
-        } else {
-            ReplayBody::passthrough(body)
-        };
-        http::Request::from_parts(parts, body)
-    }
-
-    fn keep(&self, req: &http::Request<ReplayBody<B>>) -> Option<HttpKept<B>> {
-        let body = req.body().replayer()?;
-        let (mut parts, ()) = http::Request::new(()).into_parts();
-        parts.method = req.method().clone();
-        parts.uri = req.uri().clone();
-        parts.version = req.version();
-        parts.headers = req.headers().clone();
-        parts.extensions = req.extensions().clone();
-        Some(HttpKept { parts, body })
+        if !keep {
+            let body = ReplayBody::passthrough(body);
+            return (http::Request::from_parts(parts, body), None);
+        }
+        let body = ReplayBody::new(body, self.max_bytes);
+        let kept = body.replayer().map(|body| HttpKept {
+            parts: parts.clone(),
+            body,
+        });
+        (http::Request::from_parts(parts, body), kept)
     }
 
     fn next(&self, kept: &HttpKept<B>, attempt: u32) -> Option<http::Request<ReplayBody<B>>> {
