@@ -83,7 +83,7 @@ where
     S: Service<R::Request>,
     C: Classify<Req, S::Response>,
 {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(
         fut: S::Future,
         service: S,

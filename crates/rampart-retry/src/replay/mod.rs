@@ -37,16 +37,26 @@ pub const DEFAULT_MAX_REPLAY_BYTES: usize = 64 * 1024;
 /// Implement it for request types that are neither `Clone` nor
 /// `http::Request`.
 pub trait Replay<Req> {
+    /// The first attempt's request, prepared (e.g. its body wrapped) but not
+    /// yet turned into what the inner service receives.
+    type Prepared;
     /// What the inner service receives.
     type Request;
     /// What is kept between attempts.
     type Kept;
 
     /// Turns the caller's request into the first attempt's (e.g. wraps its
-    /// body), with what to keep of it for later attempts (`None` when it
-    /// cannot be replayed). `keep` is false when no retry can happen (one
-    /// attempt allowed): nothing is kept, so nothing needs buffering.
-    fn prepare(&self, req: Req, keep: bool) -> (Self::Request, Option<Self::Kept>);
+    /// body). `keep` is false when no retry can happen (one attempt
+    /// allowed): nothing will be kept, so nothing needs buffering.
+    fn prepare(&self, req: Req, keep: bool) -> Self::Prepared;
+
+    /// What to keep of the first attempt's request for later ones, or `None`
+    /// when it cannot be replayed. Called (only when `keep` was true) before
+    /// the request is handed to the inner service.
+    fn keep(&self, req: &Self::Prepared) -> Option<Self::Kept>;
+
+    /// The prepared request as the inner service takes it (often as it is).
+    fn send(&self, req: Self::Prepared) -> Self::Request;
 
     /// The request for attempt number `attempt` (2, 3, …), or `None` when it
     /// can no longer be sent again. Called when a retry is decided, before
@@ -66,13 +76,23 @@ pub trait Replay<Req> {
 pub struct CloneRequest;
 
 impl<Req: Clone> Replay<Req> for CloneRequest {
+    type Prepared = Req;
     type Request = Req;
     type Kept = Req;
 
     #[inline]
-    fn prepare(&self, req: Req, keep: bool) -> (Req, Option<Req>) {
-        let kept = if keep { Some(req.clone()) } else { None };
-        (req, kept)
+    fn prepare(&self, req: Req, _keep: bool) -> Req {
+        req
+    }
+
+    #[inline]
+    fn keep(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+
+    #[inline]
+    fn send(&self, req: Req) -> Req {
+        req
     }
 
     fn next(&self, kept: &Req, _attempt: u32) -> Option<Req> {
@@ -136,25 +156,34 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
+    type Prepared = http::Request<ReplayBody<B>>;
     type Request = http::Request<ReplayBody<B>>;
     type Kept = HttpKept<B>;
 
-    fn prepare(
-        &self,
-        req: http::Request<B>,
-        keep: bool,
-    ) -> (http::Request<ReplayBody<B>>, Option<HttpKept<B>>) {
+    fn prepare(&self, req: http::Request<B>, keep: bool) -> http::Request<ReplayBody<B>> {
         let (parts, body) = req.into_parts();
-        if !keep {
-            let body = ReplayBody::passthrough(body);
-            return (http::Request::from_parts(parts, body), None);
-        }
-        let body = ReplayBody::new(body, self.max_bytes);
-        let kept = body.replayer().map(|body| HttpKept {
-            parts: parts.clone(),
-            body,
-        });
-        (http::Request::from_parts(parts, body), kept)
+        let body = if keep {
+            ReplayBody::new(body, self.max_bytes)
+        } else {
+            ReplayBody::passthrough(body)
+        };
+        http::Request::from_parts(parts, body)
+    }
+
+    fn keep(&self, req: &http::Request<ReplayBody<B>>) -> Option<HttpKept<B>> {
+        let body = req.body().replayer()?;
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = req.method().clone();
+        parts.uri = req.uri().clone();
+        parts.version = req.version();
+        parts.headers = req.headers().clone();
+        parts.extensions = req.extensions().clone();
+        Some(HttpKept { parts, body })
+    }
+
+    #[inline]
+    fn send(&self, req: http::Request<ReplayBody<B>>) -> http::Request<ReplayBody<B>> {
+        req
     }
 
     fn next(&self, kept: &HttpKept<B>, attempt: u32) -> Option<http::Request<ReplayBody<B>>> {

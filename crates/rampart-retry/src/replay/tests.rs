@@ -141,9 +141,9 @@ async fn a_failing_body_is_not_replayed() {
 
 #[test]
 fn clone_request_keeps_a_clone() {
-    let (sent, kept) = Replay::<u32>::prepare(&CloneRequest, 5, true);
-    assert_eq!((sent, kept), (5, Some(5)));
-    assert_eq!(Replay::<u32>::prepare(&CloneRequest, 5, false), (5, None));
+    let sent = Replay::<u32>::prepare(&CloneRequest, 5, true);
+    assert_eq!(Replay::<u32>::keep(&CloneRequest, &sent), Some(5));
+    assert_eq!(Replay::<u32>::send(&CloneRequest, sent), 5);
     assert_eq!(Replay::<u32>::next(&CloneRequest, &5, 2), Some(5));
 }
 
@@ -154,7 +154,8 @@ async fn replay_http_sets_the_attempt_header_on_retries_only() {
         .header("a", "1")
         .body(Full::new(Bytes::from_static(b"payload")))
         .unwrap();
-    let (first, kept) = r.prepare(req, true);
+    let first = r.prepare(req, true);
+    let kept = r.keep(&first);
     assert!(first.headers().get("x-retry-attempt").is_none());
     collect(first.into_body()).await;
     let kept = kept.unwrap();
@@ -175,8 +176,7 @@ async fn replay_http_without_retries_passes_the_body_through() {
     let req = http::Request::put("/x")
         .body(Full::new(Bytes::from_static(b"once")))
         .unwrap();
-    let (first, kept) = r.prepare(req, false);
-    assert!(kept.is_none());
+    let first = r.prepare(req, false);
     assert!(first.body().replayer().is_none(), "nothing buffered");
     assert_eq!(collect(first.into_body()).await.0, "once");
 }

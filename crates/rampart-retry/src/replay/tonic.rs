@@ -1,6 +1,6 @@
 //! [`ReplayTonic`]: body replay for a tonic `Channel` (feature `tonic`).
 
-use super::{HttpKept, Replay, ReplayHttp};
+use super::{HttpKept, Replay, ReplayBody, ReplayHttp};
 use bytes::Bytes;
 use http::HeaderName;
 use http_body::Body;
@@ -51,16 +51,20 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    type Prepared = http::Request<ReplayBody<B>>;
     type Request = http::Request<tonic::body::Body>;
     type Kept = HttpKept<B>;
 
-    fn prepare(
-        &self,
-        req: http::Request<B>,
-        keep: bool,
-    ) -> (http::Request<tonic::body::Body>, Option<HttpKept<B>>) {
-        let (req, kept) = self.http.prepare(req, keep);
-        (req.map(tonic::body::Body::new), kept)
+    fn prepare(&self, req: http::Request<B>, keep: bool) -> http::Request<ReplayBody<B>> {
+        self.http.prepare(req, keep)
+    }
+
+    fn keep(&self, req: &http::Request<ReplayBody<B>>) -> Option<HttpKept<B>> {
+        self.http.keep(req)
+    }
+
+    fn send(&self, req: http::Request<ReplayBody<B>>) -> http::Request<tonic::body::Body> {
+        req.map(tonic::body::Body::new)
     }
 
     fn next(&self, kept: &HttpKept<B>, attempt: u32) -> Option<http::Request<tonic::body::Body>> {
