@@ -83,7 +83,7 @@ where
     S: Service<R::Request>,
     C: Classify<Req, S::Response>,
 {
-    #[inline(always)]
+    #[inline]
     pub(crate) fn new(
         fut: S::Future,
         service: S,
