@@ -223,7 +223,7 @@ impl Budget {
     }
 
     /// Whole retries the budget would allow right now.
-    pub fn available(&self) -> u64 {
+    pub fn available(&self) -> usize {
         self.inner.available_at(Instant::now())
     }
 }
@@ -288,12 +288,12 @@ impl Inner {
         true
     }
 
-    fn available_at(&self, now: Instant) -> u64 {
+    fn available_at(&self, now: Instant) -> usize {
         let epoch = self.epoch(now);
         let ring = self.lock();
         let (d, w) = self.window(&ring, epoch);
         let tokens = (d * self.ratio_ppm + self.reserve_ppm) / PPM;
-        u64::try_from(tokens.saturating_sub(w)).unwrap_or(u64::MAX)
+        usize::try_from(tokens.saturating_sub(w)).unwrap_or(usize::MAX)
     }
 }
 
@@ -303,7 +303,7 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::VecDeque;
 
-    fn drain(b: &Budget) -> u64 {
+    fn drain(b: &Budget) -> usize {
         let mut n = 0;
         while b.try_withdraw() {
             n += 1;
@@ -422,7 +422,7 @@ mod tests {
                 });
             }
         });
-        let taken: u64 = std::thread::scope(|s| {
+        let taken: usize = std::thread::scope(|s| {
             let hs: Vec<_> = (0..4)
                 .map(|_| {
                     let b = b.clone();
