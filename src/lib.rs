@@ -149,10 +149,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 
     /// Retries retryable failures with capped, jittered backoff, an optional
     /// shared budget, HTTP/gRPC classification and request-body replay
-    /// ([`retry::RetryLayer`]; build it with `RetryLayer::http()` or
-    /// `RetryLayer::builder()`). Place it inside the total deadline and
-    /// outside the per-attempt timeout. (Not `retry`: `ServiceBuilder::retry`
-    /// is tower's, and an inherent method always wins.)
+    /// ([`retry::RetryLayer`]; build it with `RetryLayer::http()`,
+    /// `RetryLayer::tonic()` around a tonic `Channel` (feature `tonic`), or
+    /// `RetryLayer::builder()`, before the chain: `build()` validates and
+    /// returns a [`ConfigError`] naming the field, so the chain itself has
+    /// no `?`). Place it inside the total deadline and outside the
+    /// per-attempt timeout. (Not `retry`: `ServiceBuilder::retry` is
+    /// tower's, and an inherent method always wins.)
     #[cfg(feature = "retry")]
     fn retry_with<C, R>(
         self,
