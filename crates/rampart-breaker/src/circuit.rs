@@ -73,7 +73,7 @@ pub(crate) enum Admit {
 pub(crate) enum Verdict {
     Success,
     Failure,
-    /// Not a sign of the backend's health (a 404, a cancelled call).
+    /// Not a sign of the backend's health (a 429, a cancelled call).
     Ignored,
 }
 

@@ -1,13 +1,13 @@
 //! [`CircuitBreakerLayer`], its builder and [`CircuitBreakerHandle`].
 
 use crate::breaker::Breaker;
+use crate::classify::BreakerClassify;
 use crate::classify::breaker_classify;
 use crate::config::{BreakDuration, CircuitBreakerConfig, Settings, SlowCalls, TripModel, Window};
 use crate::service::CircuitBreaker;
 use crate::stats::{State, Stats};
 use rampart_core::ConfigError;
 use rampart_core::classify::ErrorClassify;
-use rampart_core::classify::HttpOrGrpcClassify;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
@@ -90,7 +90,7 @@ impl CircuitBreakerLayer {
 
     /// A circuit with the defaults for HTTP and gRPC, judged by
     /// [`breaker_classify`] (a 503 or UNAVAILABLE is a failure, a 404 is not).
-    pub fn http() -> CircuitBreakerLayer<HttpOrGrpcClassify> {
+    pub fn http() -> CircuitBreakerLayer<BreakerClassify> {
         CircuitBreakerLayer {
             breaker: Arc::new(Breaker::new(Settings::default())),
             classify: breaker_classify(),
@@ -112,7 +112,7 @@ impl CircuitBreakerLayer {
 
     /// Starts a builder for HTTP and gRPC, judging results with
     /// [`breaker_classify`].
-    pub fn http_builder() -> CircuitBreakerBuilder<HttpOrGrpcClassify> {
+    pub fn http_builder() -> CircuitBreakerBuilder<BreakerClassify> {
         CircuitBreakerBuilder::new(breaker_classify())
     }
 }

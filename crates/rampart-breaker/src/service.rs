@@ -3,7 +3,7 @@
 
 use crate::breaker::Breaker;
 use crate::circuit::{Admit, Verdict};
-use crate::classify::verdict;
+use crate::classify::{is_local_shed, verdict};
 use crate::layer::CircuitBreakerHandle;
 use crate::stats::Stats;
 use pin_project_lite::pin_project;
@@ -261,8 +261,15 @@ where
             KindProj::Called { fut, judge, record } => {
                 let out = ready!(fut.poll(cx)).map_err(Error::from_inner);
                 if let (Some(record), Some(judge)) = (record.take(), judge.as_ref()) {
-                    let outcome = judge.classify(out.as_ref().map_err(|e| e as ErrorRef<'_>));
-                    record.finish(verdict(outcome));
+                    let result = out.as_ref().map_err(|e| e as ErrorRef<'_>);
+                    // A local shed (a limit inside the breaker, an inner
+                    // open circuit) says nothing of the backend's health,
+                    // whatever the classifier makes of it.
+                    let v = match result {
+                        Err(e) if is_local_shed(e) => Verdict::Ignored,
+                        result => verdict(judge.classify(result)),
+                    };
+                    record.finish(v);
                 }
                 Poll::Ready(out)
             }
