@@ -252,7 +252,16 @@ impl Circuit {
                             Ordering::AcqRel,
                             Ordering::Acquire,
                         ) {
-                            Ok(_) => return (Admit::Probe(generation(s)), transition),
+                            Ok(_) => {
+                                // The probe timeout runs from the latest
+                                // admission: a probe let in after another
+                                // gave its slot back gets its whole time.
+                                self.set_deadline(
+                                    s,
+                                    now().saturating_add(ceil_ms(self.settings.probe_timeout)),
+                                );
+                                return (Admit::Probe(generation(s)), transition);
+                            }
                             Err(now_s) => {
                                 s = now_s;
                                 continue;

@@ -302,6 +302,42 @@ async fn a_stuck_probe_times_out_and_the_circuit_probes_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_probe_let_in_after_a_dropped_one_gets_its_whole_probe_timeout() {
+    let layer = consecutive(1, 1); // probe timeout 2 s
+    let h = layer.handle();
+    let mock = backend();
+    let svc = layer.layer(mock.clone());
+    run(&svc, &[Do::Fail]).await;
+    time::advance(Duration::from_secs(5)).await;
+    // A first probe is dropped unfinished: its slot comes back.
+    let first = tokio::spawn(send_owned(svc.clone(), Do::Hang));
+    tokio::task::yield_now().await;
+    assert_eq!(mock.inflight(), 1);
+    first.abort();
+    let _ = first.await;
+    time::advance(Duration::from_millis(1_900)).await;
+    // A second probe 1.9 s later.
+    let second = tokio::spawn(send_owned(svc.clone(), Do::Hang));
+    tokio::task::yield_now().await;
+    assert_eq!(h.stats().probes_in_flight, 1);
+    time::advance(Duration::from_millis(500)).await;
+    // 2.4 s after the first probe, 0.5 s after the second: the second is
+    // still within its time, so a caller is refused and the circuit stays
+    // half-open.
+    let e = send(&svc, Do::Ok).await.unwrap_err();
+    assert_eq!(
+        e.find_source::<CircuitOpen>().unwrap().state(),
+        State::HalfOpen
+    );
+    assert_eq!(h.state(), State::HalfOpen);
+    // Once its own 2 s are over, it counts as failed.
+    time::advance(Duration::from_millis(1_500)).await;
+    assert!(send(&svc, Do::Ok).await.is_err());
+    assert_eq!(h.state(), State::Open);
+    second.abort();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_dropped_probe_gives_its_slot_back() {
     let layer = consecutive(1, 1);
     let h = layer.handle();
