@@ -35,7 +35,26 @@ pub enum Window {
     Calls(usize),
     /// The calls of the last duration, in ten buckets: the window slides in
     /// steps of a tenth of it (Polly v8's `SamplingDuration`, resilience4j's
-    /// `TIME_BASED`). At least 10 ms.
+    /// `TIME_BASED`). At least 10 ms, at most one day.
+    ///
+    /// Each bucket is one 64-bit word, which sets two limits. A bucket
+    /// spans a *tenth*: the window's whole milliseconds divided by ten,
+    /// rounded down.
+    ///
+    /// - **Saturation**: a bucket counts at most 65 535 calls. Further
+    ///   calls in the same tenth are not counted at all (neither success
+    ///   nor failure), so above 65 535 calls per tenth the ratio is judged
+    ///   on the first 65 535 calls of each tenth, and the window holds at
+    ///   most 655 350 calls.
+    /// - **Tag wrap**: a bucket is tagged with the index of its tenth
+    ///   (time since the circuit was made, in tenths) modulo 65 536. A
+    ///   bucket written in tenth `t` and not written since is counted again,
+    ///   with its old calls, in tenths `t + 65 536·k … t + 65 536·k + 9`
+    ///   (`k ≥ 1`). Any call that lands in that bucket meanwhile replaces
+    ///   it, so only a circuit that has seen no call in the bucket for
+    ///   65 536 tenths (6 553.6 windows: 18 h 12 min 16 s for a 10 s
+    ///   window, 65.5 s for a 10 ms one) is affected, for at most one
+    ///   window.
     Time(Duration),
 }
 

@@ -3,12 +3,13 @@
 
 use crate::breaker::Breaker;
 use crate::circuit::{Admit, Verdict};
-use crate::classify::verdict;
+use crate::classify::{is_local_shed, verdict};
 use crate::layer::CircuitBreakerHandle;
 use crate::stats::Stats;
 use pin_project_lite::pin_project;
 use rampart_core::classify::{Classify, ClassifyResult, ErrorClassify, ErrorRef};
 use rampart_core::{BoxError, Error};
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -118,13 +119,20 @@ where
                 kind: Kind::Rejected { error: Some(error) },
             };
         }
-        dispatch(&self.breaker, &mut self.inner, &self.classify, req)
+        dispatch(
+            Cow::Borrowed(&self.breaker),
+            &mut self.inner,
+            &self.classify,
+            req,
+        )
     }
 }
 
-/// Admits `req` through `breaker` and calls `inner`, or refuses it.
+/// Admits `req` through `breaker` and calls `inner`, or refuses it. The
+/// breaker is borrowed or owned so that an admitted call clones its `Arc`
+/// at most once (the keyed service passes the one it got from its map).
 pub(crate) fn dispatch<S, C, Req>(
-    breaker: &Arc<Breaker>,
+    breaker: Cow<'_, Arc<Breaker>>,
     inner: &mut S,
     classify: &C,
     req: Req,
@@ -162,7 +170,7 @@ where
             fut: inner.call(req),
             judge: Some(judge),
             record: Some(Record {
-                breaker: Arc::clone(breaker),
+                breaker: breaker.into_owned(),
                 ticket,
                 start,
             }),
@@ -261,8 +269,15 @@ where
             KindProj::Called { fut, judge, record } => {
                 let out = ready!(fut.poll(cx)).map_err(Error::from_inner);
                 if let (Some(record), Some(judge)) = (record.take(), judge.as_ref()) {
-                    let outcome = judge.classify(out.as_ref().map_err(|e| e as ErrorRef<'_>));
-                    record.finish(verdict(outcome));
+                    let result = out.as_ref().map_err(|e| e as ErrorRef<'_>);
+                    // A local shed (a limit inside the breaker, an inner
+                    // open circuit) says nothing of the backend's health,
+                    // whatever the classifier makes of it.
+                    let v = match result {
+                        Err(e) if is_local_shed(e) => Verdict::Ignored,
+                        result => verdict(judge.classify(result)),
+                    };
+                    record.finish(v);
                 }
                 Poll::Ready(out)
             }
