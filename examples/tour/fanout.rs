@@ -13,6 +13,10 @@ use rampart::prelude::*;
 use rampart_testkit::{MockReply, MockService};
 use tower::{ServiceBuilder, ServiceExt};
 
+/// Counts checked when compiling, so the chains below need no `?`.
+const TWO: NonZeroUsize = NonZeroUsize::new(2).unwrap();
+const THREE: NonZeroUsize = NonZeroUsize::new(3).unwrap();
+
 pub(crate) async fn run() -> Result<(), BoxError> {
     crate::heading("fan-out: gather and collective timeout (rampart-fanout)");
     errors_as_values().await?;
@@ -81,7 +85,7 @@ async fn bounded() -> Result<(), BoxError> {
     let backend =
         MockService::<u32, u32>::new(|n| MockReply::ok(n * n).after(Duration::from_millis(10)));
     let svc = ServiceBuilder::new()
-        .fan_out(FanOutLayer::new().concurrency(NonZeroUsize::new(3).ok_or("zero")?))
+        .fan_out(FanOutLayer::new().concurrency(THREE))
         .service(backend.clone());
     let squares = svc.oneshot((0..10).collect::<Vec<u32>>()).await?;
     let got: Vec<u32> = squares.into_iter().filter_map(Outcome::ok).collect();
@@ -100,7 +104,7 @@ async fn quorum() -> Result<(), BoxError> {
     let replicas =
         MockService::<u64, u64>::new(|ms| MockReply::ok(ms).after(Duration::from_millis(ms)));
     let svc = ServiceBuilder::new()
-        .fan_out(FanOutLayer::new().quorum(NonZeroUsize::new(2).ok_or("zero")?))
+        .fan_out(FanOutLayer::new().quorum(TWO))
         .service(replicas.clone());
     let started = Instant::now();
     let res = svc.oneshot(vec![10, 2_000, 30]).await?;

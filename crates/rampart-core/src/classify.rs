@@ -596,9 +596,6 @@ impl<B> ClassifyResult<http::Response<B>> for GrpcClassifier {
         let listed = self.codes & code.bit() != 0;
         let mut pushback = res.headers().get_all(&GRPC_RETRY_PUSHBACK_MS).iter();
         match (pushback.next(), pushback.next()) {
-            // A repeated pushback is malformed: not retried (as grpc-go, and
-            // as rampart treats repeated deadline and id headers).
-            (Some(_), Some(_)) => Outcome::Fatal,
             (Some(v), None) => match parse_grpc_pushback(v.as_bytes()) {
                 Pushback::After(d)
                     if d <= self.max_retry_after && (listed || code == Code::ResourceExhausted) =>
@@ -612,7 +609,10 @@ impl<B> ClassifyResult<http::Response<B>> for GrpcClassifier {
             (None, _) if listed && code != Code::ResourceExhausted => {
                 Outcome::Retryable { after: None }
             }
-            (None, _) => Outcome::Fatal,
+            // Not retried: a code not listed, or a repeated pushback, which
+            // is malformed (as grpc-go, and as rampart treats repeated
+            // deadline and id headers).
+            _ => Outcome::Fatal,
         }
     }
 }
