@@ -356,23 +356,7 @@ fn report_allocs<S>(
     let before = ALLOC.stats().allocations;
     rt.block_on(run(svc.clone(), callers, ALLOC_REQUESTS, make_req));
     let count = ALLOC.stats().allocations - before;
-    let line = format!(
-        "ALLOCS {name}: {:.2} per request",
-        count as f64 / ALLOC_REQUESTS as f64
-    );
-    println!("{line}");
-    let path = std::path::Path::new("target/criterion/allocs.txt");
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        use std::io::Write;
-        let _ = writeln!(f, "{line}");
-    }
+    record_allocs(name, count, ALLOC_REQUESTS);
 }
 
 /// Runs `iters` requests against clones of `svc` from `callers` spawned

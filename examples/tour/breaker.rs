@@ -6,34 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::Request;
+use http_body_util::Empty;
 use rampart::BoxError;
 use rampart::breaker::{CircuitBreakerLayer, State};
 use rampart::prelude::*;
 use rampart_testkit::{FlakyServer, Reply};
-use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-
-/// A hyper client whose responses carry the whole body.
-fn client()
--> impl Service<Request<Empty<Bytes>>, Response = Response<Bytes>, Error = BoxError, Future: Send>
-+ Clone
-+ Send {
-    let c = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    service_fn(move |req| {
-        let fut = c.request(req);
-        async move {
-            let (parts, body) = fut.await?.into_parts();
-            Ok::<_, BoxError>(Response::from_parts(
-                parts,
-                body.collect().await?.to_bytes(),
-            ))
-        }
-    })
-}
+use crate::client;
+use tower::{ServiceBuilder, ServiceExt};
 
 pub(crate) async fn run() -> Result<(), BoxError> {
     crate::heading("circuit breaker: stop calling a failing backend, probe, recover");

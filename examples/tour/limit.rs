@@ -9,34 +9,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Empty;
 use rampart::limit::{
     ConcurrencyLimitLayer, HeaderKey, KeyedConcurrencyLimitLayer, SampleWindow, VegasConfig,
 };
 use rampart::{BoxError, HandleErrorsLayer};
 use rampart_testkit::FlakyServer;
-use tower::{Layer, Service, ServiceExt, service_fn};
-
-/// A hyper client whose responses carry the whole body (`Bytes` has the
-/// `Default` that `HandleErrorsLayer` needs).
-fn client()
--> impl Service<Request<Empty<Bytes>>, Response = Response<Bytes>, Error = BoxError, Future: Send>
-+ Clone
-+ Send {
-    let c = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    service_fn(move |req| {
-        let fut = c.request(req);
-        async move {
-            let (parts, body) = fut.await?.into_parts();
-            Ok::<_, BoxError>(Response::from_parts(
-                parts,
-                body.collect().await?.to_bytes(),
-            ))
-        }
-    })
-}
+use crate::client;
+use tower::{Layer, Service, ServiceExt};
 
 fn get(server: &FlakyServer, tenant: &str) -> Result<Request<Empty<Bytes>>, BoxError> {
     Ok(Request::get(server.uri("/"))

@@ -20,6 +20,30 @@ use rampart::BoxError;
 use std::future::Future;
 use std::time::Instant;
 
+/// A hyper client whose responses carry the whole body (`Bytes` has the
+/// `Default` that `HandleErrorsLayer` needs), shared by the sections.
+pub(crate) fn client() -> impl tower::Service<
+    http::Request<http_body_util::Empty<bytes::Bytes>>,
+    Response = http::Response<bytes::Bytes>,
+    Error = BoxError,
+    Future: Send,
+> + Clone
++ Send {
+    use http_body_util::BodyExt;
+    let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    tower::service_fn(move |req| {
+        let fut = c.request(req);
+        async move {
+            let (parts, body) = fut.await?.into_parts();
+            Ok::<_, BoxError>(http::Response::from_parts(
+                parts,
+                body.collect().await?.to_bytes(),
+            ))
+        }
+    })
+}
+
 /// Prints a section heading.
 pub(crate) fn heading(title: &str) {
     println!();

@@ -6,16 +6,15 @@
 //! long version.
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::Request;
+use http_body_util::Empty;
 use rampart::BoxError;
 use rampart::sync::{CoalesceLayer, KeyedLockLayer};
 use rampart_testkit::FlakyServer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+use crate::client;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
 /// A counter whose increment reads, awaits, then writes.
@@ -49,23 +48,6 @@ where
     a?;
     b?;
     Ok(value.load(Ordering::SeqCst))
-}
-
-fn client()
--> impl Service<Request<Empty<Bytes>>, Response = Response<Bytes>, Error = BoxError, Future: Send>
-+ Clone
-+ Send {
-    let c = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    service_fn(move |req| {
-        let fut = c.request(req);
-        async move {
-            let (parts, body) = fut.await?.into_parts();
-            Ok::<_, BoxError>(Response::from_parts(
-                parts,
-                body.collect().await?.to_bytes(),
-            ))
-        }
-    })
 }
 
 pub(crate) async fn run() -> Result<(), BoxError> {
