@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::client;
 use http::Request;
 use http_body_util::Empty;
 use rampart::BoxError;
 use rampart::breaker::{CircuitBreakerLayer, State};
 use rampart::prelude::*;
 use rampart_testkit::{FlakyServer, Reply};
-use crate::client;
 use tower::{ServiceBuilder, ServiceExt};
 
 pub(crate) async fn run() -> Result<(), BoxError> {

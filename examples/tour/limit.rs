@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::client;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Empty;
@@ -15,7 +16,6 @@ use rampart::limit::{
 };
 use rampart::{BoxError, HandleErrorsLayer};
 use rampart_testkit::FlakyServer;
-use crate::client;
 use tower::{Layer, Service, ServiceExt};
 
 fn get(server: &FlakyServer, tenant: &str) -> Result<Request<Empty<Bytes>>, BoxError> {

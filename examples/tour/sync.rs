@@ -5,6 +5,7 @@
 //! through `CoalesceLayer` (one reaches it). The `locks` example runs the
 //! long version.
 
+use crate::client;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Empty;
@@ -14,7 +15,6 @@ use rampart_testkit::FlakyServer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use crate::client;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
 /// A counter whose increment reads, awaits, then writes.
