@@ -20,12 +20,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rampart::prelude::*;
-use rampart::retry::{Jitter, ReplayBody};
+use rampart::retry::{Jitter, ReplayBody, ReplayHttp};
 use rampart::{BoxError, Error};
 use rampart_testkit::{FlakyServer, Reply};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 type HttpClient = Client<HttpConnector, ReplayBody<Full<Bytes>>>;
+type Retry = RetryLayer<HttpOrGrpcClassify, ReplayHttp>;
 
 /// The client stack's settings for one scenario.
 struct Settings {
@@ -49,20 +50,27 @@ impl Default for Settings {
     }
 }
 
-/// The recommended client stack; the retry layer is returned too, for its
-/// stats.
-fn client_stack(
-    s: Settings,
-) -> Result<
-    (
-        impl Service<Request<Full<Bytes>>, Response = Response<Incoming>, Error = Error, Future: Send>
+/// What the client stack is: a cloneable service from requests to
+/// responses or a rampart [`Error`].
+trait ClientStack:
+    Service<Request<Full<Bytes>>, Response = Response<Incoming>, Error = Error, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> ClientStack for T where
+    T: Service<Request<Full<Bytes>>, Response = Response<Incoming>, Error = Error, Future: Send>
         + Clone
         + Send
-        + 'static,
-        RetryLayer<HttpOrGrpcClassify, rampart::retry::ReplayHttp>,
-    ),
-    BoxError,
-> {
+        + 'static
+{
+}
+
+/// The recommended client stack; the retry layer is returned too, for its
+/// stats.
+fn client_stack(s: Settings) -> Result<(impl ClientStack, Retry), BoxError> {
     let retry = RetryLayer::http()
         .max_attempts(s.max_attempts)
         .backoff(Backoff::exponential(Duration::from_millis(20)).jitter(Jitter::Full))
@@ -114,7 +122,7 @@ impl Checks {
     }
 }
 
-fn attempts(retry: &RetryLayer<HttpOrGrpcClassify, rampart::retry::ReplayHttp>) -> String {
+fn attempts(retry: &Retry) -> String {
     retry.stats().map_or_else(String::new, |s| {
         format!(
             "calls {}, retries {}, budget rejections {}, exhausted {}",
