@@ -234,6 +234,137 @@ async fn load_2000_requests_from_32_tasks_through_both_stacks_each_get_one_answe
     .expect("the load test finishes within 120 s");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_in_the_middle_of_load_every_request_ends_once_and_the_report_adds_up() {
+    const TASKS: usize = 32;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        use axum::routing::get;
+        let shutdown = Shutdown::new();
+        let completed = Arc::new(AtomicUsize::new(0));
+        let count = completed.clone();
+        // Handlers take 0..150 ms; a drain deadline of 60 ms lets some finish
+        // and cancels the rest.
+        let handler = move |uri: http::Uri| {
+            let count = count.clone();
+            async move {
+                let n: u64 = uri.query().and_then(|q| q.parse().ok()).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(draw(7, n) % 150)).await;
+                count.fetch_add(1, Ordering::SeqCst);
+                "done"
+            }
+        };
+        let stack = ServiceBuilder::new()
+            .request_id()
+            .handle_errors()
+            .layer(CancelLayer::with_shutdown(&shutdown))
+            .deadline_from_headers(Duration::from_secs(5))
+            .unwrap()
+            .limit_concurrency(ConcurrencyLimitLayer::new(64).unwrap());
+        let router = axum::Router::new().route("/", get(handler)).layer(stack);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.draining())
+                .into_future(),
+        );
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let sent = Arc::new(AtomicUsize::new(0));
+        // (ok, cancelled 499, closed 503, refused / connection error)
+        let tally = Arc::new([
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        ]);
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let (client, sent, tally) = (client.clone(), sent.clone(), tally.clone());
+                tokio::spawn(async move {
+                    for i in 0u64.. {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        let uri: http::Uri = format!("http://{addr}/?{}", t as u64 * 1_000_000 + i)
+                            .parse()
+                            .unwrap();
+                        let slot = match client.get(uri).await {
+                            Ok(res) => match res.status().as_u16() {
+                                200 => 0,
+                                499 => 1,
+                                503 => 2,
+                                other => panic!("unexpected status {other}"),
+                            },
+                            Err(_) => 3,
+                        };
+                        tally[slot].fetch_add(1, Ordering::SeqCst);
+                        if slot != 0 {
+                            // Closed, refused or cancelled: the server is
+                            // going away; this caller stops.
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        // Let the load run, then drain in the middle of it.
+        while sent.load(Ordering::SeqCst) < 500 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let report = shutdown.drain(Duration::from_millis(60)).await;
+        for t in tasks {
+            t.await.expect("no caller panicked");
+        }
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the listener stops after the drain")
+            .unwrap()
+            .unwrap();
+        let get = |i: usize| tally[i].load(Ordering::SeqCst);
+        println!(
+            "drain under load: {} sent; {} ok, {} cancelled (499), {} closed (503), {} refused; \
+             report: {} in flight at start, {} completed, {} cancelled, {} refused, took {:?}",
+            sent.load(Ordering::SeqCst),
+            get(0),
+            get(1),
+            get(2),
+            get(3),
+            report.in_flight_at_start(),
+            report.completed(),
+            report.cancelled(),
+            report.refused(),
+            report.elapsed()
+        );
+        assert_eq!(
+            get(0) + get(1) + get(2) + get(3),
+            sent.load(Ordering::SeqCst),
+            "every request has exactly one outcome"
+        );
+        assert_eq!(
+            report.completed() + report.cancelled(),
+            report.in_flight_at_start(),
+            "the drain accounts for every request in flight"
+        );
+        assert_eq!(
+            get(1),
+            report.cancelled(),
+            "each cancelled request was answered 499"
+        );
+        assert_eq!(
+            get(0),
+            completed.load(Ordering::SeqCst),
+            "each completed handler was answered 200"
+        );
+        assert!(
+            report.in_flight_at_start() > 0,
+            "the drain began under load"
+        );
+        assert_eq!(shutdown.in_flight(), 0);
+    })
+    .await
+    .expect("bounded: nothing hung");
+}
+
 /// splitmix64: a seeded, reproducible stream of draws from a sequence
 /// number.
 fn draw(seed: u64, n: u64) -> u64 {
