@@ -4,8 +4,8 @@
 //! Run it with `cargo run --example tonic_grpc`.
 //!
 //! ```text
-//! client: tonic status → propagate context → total deadline → retry → per-attempt timeout
-//!           → grpc-timeout on the wire → tonic Channel
+//! client: tonic status → propagate context → total deadline → retry → concurrency limit
+//!           → per-attempt timeout → grpc-timeout on the wire → tonic Channel
 //! server: request id → handle errors → deadline from grpc-timeout → concurrency limit → tonic-health
 //! ```
 //!
@@ -52,6 +52,7 @@ fn client_stack(
         .propagate_context()
         .deadline(total)?
         .retry_with(retry)
+        .limit_concurrency(ConcurrencyLimitLayer::new(8)?)
         .attempt_timeout(Duration::from_secs(1))?
         .propagate_deadline()
         // The retry layer hands down a replayable body; the channel takes
