@@ -11,7 +11,8 @@
 //!   `call_all` over `ConcurrencyLimit(64)`, `rampart` = `FanOutLayer` with
 //!   `concurrency(64)`.
 //!
-//! One criterion iteration is one request (a batch of 1 000 counts 1 000);
+//! Every id collects every result in input order (a `Vec`), as `gather`
+//! does. One criterion iteration is one request (a batch of 1 000 counts 1 000);
 //! the parameter's last number is the batch size (`ct/ready/1000`). Every id
 //! gets the same inner service (`common::inner`, cloned once per batch),
 //! the same request vector, and runs in a spawned task. The floor skips
@@ -62,20 +63,15 @@ fn call_ready(svc: &mut Inner, req: Req) -> <Inner as Service<Req>>::Future {
 fn floor(mut svc: Inner, reqs: Vec<Req>) -> Batch {
     let calls: Vec<_> = reqs.into_iter().map(|r| call_ready(&mut svc, r)).collect();
     Box::pin(async move {
-        futures_util::future::join_all(calls)
-            .await
-            .into_iter()
-            .flatten()
-            .count()
+        let all = futures_util::future::join_all(calls).await;
+        all.iter().filter(|r| r.is_ok()).count()
     })
 }
 
 fn tower_call_all(svc: Inner, reqs: Vec<Req>) -> Batch {
     Box::pin(async move {
-        svc.call_all(stream::iter(reqs))
-            .filter(|r| std::future::ready(r.is_ok()))
-            .count()
-            .await
+        let all: Vec<_> = svc.call_all(stream::iter(reqs)).collect().await;
+        all.iter().filter(|r| r.is_ok()).count()
     })
 }
 
@@ -85,22 +81,22 @@ fn rampart_gather(svc: Inner, reqs: Vec<Req>) -> Batch {
 
 fn floor_bounded(mut svc: Inner, reqs: Vec<Req>) -> Batch {
     Box::pin(async move {
-        stream::iter(reqs)
+        let all: Vec<_> = stream::iter(reqs)
             .map(move |r| call_ready(&mut svc, r))
             .buffered(BOUND)
-            .filter(|r| std::future::ready(r.is_ok()))
-            .count()
-            .await
+            .collect()
+            .await;
+        all.iter().filter(|r| r.is_ok()).count()
     })
 }
 
 fn tower_bounded(svc: Inner, reqs: Vec<Req>) -> Batch {
     Box::pin(async move {
-        tower::limit::ConcurrencyLimit::new(svc, BOUND)
+        let all: Vec<_> = tower::limit::ConcurrencyLimit::new(svc, BOUND)
             .call_all(stream::iter(reqs))
-            .filter(|r| std::future::ready(r.is_ok()))
-            .count()
-            .await
+            .collect()
+            .await;
+        all.iter().filter(|r| r.is_ok()).count()
     })
 }
 

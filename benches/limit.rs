@@ -1,10 +1,10 @@
 //! Concurrency limit: tower `ConcurrencyLimit` against the bare inner
 //! service.
 //!
-//! - group `limit` (limit 64, never reached): one caller (ready inner) and
-//!   64 callers (ready and yielding inner), ct and mt;
-//! - group `limit_contended_64x8` (limit 8): 64 callers, yielding inner, so
-//!   56 callers wait at any time; ct and mt.
+//! - group `limit` (limit 64, never reached): one caller and 64 callers
+//!   (ready and remote inner; yielding with 64), ct and mt;
+//! - group `limit_contended_64x8` (limit 8): 64 callers, yielding and
+//!   remote inner, so 56 callers wait at any time; ct and mt.
 //!
 //! The layer is applied once and the service cloned per request, so tower
 //! pays for a new `PollSemaphore` per clone, as it does behind axum.
@@ -15,7 +15,7 @@
 mod common;
 
 use common::{
-    InnerKind::{Ready, Yield},
+    InnerKind::{Ready, Remote, Yield},
     Rt::{Ct, Mt},
     bench_floor, bench_layer, cases, group,
 };
@@ -23,13 +23,13 @@ use criterion::Criterion;
 use tower::limit::ConcurrencyLimitLayer;
 
 /// rampart's fixed limit, waiting callers in line.
-fn rampart(limit: u32) -> rampart::limit::ConcurrencyLimitLayer {
-    rampart::limit::ConcurrencyLimitLayer::new(limit).expect("valid limit")
+fn rampart(limit: usize) -> rampart::limit::ConcurrencyLimitLayer {
+    rampart::limit::ConcurrencyLimitLayer::new(limit)
 }
 
 fn limit(c: &mut Criterion) {
     let mut g = group(c, "limit");
-    let mut all = cases(&[Ct, Mt], &[Ready], &[1, 64]);
+    let mut all = cases(&[Ct, Mt], &[Ready, Remote], &[1, 64]);
     all.extend(cases(&[Ct, Mt], &[Yield], &[64]));
     for case in all {
         bench_floor(&mut g, case);
@@ -39,7 +39,7 @@ fn limit(c: &mut Criterion) {
     g.finish();
 
     let mut g = group(c, "limit_contended_64x8");
-    for case in cases(&[Ct, Mt], &[Yield], &[64]) {
+    for case in cases(&[Ct, Mt], &[Yield, Remote], &[64]) {
         bench_floor(&mut g, case);
         bench_layer(&mut g, "tower", case, ConcurrencyLimitLayer::new(8));
         bench_layer(&mut g, "rampart", case, rampart(8));

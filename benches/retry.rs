@@ -23,7 +23,14 @@
 //! retries at once without touching the timer. `floor` is one call of the
 //! bare inner service.
 //!
+//! Groups `retry_boxed` and `retry_http_boxed`: `retry` and `retry_http`
+//! in the boxed-whole-stack mode ([`bench_layer_boxed`]): the layered
+//! service boxed in a `BoxCloneSyncService` and that box cloned per
+//! request, as axum's `Route` does, so the size of the service (copied into
+//! a new box by every clone) and of its response future (boxed) count.
+//!
 //! [`NeverRetry`]: common::NeverRetry
+//! [`bench_layer_boxed`]: common::bench_layer_boxed
 
 mod common;
 
@@ -35,10 +42,10 @@ use std::time::Duration;
 
 use common::{
     Inner, InnerKind,
-    InnerKind::{Ready as ReadyInner, Yield},
+    InnerKind::{Ready as ReadyInner, Remote, Yield},
     NeverRetry, Req, Res,
     Rt::{Ct, Mt},
-    bench_floor, bench_layer, cases, group,
+    bench_floor, bench_floor_boxed, bench_layer, bench_layer_boxed, cases, group,
 };
 use criterion::Criterion;
 use futures_util::future::Either;
@@ -68,19 +75,52 @@ where
     g.finish();
 }
 
-fn retry(c: &mut Criterion) {
-    let rampart = rampart::retry::RetryLayer::builder()
+/// [`success_group`] in the boxed-whole-stack mode.
+fn success_group_boxed<L>(c: &mut Criterion, name: &str, inners: &[InnerKind], rampart: &L)
+where
+    L: Layer<Inner> + Clone,
+    L::Service: Service<Req, Response = Res> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Req>>::Future: Send + 'static,
+    <L::Service as Service<Req>>::Error: Into<BoxError> + 'static,
+{
+    let mut g = group(c, name);
+    for case in cases(&[Ct, Mt], inners, &[1, 64]) {
+        bench_floor_boxed(&mut g, case);
+        let tower = tower::retry::RetryLayer::new(NeverRetry);
+        bench_layer_boxed(&mut g, "tower", case, tower);
+        bench_layer_boxed(&mut g, "rampart", case, rampart.clone());
+    }
+    g.finish();
+}
+
+fn plain_layer() -> rampart::retry::RetryLayer {
+    rampart::retry::RetryLayer::builder()
         .build()
-        .expect("valid retry config");
-    success_group(c, "retry", &[ReadyInner, Yield], &rampart);
+        .expect("valid retry config")
+}
+
+fn http_layer()
+-> rampart::retry::RetryLayer<rampart::HttpOrGrpcClassify, rampart::retry::CloneRequest> {
+    rampart::retry::RetryLayer::http()
+        .clone_requests()
+        .build()
+        .expect("valid retry config")
+}
+
+fn retry(c: &mut Criterion) {
+    success_group(c, "retry", &[ReadyInner, Yield, Remote], &plain_layer());
 }
 
 fn retry_http(c: &mut Criterion) {
-    let rampart = rampart::retry::RetryLayer::http()
-        .clone_requests()
-        .build()
-        .expect("valid retry config");
-    success_group(c, "retry_http", &[ReadyInner], &rampart);
+    success_group(c, "retry_http", &[ReadyInner], &http_layer());
+}
+
+fn retry_boxed(c: &mut Criterion) {
+    success_group_boxed(c, "retry_boxed", &[ReadyInner, Remote], &plain_layer());
+}
+
+fn retry_http_boxed(c: &mut Criterion) {
+    success_group_boxed(c, "retry_http_boxed", &[ReadyInner, Remote], &http_layer());
 }
 
 fn retry_once_zero_delay(c: &mut Criterion) {
@@ -199,5 +239,11 @@ impl<E> tower::retry::Policy<Req, Res, E> for RetryOnce {
 }
 
 fn main() {
-    common::main(&[retry, retry_http, retry_once_zero_delay]);
+    common::main(&[
+        retry,
+        retry_http,
+        retry_boxed,
+        retry_http_boxed,
+        retry_once_zero_delay,
+    ]);
 }

@@ -61,6 +61,16 @@ struct Tally {
     refused: usize,
 }
 
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} served, {} answered 503 by the server, {} refused at once by the circuit",
+            self.served, self.backend_503, self.refused
+        )
+    }
+}
+
 /// Sends a request every 20 ms for `for_how_long`, printing state changes.
 async fn phase<S>(
     svc: &S,
@@ -93,6 +103,7 @@ where
                 (State::Closed, State::Open) => "tripped".to_owned(),
                 (_, State::Open) => "probe failed, reopened".to_owned(),
                 (_, State::Closed) => "probes succeeded, closed".to_owned(),
+                (State::Open, State::HalfOpen) => "break over, probing".to_owned(),
                 (a, b) => format!("{a} -> {b}"),
             };
             let next = stats.retry_after.map_or(String::new(), |d| {
@@ -139,24 +150,21 @@ async fn main() -> Result<(), BoxError> {
 
     println!("1. backend up (0.5 s)");
     let up = phase(&svc, &server, &handle, Duration::from_millis(500)).await?;
-    println!("   {up:?}, circuit {}", handle.state());
+    println!("   {up}; circuit {}", handle.state());
 
     println!("2. backend down (2.5 s)");
     down.store(true, Ordering::Relaxed);
     let before = server.request_count();
     let outage = phase(&svc, &server, &handle, Duration::from_millis(2_500)).await?;
     let reached = server.request_count() - before;
-    println!(
-        "   {outage:?}: {reached} requests reached the server, {} refused at once",
-        outage.refused
-    );
+    println!("   {outage}; {reached} requests reached the server");
 
     println!("3. backend back (1.5 s)");
     down.store(false, Ordering::Relaxed);
     let back = phase(&svc, &server, &handle, Duration::from_millis(1_500)).await?;
     let stats = handle.stats();
     println!(
-        "   {back:?}, circuit {}; opened {} times, refused {} calls in all",
+        "   {back}; circuit {}, opened {} times, refused {} calls in all",
         handle.state(),
         stats.opened,
         stats.rejected

@@ -81,7 +81,7 @@ async fn article() -> Result<bool, BoxError> {
         .latency(Duration::from_millis(500))
         .start()
         .await?;
-    let limit = ConcurrencyLimitLayer::new(3)?;
+    let limit = ConcurrencyLimitLayer::new(3);
     let svc = limit.layer(http_client());
     let started = Instant::now();
     let calls: Vec<_> = (0..10)

@@ -55,7 +55,7 @@ async fn slow_operation((): ()) -> Result<&'static str, Infallible> {
 async fn wait_for() -> Result<(), BoxError> {
     println!("== wait_for: a 10 s operation under a 2 s timeout ==");
     let svc = ServiceBuilder::new()
-        .layer(TimeoutLayer::new(Duration::from_secs(2))?)
+        .layer(TimeoutLayer::new(Duration::from_secs(2)))
         .service(service_fn(slow_operation));
     let started = Instant::now();
     match svc.oneshot(()).await {
@@ -95,7 +95,7 @@ async fn across_hops() -> Result<(), BoxError> {
 
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let to_downstream = ServiceBuilder::new()
-        .layer(TimeoutLayer::new(Duration::from_secs(5))?) // per attempt
+        .layer(TimeoutLayer::new(Duration::from_secs(5))) // per attempt
         .layer(PropagateDeadlineLayer::new())
         .service(client.clone());
     let edge = |work| {
@@ -110,7 +110,7 @@ async fn across_hops() -> Result<(), BoxError> {
 
     // The client: the whole request gets 300 ms, written on the wire.
     let caller = ServiceBuilder::new()
-        .layer(DeadlineLayer::new(Duration::from_millis(300))?)
+        .layer(DeadlineLayer::new(Duration::from_millis(300)))
         .layer(PropagateDeadlineLayer::new())
         .service(client.clone());
 
@@ -154,7 +154,7 @@ async fn across_hops() -> Result<(), BoxError> {
 /// Serves `router` on 127.0.0.1:0 behind the server deadline layer.
 async fn serve(router: Router) -> Result<std::net::SocketAddr, BoxError> {
     let router = router.layer(ServiceBuilder::new().layer(HandleErrorsLayer::new()).layer(
-        DeadlineLayer::from_headers(SERVER_BUDGET, DeadlineHeaders::new())?,
+        DeadlineLayer::from_headers(SERVER_BUDGET, DeadlineHeaders::new()),
     ));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

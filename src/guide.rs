@@ -75,3 +75,4 @@
 //! | — (tower-resilience) | `.circuit_breaker(layer)`, `.keyed_circuit_breaker(layer)` | one circuit per layer, shared by every clone |
 //! | — | `.keyed_lock(layer)`, `.coalesce(layer)` | per-key serialisation, single-flight |
 //! | — | `.cancel_scope(layer)`, `Shutdown` | a cancellation token per request, cleanup hooks, graceful drain |
+//! | tonic `Status::from_error` (UNKNOWN for foreign errors) | `.tonic_status()`, `From<Error> for tonic::Status` (feature `tonic`) | DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED + `grpc-retry-pushback-ms`, UNAVAILABLE, CANCELLED reach the tonic client |

@@ -42,6 +42,12 @@
 //! | `timeout` | `rampart-timeout` | per-attempt timeout, total deadline, propagation |
 //! | `limit` | `rampart-limit` | concurrency limits: shared, shedding, keyed, adaptive |
 //! | `context` | `rampart-context` | request id and context propagation |
+//! | `cancel` | `rampart-cancel` | a cancellation token per request, cleanup hooks, graceful drain |
+//! | `queue` | `rampart-queue` | bounded queue with N workers (producer/consumer) |
+//! | `sync` | `rampart-sync` | keyed lock, single-flight coalescing |
+//! | `fanout` | `rampart-fanout` | gather / wait with a collective deadline |
+//! | `breaker` | `rampart-breaker` | circuit breaker shared by every clone, keyed |
+//! | `rate` | `rampart-rate` | GCRA rate limits, keyed, 429 + `Retry-After` |
 //! | `http` | | error → HTTP/gRPC response mapping, [`HandleErrorsLayer`] |
 //! | `axum` | | `IntoResponse` for [`Error`], axum extractors for the request id |
 //! | `hyper-util` | | hyper-util's client connect errors count as "never sent" |
@@ -143,47 +149,45 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 
     /// Retries retryable failures with capped, jittered backoff, an optional
     /// shared budget, HTTP/gRPC classification and request-body replay
-    /// ([`retry::RetryLayer`]; build it with `RetryLayer::http()` or
-    /// `RetryLayer::builder()`). Place it inside the total deadline and
-    /// outside the per-attempt timeout. (Not `retry`: `ServiceBuilder::retry`
-    /// is tower's, and an inherent method always wins.)
+    /// ([`retry::RetryLayer`]; build it with `RetryLayer::http()`,
+    /// `RetryLayer::tonic()` around a tonic `Channel` (feature `tonic`), or
+    /// `RetryLayer::builder()`, before the chain: `build()` validates and
+    /// returns a [`ConfigError`] naming the field, so the chain itself has
+    /// no `?`). Place it inside the total deadline and outside the
+    /// per-attempt timeout. (Not `retry`: `ServiceBuilder::retry` is
+    /// tower's, and an inherent method always wins.)
     #[cfg(feature = "retry")]
     fn retry_with<C, R>(
         self,
         layer: rampart_retry::RetryLayer<C, R>,
     ) -> ServiceBuilder<Stack<rampart_retry::RetryLayer<C, R>, L>>;
 
-    /// Per-attempt timeout ([`timeout::TimeoutLayer`]): fails a call with
-    /// [`ErrorKind::Timeout`] after `timeout`, the wait for readiness or a
-    /// permit included. A zero duration is refused.
+    /// Per-attempt timeout ([`timeout::TimeoutLayer`], tower's `timeout`):
+    /// fails a call with [`ErrorKind::Timeout`] `timeout` after `call()`
+    /// (or at the [`Context`]'s earlier deadline, with
+    /// [`ErrorKind::DeadlineExceeded`]); the wait for readiness is bounded
+    /// too. Never fails: zero means "already expired", as in tower.
     #[cfg(feature = "timeout")]
     fn attempt_timeout(
         self,
         timeout: Duration,
-    ) -> Result<ServiceBuilder<Stack<rampart_timeout::TimeoutLayer, L>>, rampart_timeout::ConfigError>;
+    ) -> ServiceBuilder<Stack<rampart_timeout::TimeoutLayer, L>>;
 
     /// Total deadline of the request ([`timeout::DeadlineLayer`]), set in
-    /// its [`Context`]; the earliest deadline wins. A zero budget is refused.
+    /// its [`Context`]; the earliest deadline wins. Never fails: a zero
+    /// budget fails every request at once with `DeadlineExceeded`.
     #[cfg(feature = "timeout")]
-    fn deadline(
-        self,
-        budget: Duration,
-    ) -> Result<
-        ServiceBuilder<Stack<rampart_timeout::DeadlineLayer, L>>,
-        rampart_timeout::ConfigError,
-    >;
+    fn deadline(self, budget: Duration)
+    -> ServiceBuilder<Stack<rampart_timeout::DeadlineLayer, L>>;
 
     /// Server side: starts the request's deadline from the caller's
     /// `grpc-timeout` / `x-request-timeout-ms`, capped by `budget`
-    /// ([`timeout::DeadlineLayer::from_headers`]).
+    /// ([`timeout::DeadlineLayer::from_headers`]). Never fails.
     #[cfg(feature = "timeout")]
     fn deadline_from_headers(
         self,
         budget: Duration,
-    ) -> Result<
-        ServiceBuilder<Stack<rampart_timeout::DeadlineLayer<rampart_timeout::FromHeaders>, L>>,
-        rampart_timeout::ConfigError,
-    >;
+    ) -> ServiceBuilder<Stack<rampart_timeout::DeadlineLayer<rampart_timeout::FromHeaders>, L>>;
 
     /// Client side: writes the time that remains before the [`Context`]'s
     /// deadline on outgoing requests ([`timeout::PropagateDeadlineLayer`]).
@@ -192,10 +196,11 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         self,
     ) -> ServiceBuilder<Stack<rampart_timeout::PropagateDeadlineLayer, L>>;
 
-    /// Limits concurrent calls: one limit shared by every clone, the permit
-    /// taken inside the call (so a timeout above bounds the wait), FIFO wait
-    /// or shed (503 + `Retry-After`), fixed or adaptive
-    /// ([`limit::ConcurrencyLimitLayer`]).
+    /// Limits concurrent calls ([`limit::ConcurrencyLimitLayer`], tower's
+    /// `concurrency_limit`): one limit shared by every clone, FIFO wait in
+    /// `poll_ready` (bounded by a timeout above, the [`Context`]'s deadline
+    /// and cancellation) or shed (503 + `Retry-After`), fixed or adaptive.
+    /// `ConcurrencyLimitLayer::new(64)` cannot fail (it panics on 0 only).
     #[cfg(feature = "limit")]
     fn limit_concurrency<C>(
         self,
@@ -214,6 +219,29 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// request ([`context::PropagateContextLayer`]). Outermost on a client.
     #[cfg(feature = "context")]
     fn propagate_context(self) -> ServiceBuilder<Stack<rampart_context::PropagateContextLayer, L>>;
+
+    /// Runs every request in a cancellation scope of its own
+    /// ([`cancel::CancelLayer`]): a token the handler reaches through
+    /// [`Context::current`], cancelled when the caller's token fires, the
+    /// caller drops the call or the layer's [`cancel::Shutdown`] cancels
+    /// everything; the call then resolves to [`ErrorKind::Cancelled`] and
+    /// the layer's `on_cancel` cleanup hooks run once. On a server: inside
+    /// the request id and error handling, outside the deadline and limits.
+    #[cfg(feature = "cancel")]
+    fn cancel_scope(
+        self,
+        layer: rampart_cancel::CancelLayer,
+    ) -> ServiceBuilder<Stack<rampart_cancel::CancelLayer, L>>;
+
+    /// [`cancel_scope`](ServiceBuilderExt::cancel_scope) with no hooks,
+    /// drained by `shutdown` ([`cancel::Shutdown::drain`]: stop admitting
+    /// with [`ErrorKind::Closed`], wait for the requests in flight up to a
+    /// deadline, cancel the rest, report the counts).
+    #[cfg(feature = "cancel")]
+    fn drain_with(
+        self,
+        shutdown: &rampart_cancel::Shutdown,
+    ) -> ServiceBuilder<Stack<rampart_cancel::CancelLayer, L>>;
 
     /// Limits the rate of calls with GCRA: one bucket shared by every clone,
     /// refusing with `429` + the exact `Retry-After`
@@ -271,6 +299,31 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         self,
         layer: rampart_breaker::KeyedCircuitBreakerLayer<E, C>,
     ) -> ServiceBuilder<Stack<rampart_breaker::KeyedCircuitBreakerLayer<E, C>, L>>;
+
+    /// Turns the service into one of many requests (a `Vec` or any
+    /// `IntoIterator`) answered with every outcome in input order
+    /// ([`fanout::FanOutLayer`]: modes all / fail-fast / first-ok /
+    /// quorum, bounded concurrency, a collective timeout). Outermost: the
+    /// layers below it apply to each request.
+    #[cfg(feature = "fanout")]
+    fn fan_out(
+        self,
+        layer: rampart_fanout::FanOutLayer,
+    ) -> ServiceBuilder<Stack<rampart_fanout::FanOutLayer, L>>;
+
+    /// A bounded queue of `capacity` requests in front of `workers` workers
+    /// that drive the calls ([`queue::QueueLayer`]): waits for space when
+    /// full (bounded by the request's deadline and cancellation), skips work
+    /// whose caller left, a panicking call fails alone. A zero `capacity` or
+    /// `workers` counts as 1. The workers are spawned when the service is
+    /// built, on the current Tokio runtime (building it outside one panics).
+    /// (Not `buffer`: `ServiceBuilder::buffer` is tower's.)
+    #[cfg(feature = "queue")]
+    fn queue<Req>(
+        self,
+        capacity: usize,
+        workers: usize,
+    ) -> ServiceBuilder<Stack<rampart_queue::QueueLayer<Req>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -294,6 +347,22 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(rampart_context::PropagateContextLayer::new())
     }
 
+    #[cfg(feature = "cancel")]
+    fn cancel_scope(
+        self,
+        layer: rampart_cancel::CancelLayer,
+    ) -> ServiceBuilder<Stack<rampart_cancel::CancelLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "cancel")]
+    fn drain_with(
+        self,
+        shutdown: &rampart_cancel::Shutdown,
+    ) -> ServiceBuilder<Stack<rampart_cancel::CancelLayer, L>> {
+        self.layer(rampart_cancel::CancelLayer::with_shutdown(shutdown))
+    }
+
     #[cfg(feature = "retry")]
     fn retry_with<C, R>(
         self,
@@ -306,34 +375,28 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn attempt_timeout(
         self,
         timeout: Duration,
-    ) -> Result<ServiceBuilder<Stack<rampart_timeout::TimeoutLayer, L>>, rampart_timeout::ConfigError>
-    {
-        Ok(self.layer(rampart_timeout::TimeoutLayer::new(timeout)?))
+    ) -> ServiceBuilder<Stack<rampart_timeout::TimeoutLayer, L>> {
+        self.layer(rampart_timeout::TimeoutLayer::new(timeout))
     }
 
     #[cfg(feature = "timeout")]
     fn deadline(
         self,
         budget: Duration,
-    ) -> Result<
-        ServiceBuilder<Stack<rampart_timeout::DeadlineLayer, L>>,
-        rampart_timeout::ConfigError,
-    > {
-        Ok(self.layer(rampart_timeout::DeadlineLayer::new(budget)?))
+    ) -> ServiceBuilder<Stack<rampart_timeout::DeadlineLayer, L>> {
+        self.layer(rampart_timeout::DeadlineLayer::new(budget))
     }
 
     #[cfg(feature = "timeout")]
     fn deadline_from_headers(
         self,
         budget: Duration,
-    ) -> Result<
-        ServiceBuilder<Stack<rampart_timeout::DeadlineLayer<rampart_timeout::FromHeaders>, L>>,
-        rampart_timeout::ConfigError,
-    > {
-        Ok(self.layer(rampart_timeout::DeadlineLayer::from_headers(
+    ) -> ServiceBuilder<Stack<rampart_timeout::DeadlineLayer<rampart_timeout::FromHeaders>, L>>
+    {
+        self.layer(rampart_timeout::DeadlineLayer::from_headers(
             budget,
             rampart_timeout::DeadlineHeaders::new(),
-        )?))
+        ))
     }
 
     #[cfg(feature = "timeout")]
@@ -407,6 +470,23 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<rampart_breaker::KeyedCircuitBreakerLayer<E, C>, L>> {
         self.layer(layer)
     }
+
+    #[cfg(feature = "fanout")]
+    fn fan_out(
+        self,
+        layer: rampart_fanout::FanOutLayer,
+    ) -> ServiceBuilder<Stack<rampart_fanout::FanOutLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "queue")]
+    fn queue<Req>(
+        self,
+        capacity: usize,
+        workers: usize,
+    ) -> ServiceBuilder<Stack<rampart_queue::QueueLayer<Req>, L>> {
+        self.layer(rampart_queue::QueueLayer::new(capacity, workers))
+    }
 }
 
 pub mod guide;
@@ -420,16 +500,23 @@ pub mod prelude {
     pub use rampart_breaker::{
         CircuitBreakerHandle, CircuitBreakerLayer, KeyedCircuitBreakerLayer, breaker_classify,
     };
+    #[cfg(feature = "cancel")]
+    pub use rampart_cancel::{CancelLayer, Shutdown};
     #[cfg(feature = "context")]
     pub use rampart_context::{PropagateContextLayer, RequestIdLayer};
     #[cfg(feature = "tonic")]
     pub use rampart_core::GrpcStatusLayer;
     pub use rampart_core::classify::{GrpcClassify, HttpClassify, HttpOrGrpcClassify, Idempotent};
     pub use rampart_core::{Context, Error, ErrorKind, InContextExt, Outcome, RequestId};
+    #[cfg(feature = "fanout")]
+    pub use rampart_fanout::{FanOutError, FanOutLayer, Gathered};
     #[cfg(feature = "limit")]
     pub use rampart_limit::{ConcurrencyLimitLayer, KeyedConcurrencyLimitLayer};
     #[cfg(feature = "rate")]
     pub use rampart_rate::{KeyedRateLimitLayer, Quota, RateLimitLayer};
+
+    #[cfg(feature = "queue")]
+    pub use rampart_queue::{Queue, QueueLayer};
     #[cfg(feature = "retry")]
     pub use rampart_retry::{Backoff, Budget, RetryLayer};
     #[cfg(feature = "sync")]

@@ -98,9 +98,7 @@ async fn each_layer_wraps_a_hyper_http1_send_request() {
     tokio::time::timeout(BOUND, async {
         let addr = server().await;
 
-        let mut svc = TimeoutLayer::new(ms(2000))
-            .unwrap()
-            .layer(connect(addr).await);
+        let mut svc = TimeoutLayer::new(ms(2000)).layer(connect(addr).await);
         let res = svc
             .ready()
             .await
@@ -111,9 +109,7 @@ async fn each_layer_wraps_a_hyper_http1_send_request() {
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(body(res).await, "pong");
 
-        let mut svc = DeadlineLayer::new(ms(2000))
-            .unwrap()
-            .layer(connect(addr).await);
+        let mut svc = DeadlineLayer::new(ms(2000)).layer(connect(addr).await);
         let res = svc
             .ready()
             .await
@@ -123,7 +119,7 @@ async fn each_layer_wraps_a_hyper_http1_send_request() {
             .unwrap();
         assert_eq!(body(res).await, "pong");
 
-        let limit = ConcurrencyLimitLayer::new(1).unwrap();
+        let limit = ConcurrencyLimitLayer::new(1);
         let mut svc = limit.layer(connect(addr).await);
         let res = svc
             .ready()
@@ -137,9 +133,9 @@ async fn each_layer_wraps_a_hyper_http1_send_request() {
 
         // All three in one chain, as a client stack has them.
         let mut svc = ServiceBuilder::new()
-            .layer(DeadlineLayer::new(ms(3000)).unwrap())
-            .layer(ConcurrencyLimitLayer::new(4).unwrap())
-            .layer(TimeoutLayer::new(ms(2000)).unwrap())
+            .layer(DeadlineLayer::new(ms(3000)))
+            .layer(ConcurrencyLimitLayer::new(4))
+            .layer(TimeoutLayer::new(ms(2000)))
             .service(connect(addr).await);
         for _ in 0..3 {
             let res = svc
@@ -163,19 +159,11 @@ async fn a_busy_http1_connection_is_waited_for_at_most_the_timeout() {
         for (name, mut svc) in [
             (
                 "timeout",
-                BoxService::new(
-                    TimeoutLayer::new(ms(100))
-                        .unwrap()
-                        .layer(connect(addr).await),
-                ),
+                BoxService::new(TimeoutLayer::new(ms(100)).layer(connect(addr).await)),
             ),
             (
                 "deadline",
-                BoxService::new(
-                    DeadlineLayer::new(ms(100))
-                        .unwrap()
-                        .layer(connect(addr).await),
-                ),
+                BoxService::new(DeadlineLayer::new(ms(100)).layer(connect(addr).await)),
             ),
         ] {
             // The first call (to /slow, kept alive) keeps the connection
@@ -204,14 +192,14 @@ async fn a_busy_http1_connection_is_waited_for_at_most_the_timeout() {
 async fn the_three_layers_chain_around_a_box_service() {
     // (The paused-clock tests of a never-ready BoxService live in the
     // rampart-timeout and rampart-limit crates.)
-    let limit = ConcurrencyLimitLayer::new(2).unwrap();
+    let limit = ConcurrencyLimitLayer::new(2);
     let inner = BoxService::new(tower::service_fn(|n: u32| async move {
         Ok::<_, Infallible>(n + 1)
     }));
     let mut svc = ServiceBuilder::new()
-        .layer(DeadlineLayer::new(ms(5000)).unwrap())
+        .layer(DeadlineLayer::new(ms(5000)))
         .layer(limit.clone())
-        .layer(TimeoutLayer::new(ms(5000)).unwrap())
+        .layer(TimeoutLayer::new(ms(5000)))
         .service(inner);
     for n in 0..3 {
         assert_eq!(svc.ready().await.unwrap().call(n).await.unwrap(), n + 1);

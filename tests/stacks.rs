@@ -47,7 +47,6 @@ async fn client_stack_retries_through_failures_carrying_id_and_a_shrinking_deadl
         let stack = ServiceBuilder::new()
             .propagate_context()
             .deadline(Duration::from_secs(5))
-            .unwrap()
             .retry_with(
                 RetryLayer::http()
                     .max_attempts(3)
@@ -56,9 +55,8 @@ async fn client_stack_retries_through_failures_carrying_id_and_a_shrinking_deadl
                     .build()
                     .unwrap(),
             )
-            .limit_concurrency(ConcurrencyLimitLayer::new(4).unwrap())
+            .limit_concurrency(ConcurrencyLimitLayer::new(4))
             .attempt_timeout(Duration::from_secs(2))
-            .unwrap()
             .propagate_deadline()
             .service(client());
 
@@ -104,10 +102,8 @@ async fn client_stack_gives_up_at_the_total_deadline_not_after_every_attempt() {
             .unwrap();
         let stack = ServiceBuilder::new()
             .deadline(Duration::from_millis(200))
-            .unwrap()
             .retry_with(RetryLayer::http().max_attempts(5).build().unwrap())
             .attempt_timeout(Duration::from_secs(10))
-            .unwrap()
             .service(client());
         let started = std::time::Instant::now();
         let req = Request::get(server.uri("/slow"))
@@ -138,7 +134,6 @@ async fn serve(limit: ConcurrencyLimitLayer) -> std::net::SocketAddr {
         .request_id()
         .handle_errors()
         .deadline_from_headers(Duration::from_secs(5))
-        .unwrap()
         .limit_concurrency(limit);
     let router = axum::Router::new().route("/", get(handler)).layer(stack);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

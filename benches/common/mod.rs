@@ -530,3 +530,32 @@ impl<'a> Group<'a> {
         self.group.as_mut()
     }
 }
+
+/// The service of the boxed-whole-stack mode: what axum's `Route` holds.
+pub(crate) type Boxed = BoxCloneSyncService<Req, Res, BoxError>;
+
+/// The boxed-whole-stack mode: `layer` applied once to
+/// [`inner`]`(case.inner)`, its error turned into a `BoxError`, and the
+/// whole result boxed in a `BoxCloneSyncService` — as axum's `Route` boxes
+/// a router's layered service. The box is cloned for every request (a clone
+/// copies the layered service into a new box: its size and its `clone`
+/// count), and the response future is boxed (its size counts). `floor`,
+/// `tower` and `rampart` get the same wrapping, so the difference is still
+/// the layer alone. Use a group name ending in `_boxed`.
+pub(crate) fn bench_layer_boxed<L>(group: &mut Group<'_>, id: &str, case: Case, layer: L)
+where
+    L: Layer<Inner>,
+    L::Service: Service<Req, Response = Res> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Req>>::Future: Send + 'static,
+    <L::Service as Service<Req>>::Error: Into<BoxError> + 'static,
+{
+    bench_service(group, id, case, plain_request, |inner| -> Boxed {
+        BoxCloneSyncService::new(layer.layer(inner).map_err(Into::into))
+    });
+}
+
+/// The `floor` id of the boxed-whole-stack mode ([`bench_layer_boxed`] with
+/// no layer).
+pub(crate) fn bench_floor_boxed(group: &mut Group<'_>, case: Case) {
+    bench_layer_boxed(group, "floor", case, tower::layer::util::Identity::new());
+}

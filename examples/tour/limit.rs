@@ -75,7 +75,7 @@ pub(crate) async fn run() -> Result<(), BoxError> {
         .await?;
 
     // The article: Semaphore(3), 10 requests.
-    let svc = ConcurrencyLimitLayer::new(3)?.layer(client());
+    let svc = ConcurrencyLimitLayer::new(3).layer(client());
     let started = Instant::now();
     let ok = burst(&svc, &server, &["a"; 10]).await?;
     let (elapsed, peak) = (started.elapsed(), server.peak_inflight());

@@ -4,10 +4,14 @@
 //! Run it with `cargo run --example tour`.
 
 mod breaker;
+mod cancel;
 mod classify;
 mod context;
+mod fanout;
 mod limit;
 mod rate;
+
+mod queue;
 mod retry;
 mod sync;
 mod timeout;
@@ -53,9 +57,12 @@ async fn main() {
         section("timeouts and deadlines", timeout::run()).await,
         section("concurrency limits", limit::run()).await,
         section("request id and context", context::run()).await,
+        section("cancellation and drain", cancel::run()).await,
         section("rate limiting", rate::run()).await,
         section("keyed lock and single-flight", sync::run()).await,
         section("circuit breaker", breaker::run()).await,
+        section("fan-out", fanout::run()).await,
+        section("queue", queue::run()).await,
     ];
     let failed = results.iter().filter(|ok| !**ok).count();
     println!();

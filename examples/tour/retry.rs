@@ -32,7 +32,44 @@ pub(crate) async fn run() -> Result<(), BoxError> {
     crate::heading("retry: capped backoff, budget, body replay (rampart-retry)");
     backoff().await?;
     budget().await?;
-    replay().await
+    replay().await?;
+    cancelled().await
+}
+
+/// A 10 s backoff whose request is cancelled 100 ms in: the call ends at
+/// once as Cancelled, and the server sees no second attempt.
+async fn cancelled() -> Result<(), BoxError> {
+    let server = FlakyServer::builder().failure_ratio(1.0).start().await?;
+    let retry = RetryLayer::http()
+        .backoff(Backoff::constant(Duration::from_secs(10)))
+        .build()?
+        .layer(client());
+    let token = rampart::CancellationToken::new();
+    let canceller = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        canceller.cancel();
+    });
+    let started = Instant::now();
+    let res = rampart::Context::new()
+        .with_cancellation(token)
+        .scope(retry.oneshot(get(&server, "/slow-to-recover")?))
+        .await;
+    let took = started.elapsed();
+    let kind = res.as_ref().err().map(rampart::Error::kind);
+    crate::line(format_args!(
+        "10 s backoff, cancelled at 100 ms: {kind:?} after {} ms, {} attempt(s) sent",
+        took.as_millis(),
+        server.request_count()
+    ));
+    if kind != Some(rampart::ErrorKind::Cancelled)
+        || took > Duration::from_secs(2)
+        || server.request_count() != 1
+    {
+        return Err("the cancelled backoff did not end at once as Cancelled".into());
+    }
+    server.shutdown().await;
+    Ok(())
 }
 
 /// The article's fetch_with_retry: 70 % failures, 3 attempts, doubling delays.

@@ -37,7 +37,7 @@ async fn wait_for() -> Result<(), BoxError> {
         Ok::<_, BoxError>("done")
     });
     let started = Instant::now();
-    let res = TimeoutLayer::new(Duration::from_millis(200))?
+    let res = TimeoutLayer::new(Duration::from_millis(200))
         .layer(slow)
         .oneshot(())
         .await;
@@ -62,7 +62,7 @@ async fn readiness() -> Result<(), BoxError> {
         .await
         .is_err();
     let started = Instant::now();
-    let ours = TimeoutLayer::new(limit)?.layer(stuck).oneshot(()).await;
+    let ours = TimeoutLayer::new(limit).layer(stuck).oneshot(()).await;
     let kind = ours.err().map(|e| e.kind());
     crate::line(format_args!(
         "a service never ready, 100 ms timeout: tower still waiting after 300 ms: {tower_hung}; rampart: {kind:?} after {} ms",
@@ -100,7 +100,7 @@ async fn two_hops() -> Result<(), BoxError> {
         )
         .layer(
             ServiceBuilder::new().layer(HandleErrorsLayer::new()).layer(
-                DeadlineLayer::from_headers(Duration::from_secs(5), DeadlineHeaders::new())?
+                DeadlineLayer::from_headers(Duration::from_secs(5), DeadlineHeaders::new())
                     .on_malformed(OnMalformed::Reject),
             ),
         );
@@ -109,7 +109,7 @@ async fn two_hops() -> Result<(), BoxError> {
     let server = tokio::spawn(async move { axum::serve(listener, edge).await });
 
     let caller = ServiceBuilder::new()
-        .layer(DeadlineLayer::new(Duration::from_millis(300))?)
+        .layer(DeadlineLayer::new(Duration::from_millis(300)))
         .layer(PropagateDeadlineLayer::new())
         .service(client.clone());
     let res = caller

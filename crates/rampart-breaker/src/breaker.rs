@@ -33,7 +33,16 @@ impl Breaker {
     }
 
     /// Admits a call, or the error that refuses it.
+    #[inline]
     pub(crate) fn admit(&self) -> Result<Admit, Error> {
+        match self.circuit.closed() {
+            Some(g) => Ok(Admit::Call(g)),
+            None => self.admit_slow(),
+        }
+    }
+
+    #[inline(never)]
+    fn admit_slow(&self) -> Result<Admit, Error> {
         let (admit, transition) = self.circuit.admit(|| self.now_ms());
         if let Some(t) = transition {
             self.event(t);
@@ -42,6 +51,19 @@ impl Breaker {
             Admit::Reject(after) => Err(self.rejection(after)),
             a => Ok(a),
         }
+    }
+
+    /// The refusal of a call when the circuit refuses every call now
+    /// (checked in `poll_ready`, so a caller never waits on the inner
+    /// service's readiness behind an open circuit).
+    pub(crate) fn refusal(&self) -> Option<Error> {
+        if self.circuit.closed().is_some() {
+            return None;
+        }
+        self.circuit
+            .refusing(|| self.now_ms())
+            .err()
+            .map(|after| self.rejection(after))
     }
 
     fn rejection(&self, after: Option<Duration>) -> Error {

@@ -73,7 +73,7 @@ pub(crate) enum Admit {
 pub(crate) enum Verdict {
     Success,
     Failure,
-    /// Not a sign of the backend's health (a 404, a cancelled call).
+    /// Not a sign of the backend's health (a 429, a cancelled call).
     Ignored,
 }
 
@@ -133,13 +133,63 @@ impl Circuit {
         (d & GEN_MASK == generation(s)).then_some(d >> 21)
     }
 
+    /// Writes the deadline of the phase of `s`, but only while that phase
+    /// is still current: a writer preempted after its transition must not
+    /// overwrite the deadline of a later phase (the circuit would then wait
+    /// for a deadline that never comes). Within one phase the deadline only
+    /// moves later.
     fn set_deadline(&self, s: u64, at_ms: u64) {
-        self.deadline
-            .store((at_ms << 21) | generation(s), Ordering::Release);
+        let g = generation(s);
+        let new = (at_ms << 21) | g;
+        let mut d = self.deadline.load(Ordering::Acquire);
+        loop {
+            if generation(self.state.load(Ordering::Acquire)) != g
+                || (d & GEN_MASK == g && d >> 21 >= at_ms)
+            {
+                return;
+            }
+            match self
+                .deadline
+                .compare_exchange_weak(d, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(now_d) => d = now_d,
+            }
+        }
     }
 
     fn break_ms(&self, trips: u32) -> u64 {
         ceil_ms(self.settings.breaks.after(trips))
+    }
+
+    /// The generation of a closed circuit (the hot path: one load).
+    #[inline]
+    pub(crate) fn closed(&self) -> Option<u64> {
+        let s = self.state.load(Ordering::Acquire);
+        (phase(s) == CLOSED).then(|| generation(s))
+    }
+
+    /// `Err(time until the next probe)` when the circuit refuses every call
+    /// now (open and the break not over: `Some`; forced open: `None`), and
+    /// counts the refusal; `Ok` otherwise.
+    pub(crate) fn refusing(&self, now: impl Fn() -> u64) -> Result<(), Option<Duration>> {
+        let s = self.state.load(Ordering::Acquire);
+        let after = match phase(s) {
+            FORCED_OPEN => None,
+            OPEN => {
+                let t = now();
+                let d = self
+                    .deadline_of(s)
+                    .unwrap_or_else(|| t + self.break_ms(trips(s)));
+                if t >= d {
+                    return Ok(());
+                }
+                Some(Duration::from_millis(d - t))
+            }
+            _ => return Ok(()),
+        };
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        Err(after)
     }
 
     /// May a call go ahead? `now` gives milliseconds since the circuit was
@@ -202,7 +252,16 @@ impl Circuit {
                             Ordering::AcqRel,
                             Ordering::Acquire,
                         ) {
-                            Ok(_) => return (Admit::Probe(generation(s)), transition),
+                            Ok(_) => {
+                                // The probe timeout runs from the latest
+                                // admission: a probe let in after another
+                                // gave its slot back gets its whole time.
+                                self.set_deadline(
+                                    s,
+                                    now().saturating_add(ceil_ms(self.settings.probe_timeout)),
+                                );
+                                return (Admit::Probe(generation(s)), transition);
+                            }
                             Err(now_s) => {
                                 s = now_s;
                                 continue;
@@ -348,16 +407,18 @@ impl Circuit {
                 ),
                 Verdict::Success => (s + (1 << SUCC_SHIFT), None),
             };
+            if transition.is_some() {
+                // Empty the window before closing: a call of the new closed
+                // generation may record as soon as the swap lands, and must
+                // not see the failures that opened the circuit. (Calls of
+                // the old closed generation record nothing while half-open.)
+                self.reset_tracker();
+            }
             match self
                 .state
                 .compare_exchange(s, new, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => {
-                    if transition.is_some() {
-                        self.reset_tracker();
-                    }
-                    return transition;
-                }
+                Ok(_) => return transition,
                 Err(now_s) => s = now_s,
             }
         }
@@ -560,6 +621,112 @@ mod loom_tests {
             assert_eq!(c.deadline_of(s), Some(15));
             assert!(c.record_probe(g, Verdict::Success, || 5).is_none());
             assert_eq!(c.raw(), s);
+        });
+    }
+
+    /// A probe that fails and reopens the circuit races another caller:
+    /// one probe in all, the circuit ends open with its deadline tagged
+    /// with the final generation, and a caller that reads the new state
+    /// before its deadline is written is refused, not let through.
+    #[test]
+    fn loom_failed_probe_reopens_while_another_caller_arrives() {
+        loom::model(|| {
+            let c = circuit(TripModel::ConsecutiveFailures(1), 1);
+            c.force(State::Open, 0);
+            let a = {
+                let c = c.clone();
+                thread::spawn(move || match c.admit(|| 10).0 {
+                    Admit::Probe(g) => {
+                        c.record_probe(g, Verdict::Failure, || 10);
+                        true
+                    }
+                    _ => false,
+                })
+            };
+            let b = {
+                let c = c.clone();
+                thread::spawn(move || matches!(c.admit(|| 10).0, Admit::Probe(_)))
+            };
+            let probes = usize::from(a.join().unwrap()) + usize::from(b.join().unwrap());
+            assert_eq!(probes, 1);
+            let s = c.raw();
+            if phase(s) == OPEN {
+                assert_eq!(c.deadline_of(s), Some(20));
+            } else {
+                // B took the probe and has not answered yet.
+                assert_eq!(phase(s), HALF_OPEN);
+            }
+        });
+    }
+
+    /// With two probes, the winner of open -> half-open is slow to write
+    /// its probe deadline while the second probe fails and reopens: the
+    /// open circuit must keep its own deadline (else it never probes
+    /// again).
+    #[test]
+    fn loom_reopen_racing_a_slow_half_open_deadline_write_keeps_the_open_deadline() {
+        loom::model(|| {
+            let c = circuit(TripModel::ConsecutiveFailures(1), 2);
+            c.force(State::Open, 0);
+            let a = {
+                let c = c.clone();
+                thread::spawn(move || {
+                    let _ = c.admit(|| 10).0;
+                })
+            };
+            let b = {
+                let c = c.clone();
+                thread::spawn(move || {
+                    if let Admit::Probe(g) = c.admit(|| 10).0 {
+                        c.record_probe(g, Verdict::Failure, || 10);
+                    }
+                })
+            };
+            a.join().unwrap();
+            b.join().unwrap();
+            let s = c.raw();
+            if phase(s) == OPEN {
+                assert!(
+                    c.deadline_of(s).is_some(),
+                    "open with no deadline: stuck open forever"
+                );
+            }
+        });
+    }
+
+    /// A successful probe closes the circuit while a call of the new
+    /// closed generation fails: the window of the old closed phase must be
+    /// gone before that call can record, so one failure does not re-trip a
+    /// circuit that trips after two.
+    #[test]
+    fn loom_close_empties_the_window_before_new_calls_record() {
+        loom::model(|| {
+            let c = circuit(TripModel::ConsecutiveFailures(2), 1);
+            let g = generation(c.raw());
+            c.record_call(g, Verdict::Failure, false, || 0);
+            assert!(c.record_call(g, Verdict::Failure, false, || 0).is_some());
+            let Admit::Probe(p) = c.admit(|| 100).0 else {
+                panic!("the break is over: a probe")
+            };
+            let a = {
+                let c = c.clone();
+                thread::spawn(move || {
+                    c.record_probe(p, Verdict::Success, || 100);
+                })
+            };
+            let b = {
+                let c = c.clone();
+                thread::spawn(move || match c.admit(|| 100).0 {
+                    Admit::Call(g) => c.record_call(g, Verdict::Failure, false, || 100).is_some(),
+                    _ => false,
+                })
+            };
+            a.join().unwrap();
+            let tripped = b.join().unwrap();
+            assert!(
+                !tripped,
+                "one failure after a close re-tripped a 2-failure circuit"
+            );
         });
     }
 }

@@ -29,17 +29,38 @@ pub const MAX_PROBES: usize = 10_000;
 
 /// A sliding window of recent calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub enum Window {
     /// The last `n` calls (resilience4j's `COUNT_BASED`).
     Calls(usize),
     /// The calls of the last duration, in ten buckets: the window slides in
     /// steps of a tenth of it (Polly v8's `SamplingDuration`, resilience4j's
-    /// `TIME_BASED`). At least 10 ms.
+    /// `TIME_BASED`). At least 10 ms, at most one day.
+    ///
+    /// Each bucket is one 64-bit word, which sets two limits. A bucket
+    /// spans a *tenth*: the window's whole milliseconds divided by ten,
+    /// rounded down.
+    ///
+    /// - **Saturation**: a bucket counts at most 65 535 calls. Further
+    ///   calls in the same tenth are not counted at all (neither success
+    ///   nor failure), so above 65 535 calls per tenth the ratio is judged
+    ///   on the first 65 535 calls of each tenth, and the window holds at
+    ///   most 655 350 calls.
+    /// - **Tag wrap**: a bucket is tagged with the index of its tenth
+    ///   (time since the circuit was made, in tenths) modulo 65 536. A
+    ///   bucket written in tenth `t` and not written since is counted again,
+    ///   with its old calls, in tenths `t + 65 536·k … t + 65 536·k + 9`
+    ///   (`k ≥ 1`). Any call that lands in that bucket meanwhile replaces
+    ///   it, so only a circuit that has seen no call in the bucket for
+    ///   65 536 tenths (6 553.6 windows: 18 h 12 min 16 s for a 10 s
+    ///   window, 65.5 s for a 10 ms one) is affected, for at most one
+    ///   window.
     Time(Duration),
 }
 
 /// When a closed circuit trips.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub enum TripModel {
     /// When at least `min_calls` calls are in the window and the share of
     /// failures among them is at least `ratio` (in `0.0..=1.0`; 0 trips at
@@ -71,6 +92,11 @@ impl Default for TripModel {
 /// trips when the share of slow calls in the window reaches `ratio` (with
 /// the same minimum number of calls as failures). A slow probe fails.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct SlowCalls {
     /// A call taking at least this long is slow (more than zero).
     pub threshold: Duration,
@@ -82,6 +108,11 @@ pub struct SlowCalls {
 /// `multiplier` after each further trip without a close in between, never
 /// more than `max`.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct BreakDuration {
     /// The first break.
     pub base: Duration,
@@ -116,6 +147,45 @@ impl BreakDuration {
 impl Default for BreakDuration {
     fn default() -> Self {
         BreakDuration::constant(DEFAULT_BREAK)
+    }
+}
+
+/// Plain configuration of a circuit (deserializes with the `serde`
+/// feature; missing fields take their defaults, unknown fields are
+/// refused). Checked by [`CircuitBreakerBuilder::config`](crate::CircuitBreakerBuilder::config)
+/// and [`build`](crate::CircuitBreakerBuilder::build).
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
+pub struct CircuitBreakerConfig {
+    /// When the circuit trips (default: 50 % of the last 100 calls, at
+    /// least 100 calls).
+    pub trip: TripModel,
+    /// Slow calls (default: not judged).
+    pub slow_calls: Option<SlowCalls>,
+    /// How long the circuit stays open (default 5 s, constant).
+    pub breaks: BreakDuration,
+    /// Probes admitted when half-open (default 5).
+    pub probes: usize,
+    /// How long a probe may take (default 10 s).
+    pub probe_timeout: Duration,
+    /// A name for events and errors.
+    pub name: Option<String>,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            trip: TripModel::default(),
+            slow_calls: None,
+            breaks: BreakDuration::default(),
+            probes: DEFAULT_PROBES,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            name: None,
+        }
     }
 }
 

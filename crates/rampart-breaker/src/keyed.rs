@@ -3,12 +3,13 @@
 
 use crate::breaker::Breaker;
 use crate::config::Settings;
-use crate::layer::{CircuitBreakerHandle, CircuitBreakerLayer};
+use crate::layer::{CircuitBreakerBuilder, CircuitBreakerHandle, CircuitBreakerLayer};
 use crate::service::{ResponseFuture, dispatch};
 use crate::stats::State;
 use rampart_core::classify::{Classify, ErrorClassify};
-use rampart_core::{BoxError, Error};
+use rampart_core::{BoxError, ConfigError, Error};
 use rampart_limit::KeyExtractor;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
@@ -53,6 +54,9 @@ struct KeyMap {
     /// be evicted (open, or with calls in flight).
     overflow: Arc<Breaker>,
     overflowed: AtomicU64,
+    /// The shard the next eviction sweep starts at, so sweeps spread over
+    /// the whole map instead of always searching the first entries.
+    cursor: AtomicUsize,
 }
 
 impl KeyMap {
@@ -102,10 +106,13 @@ impl KeyMap {
 
     /// Evicts one closed circuit with no call in flight (its history is
     /// only successes and a few failures: little is lost), looking at no
-    /// more than [`SWEEP`] entries; the freed slot is taken for the caller.
+    /// more than [`SWEEP`] entries, starting at the shard after the one the
+    /// previous sweep started at; the freed slot is taken for the caller.
     fn evict_one(&self) -> bool {
         let mut budget = SWEEP;
-        for shard in &*self.shards {
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        for i in 0..SHARDS {
+            let shard = &self.shards[start.wrapping_add(i) % SHARDS];
             let mut shard = shard.write().unwrap_or_else(PoisonError::into_inner);
             let found = shard
                 .iter()
@@ -191,10 +198,37 @@ impl<E, C: Clone> KeyedCircuitBreakerLayer<E, C> {
                 overflow: template.fresh(),
                 settings,
                 overflowed: AtomicU64::new(0),
+                cursor: AtomicUsize::new(0),
             }),
             extractor,
             classify: template.classify().clone(),
         }
+    }
+
+    /// [`new`](Self::new) with each key's settings from a builder, checked
+    /// here.
+    ///
+    /// ```
+    /// use rampart_breaker::{CircuitBreakerLayer, KeyedCircuitBreakerLayer};
+    ///
+    /// let per_route = KeyedCircuitBreakerLayer::try_new(
+    ///     |req: &http::Request<()>| req.uri().path().to_owned(),
+    ///     CircuitBreakerLayer::http_builder().consecutive_failures(3),
+    ///     100,
+    /// )?;
+    /// assert!(KeyedCircuitBreakerLayer::try_new(
+    ///     |req: &http::Request<()>| req.uri().path().to_owned(),
+    ///     CircuitBreakerLayer::http_builder().probes(0),
+    ///     100,
+    /// ).is_err());
+    /// # Ok::<(), rampart_core::ConfigError>(())
+    /// ```
+    pub fn try_new(
+        extractor: E,
+        builder: CircuitBreakerBuilder<C>,
+        max_keys: usize,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self::new(extractor, builder.build()?, max_keys))
     }
 }
 
@@ -318,6 +352,41 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let key = self.map.hasher.hash_one(self.extractor.extract(&req));
         let breaker = self.map.breaker(key);
-        dispatch(&breaker, &mut self.inner, &self.classify, req)
+        dispatch(Cow::Owned(breaker), &mut self.inner, &self.classify, req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key in shard `shard` (the map picks the shard from the high half).
+    fn key_in(shard: u64, n: u64) -> u64 {
+        (n * SHARDS as u64 + shard) << 32
+    }
+
+    /// The first shard holds a sweep's worth of circuits with calls in
+    /// flight; the other shards hold idle closed ones. New keys must still
+    /// evict those idle ones rather than all share the overflow circuit.
+    #[test]
+    fn eviction_sweeps_start_at_a_rotating_shard() {
+        let template = CircuitBreakerLayer::builder().build().unwrap();
+        let layer = KeyedCircuitBreakerLayer::new(|(): &()| 0u8, template, SWEEP + SHARDS - 1);
+        let map = &layer.map;
+        let busy: Vec<_> = (0..SWEEP as u64)
+            .map(|n| map.breaker(key_in(0, n)))
+            .collect();
+        for shard in 1..SHARDS as u64 {
+            drop(map.breaker(key_in(shard, 0)));
+        }
+        assert_eq!(map.keys.load(Ordering::Relaxed), SWEEP + SHARDS - 1);
+        let overflowed = (0..SHARDS as u64)
+            .filter(|&n| Arc::ptr_eq(&map.breaker(key_in(1, 1_000 + n)), &map.overflow))
+            .count();
+        assert!(
+            overflowed <= 1,
+            "{overflowed} of {SHARDS} new keys overflowed with idle keys to evict"
+        );
+        drop(busy);
     }
 }

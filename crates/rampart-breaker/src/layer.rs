@@ -1,13 +1,13 @@
 //! [`CircuitBreakerLayer`], its builder and [`CircuitBreakerHandle`].
 
 use crate::breaker::Breaker;
+use crate::classify::BreakerClassify;
 use crate::classify::breaker_classify;
-use crate::config::{BreakDuration, Settings, SlowCalls, TripModel, Window};
+use crate::config::{BreakDuration, CircuitBreakerConfig, Settings, SlowCalls, TripModel, Window};
 use crate::service::CircuitBreaker;
 use crate::stats::{State, Stats};
 use rampart_core::ConfigError;
 use rampart_core::classify::ErrorClassify;
-use rampart_core::classify::HttpOrGrpcClassify;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
@@ -35,8 +35,11 @@ use tower_layer::Layer;
 /// - Half-open, once the break is over: at most `probes` calls go through;
 ///   the first failing (or slow) probe reopens the circuit with a break
 ///   grown by the [`BreakDuration`] multiplier, `probes` successes close it.
-///   A probe that has not answered within `probe_timeout` counts as failed,
-///   so the circuit never sticks half-open.
+///   When every probe slot is taken and no probe was admitted for
+///   `probe_timeout` (the timeout runs from the latest probe admitted, so a
+///   probe let in after another gave its slot back gets its whole time),
+///   the next call counts the phase as failed and reopens the circuit, so
+///   it never sticks half-open.
 ///
 /// Defaults ([`new`](Self::new)): trips at 50 % failures over the last 100
 /// calls once 100 were seen, as resilience4j; breaks 5 s, as Polly v8
@@ -90,7 +93,7 @@ impl CircuitBreakerLayer {
 
     /// A circuit with the defaults for HTTP and gRPC, judged by
     /// [`breaker_classify`] (a 503 or UNAVAILABLE is a failure, a 404 is not).
-    pub fn http() -> CircuitBreakerLayer<HttpOrGrpcClassify> {
+    pub fn http() -> CircuitBreakerLayer<BreakerClassify> {
         CircuitBreakerLayer {
             breaker: Arc::new(Breaker::new(Settings::default())),
             classify: breaker_classify(),
@@ -103,9 +106,16 @@ impl CircuitBreakerLayer {
         CircuitBreakerBuilder::new(ErrorClassify)
     }
 
+    /// Builds a layer for any service from plain configuration (see
+    /// [`CircuitBreakerConfig`]); for HTTP use
+    /// `CircuitBreakerLayer::http_builder().config(&config).build()`.
+    pub fn from_config(config: &CircuitBreakerConfig) -> Result<Self, ConfigError> {
+        Self::builder().config(config).build()
+    }
+
     /// Starts a builder for HTTP and gRPC, judging results with
     /// [`breaker_classify`].
-    pub fn http_builder() -> CircuitBreakerBuilder<HttpOrGrpcClassify> {
+    pub fn http_builder() -> CircuitBreakerBuilder<BreakerClassify> {
         CircuitBreakerBuilder::new(breaker_classify())
     }
 }
@@ -282,6 +292,17 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
+    /// Takes every setting from `config` (the classification stays).
+    pub fn config(self, config: &CircuitBreakerConfig) -> Self {
+        let mut b = self.trip_model(config.trip);
+        b.settings.slow = config.slow_calls;
+        b.settings.breaks = config.breaks;
+        b.settings.probes = config.probes;
+        b.settings.probe_timeout = config.probe_timeout;
+        b.settings.name = config.name.as_deref().map(Arc::from);
+        b
+    }
+
     /// Sets the whole trip model.
     pub fn trip_model(mut self, model: TripModel) -> Self {
         match model {
@@ -339,7 +360,8 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
-    /// How long a probe may take before it counts as failed (default 10 s).
+    /// How long a probe may take before it counts as failed (default 10 s),
+    /// counted from the latest probe admitted in the half-open phase.
     pub fn probe_timeout(mut self, d: Duration) -> Self {
         self.settings.probe_timeout = d;
         self

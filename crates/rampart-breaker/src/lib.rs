@@ -76,11 +76,11 @@ mod stats;
 mod sync;
 mod window;
 
-pub use classify::breaker_classify;
+pub use classify::{BreakerClassifier, BreakerClassify, breaker_classify};
 pub use config::{
-    BreakDuration, DEFAULT_BREAK, DEFAULT_FAILURE_RATIO, DEFAULT_MIN_CALLS, DEFAULT_PROBE_TIMEOUT,
-    DEFAULT_PROBES, DEFAULT_WINDOW_CALLS, MAX_PROBES, MAX_WINDOW_CALLS, SlowCalls, TripModel,
-    Window,
+    BreakDuration, CircuitBreakerConfig, DEFAULT_BREAK, DEFAULT_FAILURE_RATIO, DEFAULT_MIN_CALLS,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_PROBES, DEFAULT_WINDOW_CALLS, MAX_PROBES, MAX_WINDOW_CALLS,
+    SlowCalls, TripModel, Window,
 };
 pub use error::CircuitOpen;
 pub use keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};

@@ -3,12 +3,13 @@
 
 use crate::breaker::Breaker;
 use crate::circuit::{Admit, Verdict};
-use crate::classify::verdict;
+use crate::classify::{is_local_shed, verdict};
 use crate::layer::CircuitBreakerHandle;
 use crate::stats::Stats;
 use pin_project_lite::pin_project;
 use rampart_core::classify::{Classify, ClassifyResult, ErrorClassify, ErrorRef};
 use rampart_core::{BoxError, Error};
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -21,14 +22,18 @@ use tower_service::Service;
 /// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer), whose circuit it
 /// shares with every clone.
 ///
-/// `poll_ready` is the inner service's readiness; the circuit is consulted
-/// in `call`, and a refused call's future fails at once without calling the
-/// inner service. A closed circuit costs one atomic load in `call` and the
-/// judging of the result; no lock, no allocation, no timer.
+/// `poll_ready` is the inner service's readiness, except while the circuit
+/// refuses every call (open, or forced open): then it is ready at once
+/// without polling the inner service, and the call fails at once, so a
+/// caller never waits on a failing backend's readiness. A closed circuit
+/// costs one atomic load in `poll_ready`, one in `call` and the recording
+/// of the result; no lock, no allocation, no timer.
 pub struct CircuitBreaker<S, C = ErrorClassify> {
     inner: S,
     breaker: Arc<Breaker>,
     classify: C,
+    /// The refusal decided by `poll_ready`, for the next `call`.
+    refused: Option<Error>,
 }
 
 impl<S, C> CircuitBreaker<S, C> {
@@ -37,6 +42,7 @@ impl<S, C> CircuitBreaker<S, C> {
             inner,
             breaker,
             classify,
+            refused: None,
         }
     }
 
@@ -72,6 +78,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
             inner: self.inner.clone(),
             breaker: Arc::clone(&self.breaker),
             classify: self.classify.clone(),
+            refused: None,
         }
     }
 }
@@ -96,17 +103,36 @@ where
     type Future = ResponseFuture<S::Future, C::Classifier>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.refused.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = self.breaker.refusal() {
+            self.refused = Some(e);
+            return Poll::Ready(Ok(()));
+        }
         self.inner.poll_ready(cx).map_err(Error::from_inner)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        dispatch(&self.breaker, &mut self.inner, &self.classify, req)
+        if let Some(error) = self.refused.take() {
+            return ResponseFuture {
+                kind: Kind::Rejected { error: Some(error) },
+            };
+        }
+        dispatch(
+            Cow::Borrowed(&self.breaker),
+            &mut self.inner,
+            &self.classify,
+            req,
+        )
     }
 }
 
-/// Admits `req` through `breaker` and calls `inner`, or refuses it.
+/// Admits `req` through `breaker` and calls `inner`, or refuses it. The
+/// breaker is borrowed or owned so that an admitted call clones its `Arc`
+/// at most once (the keyed service passes the one it got from its map).
 pub(crate) fn dispatch<S, C, Req>(
-    breaker: &Arc<Breaker>,
+    breaker: Cow<'_, Arc<Breaker>>,
     inner: &mut S,
     classify: &C,
     req: Req,
@@ -144,7 +170,7 @@ where
             fut: inner.call(req),
             judge: Some(judge),
             record: Some(Record {
-                breaker: Arc::clone(breaker),
+                breaker: breaker.into_owned(),
                 ticket,
                 start,
             }),
@@ -243,8 +269,15 @@ where
             KindProj::Called { fut, judge, record } => {
                 let out = ready!(fut.poll(cx)).map_err(Error::from_inner);
                 if let (Some(record), Some(judge)) = (record.take(), judge.as_ref()) {
-                    let outcome = judge.classify(out.as_ref().map_err(|e| e as ErrorRef<'_>));
-                    record.finish(verdict(outcome));
+                    let result = out.as_ref().map_err(|e| e as ErrorRef<'_>);
+                    // A local shed (a limit inside the breaker, an inner
+                    // open circuit) says nothing of the backend's health,
+                    // whatever the classifier makes of it.
+                    let v = match result {
+                        Err(e) if is_local_shed(e) => Verdict::Ignored,
+                        result => verdict(judge.classify(result)),
+                    };
+                    record.finish(v);
                 }
                 Poll::Ready(out)
             }

@@ -98,7 +98,10 @@ const B: u32 = 16;
 const BMASK: u64 = (1 << B) - 1;
 
 /// The calls of the last duration: [`BUCKETS`] buckets, each tagged with
-/// the index of the time slice it counts.
+/// the index of the time slice it counts, modulo 2^16 (16-bit tag; a
+/// bucket untouched for a multiple of 65 536 slices is counted again for
+/// up to ten slices), with 16-bit saturating fields (at most 65 535 calls
+/// per slice are counted). `Window::Time`'s docs state both limits.
 #[derive(Debug)]
 pub(crate) struct TimeWindow {
     buckets: Box<[AtomicU64]>,
@@ -214,5 +217,31 @@ mod tests {
         let c = w.record(fail, 1_010);
         assert_eq!((c.total, c.failures), (2, 1));
         assert_eq!(w.counts(100_000).total, 0);
+    }
+
+    /// The documented saturation limit: a bucket counts 65 535 calls, the
+    /// rest of its slice is not counted.
+    #[test]
+    fn time_window_bucket_saturates_at_65_535_calls() {
+        let w = TimeWindow::new(10_000); // 1 s slices
+        for _ in 0..65_535 {
+            w.record(Sample::new(false, false), 0);
+        }
+        let c = w.record(Sample::new(true, false), 0);
+        assert_eq!((c.total, c.failures), (65_535, 0));
+        assert_eq!(w.record(Sample::new(true, false), 1_000).failures, 1);
+    }
+
+    /// The documented tag wrap: a bucket untouched for 65 536 slices is
+    /// counted again for the ten slices that follow, then not.
+    #[test]
+    fn time_window_idle_bucket_reappears_after_65_536_slices() {
+        let w = TimeWindow::new(10_000); // 1 s slices
+        w.record(Sample::new(true, false), 0);
+        assert_eq!(w.counts(10_000).total, 0);
+        assert_eq!(w.counts(65_535_000).total, 0);
+        assert_eq!(w.counts(65_536_000).total, 1);
+        assert_eq!(w.counts(65_545_000).total, 1);
+        assert_eq!(w.counts(65_546_000).total, 0);
     }
 }

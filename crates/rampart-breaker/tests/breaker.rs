@@ -6,7 +6,7 @@ use rampart_breaker::{
     CircuitBreakerLayer, CircuitOpen, State, TripModel, Window, breaker_classify,
 };
 use rampart_core::{Error, ErrorKind};
-use rampart_testkit::{Gate, MockReply, MockService};
+use rampart_testkit::{Gate, MockReply, MockService, ReadyMode};
 use std::time::Duration;
 use tokio::time;
 use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
@@ -243,10 +243,13 @@ async fn half_open_admits_at_most_n_probes_among_100_concurrent_callers() {
     let calls: Vec<_> = (0..100)
         .map(|_| tokio::spawn(send_owned(svc.clone(), Do::Wait(gate.clone()))))
         .collect();
-    tokio::task::yield_now().await;
-    while mock.inflight() < 3 {
+    for _ in 0..1_000 {
+        if mock.inflight() == 3 {
+            break;
+        }
         tokio::task::yield_now().await;
     }
+    assert_eq!(mock.inflight(), 3, "the probes reached the backend");
     assert_eq!(h.stats().probes_in_flight, 3);
     gate.open();
     let mut ok = 0;
@@ -296,6 +299,42 @@ async fn a_stuck_probe_times_out_and_the_circuit_probes_again() {
     assert_eq!(send(&svc, Do::Ok).await.unwrap(), "ok");
     assert_eq!(h.state(), State::Closed);
     stuck.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_let_in_after_a_dropped_one_gets_its_whole_probe_timeout() {
+    let layer = consecutive(1, 1); // probe timeout 2 s
+    let h = layer.handle();
+    let mock = backend();
+    let svc = layer.layer(mock.clone());
+    run(&svc, &[Do::Fail]).await;
+    time::advance(Duration::from_secs(5)).await;
+    // A first probe is dropped unfinished: its slot comes back.
+    let first = tokio::spawn(send_owned(svc.clone(), Do::Hang));
+    tokio::task::yield_now().await;
+    assert_eq!(mock.inflight(), 1);
+    first.abort();
+    let _ = first.await;
+    time::advance(Duration::from_millis(1_900)).await;
+    // A second probe 1.9 s later.
+    let second = tokio::spawn(send_owned(svc.clone(), Do::Hang));
+    tokio::task::yield_now().await;
+    assert_eq!(h.stats().probes_in_flight, 1);
+    time::advance(Duration::from_millis(500)).await;
+    // 2.4 s after the first probe, 0.5 s after the second: the second is
+    // still within its time, so a caller is refused and the circuit stays
+    // half-open.
+    let e = send(&svc, Do::Ok).await.unwrap_err();
+    assert_eq!(
+        e.find_source::<CircuitOpen>().unwrap().state(),
+        State::HalfOpen
+    );
+    assert_eq!(h.state(), State::HalfOpen);
+    // Once its own 2 s are over, it counts as failed.
+    time::advance(Duration::from_millis(1_500)).await;
+    assert!(send(&svc, Do::Ok).await.is_err());
+    assert_eq!(h.state(), State::Open);
+    second.abort();
 }
 
 #[tokio::test(start_paused = true)]
@@ -591,4 +630,212 @@ fn defaults_follow_resilience4j_and_polly() {
         }
     );
     assert_eq!(rampart_breaker::DEFAULT_BREAK, Duration::from_secs(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_refuses_without_waiting_for_the_inner_readiness() {
+    let layer = consecutive(1, 1);
+    let mock = backend();
+    let svc = layer.layer(mock.clone());
+    run(&svc, &[Do::Fail]).await;
+    // The backend's client is stuck (say, reconnecting): never ready.
+    mock.set_ready(ReadyMode::Gated(Gate::new()));
+    let e = time::timeout(Duration::from_secs(1), send(&svc, Do::Ok))
+        .await
+        .expect("refused at once, not stuck in poll_ready")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Overloaded);
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(5)));
+    assert_eq!(layer.stats().rejected, 1);
+}
+
+/// A layer with `breaker_classify` that opens on the first failure and
+/// counts every counted call in a 100-call window.
+fn one_failure_opens() -> CircuitBreakerLayer<rampart_breaker::BreakerClassify> {
+    CircuitBreakerLayer::http_builder()
+        .failure_ratio(0.01)
+        .window(Window::Calls(100))
+        .min_calls(1)
+        .break_duration(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// Answers a gRPC call with the headers its body lists.
+async fn grpc_answer(
+    headers: &[(&'static str, &'static str)],
+) -> (State, u64, Result<Response<()>, Error>) {
+    let layer = one_failure_opens();
+    let h = layer.handle();
+    let svc = layer.layer(service_fn(
+        |req: Request<Vec<(&'static str, &'static str)>>| async move {
+            let mut b = Response::builder().header("content-type", "application/grpc");
+            for (k, v) in req.body() {
+                b = b.header(*k, *v);
+            }
+            Ok::<_, BoxError>(b.body(()).unwrap())
+        },
+    ));
+    let req = Request::post("/shop.Orders/Create")
+        .header("content-type", "application/grpc")
+        .body(headers.to_vec())
+        .unwrap();
+    let out = svc.oneshot(req).await;
+    (h.state(), h.stats().calls_in_window, out)
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_resource_exhausted_is_not_counted_even_with_pushback() {
+    // How a rate limiter answers: the backend is healthy.
+    for headers in [
+        &[("grpc-status", "8"), ("grpc-retry-pushback-ms", "500")][..],
+        &[("grpc-status", "8")][..],
+    ] {
+        let (state, counted, out) = grpc_answer(headers).await;
+        out.unwrap();
+        assert_eq!((state, counted), (State::Closed, 0), "{headers:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_failure_codes_open_the_circuit_whatever_the_pushback() {
+    for code in ["14", "13", "2", "15", "4"] {
+        for pushback in [None, Some("-1"), Some("garbage"), Some("500")] {
+            let mut headers = vec![("grpc-status", code)];
+            headers.extend(pushback.map(|p| ("grpc-retry-pushback-ms", p)));
+            let (state, counted, _) = grpc_answer(&headers).await;
+            assert_eq!((state, counted), (State::Open, 1), "{headers:?}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_ok_is_a_success_and_other_codes_are_not_counted() {
+    let (state, counted, _) = grpc_answer(&[("grpc-status", "0")]).await;
+    assert_eq!((state, counted), (State::Closed, 1));
+    for code in ["1", "3", "5", "6", "7", "8", "9", "10", "11", "12", "16"] {
+        let (state, counted, _) = grpc_answer(&[("grpc-status", code)]).await;
+        assert_eq!((state, counted), (State::Closed, 0), "code {code}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn http_429_is_not_counted_404_is_a_success_and_5xx_failures() {
+    let answer = |status: u16| async move {
+        let layer = one_failure_opens();
+        let h = layer.handle();
+        let svc = layer.layer(service_fn(|req: Request<u16>| async move {
+            Ok::<_, BoxError>(Response::builder().status(*req.body()).body(()).unwrap())
+        }));
+        let _ = svc.oneshot(Request::post("/").body(status).unwrap()).await;
+        (h.state(), h.stats().calls_in_window)
+    };
+    assert_eq!(answer(429).await, (State::Closed, 0));
+    for ok in [200, 204, 301, 400, 404] {
+        assert_eq!(answer(ok).await, (State::Closed, 1), "{ok}");
+    }
+    for failure in [500, 502, 503, 504] {
+        assert_eq!(answer(failure).await, (State::Open, 1), "{failure}");
+    }
+}
+
+/// Calls a breaker (opening on one failure) whose inner service fails with
+/// `error`; gives the state and the counted calls after.
+async fn after_inner_error(error: fn() -> BoxError) -> (State, u64) {
+    let layer = one_failure_opens();
+    let h = layer.handle();
+    let svc = layer.layer(service_fn(move |_: Request<()>| async move {
+        Err::<Response<()>, BoxError>(error())
+    }));
+    let req = Request::get("/").body(()).unwrap();
+    assert!(svc.oneshot(req).await.is_err());
+    (h.state(), h.stats().calls_in_window)
+}
+
+/// An error that says "because of" its source.
+#[derive(Debug)]
+struct Wrapped(Error);
+
+impl std::fmt::Display for Wrapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("wrapped")
+    }
+}
+
+impl std::error::Error for Wrapped {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_local_shed_inside_the_breaker_is_not_counted() {
+    let sheds: [fn() -> BoxError; 4] = [
+        || Error::rate_limited(Some(Duration::from_millis(100))).into(),
+        || Error::overloaded(None).into(),
+        // Deeper in the chain, under a wrapper.
+        || Error::from_inner(Wrapped(Error::overloaded(None))).into(),
+        || {
+            Error::overloaded(None)
+                .with_source(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+                .into()
+        },
+    ];
+    for (i, shed) in sheds.into_iter().enumerate() {
+        assert_eq!(
+            after_inner_error(shed).await,
+            (State::Closed, 0),
+            "shed {i}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_connection_is_a_failure() {
+    let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
+    assert_eq!(after_inner_error(refused).await, (State::Open, 1));
+    let refused =
+        || Error::from_inner(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)).into();
+    assert_eq!(after_inner_error(refused).await, (State::Open, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_inner_circuit_is_not_counted_by_the_outer_one() {
+    let inner = one_failure_opens();
+    inner.handle().force_open();
+    let outer = one_failure_opens();
+    let h = outer.handle();
+    let svc = outer.layer(inner.layer(service_fn(|_: Request<()>| async {
+        Ok::<_, BoxError>(Response::new(()))
+    })));
+    for _ in 0..3 {
+        let e = svc
+            .clone()
+            .oneshot(Request::get("/").body(()).unwrap())
+            .await
+            .unwrap_err();
+        assert!(e.find_source::<CircuitOpen>().is_some(), "{e}");
+    }
+    assert_eq!((h.state(), h.stats().calls_in_window), (State::Closed, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_local_shed_is_not_counted_with_any_classifier() {
+    // The default (non-HTTP) classifier too.
+    let layer = CircuitBreakerLayer::builder()
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    let h = layer.handle();
+    let svc = layer.layer(service_fn(|fail: bool| async move {
+        if fail {
+            Err::<(), BoxError>(Error::rate_limited(None).into())
+        } else {
+            Ok(())
+        }
+    }));
+    for _ in 0..3 {
+        let _ = svc.clone().oneshot(true).await;
+    }
+    assert_eq!(h.state(), State::Closed);
 }

@@ -27,7 +27,7 @@ fn req(host: &str) -> Request<()> {
     Request::get("/").header("host", host).body(()).unwrap()
 }
 
-fn template() -> CircuitBreakerLayer<rampart_core::classify::HttpOrGrpcClassify> {
+fn template() -> CircuitBreakerLayer<rampart_breaker::BreakerClassify> {
     CircuitBreakerLayer::http_builder()
         .consecutive_failures(2)
         .build()

@@ -156,17 +156,24 @@ where
             ));
         }
         // Once the request was seen pending, its cancellation wins over
-        // anything the inner future would still do (handlers that notice
-        // the token and answer are answered for): check it first.
-        let reason = if this.watch.is_some() {
-            let running = this
-                .running
-                .as_ref()
-                .expect("a running request has its state");
-            watch(this.watch.as_mut(), this.watch_stop.as_mut(), running, cx)
-        } else {
-            None
-        };
+        // anything the inner future would still do (a handler that noticed
+        // its token and answers is answered for): the inner future is not
+        // polled again once the cancellation is visible. Checked with the
+        // flags, not by polling the watchers (the common second poll is the
+        // one that completes).
+        let running = this
+            .running
+            .as_ref()
+            .expect("a running request has its state");
+        let mut reason = None;
+        if this.watch.is_some() {
+            if running.config.shutdown.shared.is_stopped() {
+                running.token.cancel();
+                reason = Some(CancelReason::Shutdown);
+            } else if running.token.is_cancelled() {
+                reason = Some(CancelReason::Token);
+            }
+        }
         if reason.is_none() {
             let inner = this.inner.as_mut().as_pin_mut().expect("checked above");
             if let Poll::Ready(res) = inner.poll(cx) {
@@ -178,25 +185,18 @@ where
                 running.config.shutdown.shared.ended(Ended::Completed);
                 return Poll::Ready(res.map_err(Error::from_inner));
             }
-        }
-        let reason = match reason {
-            Some(reason) => Some(reason),
-            None if this.watch.is_none() => {
+            if this.watch.is_none() {
                 // First `Pending`: register the watchers now, not before.
-                let running = this
-                    .running
-                    .as_ref()
-                    .expect("a running request has its state");
                 this.watch
                     .set(Some(running.token.clone().cancelled_owned()));
                 // Created before the flag is read (in `watch`): a
                 // `cancel_all` in between wakes it.
                 let stop = running.config.shutdown.shared.stop_notified();
                 this.watch_stop.set(Some(stop));
-                watch(this.watch.as_mut(), this.watch_stop.as_mut(), running, cx)
             }
-            None => None,
-        };
+            // (Re)registers this task's waker with both.
+            reason = watch(this.watch.as_mut(), this.watch_stop.as_mut(), running, cx);
+        }
         let Some(reason) = reason else {
             return Poll::Pending;
         };

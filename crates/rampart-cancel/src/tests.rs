@@ -461,3 +461,92 @@ async fn polling_a_response_future_after_it_completed_panics() {
     assert!(matches!(poll_once(fut.as_mut()), Poll::Ready(Ok(()))));
     let _ = poll_once(fut.as_mut());
 }
+
+/// A tiny seeded generator (xorshift) for the mixed-load test.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_mixed_load_every_admitted_request_is_accounted_for_once_and_nothing_leaks() {
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (layer, seen) = recording(CancelLayer::new());
+    let shutdown = layer.shutdown().clone();
+    let svc = layer.layer(service_fn({
+        let live = live.clone();
+        move |ms: u64| {
+            let live = live.clone();
+            async move {
+                struct Live(Arc<std::sync::atomic::AtomicUsize>);
+                impl Drop for Live {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                live.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _live = Live(live);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, Error>(ms)
+            }
+        }
+    }));
+    let mut rng = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut calls = Vec::new();
+    for i in 0..300_u64 {
+        let ms = next(&mut rng) % 2_000;
+        // One caller in five gives up after a random wait.
+        let patience = next(&mut rng)
+            .is_multiple_of(5)
+            .then(|| next(&mut rng) % 1_500);
+        let svc = svc.clone();
+        calls.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i * 3)).await;
+            let call = svc.oneshot(ms);
+            match patience {
+                Some(p) => tokio::time::timeout(Duration::from_millis(p), call)
+                    .await
+                    .map_err(|_| "gave up"),
+                None => Ok(call.await),
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let at_drain = seen.lock().unwrap().len();
+    let in_flight = shutdown.in_flight();
+    let report = shutdown.drain(Duration::from_millis(700)).await;
+    assert_eq!(report.in_flight_at_start(), in_flight, "counts add up");
+    let (mut ok, mut cancelled, mut closed, mut gave_up) = (0, 0, 0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(Ok(_)) => ok += 1,
+            Ok(Err(e)) if e.kind() == ErrorKind::Cancelled => cancelled += 1,
+            Ok(Err(e)) if e.kind() == ErrorKind::Closed => closed += 1,
+            Ok(Err(e)) => panic!("unexpected error {e}"),
+            Err(_) => gave_up += 1,
+        }
+    }
+    assert_eq!(ok + cancelled + closed + gave_up, 300);
+    assert_eq!(
+        live.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no handler left alive"
+    );
+    assert_eq!(shutdown.in_flight(), 0);
+    assert_eq!(report.unfinished(), 0);
+    assert_eq!(closed, report.refused(), "every refused call was counted");
+    assert!(closed > 0 && report.cancelled() > 0 && report.completed() > 0);
+    // One cleanup per cancellation, whatever its cause.
+    let reasons = reasons(&seen);
+    assert_eq!(reasons.len(), cancelled + gave_up);
+    let by_shutdown = reasons
+        .iter()
+        .filter(|r| **r == CancelReason::Shutdown)
+        .count();
+    assert_eq!(by_shutdown, cancelled, "the drain's cancellations");
+    // Cancellations after the drain began (drain deadline or callers that
+    // gave up during it) are in the report.
+    assert_eq!(report.cancelled(), reasons.len() - at_drain);
+}

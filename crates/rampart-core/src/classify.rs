@@ -412,7 +412,9 @@ pub struct Idempotent;
 ///
 /// - `grpc-retry-pushback-ms`: a valid value is the delay (fatal when longer
 ///   than [`max_retry_after`](GrpcClassify::max_retry_after)); a negative or
-///   garbled value means do not retry, as gRPC's retry design says.
+///   garbled value means do not retry, as gRPC's retry design says. A
+///   repeated header is malformed and not retried either (as grpc-go does,
+///   and as rampart treats repeated deadline and request-id headers).
 /// - A response without `grpc-status` and with a non-200 HTTP status is
 ///   mapped with gRPC's HTTP-to-gRPC table (502/503/504/429 → UNAVAILABLE).
 ///
@@ -592,8 +594,12 @@ impl<B> ClassifyResult<http::Response<B>> for GrpcClassifier {
             return Outcome::Success;
         }
         let listed = self.codes & code.bit() != 0;
-        match res.headers().get(&GRPC_RETRY_PUSHBACK_MS) {
-            Some(v) => match parse_grpc_pushback(v.as_bytes()) {
+        let mut pushback = res.headers().get_all(&GRPC_RETRY_PUSHBACK_MS).iter();
+        match (pushback.next(), pushback.next()) {
+            // A repeated pushback is malformed: not retried (as grpc-go, and
+            // as rampart treats repeated deadline and id headers).
+            (Some(_), Some(_)) => Outcome::Fatal,
+            (Some(v), None) => match parse_grpc_pushback(v.as_bytes()) {
                 Pushback::After(d)
                     if d <= self.max_retry_after && (listed || code == Code::ResourceExhausted) =>
                 {
@@ -603,8 +609,10 @@ impl<B> ClassifyResult<http::Response<B>> for GrpcClassifier {
                 // not retried: stop.
                 Pushback::After(_) | Pushback::Stop => Outcome::Fatal,
             },
-            None if listed && code != Code::ResourceExhausted => Outcome::Retryable { after: None },
-            None => Outcome::Fatal,
+            (None, _) if listed && code != Code::ResourceExhausted => {
+                Outcome::Retryable { after: None }
+            }
+            (None, _) => Outcome::Fatal,
         }
     }
 }
@@ -1114,6 +1122,18 @@ mod tests {
                 "{stop:?}"
             );
         }
+        // A repeated pushback (100 then 10) is malformed: not retried.
+        assert_eq!(
+            j.classify(Ok(&res(
+                200,
+                &[
+                    ("grpc-status", b"14"),
+                    ("grpc-retry-pushback-ms", b"100"),
+                    ("grpc-retry-pushback-ms", b"10")
+                ]
+            ))),
+            Outcome::Fatal
+        );
         // RESOURCE_EXHAUSTED only with a valid pushback.
         assert_eq!(
             j.classify(Ok(&res(200, &[("grpc-status", b"8")]))),

@@ -7,7 +7,7 @@
 //! | Overloaded | 503 + `Retry-After` | RESOURCE_EXHAUSTED (8) + `grpc-retry-pushback-ms` |
 //! | RateLimited | 429 + `Retry-After` | RESOURCE_EXHAUSTED (8) + `grpc-retry-pushback-ms` |
 //! | Cancelled | 499 | CANCELLED (1) |
-//! | Closed | 503 | UNAVAILABLE (14) |
+//! | Closed | 503 + `Connection: close` | UNAVAILABLE (14) |
 //! | RetriesExhausted, last attempt timed out | 504 | DEADLINE_EXCEEDED (4) |
 //! | RetriesExhausted, other last failure | 502 | UNAVAILABLE (14) |
 //! | InvalidRequest | 400 | INVALID_ARGUMENT (3) |
@@ -154,12 +154,21 @@ impl Error {
 
     /// An HTTP response: the status, `Retry-After` (whole seconds, rounded
     /// up) when known, and an empty body.
+    ///
+    /// A [`Closed`](ErrorKind::Closed) service (shutting down, draining)
+    /// also sends `Connection: close`, so an HTTP/1 client opens its next
+    /// request elsewhere instead of on a connection that is going away
+    /// (HTTP/2 servers drop the header and send GOAWAY instead).
     pub fn to_http_response<B: Default>(&self) -> Response<B> {
         let mut res = Response::new(B::default());
         *res.status_mut() = self.http_status();
         if let Some(after) = self.retry_after() {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, encode_retry_after(after));
+        }
+        if self.kind() == ErrorKind::Closed {
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         res
     }
@@ -369,6 +378,9 @@ mod tests {
         let r: Response<()> =
             Error::overloaded(Some(Duration::from_millis(1500))).to_http_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        assert!(r.headers().get(header::CONNECTION).is_none());
+        let closed: Response<()> = Error::closed().to_http_response();
+        assert_eq!(closed.headers()[header::CONNECTION], "close");
     }
 
     #[test]

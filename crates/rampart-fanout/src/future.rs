@@ -5,11 +5,12 @@ use crate::error::{Failure, FanOutError};
 use crate::outcome::{Gathered, NotDone, Outcome, Reason};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pin_project_lite::pin_project;
-use rampart_core::{CancellationToken, Context, Scoped};
+use rampart_core::{CancellationToken, Context};
 use std::fmt;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll, ready};
+use std::task::{Context as TaskContext, Poll};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{DropGuard, WaitForCancellationFutureOwned};
 use tower_service::Service;
@@ -19,12 +20,11 @@ use tower_service::Service;
 pub type FanOutResult<T, E> = Result<Gathered<T, E>, FanOutError<T, E>>;
 
 pin_project! {
-    /// One call, with its input position; run in the group's context when
-    /// there is one.
-    #[project = CallProj]
-    enum Call<F> {
-        Bare { idx: usize, #[pin] fut: F },
-        Scoped { idx: usize, #[pin] fut: Scoped<F> },
+    /// One call, with its input position.
+    struct Call<F> {
+        idx: usize,
+        #[pin]
+        fut: F,
     }
 }
 
@@ -32,13 +32,17 @@ impl<F, T, E> Future for Call<F>
 where
     F: Future<Output = Result<T, E>>,
 {
-    type Output = (usize, Result<T, E>);
+    /// The input position and the result, or `None` when the call panicked.
+    type Output = (usize, Option<Result<T, E>>);
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            CallProj::Bare { idx, fut } => fut.poll(cx).map(|r| (*idx, r)),
-            CallProj::Scoped { idx, fut } => fut.poll(cx).map(|r| (*idx, r)),
+        let this = self.project();
+        let idx = *this.idx;
+        // A panicking call fails only itself (it is dropped at once).
+        match catch_unwind(AssertUnwindSafe(|| this.fut.poll(cx))) {
+            Ok(p) => p.map(|r| (idx, Some(r))),
+            Err(_) => Poll::Ready((idx, None)),
         }
     }
 }
@@ -63,8 +67,10 @@ pin_project! {
     ///
     /// # Panics
     ///
-    /// When polled after it completed. A panic of the inner service's
-    /// future reaches the caller, as with `join_all`.
+    /// When polled after it completed. A panic of the inner service does
+    /// not reach the caller: a call whose future panics fails alone
+    /// ([`Reason::Panicked`]); a panic in `poll_ready` or `call` fails that
+    /// request and the rest are never sent.
     #[must_use = "futures do nothing unless polled"]
     #[project = FanOutFutureProj]
     pub struct FanOutFuture<S, Req>
@@ -100,6 +106,23 @@ pin_project! {
         had_caller: bool,
         started: bool,
         finished: bool,
+    }
+
+    impl<S, Req> PinnedDrop for FanOutFuture<S, Req>
+    where
+        S: Service<Req>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // Calls still in flight are dropped in the group's context, as
+            // they ran in it (`Scoped` enters it without ever panicking).
+            if !this.running.is_empty()
+                && let Some(ctx) = this.call_ctx.as_ref()
+            {
+                let running = std::mem::take(this.running);
+                drop(ctx.clone().scope(std::future::ready(running)));
+            }
+        }
     }
 }
 
@@ -214,22 +237,38 @@ fn decide(need: Option<usize>, n: usize, ok: usize, lost: usize) -> Option<End> 
 impl<S: Service<Req>, Req> Future for FanOutFuture<S, Req> {
     type Output = FanOutResult<S::Response, S::Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut this = self.as_mut().project();
         assert!(!*this.finished, "FanOutFuture polled after it completed");
+        // Created outside the caller's scope (`ctx.scope(gather(..))`): the
+        // context is the one it is first polled in.
+        if !*this.started
+            && !*this.had_caller
+            && let Some(caller) = Context::current()
+        {
+            let g = Group::new(caller, *this.timeout);
+            *this.deadline = g.deadline;
+            *this.call_ctx = Some(g.ctx);
+            *this.group = Some(g.guard);
+            this.cancelled.set(g.cancelled);
+        }
+        // The calls are made, polled and dropped inside the poll of the
+        // group: in the group's context, entered once per poll.
+        match this.call_ctx.clone() {
+            Some(ctx) => ctx.sync_scope(|| self.poll_group(cx)),
+            None => self.poll_group(cx),
+        }
+    }
+}
+
+impl<S: Service<Req>, Req> FanOutFuture<S, Req> {
+    fn poll_group(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<FanOutResult<S::Response, S::Error>> {
+        let mut this = self.project();
         if !*this.started {
             *this.started = true;
-            // Created outside the caller's scope (`ctx.scope(gather(..))`):
-            // the context is the one it is first polled in.
-            if !*this.had_caller
-                && let Some(caller) = Context::current()
-            {
-                let g = Group::new(caller, *this.timeout);
-                *this.deadline = g.deadline;
-                *this.call_ctx = Some(g.ctx);
-                *this.group = Some(g.guard);
-                this.cancelled.set(g.cancelled);
-            }
             if let Some(end) = decide(*this.need, this.outcomes.len(), 0, 0) {
                 return Poll::Ready(finish(this, end));
             }
@@ -248,65 +287,81 @@ impl<S: Service<Req>, Req> Future for FanOutFuture<S, Req> {
             let why = this.deadline.map_or(Failure::Timeout, |(_, why)| why);
             return Poll::Ready(finish(this, End::Stopped(why)));
         }
-        // Like tower's `call_all`: take what finished, then send one more,
-        // and again. A call that answers at once is done before the next is
-        // made, so few calls are alive at a time (and their memory is
-        // reused while it is warm).
+        // Take one that finished, send one more, and again, until neither
+        // is possible. A call that answers at once is done before the next
+        // is made, and a freed slot is refilled at once, so few calls are
+        // alive at a time (their memory is reused while it is warm).
         loop {
+            let mut progressed = false;
             match this.running.poll_next_unpin(cx) {
                 Poll::Ready(Some((idx, res))) => {
+                    progressed = true;
                     match res {
-                        Ok(t) => {
+                        Some(Ok(t)) => {
                             this.outcomes[idx] = Outcome::Ok(t);
                             *this.ok += 1;
                         }
-                        Err(e) => {
+                        Some(Err(e)) => {
                             this.outcomes[idx] = Outcome::Err(e);
                             *this.err += 1;
                             *this.lost += 1;
                             this.first_err.get_or_insert(idx);
+                        }
+                        None => {
+                            tracing::debug!(idx, "fan-out: a call panicked");
+                            this.outcomes[idx] =
+                                Outcome::NotDone(NotDone::new(Reason::Panicked, true));
+                            *this.lost += 1;
                         }
                     }
                     if let Some(end) = decide(*this.need, this.outcomes.len(), *this.ok, *this.lost)
                     {
                         return Poll::Ready(finish(this, end));
                     }
-                    continue;
                 }
                 Poll::Ready(None) if this.reqs.len() == 0 => {
                     return Poll::Ready(finish(this, End::Done));
                 }
                 Poll::Ready(None) | Poll::Pending => {}
             }
-            if this.running.len() >= *this.limit || this.reqs.len() == 0 {
-                return Poll::Pending;
-            }
-            match ready!(this.svc.poll_ready(cx)) {
-                Ok(()) => {
-                    let req = this.reqs.next().expect("a request is left");
-                    let idx = *this.next;
-                    *this.next += 1;
-                    let svc = &mut *this.svc;
-                    let call = match this.call_ctx {
-                        Some(ctx) => Call::Scoped {
-                            idx,
-                            fut: ctx.clone().scope_call(|| svc.call(req)),
-                        },
-                        None => Call::Bare {
-                            idx,
-                            fut: svc.call(req),
-                        },
-                    };
-                    this.running.push(call);
-                }
-                Err(e) => {
-                    // This request waited for the failed service and holds
-                    // its error; the rest can never be sent.
-                    let idx = *this.next;
-                    drop(this.reqs.next());
-                    this.outcomes[idx] = Outcome::Err(e);
-                    *this.err += 1;
-                    this.first_err.get_or_insert(idx);
+            if this.running.len() < *this.limit && this.reqs.len() > 0 {
+                let svc = &mut *this.svc;
+                let ready = catch_unwind(AssertUnwindSafe(|| svc.poll_ready(cx)));
+                let broken = match ready {
+                    Ok(Poll::Pending) => None,
+                    Ok(Poll::Ready(Ok(()))) => {
+                        progressed = true;
+                        let req = this.reqs.next().expect("a request is left");
+                        let idx = *this.next;
+                        *this.next += 1;
+                        match catch_unwind(AssertUnwindSafe(|| svc.call(req))) {
+                            Ok(fut) => {
+                                this.running.push(Call { idx, fut });
+                                None
+                            }
+                            Err(_) => Some(Outcome::NotDone(NotDone::new(Reason::Panicked, true))),
+                        }
+                    }
+                    Ok(Poll::Ready(Err(e))) => {
+                        progressed = true;
+                        drop(this.reqs.next());
+                        *this.next += 1;
+                        *this.err += 1;
+                        this.first_err.get_or_insert(*this.next - 1);
+                        Some(Outcome::Err(e))
+                    }
+                    Err(_) => {
+                        progressed = true;
+                        drop(this.reqs.next());
+                        *this.next += 1;
+                        Some(Outcome::NotDone(NotDone::new(Reason::Panicked, false)))
+                    }
+                };
+                if let Some(outcome) = broken {
+                    // The request that waited for the failed (or panicking)
+                    // service holds its error; the rest can never be sent.
+                    let idx = *this.next - 1;
+                    this.outcomes[idx] = outcome;
                     let never = this.reqs.len();
                     for o in &mut this.outcomes[idx + 1..] {
                         *o = Outcome::NotDone(NotDone::new(Reason::NotReady, false));
@@ -314,12 +369,15 @@ impl<S: Service<Req>, Req> Future for FanOutFuture<S, Req> {
                     this.reqs.by_ref().for_each(drop);
                     *this.next = this.outcomes.len();
                     *this.lost += 1 + never;
-                    tracing::debug!(never, "fan-out: the inner service failed in poll_ready");
+                    tracing::debug!(never, "fan-out: the inner service failed or panicked");
                     if let Some(end) = decide(*this.need, this.outcomes.len(), *this.ok, *this.lost)
                     {
                         return Poll::Ready(finish(this, end));
                     }
                 }
+            }
+            if !progressed {
+                return Poll::Pending;
             }
         }
     }
@@ -349,8 +407,9 @@ fn finish<S: Service<Req>, Req>(
     // Requests are sent in input order: those before `next` were sent.
     let sent = *this.next;
     for (i, o) in this.outcomes.iter_mut().enumerate() {
+        // Placeholders only: `NotReady` and `Panicked` are final already.
         if let Outcome::NotDone(n) = o
-            && n.reason() != Reason::NotReady
+            && n.reason() == Reason::Decided
         {
             *n = NotDone::new(reason, i < sent);
         }

@@ -68,7 +68,13 @@
 //!   group wakes at once when the caller's token fires
 //!   ([`Failure::Cancelled`]). With no caller context and no timeout the
 //!   calls run bare, as they would without the fan-out.
-//! - **Drop.** Dropping the future drops every call in flight.
+//! - **Drop.** Dropping the future drops every call in flight (in the
+//!   group's context, as they ran).
+//! - **Panics.** A call whose future panics fails alone, reported as not
+//!   done with [`Reason::Panicked`]; a panic in the inner service's
+//!   `poll_ready` or `call` fails that request and the rest are never sent
+//!   ([`Reason::NotReady`]). The group itself never panics on account of
+//!   the inner service.
 //! - **Errors.** The service's error is [`FanOutError`] (why, plus every
 //!   outcome); `rampart_core::Error::from` gives it a rampart
 //!   [`ErrorKind`](rampart_core::ErrorKind). [`gather`], [`wait`] and

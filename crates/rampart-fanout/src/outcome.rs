@@ -24,20 +24,25 @@ pub enum Reason {
     Cancelled,
     /// Never sent: the inner service failed in `poll_ready` (a failed
     /// service takes no more requests; the request that waited for it holds
-    /// that error).
+    /// that error), or panicked in `poll_ready` or `call`.
     NotReady,
+    /// The inner service panicked: in the call's future (that call alone
+    /// fails), or in its `poll_ready` or `call` (the rest are then never
+    /// sent, [`Reason::NotReady`]).
+    Panicked,
 }
 
 impl Reason {
     /// The rampart [`ErrorKind`] this reason stands for: `Decided` and
     /// `Cancelled` → `Cancelled`, `Timeout` → `Timeout`, `DeadlineExceeded`
-    /// → `DeadlineExceeded`, `NotReady` → `Closed`.
+    /// → `DeadlineExceeded`, `NotReady` → `Closed`, `Panicked` → `Inner`.
     pub fn kind(self) -> ErrorKind {
         match self {
             Reason::Decided | Reason::Cancelled => ErrorKind::Cancelled,
             Reason::Timeout => ErrorKind::Timeout,
             Reason::DeadlineExceeded => ErrorKind::DeadlineExceeded,
             Reason::NotReady => ErrorKind::Closed,
+            Reason::Panicked => ErrorKind::Inner,
         }
     }
 }
@@ -50,6 +55,7 @@ impl fmt::Display for Reason {
             Reason::DeadlineExceeded => "the request deadline passed",
             Reason::Cancelled => "the caller cancelled",
             Reason::NotReady => "the service failed before it was sent",
+            Reason::Panicked => "the service panicked",
         })
     }
 }

@@ -617,3 +617,161 @@ proptest! {
         prop_assert_eq!(svc.calls(), g.completed() + g.iter().filter(|o| o.not_done().is_some_and(|n| n.was_sent())).count());
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_panics_fails_alone_and_the_others_finish() {
+    let svc = MockService::<u32, u32>::new(|n| {
+        if n == 1 {
+            MockReply::panic("boom").after(Duration::from_millis(5))
+        } else {
+            MockReply::ok(n).after(Duration::from_millis(10))
+        }
+    });
+    let g = gather(svc.clone(), [0, 1, 2]).await;
+    assert_eq!(g[0], Outcome::Ok(0));
+    assert_eq!(g[2], Outcome::Ok(2));
+    let n = g[1].not_done().unwrap();
+    assert_eq!((n.reason(), n.was_sent()), (Reason::Panicked, true));
+    assert_eq!(n.kind(), ErrorKind::Inner);
+    assert_eq!(svc.inflight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_that_panics_in_call_fails_that_request_and_sends_no_more() {
+    let calls = Arc::new(Mutex::new(0));
+    let seen = calls.clone();
+    let svc = service_fn(move |n: u32| {
+        *seen.lock().unwrap() += 1;
+        assert!(n != 1, "call panics on 1");
+        async move { Ok::<_, MockError>(n) }
+    });
+    let fan = FanOutLayer::new().quorum(nz(2)).layer(svc);
+    let err = fan.oneshot(vec![0, 1, 2]).await.unwrap_err();
+    assert_eq!(
+        err.failure(),
+        Failure::Unreachable,
+        "2 of 3 are now impossible"
+    );
+    let g = err.gathered();
+    assert_eq!(g[0], Outcome::Ok(0));
+    assert_eq!(g[1].not_done().unwrap().reason(), Reason::Panicked);
+    let never = g[2].not_done().unwrap();
+    assert_eq!(
+        (never.reason(), never.was_sent()),
+        (Reason::NotReady, false)
+    );
+    assert_eq!(*calls.lock().unwrap(), 2);
+}
+
+/// Records the request id current when it is dropped.
+struct DropProbe(Arc<Mutex<Vec<Option<String>>>>);
+
+impl Drop for DropProbe {
+    fn drop(&mut self) {
+        let id = Context::current().and_then(|c| c.request_id().map(ToString::to_string));
+        self.0.lock().unwrap().push(id);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_group_drops_its_calls_in_its_context_and_cancels_its_token() {
+    let drops = Arc::new(Mutex::new(Vec::new()));
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let (d, t) = (drops.clone(), tokens.clone());
+    let svc = service_fn(move |()| {
+        let probe = DropProbe(d.clone());
+        t.lock()
+            .unwrap()
+            .push(Context::current().unwrap().cancellation().unwrap().clone());
+        async move {
+            let _probe = probe;
+            std::future::pending::<Result<(), MockError>>().await
+        }
+    });
+    let ctx = Context::new().with_request_id(RequestId::parse(b"req-9").unwrap());
+    // Made in the caller's context, then polled and dropped outside it.
+    let mut fut = Box::pin(ctx.sync_scope(|| gather(svc, [(), ()])));
+    let res = tokio::time::timeout(Duration::from_millis(10), &mut fut).await;
+    assert!(res.is_err(), "the group never finishes");
+    assert_eq!(tokens.lock().unwrap().len(), 2);
+    assert!(drops.lock().unwrap().is_empty());
+    drop(fut);
+    assert_eq!(
+        *drops.lock().unwrap(),
+        [Some("req-9".to_owned()), Some("req-9".to_owned())]
+    );
+    assert!(
+        tokens
+            .lock()
+            .unwrap()
+            .iter()
+            .all(CancellationToken::is_cancelled)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_created_outside_the_scope_adopts_the_context_it_is_polled_in() {
+    let svc = service_fn(|()| async {
+        Ok::<_, MockError>(Context::current().and_then(|c| c.request_id().map(ToString::to_string)))
+    });
+    let fut = gather(svc, [()]);
+    let g = Context::new()
+        .with_request_id(RequestId::parse(b"late").unwrap())
+        .scope(fut)
+        .await;
+    assert_eq!(g[0], Outcome::Ok(Some("late".to_owned())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_thread_runtime_gathers_calls_answered_by_other_tasks() {
+    let svc = service_fn(|n: u64| async move {
+        tokio::spawn(async move { n * 2 })
+            .await
+            .map_err(|e| MockError::new(e.to_string()))
+    });
+    let fan = FanOutLayer::new().concurrency(nz(16)).layer(svc);
+    let g = tokio::time::timeout(
+        Duration::from_secs(10),
+        fan.oneshot((0..500).collect::<Vec<u64>>()),
+    )
+    .await
+    .expect("done within 10 s")
+    .unwrap();
+    let got: Vec<u64> = g.into_iter().filter_map(Outcome::ok).collect();
+    assert_eq!(got, (0..500).map(|n| n * 2).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_already_cancelled_caller_sends_nothing() {
+    let svc = mock();
+    let token = CancellationToken::new();
+    token.cancel();
+    let fan = FanOutLayer::new().layer(svc.clone());
+    let err = Context::new()
+        .with_cancellation(token)
+        .scope(async { fan.oneshot(vec![ok(0, 1), ok(1, 1)]).await })
+        .await
+        .unwrap_err();
+    assert_eq!(err.failure(), Failure::Cancelled);
+    assert_eq!(err.gathered().not_done(), 2);
+    assert_eq!(svc.calls(), 0);
+}
+
+#[test]
+fn the_layer_defaults_are_mode_all_unbounded_without_timeout() {
+    let layer = FanOutLayer::new();
+    assert_eq!(layer.get_mode(), Mode::All);
+    assert_eq!(layer.get_concurrency(), None);
+    assert_eq!(layer.get_timeout(), None);
+    let layer = layer
+        .quorum(nz(2))
+        .concurrency(nz(4))
+        .timeout(Duration::from_millis(5));
+    assert_eq!(layer.get_mode(), Mode::Quorum(nz(2)));
+    assert_eq!(layer.get_concurrency(), Some(nz(4)));
+    assert_eq!(layer.get_timeout(), Some(Duration::from_millis(5)));
+    assert_eq!(
+        FanOutLayer::from_config(&rampart_fanout::FanOutConfig::default()),
+        FanOutLayer::new()
+    );
+}

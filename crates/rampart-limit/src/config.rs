@@ -3,11 +3,17 @@
 //! `serde` feature.
 
 use crate::adaptive::{AimdConfig, Gradient2Config, LimitAlgorithm, SampleWindow, VegasConfig};
-use crate::error::{ConfigError, check_limit};
+use crate::error::{LimitConfigError, check_limit};
 use std::time::Duration;
 
 /// The default hint given to refused callers: try again in 1 s.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The longest `retry_after` hint a limit gives (one day): a longer
+/// configured hint (up to `Duration::MAX`) saturates here, so that no
+/// reader of the hint (a `Retry-After` header, a retry layer adding it to
+/// the clock) can overflow.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What a call does when the limit is reached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,7 +53,8 @@ pub struct WaitPolicy {
     /// `Overloaded` (default: no bound — each waiter is a caller's own
     /// future, so the line is as long as the callers are many).
     pub max_waiting: Option<usize>,
-    /// The `retry_after` hint of an `Overloaded` error (default 1 s).
+    /// The `retry_after` hint of an `Overloaded` error (default 1 s;
+    /// longer than [`MAX_RETRY_AFTER`] saturates there).
     pub retry_after: Option<Duration>,
 }
 
@@ -72,16 +79,16 @@ pub(crate) struct Policy {
 }
 
 impl WaitPolicy {
-    pub(crate) fn check(&self) -> Result<Policy, ConfigError> {
+    pub(crate) fn check(&self) -> Result<Policy, LimitConfigError> {
         let max_waiting = match self.mode {
             Mode::Shed => 0,
             Mode::Wait => {
                 if self.max_wait.is_some_and(|d| d.is_zero()) {
-                    return Err(ConfigError::Zero { field: "max_wait" });
+                    return Err(LimitConfigError::Zero { field: "max_wait" });
                 }
                 match self.max_waiting {
                     Some(0) => {
-                        return Err(ConfigError::Zero {
+                        return Err(LimitConfigError::Zero {
                             field: "max_waiting",
                         });
                     }
@@ -93,7 +100,7 @@ impl WaitPolicy {
         Ok(Policy {
             max_waiting,
             max_wait: self.max_wait,
-            retry_after: self.retry_after,
+            retry_after: self.retry_after.map(|d| d.min(MAX_RETRY_AFTER)),
         })
     }
 }
@@ -108,8 +115,8 @@ impl WaitPolicy {
     serde(rename_all = "snake_case")
 )]
 pub enum Limit {
-    /// At most this many calls at once.
-    Fixed(u32),
+    /// At most this many calls at once (1 to [`MAX_LIMIT`](crate::MAX_LIMIT)).
+    Fixed(usize),
     /// Adaptive, [`Aimd`](crate::Aimd).
     Aimd(AimdConfig),
     /// Adaptive, [`Vegas`](crate::Vegas).
@@ -120,7 +127,7 @@ pub enum Limit {
 
 impl Limit {
     /// The checked fixed limit, or the built algorithm.
-    pub(crate) fn check(&self) -> Result<Result<u32, Box<dyn LimitAlgorithm>>, ConfigError> {
+    pub(crate) fn check(&self) -> Result<Result<u32, Box<dyn LimitAlgorithm>>, LimitConfigError> {
         Ok(match self {
             Limit::Fixed(n) => Ok(check_limit("limit", *n)?),
             Limit::Aimd(c) => Err(Box::new(c.build()?)),
@@ -130,8 +137,8 @@ impl Limit {
     }
 }
 
-impl From<u32> for Limit {
-    fn from(n: u32) -> Limit {
+impl From<usize> for Limit {
+    fn from(n: usize) -> Limit {
         Limit::Fixed(n)
     }
 }
@@ -221,7 +228,7 @@ mod tests {
         };
         assert_eq!(
             zero_wait.check().unwrap_err(),
-            ConfigError::Zero { field: "max_wait" }
+            LimitConfigError::Zero { field: "max_wait" }
         );
         let zero_line = WaitPolicy {
             max_waiting: Some(0),
@@ -229,7 +236,7 @@ mod tests {
         };
         assert_eq!(
             zero_line.check().unwrap_err(),
-            ConfigError::Zero {
+            LimitConfigError::Zero {
                 field: "max_waiting"
             }
         );
@@ -239,11 +246,11 @@ mod tests {
     fn fixed_limit_validation() {
         assert_eq!(
             Limit::Fixed(0).check().err(),
-            Some(ConfigError::ZeroLimit { field: "limit" })
+            Some(LimitConfigError::ZeroLimit { field: "limit" })
         );
         assert!(matches!(
-            Limit::Fixed(u32::MAX).check(),
-            Err(ConfigError::LimitTooLarge { .. })
+            Limit::Fixed(usize::MAX).check(),
+            Err(LimitConfigError::LimitTooLarge { .. })
         ));
         assert!(matches!(Limit::Fixed(3).check(), Ok(Ok(3))));
     }

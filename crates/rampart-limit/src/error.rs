@@ -1,11 +1,18 @@
-//! [`ConfigError`]: what is wrong with a limit's configuration.
+//! [`LimitConfigError`]: what is wrong with a limit's configuration, and
+//! its conversion into the one [`ConfigError`](rampart_core::ConfigError).
 
 use std::fmt;
 
-/// An invalid configuration, reported by the builders instead of a panic.
+/// An invalid adaptive-limit or wait configuration, in detail (the
+/// adaptive configs' `build()` return it). The layer builders
+/// ([`LimitBuilder::build`](crate::LimitBuilder::build),
+/// [`ConcurrencyLimitLayer::try_new`](crate::ConcurrencyLimitLayer::try_new),
+/// the keyed ones) return it converted into rampart's one
+/// [`ConfigError`](rampart_core::ConfigError), whose message names the
+/// field and the value; `?` converts it the same way.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub enum LimitConfigError {
     /// A limit (or a bound of an adaptive limit) of zero: nothing could
     /// ever run.
     ZeroLimit {
@@ -17,7 +24,7 @@ pub enum ConfigError {
         /// Which setting.
         field: &'static str,
         /// The value given.
-        value: u32,
+        value: usize,
     },
     /// The minimum of an adaptive limit is above its maximum.
     MinAboveMax {
@@ -52,57 +59,65 @@ pub enum ConfigError {
     },
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for LimitConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::ZeroLimit { field } => {
+            LimitConfigError::ZeroLimit { field } => {
                 write!(f, "{field} is 0: no request could ever run")
             }
-            ConfigError::LimitTooLarge { field, value } => write!(
+            LimitConfigError::LimitTooLarge { field, value } => write!(
                 f,
                 "{field} is {value}, above the largest limit {}",
                 crate::MAX_LIMIT
             ),
-            ConfigError::MinAboveMax { min, max } => {
+            LimitConfigError::MinAboveMax { min, max } => {
                 write!(f, "min_limit {min} is above max_limit {max}")
             }
-            ConfigError::InitialOutOfBounds { initial, min, max } => write!(
+            LimitConfigError::InitialOutOfBounds { initial, min, max } => write!(
                 f,
                 "initial_limit {initial} is outside min_limit..=max_limit ({min}..={max})"
             ),
-            ConfigError::InvalidFactor {
+            LimitConfigError::InvalidFactor {
                 field,
                 value,
                 expected,
             } => write!(f, "{field} is {value}, expected {expected}"),
-            ConfigError::Zero { field } => write!(f, "{field} must be greater than 0"),
+            LimitConfigError::Zero { field } => write!(f, "{field} must be greater than 0"),
         }
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for LimitConfigError {}
 
 /// Checks a limit-like value: not zero, not above [`crate::MAX_LIMIT`].
-pub(crate) fn check_limit(field: &'static str, value: u32) -> Result<u32, ConfigError> {
-    if value == 0 {
-        Err(ConfigError::ZeroLimit { field })
-    } else if value > crate::MAX_LIMIT {
-        Err(ConfigError::LimitTooLarge { field, value })
-    } else {
-        Ok(value)
+pub(crate) fn check_limit(
+    field: &'static str,
+    value: impl TryInto<usize>,
+) -> Result<u32, LimitConfigError> {
+    let value = value.try_into().unwrap_or(usize::MAX);
+    match u32::try_from(value) {
+        _ if value == 0 => Err(LimitConfigError::ZeroLimit { field }),
+        Ok(v) if v <= crate::MAX_LIMIT => Ok(v),
+        _ => Err(LimitConfigError::LimitTooLarge { field, value }),
     }
 }
 
+/// A count as `usize` (every count rampart reports is one).
+#[inline]
+pub(crate) fn count(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
 /// Checks `min <= initial <= max`, each a valid limit.
-pub(crate) fn check_bounds(initial: u32, min: u32, max: u32) -> Result<(), ConfigError> {
+pub(crate) fn check_bounds(initial: u32, min: u32, max: u32) -> Result<(), LimitConfigError> {
     check_limit("min_limit", min)?;
     check_limit("max_limit", max)?;
     check_limit("initial_limit", initial)?;
     if min > max {
-        return Err(ConfigError::MinAboveMax { min, max });
+        return Err(LimitConfigError::MinAboveMax { min, max });
     }
     if !(min..=max).contains(&initial) {
-        return Err(ConfigError::InitialOutOfBounds { initial, min, max });
+        return Err(LimitConfigError::InitialOutOfBounds { initial, min, max });
     }
     Ok(())
 }
@@ -113,14 +128,42 @@ pub(crate) fn check_factor(
     value: f64,
     expected: &'static str,
     ok: impl Fn(f64) -> bool,
-) -> Result<f64, ConfigError> {
+) -> Result<f64, LimitConfigError> {
     if value.is_finite() && ok(value) {
         Ok(value)
     } else {
-        Err(ConfigError::InvalidFactor {
+        Err(LimitConfigError::InvalidFactor {
             field,
             value,
             expected,
         })
+    }
+}
+
+impl From<LimitConfigError> for rampart_core::ConfigError {
+    fn from(e: LimitConfigError) -> Self {
+        use rampart_core::ConfigError;
+        match e {
+            LimitConfigError::ZeroLimit { field } => ConfigError::new(field, 0, "at least 1"),
+            LimitConfigError::LimitTooLarge { field, value } => ConfigError::new(
+                field,
+                value,
+                format!("at most {} (MAX_LIMIT)", crate::MAX_LIMIT),
+            ),
+            LimitConfigError::MinAboveMax { min, max } => {
+                ConfigError::new("min_limit", min, format!("at most max_limit ({max})"))
+            }
+            LimitConfigError::InitialOutOfBounds { initial, min, max } => ConfigError::new(
+                "initial_limit",
+                initial,
+                format!("within min_limit..=max_limit ({min}..={max})"),
+            ),
+            LimitConfigError::InvalidFactor {
+                field,
+                value,
+                expected,
+            } => ConfigError::new(field, value, expected),
+            LimitConfigError::Zero { field } => ConfigError::new(field, 0, "greater than 0"),
+        }
     }
 }

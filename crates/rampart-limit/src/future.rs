@@ -40,8 +40,7 @@ pin_project! {
             svc: Option<S>,
             req: Option<Req>,
             judge: Option<K>,
-            // Boxed: only a call that found the limit reached has one.
-            waiter: Pin<Box<Waiter<O>>>,
+            waiter: Waiter<O>,
         },
         // `permit` is taken when the inner future completes (so a second
         // poll is caught without moving the whole state).
@@ -172,7 +171,7 @@ where
         else {
             unreachable!("called in the waiting state")
         };
-        match ready!(waiter.as_mut().poll_permit(cx)) {
+        match ready!(waiter.poll_permit(cx)) {
             Ok((permit, in_flight)) => {
                 let (Some(mut ready_svc), Some(req)) = (svc.take(), req.take()) else {
                     panic!("{POLLED_AFTER_COMPLETION}")

@@ -2,11 +2,11 @@
 
 use crate::adaptive::{Adaptive, LimitAlgorithm, SampleWindow};
 use crate::config::{Limit, LimitConfig, Mode, WaitPolicy};
-use crate::error::ConfigError;
 use crate::sem::Sem;
 use crate::service::ConcurrencyLimit;
 use crate::shared::Shared;
 use crate::stats::{Counters, Stats};
+use rampart_core::ConfigError;
 use rampart_core::classify::ErrorClassify;
 use std::fmt;
 use std::sync::Arc;
@@ -40,6 +40,11 @@ use tower_layer::Layer;
 ///     .build()?;
 /// // At most 64 at once; refuse the rest at once (503 + Retry-After: 1).
 /// let shed = ConcurrencyLimitLayer::builder(64).shed().build()?;
+/// // The simple form cannot fail (it panics on a zero limit only).
+/// let plain = ConcurrencyLimitLayer::new(16);
+/// // A limit read at run time: a typed error naming the field.
+/// let err = ConcurrencyLimitLayer::try_new(0).unwrap_err();
+/// assert_eq!((err.field(), err.value()), ("limit", "0"));
 /// # Ok::<(), rampart_limit::ConfigError>(())
 /// ```
 pub struct ConcurrencyLimitLayer<C = ErrorClassify> {
@@ -67,8 +72,29 @@ impl<C> fmt::Debug for ConcurrencyLimitLayer<C> {
 
 impl ConcurrencyLimitLayer {
     /// At most `limit` calls at once; the others wait, first come first
-    /// served, without a bound of their own.
-    pub fn new(limit: u32) -> Result<Self, ConfigError> {
+    /// served, without a bound of their own. A limit above
+    /// [`MAX_LIMIT`](crate::MAX_LIMIT) (2^31 − 1) saturates there.
+    ///
+    /// # Panics
+    ///
+    /// If `limit` is 0 (nothing could ever run): a constant in the code.
+    /// For a value read at run time use [`try_new`](Self::try_new).
+    pub fn new(limit: usize) -> Self {
+        assert!(
+            limit != 0,
+            "ConcurrencyLimitLayer::new: limit is 0, nothing could ever run"
+        );
+        let limit = limit.min(crate::MAX_LIMIT as usize);
+        match Self::builder(limit).build() {
+            Ok(layer) => layer,
+            Err(e) => unreachable!("a limit in 1..=MAX_LIMIT with the default policy: {e}"),
+        }
+    }
+
+    /// Like [`new`](Self::new), for a value read at run time: 0 or a limit
+    /// above [`MAX_LIMIT`](crate::MAX_LIMIT) is a [`ConfigError`] naming
+    /// the field `limit` and the value.
+    pub fn try_new(limit: usize) -> Result<Self, ConfigError> {
         Self::builder(limit).build()
     }
 
@@ -112,8 +138,8 @@ impl<C> ConcurrencyLimitLayer<C> {
     }
 
     /// The current limit (changes over time for an adaptive limit).
-    pub fn limit(&self) -> u32 {
-        self.shared.sem.limit()
+    pub fn limit(&self) -> usize {
+        crate::error::count(self.shared.sem.limit())
     }
 }
 
@@ -173,7 +199,9 @@ impl<C> LimitBuilder<C> {
     }
 
     /// The hint of when to try again carried by `Overloaded` errors (and so
-    /// the `Retry-After` of a 503); `None` for no hint. Default 1 s.
+    /// the `Retry-After` of a 503); `None` for no hint. Default 1 s; a
+    /// longer hint than [`MAX_RETRY_AFTER`](crate::MAX_RETRY_AFTER) (one
+    /// day, e.g. `Duration::MAX`) saturates there.
     pub fn retry_after(mut self, after: Option<Duration>) -> Self {
         self.wait.retry_after = after;
         self
@@ -216,6 +244,7 @@ impl<C> LimitBuilder<C> {
     }
 
     /// Checks the settings and builds the layer.
+    /// Every refusal is a [`ConfigError`] naming the field and the value.
     pub fn build(self) -> Result<ConcurrencyLimitLayer<C>, ConfigError> {
         let policy = self.wait.check()?;
         if let Some(w) = &self.window {

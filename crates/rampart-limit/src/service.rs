@@ -8,7 +8,6 @@ use crate::wait::{Waiter, shed};
 use rampart_core::classify::{Classify, ErrorClassify};
 use rampart_core::{BoxError, Error};
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use tower_service::Service;
@@ -53,7 +52,7 @@ enum Admission {
     /// Nothing taken yet.
     Idle,
     /// In line for a permit.
-    Waiting(Pin<Box<Waiter<Shared>>>),
+    Waiting(Waiter<Shared>),
     /// Holds a permit (in flight counting it).
     Held {
         permit: Permit<Shared>,
@@ -154,7 +153,7 @@ where
                 }
                 Admission::Idle => self.admission = self.admit(),
                 Admission::Waiting(waiter) => {
-                    self.admission = match ready!(waiter.as_mut().poll_permit(cx)) {
+                    self.admission = match ready!(waiter.poll_permit(cx)) {
                         Ok((permit, in_flight)) => Admission::Held { permit, in_flight },
                         Err(e) => Admission::Refused(e),
                     };

@@ -18,9 +18,9 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn stats(&self) -> Stats {
         Stats {
-            in_flight: self.sem.in_flight(),
+            in_flight: crate::error::count(self.sem.in_flight()),
             waiting: self.sem.waiting(),
-            limit: self.sem.limit(),
+            limit: crate::error::count(self.sem.limit()),
             shed: self.counters.shed_count(),
             expired: self.counters.expired_count(),
         }

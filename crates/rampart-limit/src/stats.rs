@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     /// Calls holding a permit (may exceed `limit` for a moment after an
     /// adaptive limit shrank).
-    pub in_flight: u32,
+    pub in_flight: usize,
     /// Calls waiting for a permit.
     pub waiting: usize,
     /// The current limit.
-    pub limit: u32,
+    pub limit: usize,
     /// Calls refused at once (shed mode, or the wait queue was full).
     pub shed: u64,
     /// Calls that waited and gave up: the maximum wait or the request's
@@ -29,11 +29,11 @@ pub struct KeyedStats {
     /// evicted yet).
     pub keys: usize,
     /// Calls holding a permit, all keys together.
-    pub in_flight: u64,
+    pub in_flight: usize,
     /// Calls waiting, all keys together.
     pub waiting: usize,
     /// The limit of each key.
-    pub limit_per_key: u32,
+    pub limit_per_key: usize,
     /// Calls refused at once because their key was at its limit.
     pub shed: u64,
     /// Calls that waited and gave up.

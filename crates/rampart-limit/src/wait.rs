@@ -21,14 +21,20 @@ enum Expiry {
     Deadline,
 }
 
+/// A wait for a permit: a place in line, and (boxed, only when there is
+/// one) the timer of a maximum wait or a deadline and the watch on a
+/// cancellation token. A plain wait allocates nothing.
+pub(crate) struct Waiter<O: Owner> {
+    ticket: Option<Ticket<O>>,
+    expiry: Expiry,
+    watch: Option<Pin<Box<Watch>>>,
+}
+
 pin_project! {
-    /// A wait for a permit. Boxed by its users: only a call that found the
-    /// limit reached has one.
-    pub(crate) struct Waiter<O: Owner> {
-        ticket: Option<Ticket<O>>,
+    /// What ends a wait early.
+    struct Watch {
         #[pin]
         timer: Option<Sleep>,
-        expiry: Expiry,
         #[pin]
         cancelled: Option<WaitForCancellationFutureOwned>,
     }
@@ -42,20 +48,25 @@ impl<O: Owner> std::fmt::Debug for Waiter<O> {
                 &self.ticket.as_ref().is_some_and(Ticket::is_queued),
             )
             .field("expiry", &self.expiry)
-            .field("timer", &self.timer.as_ref().map(Sleep::deadline))
+            .field(
+                "timer",
+                &self
+                    .watch
+                    .as_ref()
+                    .and_then(|w| w.timer.as_ref().map(Sleep::deadline)),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl<O: Owner> Waiter<O> {
     /// A wait for `owner`'s line; joins it on the first poll.
-    pub(crate) fn new(owner: Arc<O>) -> Pin<Box<Waiter<O>>> {
-        Box::pin(Waiter {
+    pub(crate) fn new(owner: Arc<O>) -> Waiter<O> {
+        Waiter {
             ticket: Some(Ticket::new(owner)),
-            timer: None,
             expiry: Expiry::MaxWait,
-            cancelled: None,
-        })
+            watch: None,
+        }
     }
 
     /// `Ready(Ok((permit, in_flight)))` once granted; `Ready(Err)` when the
@@ -65,10 +76,10 @@ impl<O: Owner> Waiter<O> {
     /// [`Context`] is the current one at the first poll. On `Err` the
     /// waiter has left the line.
     pub(crate) fn poll_permit(
-        self: Pin<&mut Self>,
+        &mut self,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Result<(Permit<O>, u32), Error>> {
-        let mut this = self.project();
+        let this = self;
         let Some(ticket) = this.ticket.as_mut() else {
             panic!("rampart-limit: a wait for a permit polled after it ended")
         };
@@ -83,14 +94,14 @@ impl<O: Owner> Waiter<O> {
                 c.map_or((None, None), |c| (c.deadline(), c.cancellation().cloned()))
             });
             if token.as_ref().is_some_and(CancellationToken::is_cancelled) {
-                return Poll::Ready(Err(cancelled(this.ticket)));
+                return Poll::Ready(Err(cancelled(&mut this.ticket)));
             }
             if deadline.is_some_and(|d| d <= Instant::now()) {
-                return Poll::Ready(Err(expired(this.ticket, Expiry::Deadline)));
+                return Poll::Ready(Err(expired(&mut this.ticket, Expiry::Deadline)));
             }
             match ticket.join(policy.max_waiting, cx) {
                 Joined::Acquired(in_flight) => {
-                    return Poll::Ready(Ok(grant(this.ticket, in_flight)));
+                    return Poll::Ready(Ok(grant(&mut this.ticket, in_flight)));
                 }
                 Joined::Full => {
                     let ticket = this.ticket.take();
@@ -102,10 +113,13 @@ impl<O: Owner> Waiter<O> {
                 }
                 Joined::Queued => {
                     let (until, why) = timer(policy.max_wait, deadline);
-                    this.timer.set(until.map(sleep_until));
-                    *this.expiry = why;
-                    this.cancelled
-                        .set(token.map(CancellationToken::cancelled_owned));
+                    this.expiry = why;
+                    if until.is_some() || token.is_some() {
+                        this.watch = Some(Box::pin(Watch {
+                            timer: until.map(sleep_until),
+                            cancelled: token.map(CancellationToken::cancelled_owned),
+                        }));
+                    }
                 }
             }
         }
@@ -113,17 +127,21 @@ impl<O: Owner> Waiter<O> {
             unreachable!("checked above")
         };
         if let Poll::Ready(in_flight) = ticket.poll(cx) {
-            return Poll::Ready(Ok(grant(this.ticket, in_flight)));
+            return Poll::Ready(Ok(grant(&mut this.ticket, in_flight)));
         }
-        if let Some(c) = this.cancelled.as_mut().as_pin_mut()
+        let Some(watch) = this.watch.as_mut() else {
+            return Poll::Pending;
+        };
+        let mut watch = watch.as_mut().project();
+        if let Some(c) = watch.cancelled.as_mut().as_pin_mut()
             && c.poll(cx).is_ready()
         {
-            return Poll::Ready(Err(cancelled(this.ticket)));
+            return Poll::Ready(Err(cancelled(&mut this.ticket)));
         }
-        if let Some(t) = this.timer.as_mut().as_pin_mut()
+        if let Some(t) = watch.timer.as_mut().as_pin_mut()
             && t.poll(cx).is_ready()
         {
-            return Poll::Ready(Err(expired(this.ticket, *this.expiry)));
+            return Poll::Ready(Err(expired(&mut this.ticket, this.expiry)));
         }
         Poll::Pending
     }

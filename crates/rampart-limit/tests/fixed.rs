@@ -14,7 +14,7 @@ use tower::{Layer, Service, ServiceExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inner_never_sees_more_than_limit_concurrent_calls_across_clones() {
-    const LIMIT: u32 = 4;
+    const LIMIT: usize = 4;
     const CALLERS: usize = 64;
     let gate = Gate::new();
     let g = gate.clone();
@@ -27,7 +27,7 @@ async fn inner_never_sees_more_than_limit_concurrent_calls_across_clones() {
             MockReply::ok(n).after_yield().after_yield().after_yield()
         }
     });
-    let layer = ConcurrencyLimitLayer::new(LIMIT).unwrap();
+    let layer = ConcurrencyLimitLayer::new(LIMIT);
     // One service per caller, cloned per request, as axum does: the layer
     // is applied once per caller, and all share the layer's limit.
     let run = async {
@@ -38,7 +38,7 @@ async fn inner_never_sees_more_than_limit_concurrent_calls_across_clones() {
             })
             .collect();
         until(
-            || mock.inflight() == LIMIT as usize && layer.stats().waiting == CALLERS - 4,
+            || mock.inflight() == LIMIT && layer.stats().waiting == CALLERS - 4,
             "the limit is full and the rest wait",
         )
         .await;
@@ -64,11 +64,7 @@ async fn inner_never_sees_more_than_limit_concurrent_calls_across_clones() {
     tokio::time::timeout(Duration::from_secs(30), run)
         .await
         .expect("bounded");
-    assert_eq!(
-        mock.peak_inflight(),
-        LIMIT as usize,
-        "never above the limit"
-    );
+    assert_eq!(mock.peak_inflight(), LIMIT, "never above the limit");
     assert_eq!(mock.calls(), CALLERS * 51);
     let s = layer.stats();
     assert_eq!((s.in_flight, s.waiting, s.shed), (0, 0, 0));
@@ -82,7 +78,7 @@ async fn waiters_are_served_first_come_first_served_and_cancelled_ones_skipped()
     let order = Arc::new(Mutex::new(Vec::new()));
     let o = Arc::clone(&order);
     mock.on_call(move |n| o.lock().unwrap().push(*n));
-    let layer = ConcurrencyLimitLayer::new(1).unwrap();
+    let layer = ConcurrencyLimitLayer::new(1);
     let svc = layer.layer(mock.clone());
 
     let mut handles = Vec::new();
@@ -231,7 +227,7 @@ async fn a_waiting_call_gives_up_at_its_request_deadline() {
 #[tokio::test(start_paused = true)]
 async fn a_timeout_around_the_layer_bounds_the_wait_for_a_permit() {
     let mock = MockService::<u32, u32>::new(|n| MockReply::ok(n).after(Duration::from_secs(10)));
-    let layer = ConcurrencyLimitLayer::new(1).unwrap();
+    let layer = ConcurrencyLimitLayer::new(1);
     let svc = layer.layer(mock.clone());
     let _held = tokio::spawn(svc.clone().oneshot(0));
     until(|| mock.inflight() == 1, "permit taken").await;
@@ -250,7 +246,7 @@ async fn cancelled_waiters_and_dropped_response_futures_release_or_forfeit_permi
         ..AimdConfig::default()
     };
     let layers = [
-        ConcurrencyLimitLayer::new(1).unwrap(),
+        ConcurrencyLimitLayer::new(1),
         ConcurrencyLimitLayer::builder(1)
             .max_wait(Duration::from_secs(1))
             .build()
@@ -305,7 +301,7 @@ async fn a_panicking_inner_service_gives_its_permit_back() {
             MockReply::ok(n)
         }
     });
-    let layer = ConcurrencyLimitLayer::new(1).unwrap();
+    let layer = ConcurrencyLimitLayer::new(1);
     let svc = layer.layer(mock.clone());
     let r = tokio::spawn(svc.clone().oneshot(0)).await;
     assert!(r.unwrap_err().is_panic());
@@ -316,7 +312,7 @@ async fn a_panicking_inner_service_gives_its_permit_back() {
 #[tokio::test(start_paused = true)]
 async fn the_articles_semaphore_three_at_once_ten_requests() {
     let mock = MockService::<u32, u32>::new(|n| MockReply::ok(n).after(500 * MS));
-    let layer = ConcurrencyLimitLayer::new(3).unwrap();
+    let layer = ConcurrencyLimitLayer::new(3);
     let svc = layer.layer(mock.clone());
     let t0 = Instant::now();
     let handles: Vec<_> = (0..10)
@@ -332,25 +328,58 @@ async fn the_articles_semaphore_three_at_once_ten_requests() {
 #[tokio::test(start_paused = true)]
 async fn inner_errors_pass_through_as_rampart_errors() {
     let mock = MockService::<u32, u32>::new(|_| MockReply::err("nope"));
-    let svc = ConcurrencyLimitLayer::new(1).unwrap().layer(mock);
+    let svc = ConcurrencyLimitLayer::new(1).layer(mock);
     let e = svc.oneshot(1).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Inner);
     assert_eq!(e.to_string(), "inner service error: nope");
 }
 
 #[test]
-fn invalid_limits_are_typed_errors() {
+fn invalid_limits_are_config_errors_naming_the_field_and_value() {
     use rampart_limit::ConfigError;
+    let e: ConfigError = ConcurrencyLimitLayer::try_new(0).unwrap_err();
+    assert_eq!((e.field(), e.value()), ("limit", "0"));
+    assert!(e.to_string().contains("limit = 0"), "{e}");
+    let huge = rampart_limit::MAX_LIMIT as usize + 1;
+    let e = ConcurrencyLimitLayer::try_new(huge).unwrap_err();
+    assert_eq!((e.field(), e.value()), ("limit", huge.to_string().as_str()));
+    let e = ConcurrencyLimitLayer::builder(1)
+        .max_waiting(0)
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.value()), ("max_waiting", "0"));
+    assert_eq!(ConcurrencyLimitLayer::try_new(7).unwrap().limit(), 7);
+    // The simple constructor saturates what it cannot hold.
     assert_eq!(
-        ConcurrencyLimitLayer::new(0).unwrap_err(),
-        ConfigError::ZeroLimit { field: "limit" }
+        ConcurrencyLimitLayer::new(usize::MAX).limit(),
+        rampart_limit::MAX_LIMIT as usize
     );
-    assert!(matches!(
-        ConcurrencyLimitLayer::builder(1).max_waiting(0).build(),
-        Err(ConfigError::Zero {
-            field: "max_waiting"
-        })
-    ));
+}
+
+#[test]
+#[should_panic(expected = "ConcurrencyLimitLayer::new: limit is 0")]
+fn a_zero_limit_panics_in_the_simple_constructor() {
+    let _ = ConcurrencyLimitLayer::new(0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_hint_saturates_instead_of_panicking_at_shed() {
+    let mock = MockService::<u32, u32>::new(|n| MockReply::ok(n).after(100 * MS));
+    let layer = ConcurrencyLimitLayer::builder(1)
+        .shed()
+        .retry_after(Some(Duration::MAX))
+        .build()
+        .unwrap();
+    let svc = layer.layer(mock.clone());
+    let held = tokio::spawn(svc.clone().oneshot(0));
+    until(|| mock.inflight() == 1, "permit taken").await;
+    let e = svc.clone().oneshot(1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Overloaded);
+    assert_eq!(e.retry_after(), Some(rampart_limit::MAX_RETRY_AFTER));
+    let res = e.to_http_response::<()>();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "86400");
+    held.await.unwrap().unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -358,7 +387,7 @@ async fn wraps_a_service_that_is_not_clone() {
     // BoxService is not Clone: the permit is taken in poll_ready, so the
     // layer never needs a second handle on the inner service.
     let mock = MockService::<u32, u32>::new(|n| MockReply::ok(n * 2).after(100 * MS));
-    let layer = ConcurrencyLimitLayer::new(1).unwrap();
+    let layer = ConcurrencyLimitLayer::new(1);
     let mut svc = layer.layer(tower::util::BoxService::new(mock.clone()));
     let first = svc.ready().await.unwrap().call(1);
     assert_eq!(layer.stats().in_flight, 1);

@@ -32,7 +32,7 @@ fn gated(gate: &Gate) -> MockService<Req, u32> {
 async fn two_keys_do_not_block_each_other() {
     let gate = Gate::new();
     let mock = gated(&gate);
-    let layer = KeyedConcurrencyLimitLayer::new(by_key, 1).unwrap();
+    let layer = KeyedConcurrencyLimitLayer::new(by_key, 1);
     let svc = layer.layer(mock.clone());
     // Key 1 is at its limit, with a caller waiting behind it.
     let held = tokio::spawn(svc.clone().oneshot((1, 0)));
@@ -167,7 +167,7 @@ async fn cancelled_keyed_waiters_and_dropped_calls_leave_nothing_behind() {
             .after_yield()
             .after(Duration::from_millis(2))
     });
-    let layer = KeyedConcurrencyLimitLayer::new(by_key, 1).unwrap();
+    let layer = KeyedConcurrencyLimitLayer::new(by_key, 1);
     let svc = layer.layer(mock.clone());
     let drops = cancel_at_every_poll(
         || {
@@ -195,21 +195,20 @@ async fn cancelled_keyed_waiters_and_dropped_calls_leave_nothing_behind() {
 }
 
 #[test]
-fn invalid_keyed_configs_are_typed_errors() {
-    use rampart_limit::ConfigError;
-    assert_eq!(
-        KeyedConcurrencyLimitLayer::new(by_key, 0).unwrap_err(),
-        ConfigError::ZeroLimit {
-            field: "limit_per_key"
-        }
-    );
-    assert_eq!(
-        KeyedConcurrencyLimitLayer::builder(by_key, 1)
-            .max_keys(0)
-            .build()
-            .unwrap_err(),
-        ConfigError::Zero { field: "max_keys" }
-    );
+fn invalid_keyed_configs_are_config_errors_naming_the_field() {
+    let e = KeyedConcurrencyLimitLayer::try_new(by_key, 0).unwrap_err();
+    assert_eq!((e.field(), e.value()), ("limit_per_key", "0"));
+    let e = KeyedConcurrencyLimitLayer::builder(by_key, 1)
+        .max_keys(0)
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.value()), ("max_keys", "0"));
+}
+
+#[test]
+#[should_panic(expected = "KeyedConcurrencyLimitLayer::new: limit_per_key is 0")]
+fn a_zero_limit_per_key_panics_in_the_simple_constructor() {
+    let _ = KeyedConcurrencyLimitLayer::new(by_key, 0);
 }
 
 #[tokio::test(start_paused = true)]

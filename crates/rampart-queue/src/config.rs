@@ -7,6 +7,10 @@ use std::time::Duration;
 /// The default hint given to shed callers: try again in 1 s.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// The largest `capacity` (the queue's slots are allocated when it is
+/// built): 65 536.
+pub const MAX_CAPACITY: usize = 1 << 16;
+
 /// What a call does when the queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(
@@ -38,7 +42,7 @@ pub enum WhenFull {
 )]
 pub struct QueueConfig {
     /// The most requests waiting for a worker (the article's `maxsize`).
-    /// At least 1 (default 1024).
+    /// From 1 to [`MAX_CAPACITY`] (default 1024).
     pub capacity: usize,
     /// Number of workers, i.e. calls run at once. At least 1 (default 1).
     pub workers: usize,
@@ -70,8 +74,8 @@ impl Default for QueueConfig {
 }
 
 impl QueueConfig {
-    /// Checks the values: `capacity` and `workers` at least 1, `max_wait`
-    /// not zero.
+    /// Checks the values: `capacity` from 1 to [`MAX_CAPACITY`], `workers`
+    /// at least 1, `max_wait` not zero.
     ///
     /// ```
     /// use rampart_queue::QueueConfig;
@@ -81,11 +85,11 @@ impl QueueConfig {
     /// assert_eq!(e.field(), "workers");
     /// ```
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.capacity == 0 {
+        if self.capacity == 0 || self.capacity > MAX_CAPACITY {
             return Err(ConfigError::new(
                 "capacity",
                 self.capacity,
-                "at least 1 (the most requests waiting for a worker)",
+                "from 1 to 65536 (the most requests waiting for a worker)",
             ));
         }
         if self.workers == 0 {

@@ -1,6 +1,6 @@
 //! [`QueueLayer`] and its builder.
 
-use crate::config::{QueueConfig, WhenFull};
+use crate::config::{MAX_CAPACITY, QueueConfig, WhenFull};
 use crate::queue::Queue;
 use rampart_core::{BoxError, ConfigError};
 use std::fmt;
@@ -57,12 +57,13 @@ impl<Req, M> fmt::Debug for QueueLayer<Req, M> {
 
 impl<Req> QueueLayer<Req> {
     /// A queue of `capacity` requests in front of `workers` workers, waiting
-    /// for space when full. A zero `capacity` or `workers` counts as 1; use
-    /// [`QueueLayer::builder`] to have it refused instead.
+    /// for space when full. A zero `capacity` or `workers` counts as 1, a
+    /// `capacity` over [`MAX_CAPACITY`](crate::MAX_CAPACITY) as that maximum;
+    /// use [`QueueLayer::builder`] to have them refused instead.
     pub fn new(capacity: usize, workers: usize) -> Self {
         QueueLayer {
             config: QueueConfig {
-                capacity: capacity.max(1),
+                capacity: capacity.clamp(1, MAX_CAPACITY),
                 workers: workers.max(1),
                 ..QueueConfig::default()
             },
@@ -169,7 +170,7 @@ impl<Req> fmt::Debug for QueueBuilder<Req> {
 }
 
 impl<Req> QueueBuilder<Req> {
-    /// The most requests waiting for a worker (at least 1; default 1024).
+    /// The most requests waiting for a worker (1 to [`MAX_CAPACITY`](crate::MAX_CAPACITY); default 1024).
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.config.capacity = capacity;
         self

@@ -52,8 +52,10 @@
 //!
 //! The channel is [`async-channel`](https://docs.rs/async-channel)'s bounded
 //! multi-consumer queue (its slots are allocated once, when the queue is
-//! built); a call allocates one `tokio::sync::oneshot` for its answer, and a
-//! box only when it has to wait for space.
+//! built); places in it are a `tokio::sync::Semaphore`'s permits, so callers
+//! waiting for space are served first come, first served; idle workers wait
+//! on a `tokio::sync::Notify`. A call allocates one `tokio::sync::oneshot`
+//! for its answer, and a box only when it has to wait for space.
 
 mod config;
 mod error;
@@ -63,7 +65,7 @@ mod queue;
 mod stats;
 mod worker;
 
-pub use config::{DEFAULT_RETRY_AFTER, QueueConfig, WhenFull};
+pub use config::{DEFAULT_RETRY_AFTER, MAX_CAPACITY, QueueConfig, WhenFull};
 pub use error::Panicked;
 pub use future::ResponseFuture;
 pub use layer::{PerWorker, QueueBuilder, QueueLayer, SharedService};

@@ -1,11 +1,10 @@
 //! [`Queue`]: the service in front of the workers, and the handle that
 //! submits fire-and-forget jobs, closes, drains and reports.
 
-use crate::config::{QueueConfig, WhenFull};
-use crate::future::{Bounds, ResponseFuture, SendFuture, State};
+use crate::config::{MAX_CAPACITY, QueueConfig, WhenFull};
+use crate::future::{Bounds, ResponseFuture, State};
 use crate::stats::{Drained, Stats};
-use crate::worker::{Backend, Inner, Job, Owned, Shared, Worker};
-use async_channel::TrySendError;
+use crate::worker::{Backend, Inner, Job, Owned, Shared, worker};
 use rampart_core::{BoxError, Context, Error};
 use std::fmt;
 use std::pin::pin;
@@ -13,7 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{TryAcquireError, oneshot};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -30,15 +29,77 @@ use tower_service::Service;
 /// in the call (queued, waiting for space, or refused with `Overloaded` or
 /// `Closed`), so a timeout or deadline around it bounds the wait.
 pub struct Queue<Req, Res> {
+    handle: Arc<Handle<Req, Res>>,
+}
+
+/// What every clone of a [`Queue`] shares; dropping the last one closes
+/// the queue (the workers finish what is queued and stop).
+struct Handle<Req, Res> {
     tx: async_channel::Sender<Job<Req, Res>>,
     inner: Arc<Inner<Req, Res>>,
+}
+
+impl<Req, Res> Drop for Handle<Req, Res> {
+    fn drop(&mut self) {
+        self.tx.close();
+        self.inner.space.close();
+        self.inner.work.notify_waiters();
+    }
+}
+
+/// Reserves a place in the queue now: `Ok(false)` when it is full.
+fn try_reserve<Req, Res>(inner: &Inner<Req, Res>) -> Result<bool, Error> {
+    match inner.space.try_acquire() {
+        Ok(permit) => {
+            // Given back by the worker that takes the job off the queue.
+            permit.forget();
+            Ok(true)
+        }
+        Err(TryAcquireError::NoPermits) => Ok(false),
+        Err(TryAcquireError::Closed) => Err(Error::closed()),
+    }
+}
+
+/// Queues a job whose place is reserved, and wakes an idle worker.
+fn push<Req, Res>(
+    tx: &async_channel::Sender<Job<Req, Res>>,
+    inner: &Inner<Req, Res>,
+    job: Job<Req, Res>,
+) -> Result<(), Error> {
+    // Never full: the reserved places are as many as the channel's slots.
+    tx.try_send(job).map_err(|_| Error::closed())?;
+    inner.work.notify_one();
+    Ok(())
+}
+
+/// Waits for a place (first come, first served: tokio's semaphore), for at
+/// most the queue's `max_wait` (then `Overloaded`), and queues `job`.
+async fn wait_and_push<Req, Res>(
+    tx: async_channel::Sender<Job<Req, Res>>,
+    inner: Arc<Inner<Req, Res>>,
+    job: Job<Req, Res>,
+) -> Result<(), Error> {
+    let give_up_at = inner.max_wait.and_then(|w| Instant::now().checked_add(w));
+    let acquire = Arc::clone(&inner.space).acquire_owned();
+    let permit = match give_up_at {
+        None => acquire.await,
+        Some(at) => {
+            let Ok(permit) = tokio::time::timeout_at(at, acquire).await else {
+                inner.counters.shed.fetch_add(1, Relaxed);
+                tracing::debug!("queue shed a request: max_wait passed while full");
+                return Err(Error::overloaded(inner.retry_after));
+            };
+            permit
+        }
+    };
+    permit.map_err(|_| Error::closed())?.forget();
+    push(&tx, &inner, job)
 }
 
 impl<Req, Res> Clone for Queue<Req, Res> {
     fn clone(&self) -> Self {
         Queue {
-            tx: self.tx.clone(),
-            inner: Arc::clone(&self.inner),
+            handle: Arc::clone(&self.handle),
         }
     }
 }
@@ -58,8 +119,9 @@ where
 {
     /// A queue of `capacity` requests in front of `workers` workers, each
     /// with its own clone of `service`. A zero `capacity` or `workers`
-    /// counts as 1 (use [`QueueLayer::builder`](crate::QueueLayer::builder)
-    /// to have zero refused instead).
+    /// counts as 1, a `capacity` over [`MAX_CAPACITY`](crate::MAX_CAPACITY)
+    /// as that maximum (use [`QueueLayer::builder`](crate::QueueLayer::builder)
+    /// to have them refused instead).
     ///
     /// # Panics
     ///
@@ -72,7 +134,7 @@ where
         S::Future: Send,
     {
         let cfg = QueueConfig {
-            capacity: capacity.max(1),
+            capacity: capacity.clamp(1, MAX_CAPACITY),
             workers: workers.max(1),
             ..QueueConfig::default()
         };
@@ -82,7 +144,8 @@ where
     /// A queue of `capacity` requests in front of `workers` workers that
     /// share one `service`, which need not be `Clone`: `poll_ready` and
     /// `call` run under a lock (held only for those two), the calls' futures
-    /// run concurrently. Zero counts as 1.
+    /// run concurrently. Zero counts as 1, a `capacity` over
+    /// [`MAX_CAPACITY`](crate::MAX_CAPACITY) as that maximum.
     ///
     /// # Panics
     ///
@@ -95,7 +158,7 @@ where
         S::Future: Send,
     {
         let cfg = QueueConfig {
-            capacity: capacity.max(1),
+            capacity: capacity.clamp(1, MAX_CAPACITY),
             workers: workers.max(1),
             ..QueueConfig::default()
         };
@@ -144,25 +207,27 @@ where
         let inner = Arc::new(Inner::new(rx, cfg));
         let aborts = (0..cfg.workers)
             .map(|i| {
-                rt.spawn(Worker::new(Arc::clone(&inner), backend(i)))
+                rt.spawn(worker(Arc::clone(&inner), backend(i)))
                     .abort_handle()
             })
             .collect();
         *inner.aborts.lock().unwrap_or_else(PoisonError::into_inner) = aborts;
-        Queue { tx, inner }
+        Queue {
+            handle: Arc::new(Handle { tx, inner }),
+        }
     }
 }
 
 impl<Req, Res> Queue<Req, Res> {
     /// A snapshot of the queue's counters.
     pub fn stats(&self) -> Stats {
-        let c = &self.inner.counters;
+        let c = &self.handle.inner.counters;
         Stats {
-            capacity: self.inner.capacity,
-            workers: self.inner.workers,
-            live_workers: self.inner.live.load(Relaxed),
-            queued: self.inner.rx.len(),
-            running: self.inner.running.load(Relaxed),
+            capacity: self.handle.inner.capacity,
+            workers: self.handle.inner.workers,
+            live_workers: self.handle.inner.live.load(Relaxed),
+            queued: self.handle.inner.rx.len(),
+            running: self.handle.inner.running.load(Relaxed),
             completed: c.completed.load(Relaxed),
             failed: c.failed.load(Relaxed),
             shed: c.shed.load(Relaxed),
@@ -177,9 +242,12 @@ impl<Req, Res> Queue<Req, Res> {
     /// queued still runs; every worker stops once the queue is empty.
     /// Returns `false` if it was already closed.
     pub fn close(&self) -> bool {
-        let closed = self.tx.close();
+        let closed = self.handle.tx.close();
+        self.handle.inner.space.close();
+        // Idle workers wake, find the queue closed (once empty) and stop.
+        self.handle.inner.work.notify_waiters();
         if closed {
-            tracing::debug!(queued = self.inner.rx.len(), "queue closed");
+            tracing::debug!(queued = self.handle.inner.rx.len(), "queue closed");
         }
         closed
     }
@@ -187,16 +255,16 @@ impl<Req, Res> Queue<Req, Res> {
     /// True once [`close`](Queue::close) was called (or every handle was
     /// dropped).
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.handle.tx.is_closed()
     }
 
     /// Resolves when every worker has stopped (after [`close`](Queue::close)
     /// and the queue ran empty, or after a [`drain`](Queue::drain) deadline).
     pub async fn stopped(&self) {
         loop {
-            let mut notified = pin!(self.inner.stopped.notified());
+            let mut notified = pin!(self.handle.inner.stopped.notified());
             notified.as_mut().enable();
-            if self.inner.live.load(Relaxed) == 0 {
+            if self.handle.inner.live.load(Relaxed) == 0 {
                 return;
             }
             notified.await;
@@ -220,8 +288,9 @@ impl<Req, Res> Queue<Req, Res> {
                 took: started.elapsed(),
             };
         }
-        let running = self.inner.running.load(Relaxed);
+        let running = self.handle.inner.running.load(Relaxed);
         for h in self
+            .handle
             .inner
             .aborts
             .lock()
@@ -231,13 +300,13 @@ impl<Req, Res> Queue<Req, Res> {
             h.abort();
         }
         let mut queued = 0;
-        while let Ok(job) = self.inner.rx.try_recv() {
+        while let Ok(job) = self.handle.inner.rx.try_recv() {
             job.fail(Error::closed());
             queued += 1;
         }
         self.stopped().await;
         // A worker may have taken a job between the abort and its stop.
-        while let Ok(job) = self.inner.rx.try_recv() {
+        while let Ok(job) = self.handle.inner.rx.try_recv() {
             job.fail(Error::closed());
             queued += 1;
         }
@@ -266,21 +335,16 @@ impl<Req, Res> Queue<Req, Res> {
             return Err(err);
         }
         let deadline = ctx.as_ref().and_then(Context::deadline);
-        let give_up = self
-            .inner
-            .max_wait
-            .and_then(|w| Instant::now().checked_add(w));
         let cancel = ctx.as_ref().and_then(Context::cancellation).cloned();
         let job = Job {
             req: Some(req),
             ctx,
             reply: None,
         };
-        let send = self.tx.send(job);
-        let end = match (deadline, give_up) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        if try_reserve(&self.handle.inner)? {
+            return push(&self.handle.tx, &self.handle.inner, job);
+        }
+        let send = wait_and_push(self.handle.tx.clone(), Arc::clone(&self.handle.inner), job);
         let cancelled = async {
             match &cancel {
                 Some(t) => t.cancelled().await,
@@ -288,23 +352,16 @@ impl<Req, Res> Queue<Req, Res> {
             }
         };
         let timer = async {
-            match end {
+            match deadline {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             biased;
-            r = send => r.map_err(|_| Error::closed()),
+            r = send => r,
             () = cancelled => Err(Error::cancelled()),
-            () = timer => {
-                if deadline.is_some_and(|d| d <= Instant::now()) {
-                    Err(Error::deadline_exceeded())
-                } else {
-                    self.inner.counters.shed.fetch_add(1, Relaxed);
-                    Err(Error::overloaded(self.inner.retry_after))
-                }
-            }
+            () = timer => Err(Error::deadline_exceeded()),
         }
     }
 
@@ -320,13 +377,11 @@ impl<Req, Res> Queue<Req, Res> {
             ctx,
             reply: None,
         };
-        match self.tx.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                self.inner.counters.shed.fetch_add(1, Relaxed);
-                Err(Error::overloaded(self.inner.retry_after))
-            }
-            Err(TrySendError::Closed(_)) => Err(Error::closed()),
+        if try_reserve(&self.handle.inner)? {
+            push(&self.handle.tx, &self.handle.inner, job)
+        } else {
+            self.handle.inner.counters.shed.fetch_add(1, Relaxed);
+            Err(Error::overloaded(self.handle.inner.retry_after))
         }
     }
 }
@@ -374,50 +429,34 @@ where
             ctx,
             reply: Some(reply),
         };
-        let state = match self.tx.try_send(job) {
-            Ok(()) => State::Waiting { rx },
-            Err(TrySendError::Full(job)) => match self.inner.when_full {
+        let reserved = match try_reserve(&self.handle.inner) {
+            Ok(reserved) => reserved,
+            Err(e) => return ResponseFuture::failed(e),
+        };
+        let state = if reserved {
+            if let Err(e) = push(&self.handle.tx, &self.handle.inner, job) {
+                return ResponseFuture::failed(e);
+            }
+            State::Waiting { rx }
+        } else {
+            match self.handle.inner.when_full {
                 WhenFull::Shed => {
-                    self.inner.counters.shed.fetch_add(1, Relaxed);
+                    self.handle.inner.counters.shed.fetch_add(1, Relaxed);
                     tracing::debug!("queue shed a request: full");
-                    return ResponseFuture::failed(Error::overloaded(self.inner.retry_after));
+                    return ResponseFuture::failed(Error::overloaded(
+                        self.handle.inner.retry_after,
+                    ));
                 }
                 WhenFull::Wait => State::Sending {
-                    send: self.wait_for_space(job),
+                    send: Box::pin(wait_and_push(
+                        self.handle.tx.clone(),
+                        Arc::clone(&self.handle.inner),
+                        job,
+                    )),
                     rx,
                 },
-            },
-            Err(TrySendError::Closed(_)) => return ResponseFuture::failed(Error::closed()),
+            }
         };
         ResponseFuture::new(state, bounds)
-    }
-}
-
-impl<Req, Res> Queue<Req, Res>
-where
-    Req: Send + 'static,
-    Res: Send + 'static,
-{
-    /// The slow path of a call that found the queue full: waits for space,
-    /// for at most `max_wait` (then `Overloaded`).
-    fn wait_for_space(&self, job: Job<Req, Res>) -> SendFuture {
-        let tx = self.tx.clone();
-        let inner = Arc::clone(&self.inner);
-        let give_up_at = inner.max_wait.and_then(|w| Instant::now().checked_add(w));
-        Box::pin(async move {
-            let send = tx.send(job);
-            let sent = match give_up_at {
-                None => send.await,
-                Some(at) => {
-                    let Ok(sent) = tokio::time::timeout_at(at, send).await else {
-                        inner.counters.shed.fetch_add(1, Relaxed);
-                        tracing::debug!("queue shed a request: max_wait passed while full");
-                        return Err(Error::overloaded(inner.retry_after));
-                    };
-                    sent
-                }
-            };
-            sent.map_err(|_| Error::closed())
-        })
     }
 }

@@ -536,6 +536,12 @@ fn builder_refuses_zero_values_naming_the_field() {
     assert_eq!(e.field(), "workers");
     assert!(e.to_string().contains("workers = 0"), "{e}");
     let e = QueueLayer::<u32>::builder()
+        .capacity(rampart_queue::MAX_CAPACITY + 1)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "capacity");
+    assert!(e.to_string().contains("65537"), "{e}");
+    let e = QueueLayer::<u32>::builder()
         .max_wait(Duration::ZERO)
         .build()
         .unwrap_err();
@@ -555,11 +561,13 @@ fn builder_refuses_zero_values_naming_the_field() {
 }
 
 #[tokio::test]
-async fn zero_capacity_or_workers_in_the_simple_constructor_count_as_one() {
+async fn zero_counts_as_one_and_a_huge_capacity_as_the_maximum_in_the_simple_constructor() {
     let svc: Q = QueueLayer::new(0, 0).layer(MockService::new(MockReply::ok));
     let s = svc.stats();
     assert_eq!((s.capacity, s.workers), (1, 1));
     assert_eq!(svc.clone().oneshot(3).await.unwrap(), 3);
+    let huge: Q = QueueLayer::new(usize::MAX, 1).layer(MockService::new(MockReply::ok));
+    assert_eq!(huge.stats().capacity, rampart_queue::MAX_CAPACITY);
 }
 
 #[test]
@@ -576,4 +584,27 @@ async fn the_response_future_is_send_and_counts_calls() {
     is_send(&fut);
     assert_eq!(fut.await.unwrap(), 1);
     assert_eq!(svc.stats().completed, 1);
+}
+
+#[tokio::test]
+async fn callers_waiting_for_space_are_served_first_come_first_served() {
+    let gate = Gate::new();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (g, o) = (gate.clone(), Arc::clone(&order));
+    let mock = MockService::new(move |n: u32| {
+        o.lock().unwrap().push(n);
+        MockReply::ok(n).after_gate(&g)
+    });
+    let svc: Q = Queue::new(mock, 1, 1);
+    let mut calls = Vec::new();
+    for i in 0..8 {
+        calls.push(tokio::spawn(svc.clone().oneshot(i)));
+        settle().await;
+    }
+    // 0 running, 1 queued, 2..8 waiting for space in arrival order.
+    gate.open();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
 }

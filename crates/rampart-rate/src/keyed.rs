@@ -20,9 +20,9 @@ use tower_service::Service;
 ///
 /// An in-process store decides inside `call`; an admitted request with no
 /// wait calls the inner service at once. A request that must wait (or a
-/// store that answers later) takes the ready inner service with it and
-/// leaves a clone behind, as tower's `Buffer`-free services do: hence
-/// `S: Clone`.
+/// store that answers later) takes a clone of the inner service and drives
+/// it ready only after the wait, so it never sleeps holding the readiness
+/// (a permit of a limit further in) that other keys need: hence `S: Clone`.
 pub struct KeyedRateLimit<S, E, St = KeyedStore> {
     inner: S,
     extractor: E,
@@ -101,25 +101,17 @@ where
                 },
                 Settled::Wait(wait) => State::Waiting {
                     wait,
-                    call: Some((self.take_ready(), req)),
+                    call: Some((self.inner.clone(), req)),
                 },
             },
             Poll::Pending => State::Checking {
                 check,
                 bound,
                 shared: Arc::clone(&self.shared) as Arc<dyn Settle>,
-                call: Some((self.take_ready(), req)),
+                call: Some((self.inner.clone(), req)),
             },
         };
         KeyedResponseFuture { state }
-    }
-}
-
-impl<S: Clone, E, St> KeyedRateLimit<S, E, St> {
-    /// The ready inner service, leaving a fresh clone in its place.
-    fn take_ready(&mut self) -> S {
-        let fresh = self.inner.clone();
-        std::mem::replace(&mut self.inner, fresh)
     }
 }
 

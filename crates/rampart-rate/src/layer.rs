@@ -89,7 +89,9 @@ impl<St, E> RateLimitBuilder<St, E> {
     /// (default zero: refuse at once). A request waits no longer than what
     /// is left of its [`Context`](rampart_core::Context) deadline (it fails
     /// with `DeadlineExceeded` if the slot would come later) and stops
-    /// waiting with `Cancelled` when its cancellation token fires.
+    /// waiting with `Cancelled` when its cancellation token fires. The
+    /// unkeyed [`RateLimitLayer`] waits in `poll_ready` and sees the context
+    /// current there (see the [crate docs](crate#where-the-decision-is-taken)).
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
         self

@@ -59,11 +59,18 @@
 //!
 //! # Where the decision is taken
 //!
-//! [`RateLimit`] decides in `poll_ready` (the inner service need not be
-//! `Clone`; a waiting call holds the service's readiness, as tower's
-//! `RateLimit` does). [`KeyedRateLimit`] needs the request for its key, so
-//! it decides in `call`, and a request that has to wait carries the ready
-//! inner service with it (`S: Clone`).
+//! [`RateLimit`] needs no `Clone` inner service. With an in-process store
+//! and no `max_wait` (the default) it decides in `call`. With a `max_wait`
+//! or a remote store it decides in `poll_ready`, as tower's `RateLimit`
+//! does: a waiting call holds the service's readiness, and the wait is
+//! bounded by the deadline and cancellation of the [`Context`](rampart_core::Context)
+//! current *while `poll_ready` runs* — true in a client stack called inside
+//! a context scope, but not in a server stack whose request-id or deadline
+//! layer scopes only `call`. There, use [`KeyedRateLimitLayer`] (one key:
+//! `|_: &Req| ()`), which decides in `call` with the request's own context.
+//! [`KeyedRateLimit`] needs the request for its key, so it always decides
+//! in `call`; a request that has to wait takes a clone of the inner service
+//! and drives it ready only after the wait (`S: Clone`).
 
 mod gcra;
 mod keyed;
@@ -85,8 +92,10 @@ pub use store::{Decision, KeyedStore, LocalStore, RateStore};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Requests refused (rate limited, or past their deadline).
+    /// Requests refused: rate limited, past their deadline, a full key
+    /// store, or a store error.
     pub rejected: u64,
-    /// Requests admitted after a wait.
+    /// Requests admitted with a wait (counted when the wait starts, so a
+    /// wait later cancelled is in it).
     pub waited: u64,
 }

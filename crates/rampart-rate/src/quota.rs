@@ -114,17 +114,24 @@ impl Quota {
         self.burst
     }
 
-    /// The interval in nanoseconds, saturated to `u64`.
+    /// The interval in nanoseconds, capped at [`MAX_SPAN`] (146 years).
     pub(crate) fn interval_nanos(&self) -> u64 {
-        nanos(self.interval)
+        nanos(self.interval).min(MAX_SPAN)
     }
 
-    /// How far ahead of the schedule a client may run: `burst × interval`.
+    /// How far ahead of the schedule a client may run: `burst × interval`,
+    /// capped at [`MAX_SPAN`].
     pub(crate) fn span_nanos(&self) -> u64 {
         self.interval_nanos()
             .saturating_mul(u64::from(self.burst.get()))
+            .min(MAX_SPAN)
     }
 }
+
+/// The longest interval and burst span GCRA works with: a quarter of
+/// `u64` nanoseconds (146 years), so the theoretical arrival time never
+/// saturates and a "once per forever" quota still refuses the second call.
+pub(crate) const MAX_SPAN: u64 = u64::MAX / 4;
 
 /// A duration in whole nanoseconds, saturated to `u64` (584 years).
 pub(crate) fn nanos(d: Duration) -> u64 {
@@ -196,8 +203,9 @@ mod tests {
     }
 
     #[test]
-    fn a_huge_interval_saturates_instead_of_overflowing() {
+    fn a_huge_interval_is_capped_instead_of_overflowing() {
         let q = Quota::every(Duration::MAX).with_burst(n(u32::MAX));
-        assert_eq!(q.span_nanos(), u64::MAX);
+        assert_eq!(q.span_nanos(), MAX_SPAN);
+        assert_eq!(q.interval_nanos(), MAX_SPAN);
     }
 }

@@ -38,7 +38,9 @@ enum Gate<F> {
     Idle,
     /// A store that answers later (a remote one): boxed, off the common
     /// path, so the service stays small.
-    Checking(Box<(F, Duration)>),
+    /// (The mutex is never locked, only reached through `get_mut`: it makes
+    /// the service `Sync`, as axum requires, for any `Send` store future.)
+    Checking(Box<std::sync::Mutex<(F, Duration)>>),
     Waiting(Wait),
     Admitted,
     Refused(Error),
@@ -118,13 +120,16 @@ where
                     match Pin::new(&mut check).poll(cx) {
                         Poll::Ready(d) => shared.settle(d, bound),
                         Poll::Pending => {
-                            self.gate = Gate::Checking(Box::new((check, bound)));
+                            self.gate =
+                                Gate::Checking(Box::new(std::sync::Mutex::new((check, bound))));
                             return Poll::Pending;
                         }
                     }
                 }
                 Gate::Checking(pending) => {
-                    let (check, bound) = &mut **pending;
+                    let (check, bound) = pending
+                        .get_mut()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     let d = ready!(Pin::new(check).poll(cx));
                     self.shared.settle(d, *bound)
                 }

@@ -266,6 +266,8 @@ impl KeyedStore {
         let s = decide(0, now, quota, max_wait);
         if let Step::Admit { tat, .. } = s {
             shard.tats.insert(hash, tat);
+            // The new key may be the first to go idle.
+            shard.full_until = shard.full_until.min(tat);
         }
         Ok(decision(s))
     }
@@ -363,6 +365,17 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         store.sweep();
         assert!(store.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_once_per_forever_quota_refuses_the_second_call() {
+        let store = LocalStore::new();
+        let q = Quota::every(Duration::MAX);
+        assert!(admitted(store.check(&(), &q, Duration::ZERO).await));
+        assert!(!admitted(store.check(&(), &q, Duration::ZERO).await));
+        let keyed = KeyedStore::new(NonZeroUsize::new(10).unwrap());
+        assert!(admitted(keyed.check("k", &q, Duration::ZERO).await));
+        assert!(!admitted(keyed.check("k", &q, Duration::ZERO).await));
     }
 
     #[tokio::test(start_paused = true)]

@@ -73,7 +73,10 @@ impl<St> Shared<St> {
                     Settled::Refused(Error::rate_limited(Some(retry_after)))
                 }
             }
-            Err(e) => Settled::Refused(e),
+            Err(e) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                Settled::Refused(e)
+            }
         }
     }
 }

@@ -257,7 +257,7 @@ async fn keys_stay_bounded_under_100_000_distinct_keys() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_keyed_waiting_request_carries_the_ready_service_and_calls_it_after_the_wait() {
+async fn a_keyed_waiting_request_takes_a_clone_and_calls_it_after_the_wait() {
     let layer = KeyedRateLimitLayer::builder(Quota::per_second(nz(1)), |_: &u32| "one")
         .max_wait(Duration::from_secs(5))
         .build();
@@ -281,4 +281,82 @@ fn the_services_are_send_and_sync_as_axum_requires() {
         KeyedRateLimitLayer::new(Quota::per_second(nz(1)), |n: &u32| *n).layer_service(echo());
     send_sync(&plain);
     send_sync(&keyed);
+}
+
+/// A store behind a "network": answers on its second poll.
+struct RemoteStore(rampart_rate::LocalStore);
+
+impl rampart_rate::RateStore for RemoteStore {
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<rampart_rate::Decision, rampart_core::Error>>
+                + Send,
+        >,
+    >;
+
+    fn check<K: std::hash::Hash + ?Sized>(
+        &self,
+        key: &K,
+        quota: &Quota,
+        max_wait: Duration,
+    ) -> Self::Future {
+        let answer = self.0.check(key, quota, max_wait);
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            answer.await
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_answers_later_decides_the_same_and_keeps_the_services_sync() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let quota = Quota::per_second(nz(2));
+    let plain = RateLimitLayer::builder(quota)
+        .store(RemoteStore(rampart_rate::LocalStore::new()))
+        .build()
+        .layer_service(echo());
+    let keyed = KeyedRateLimitLayer::builder(quota, |n: &u32| *n % 2)
+        .store(RemoteStore(rampart_rate::LocalStore::new()))
+        .build()
+        .layer_service(echo());
+    send_sync(&plain);
+    send_sync(&keyed);
+    for svc_results in [
+        [
+            plain.clone().oneshot(1).await.is_ok(),
+            plain.clone().oneshot(2).await.is_ok(),
+            plain.clone().oneshot(3).await.is_ok(),
+        ],
+        [
+            keyed.clone().oneshot(1).await.is_ok(),
+            keyed.clone().oneshot(2).await.is_ok(),
+            keyed.clone().oneshot(3).await.is_ok(),
+        ],
+    ] {
+        assert_eq!(svc_results, [true, true, false]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_key_never_holds_the_readiness_other_keys_need() {
+    // A concurrency limit of 1 inside: its permit is taken in poll_ready.
+    // Tenant 0 waits a second for its rate; tenant 1, within its rate, must
+    // not wait behind it.
+    let svc = ServiceBuilder::new()
+        .layer(
+            KeyedRateLimitLayer::builder(Quota::per_second(nz(1)), |n: &u32| *n)
+                .max_wait(Duration::from_secs(5))
+                .build(),
+        )
+        .layer(tower::limit::ConcurrencyLimitLayer::new(1))
+        .service(echo());
+    svc.clone().oneshot(0).await.unwrap();
+    let start = Instant::now();
+    let waiting = tokio::spawn(svc.clone().oneshot(0));
+    tokio::task::yield_now().await;
+    assert_eq!(svc.clone().oneshot(1).await.unwrap(), 1);
+    assert_eq!(start.elapsed(), Duration::ZERO, "tenant 1 did not wait");
+    assert_eq!(waiting.await.unwrap().unwrap(), 0);
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
 }

@@ -91,8 +91,16 @@ impl BudgetConfig {
 }
 
 /// A shared retry budget; clones share the same bucket (hand one clone to
-/// every `Retry` service calling the same upstream). See the
-/// [module docs](self) for the exact bound it keeps.
+/// every `Retry` service calling the same upstream).
+///
+/// The bound it keeps: for every window of length `ttl` (any start), the
+/// retries let through in it are at most `min_per_sec × ttl + ratio × D`,
+/// where `D` is the number of first calls made in the `ttl` before the last
+/// of those retries. Withdrawals are counted over at least the last `ttl`
+/// and deposits over at most the last `ttl` (slots of `ttl / 10`), so the
+/// rounding to slots only ever makes it stricter; slots carry full 64-bit
+/// epochs, so an old slot never counts again, however long the process
+/// runs.
 #[derive(Clone)]
 pub struct Budget {
     inner: Arc<Inner>,
@@ -215,7 +223,7 @@ impl Budget {
     }
 
     /// Whole retries the budget would allow right now.
-    pub fn available(&self) -> u64 {
+    pub fn available(&self) -> usize {
         self.inner.available_at(Instant::now())
     }
 }
@@ -280,12 +288,12 @@ impl Inner {
         true
     }
 
-    fn available_at(&self, now: Instant) -> u64 {
+    fn available_at(&self, now: Instant) -> usize {
         let epoch = self.epoch(now);
         let ring = self.lock();
         let (d, w) = self.window(&ring, epoch);
         let tokens = (d * self.ratio_ppm + self.reserve_ppm) / PPM;
-        u64::try_from(tokens.saturating_sub(w)).unwrap_or(u64::MAX)
+        usize::try_from(tokens.saturating_sub(w)).unwrap_or(usize::MAX)
     }
 }
 
@@ -295,7 +303,7 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::VecDeque;
 
-    fn drain(b: &Budget) -> u64 {
+    fn drain(b: &Budget) -> usize {
         let mut n = 0;
         while b.try_withdraw() {
             n += 1;
@@ -414,7 +422,7 @@ mod tests {
                 });
             }
         });
-        let taken: u64 = std::thread::scope(|s| {
+        let taken: usize = std::thread::scope(|s| {
             let hs: Vec<_> = (0..4)
                 .map(|_| {
                     let b = b.clone();

@@ -10,6 +10,7 @@ use rampart_core::classify::{Classify, ClassifyResult, ErrorRef, Outcome};
 use rampart_core::{BoxError, Error};
 use std::fmt;
 use std::future::Future;
+use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -40,7 +41,7 @@ pin_project! {
         shared: Arc<Shared<C, R>>,
         classifier: C::Classifier,
         kept: Option<R::Kept>,
-        give_up_at: Option<Instant>,
+        give_up_at: Option<NonZeroU64>,
         // Everything only a retry needs, allocated at the first retry so the
         // success path stays small and allocation-free.
         retry: Option<Pin<Box<Retrying<R::Request>>>>,
@@ -89,7 +90,7 @@ where
         shared: Arc<Shared<C, R>>,
         classifier: C::Classifier,
         kept: Option<R::Kept>,
-        give_up_at: Option<Instant>,
+        give_up_at: Option<NonZeroU64>,
     ) -> Self {
         ResponseFuture {
             state: State::Calling { fut },

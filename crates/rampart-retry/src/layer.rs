@@ -60,6 +60,44 @@ impl RetryLayer {
     }
 }
 
+#[cfg(feature = "tonic")]
+impl RetryLayer {
+    /// A builder for a tonic client: wrap a tonic `Channel` (or any
+    /// `Service<http::Request<tonic::body::Body>>`) and hand the result to a
+    /// generated client. Results are classified by
+    /// [`GrpcClassify`](rampart_core::classify::GrpcClassify) (UNAVAILABLE
+    /// retried, RESOURCE_EXHAUSTED only with a pushback,
+    /// `grpc-retry-pushback-ms` honoured), and request bodies are replayed
+    /// from a 64 KiB buffer and handed to the channel as
+    /// `tonic::body::Body` ([`ReplayTonic`](crate::ReplayTonic)), the only
+    /// body a `Channel` takes; [`RetryLayer::http`] would hand it a
+    /// [`ReplayBody`](crate::ReplayBody). Feature `tonic`.
+    ///
+    /// ```no_run
+    /// use rampart_retry::RetryLayer;
+    /// use tonic::transport::Channel;
+    /// use tonic_health::pb::HealthCheckRequest;
+    /// use tonic_health::pb::health_client::HealthClient;
+    /// use tower::ServiceBuilder;
+    ///
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let retry = RetryLayer::tonic().max_attempts(3).build()?;
+    /// let channel = Channel::from_static("http://127.0.0.1:50051").connect_lazy();
+    /// let svc = ServiceBuilder::new().layer(retry).service(channel);
+    /// let mut health = HealthClient::new(svc);
+    /// let status = health.check(HealthCheckRequest { service: String::new() }).await?;
+    /// # drop(status); Ok(()) }
+    /// ```
+    pub fn tonic() -> RetryBuilder<rampart_core::classify::GrpcClassify, crate::ReplayTonic> {
+        RetryBuilder {
+            config: RetryConfig::default(),
+            budget: None,
+            classify: rampart_core::classify::GrpcClassify::default(),
+            replay: crate::ReplayTonic::default(),
+        }
+    }
+}
+
 impl Default for RetryLayer {
     /// [`RetryLayer::builder`]'s defaults: 3 attempts, 100 ms doubling to
     /// 10 s with full jitter, no budget.
@@ -221,6 +259,23 @@ impl<C, R> RetryBuilder<C, R> {
 }
 
 impl<C> RetryBuilder<C, ReplayHttp> {
+    /// The most body bytes kept for a replay (default 64 KiB); a longer
+    /// body is sent once and the request is not retried.
+    pub fn max_replay_bytes(mut self, max: usize) -> Self {
+        self.replay = self.replay.max_bytes(max);
+        self
+    }
+
+    /// Sets `name: <attempt>` on each retry (2, 3, …), e.g.
+    /// `x-retry-attempt`.
+    pub fn attempt_header(mut self, name: HeaderName) -> Self {
+        self.replay = self.replay.attempt_header(name);
+        self
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl<C> RetryBuilder<C, crate::ReplayTonic> {
     /// The most body bytes kept for a replay (default 64 KiB); a longer
     /// body is sent once and the request is not retried.
     pub fn max_replay_bytes(mut self, max: usize) -> Self {

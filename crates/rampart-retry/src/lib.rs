@@ -71,7 +71,9 @@
 //!   (idempotent methods; `Retry-After` honoured up to a cap, a longer one
 //!   returning the failure at once; gRPC codes and pushback; a request that
 //!   never left is retried whatever its method); [`RetryLayer::builder`] uses
-//!   [`ErrorClassify`](rampart_core::classify::ErrorClassify); closures via
+//!   [`ErrorClassify`](rampart_core::classify::ErrorClassify);
+//!   `RetryLayer::tonic` (feature `tonic`) wraps a tonic `Channel` with
+//!   gRPC classification and body replay; closures via
 //!   [`classify_fn`](rampart_core::classify::classify_fn). A delay asked by
 //!   the peer (`Retry-After`, `grpc-retry-pushback-ms`) replaces the backoff
 //!   delay and restarts the backoff, as gRPC's A6 does: with 100 ms
@@ -103,6 +105,7 @@
 //! own timeout and no retry outlives the request.
 //!
 //! [`ErrorKind::RetriesExhausted`]: rampart_core::ErrorKind::RetriesExhausted
+//! [`ErrorKind::Cancelled`]: rampart_core::ErrorKind::Cancelled
 
 mod backoff;
 mod budget;
@@ -119,6 +122,8 @@ pub use future::ResponseFuture;
 pub use layer::{RetryBuilder, RetryLayer};
 pub use policy::{OnExhausted, RetryConfig};
 pub use rampart_core::ConfigError;
+#[cfg(feature = "tonic")]
+pub use replay::ReplayTonic;
 pub use replay::{CloneRequest, Replay, ReplayBody, ReplayHttp};
 pub use service::Retry;
 pub use stats::RetryStats;

@@ -102,18 +102,17 @@ where
         let keep = shared.policy.max_attempts > 1;
         let req = shared.replay.prepare(req, keep);
         let kept = if keep { shared.replay.keep(&req) } else { None };
-        let give_up_at = shared.policy.give_up_at();
         // Call the service that was driven to readiness; keep a fresh clone.
         let clone = self.inner.clone();
         let mut service = std::mem::replace(&mut self.inner, clone);
-        let fut = service.call(req);
+        let fut = service.call(shared.replay.send(req));
         ResponseFuture::new(
             fut,
             service,
             Arc::clone(&self.shared),
             classifier,
             kept,
-            give_up_at,
+            shared.policy.give_up_at(),
         )
     }
 }

@@ -33,10 +33,10 @@
 //! ```
 
 use crate::stats::CoalesceStats;
+use hashbrown::HashTable;
 use pin_project_lite::pin_project;
 use rampart_core::{BoxError, Context, Error};
 use std::any::Any;
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -49,7 +49,7 @@ use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep, sleep_until};
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -129,14 +129,16 @@ impl Registry {
     fn new_map<K, Res>(&self) -> FlightMap<K, Res> {
         FlightMap {
             hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
             counters: Arc::clone(&self.counters),
             ttl: self.ttl,
         }
     }
 }
 
-type Shard<K, Res> = HashMap<K, Arc<Flight<K, Res>>>;
+/// One shard: the flights, found by their key's hash (computed once per
+/// request) and key.
+type Shard<K, Res> = HashTable<Arc<Flight<K, Res>>>;
 
 /// The calls in flight (and, with a time to live, recent results), by key.
 struct FlightMap<K, Res> {
@@ -147,21 +149,24 @@ struct FlightMap<K, Res> {
 }
 
 impl<K: Hash + Eq, Res> FlightMap<K, Res> {
-    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K, Res>> {
-        let i = (self.hasher.hash_one(key) >> 32) as usize % SHARDS;
+    fn hash(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard<K, Res>> {
+        // Middle bits pick the shard; the table uses the low bits for the
+        // bucket and the top bits for its tags.
+        let i = (hash >> 32) as usize % SHARDS;
         self.shards[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Removes `flight` from the map if it is still there (a newer flight
-    /// for the same key is left alone). Call with the key's shard locked.
+    /// for the same key is left alone). Call with its shard locked.
     fn remove(shard: &mut Shard<K, Res>, flight: &Arc<Flight<K, Res>>) {
-        if shard
-            .get(&flight.key)
-            .is_some_and(|f| Arc::ptr_eq(f, flight))
-        {
-            shard.remove(&flight.key);
+        if let Ok(e) = shard.find_entry(flight.hash, |f| Arc::ptr_eq(f, flight)) {
+            e.remove();
         }
     }
 }
@@ -169,10 +174,12 @@ impl<K: Hash + Eq, Res> FlightMap<K, Res> {
 /// One shared call: its key, its result once known, and who waits for it.
 struct Flight<K, Res> {
     key: K,
+    /// The key's hash, under the map's hasher.
+    hash: u64,
     /// Set once, with the key's shard locked.
     result: OnceLock<Result<Res, Arc<Error>>>,
-    /// Woken once, after `result` is set.
-    done: Arc<Notify>,
+    /// Woken once, after `result` is set; made when a second caller joins.
+    done: OnceLock<Arc<Notify>>,
     /// Callers waiting for the result; changed with the key's shard locked.
     waiters: AtomicUsize,
     /// Aborts the task that drives the call once every waiter has gone.
@@ -227,12 +234,14 @@ fn share<Res: Clone>(result: &Result<Res, Arc<Error>>) -> Result<Res, Error> {
 /// call to the inner service (single-flight), and gives every caller the
 /// result.
 ///
-/// - The shared call runs in a task of its own (`tokio::spawn`), so it is
-///   not tied to the first caller's future: if that caller is cancelled or
-///   dropped, the call goes on for the others. It is dropped (the task
-///   aborted) only when *every* caller waiting for it has gone.
-/// - Waiters are woken once, by the result (a `tokio::sync::Notify`): never
-///   polled in a loop.
+/// - The shared call is not tied to the first caller's future: that
+///   caller drives it in its own task while it waits (so a lone request
+///   costs no task and no cross-task wake-up), and if it is cancelled or
+///   dropped while others still wait, the call moves, as it is, to a task
+///   of its own (`tokio::spawn`) and goes on for them. The call is dropped
+///   only when *every* caller waiting for it has gone.
+/// - The other callers are woken once, by the result (a
+///   `tokio::sync::Notify`): never polled in a loop.
 /// - Every waiter gets a clone of the response — use an `Arc<T>` response
 ///   (say, `.map_response(Arc::new)` below this layer) when it is not
 ///   `Clone` or costly to clone. A failure is shared too: each waiter gets
@@ -257,7 +266,9 @@ fn share<Res: Clone>(result: &Result<Res, Arc<Error>>) -> Result<Res, Error> {
 /// Only the first request of a flight reaches the inner service; the key
 /// must therefore capture everything the response depends on.
 ///
-/// `call` must be made within a tokio runtime.
+/// The first caller's future must be dropped within a tokio runtime for
+/// the call to move to a task (otherwise the others get an
+/// [`ErrorKind::Inner`](rampart_core::ErrorKind::Inner) failure).
 pub struct CoalesceLayer<F> {
     key: F,
     registry: Arc<Registry>,
@@ -393,7 +404,7 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     F: Fn(&Req) -> K,
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Send + Sync + 'static,
 {
     type Response = S::Response;
     type Error = Error;
@@ -407,104 +418,196 @@ where
         let key = (self.key)(&req);
         let map = self.registry.map::<K, S::Response>();
         let counters = &map.counters;
-        let mut shard = map.shard(&key);
-        if let Some(flight) = shard.get(&key) {
+        let hash = map.hash(&key);
+        let mut shard = map.shard(hash);
+        if let Some(flight) = shard.find(hash, |f| f.key == key) {
             let flight = Arc::clone(flight);
             if flight.result.get().is_some() {
                 drop(shard);
                 counters.cached.fetch_add(1, Ordering::Relaxed);
-                return ResponseFuture::new(flight, None);
+                return ResponseFuture::new(flight, Role::Done);
             }
             flight.waiters.fetch_add(1, Ordering::Relaxed);
+            flight.done.get_or_init(|| Arc::new(Notify::new()));
             drop(shard);
             counters.coalesced.fetch_add(1, Ordering::Relaxed);
             counters.waiting.fetch_add(1, Ordering::Relaxed);
             tracing::trace!("request joined a coalesced call in flight");
-            return ResponseFuture::new(flight, Some(map));
+            let waiter = Waiter {
+                map,
+                flight: Arc::clone(&flight),
+            };
+            return ResponseFuture::new(flight, Role::Follower { _waiter: waiter });
         }
         let flight = Arc::new(Flight {
-            key: key.clone(),
+            key,
+            hash,
             result: OnceLock::new(),
-            done: Arc::new(Notify::new()),
+            done: OnceLock::new(),
             waiters: AtomicUsize::new(1),
             abort: OnceLock::new(),
         });
-        shard.insert(key, Arc::clone(&flight));
+        shard.insert_unique(hash, Arc::clone(&flight), |f| f.hash);
         drop(shard);
         counters.calls.fetch_add(1, Ordering::Relaxed);
         counters.in_flight.fetch_add(1, Ordering::Relaxed);
         counters.waiting.fetch_add(1, Ordering::Relaxed);
-        // From here on, whatever happens (the inner `call` or `spawn`
-        // panics, the task is aborted or panics), the publisher gives the
-        // waiters a result.
+        // From here on, whatever happens (the inner `call` panics, the call
+        // panics, its driver is dropped), the publisher gives the waiters a
+        // result.
         let publisher = Publisher {
-            map: Arc::clone(&map),
+            map,
             flight: Arc::clone(&flight),
             published: false,
         };
-        let fut = self.inner.call(req);
+        // The call runs in a context of its own, holding the leader's
+        // request id only: no caller's cancellation or deadline binds the
+        // others.
         let ctx = Context::with_current(|c| {
             c.and_then(Context::request_id)
                 .map_or_else(Context::new, |id| {
                     Context::new().with_request_id(id.clone())
                 })
         });
-        let ttl = map.ttl;
-        let task = tokio::spawn(ctx.scope(async move {
-            let mut publisher = publisher;
-            let out = fut.await.map_err(|e| Arc::new(Error::from_inner(e)));
-            let ok = out.is_ok();
-            publisher.publish(out);
-            if ok && let Some(ttl) = ttl {
-                tokio::time::sleep(ttl).await;
-            }
-            // Dropping the publisher forgets the kept result.
-        }));
-        let _ = flight.abort.set(task.abort_handle());
-        ResponseFuture::new(flight, Some(map))
+        let fut = ctx.scope_call(|| self.inner.call(req));
+        let call: Call<S::Response> =
+            Box::pin(async move { fut.await.map_err(|e| Arc::new(Error::from_inner(e))) });
+        let lead = Lead {
+            call: Some(call),
+            publisher: Some(publisher),
+        };
+        ResponseFuture::new(flight, Role::Leader(lead))
     }
 }
 
-/// Owned by the task driving a shared call: publishes its result, or a
-/// failure if the call panicked or was aborted, and takes the flight out
-/// of the map when dropped.
-struct Publisher<K: Hash + Eq, Res> {
+/// Polls a shared call; a panic in it becomes the call's failure (shared
+/// by every waiter, the leader included), as it would in a task.
+fn poll_call<Res>(call: &mut Call<Res>, cx: &mut TaskContext<'_>) -> Poll<Result<Res, Arc<Error>>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.as_mut().poll(cx)))
+        .unwrap_or_else(|_| {
+            tracing::debug!("a coalesced call panicked");
+            Poll::Ready(Err(Arc::new(Error::from_inner(
+                "the coalesced call panicked",
+            ))))
+        })
+}
+
+/// A shared call, boxed so that it can move to a task of its own when its
+/// first caller leaves before it finished.
+type Call<Res> = Pin<Box<dyn Future<Output = Result<Res, Arc<Error>>> + Send>>;
+
+/// Publishes a shared call's result (or a failure if the call panicked or
+/// was abandoned) and wakes its waiters.
+struct Publisher<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> {
     map: Arc<FlightMap<K, Res>>,
     flight: Arc<Flight<K, Res>>,
     published: bool,
 }
 
-impl<K: Hash + Eq, Res> Publisher<K, Res> {
+impl<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> Publisher<K, Res> {
     fn publish(&mut self, result: Result<Res, Arc<Error>>) {
         self.published = true;
-        let keep = self.map.ttl.is_some() && result.is_ok();
+        let keep = self.map.ttl.filter(|_| result.is_ok());
         {
-            let mut shard = self.map.shard(&self.flight.key);
-            if !keep {
+            let mut shard = self.map.shard(self.flight.hash);
+            if keep.is_none() {
                 FlightMap::remove(&mut shard, &self.flight);
             }
             let _ = self.flight.result.set(result);
         }
         self.map.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.flight.done.notify_waiters();
+        if let Some(done) = self.flight.done.get() {
+            done.notify_waiters();
+        }
+        if let Some(ttl) = keep {
+            // Forget the kept result after its time to live (at once if
+            // there is no runtime to wait in).
+            let (map, flight) = (Arc::clone(&self.map), Arc::clone(&self.flight));
+            let forget = move || {
+                let mut shard = map.shard(flight.hash);
+                FlightMap::remove(&mut shard, &flight);
+            };
+            let until = rampart_core::codec::deadline_after(Instant::now(), ttl);
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn(async move {
+                    sleep_until(until).await;
+                    forget();
+                })),
+                Err(_) => forget(),
+            }
+        }
     }
 }
 
-impl<K: Hash + Eq, Res> Drop for Publisher<K, Res> {
+impl<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> Drop for Publisher<K, Res> {
     fn drop(&mut self) {
         if !self.published {
-            // Panicked, or aborted because every waiter left.
+            // Panicked, or dropped because every waiter left.
             self.publish(Err(Arc::new(Error::from_inner(
                 "the coalesced call panicked or was abandoned",
             ))));
         }
-        let mut shard = self.map.shard(&self.flight.key);
-        FlightMap::remove(&mut shard, &self.flight);
     }
 }
 
-/// A caller waiting for a shared call; dropped before the result came, it
-/// leaves, and the last one to leave aborts the call.
+/// The first caller of a shared call: it drives the call in its own task.
+/// Dropped before the call finished, it hands the call to a task of its own
+/// if other callers still wait for it, and drops it otherwise.
+struct Lead<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> {
+    call: Option<Call<Res>>,
+    publisher: Option<Publisher<K, Res>>,
+}
+
+impl<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> Drop for Lead<K, Res> {
+    fn drop(&mut self) {
+        let Some(mut publisher) = self.publisher.take() else {
+            return;
+        };
+        let counters = Arc::clone(&publisher.map.counters);
+        counters.waiting.fetch_sub(1, Ordering::Relaxed);
+        if publisher.published {
+            return;
+        }
+        let map = Arc::clone(&publisher.map);
+        let flight = Arc::clone(&publisher.flight);
+        let mut shard = map.shard(flight.hash);
+        if flight.waiters.fetch_sub(1, Ordering::Relaxed) == 1 {
+            FlightMap::remove(&mut shard, &flight);
+            drop(shard);
+            counters.abandoned.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("every caller of a coalesced call left: call dropped");
+            // `call` and `publisher` drop here: nobody listens any more.
+            return;
+        }
+        let call = self.call.take();
+        let rt = tokio::runtime::Handle::try_current();
+        match (call, rt) {
+            // A call that panicked while the leader polled it is not polled
+            // again: its waiters get a failure.
+            (Some(call), Ok(rt)) if !std::thread::panicking() => {
+                tracing::debug!("first caller of a coalesced call left: call moved to a task");
+                let task = rt.spawn(async move {
+                    let out = call.await;
+                    publisher.publish(out);
+                });
+                // Under the shard lock: the last waiter to leave sees it.
+                let _ = flight.abort.set(task.abort_handle());
+                drop(shard);
+            }
+            (call, _) => {
+                drop(shard);
+                drop(call);
+                publisher.publish(Err(Arc::new(Error::from_inner(
+                    "the coalesced call's first caller left and no runtime could take it over",
+                ))));
+            }
+        }
+    }
+}
+
+/// A caller waiting for a shared call that another caller started;
+/// dropped before the result came, it leaves, and the last one to leave
+/// drops the call.
 struct Waiter<K: Hash + Eq, Res> {
     map: Arc<FlightMap<K, Res>>,
     flight: Arc<Flight<K, Res>>,
@@ -517,7 +620,7 @@ impl<K: Hash + Eq, Res> Drop for Waiter<K, Res> {
         if self.flight.result.get().is_some() {
             return;
         }
-        let mut shard = self.map.shard(&self.flight.key);
+        let mut shard = self.map.shard(self.flight.hash);
         // The result is set with the shard locked: checked again under it.
         if self.flight.result.get().is_some() {
             return;
@@ -534,107 +637,218 @@ impl<K: Hash + Eq, Res> Drop for Waiter<K, Res> {
     }
 }
 
+/// What a response future is to its shared call.
+enum Role<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> {
+    /// It started the call and drives it.
+    Leader(Lead<K, Res>),
+    /// It waits for a call another caller started.
+    Follower { _waiter: Waiter<K, Res> },
+    /// It has its result, or gave up.
+    Done,
+}
+
 pin_project! {
-    /// The response future of [`Coalesce`]: the shared call's result, or
-    /// the caller's own cancellation or deadline.
-    pub struct ResponseFuture<K, Res>
-    where
-        K: Hash,
-        K: Eq,
-    {
+    /// What a caller waits on besides its call: the result's wake-up (a
+    /// caller that did not start the call), its request's cancellation and
+    /// deadline. Boxed, and only made when there is something to wait on.
+    struct Waits {
         #[pin]
         done: Option<OwnedNotified>,
         #[pin]
         cancel: Option<WaitForCancellationFutureOwned>,
         #[pin]
         sleep: Option<Sleep>,
-        flight: Arc<Flight<K, Res>>,
-        waiter: Option<Waiter<K, Res>>,
-        first_poll: bool,
     }
 }
 
-impl<K: Hash + Eq, Res> ResponseFuture<K, Res> {
-    fn new(flight: Arc<Flight<K, Res>>, map: Option<Arc<FlightMap<K, Res>>>) -> Self {
-        ResponseFuture {
-            done: None,
-            cancel: None,
-            sleep: None,
-            waiter: map.map(|map| Waiter {
-                map,
-                flight: Arc::clone(&flight),
-            }),
-            flight,
-            first_poll: true,
-        }
-    }
+/// Why a caller stopped waiting.
+#[derive(Clone, Copy)]
+enum GaveUp {
+    Cancelled,
+    Deadline,
 }
 
-impl<K: Hash + Eq, Res: Clone> Future for ResponseFuture<K, Res> {
-    type Output = Result<Res, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let Some(result) = this.flight.result.get() {
-            this.waiter.take();
-            return Poll::Ready(share(result));
-        }
-        if *this.first_poll {
-            *this.first_poll = false;
-            let mut done = this.done.as_mut();
-            done.set(Some(Arc::clone(&this.flight.done).notified_owned()));
-            if let Some(n) = done.as_pin_mut() {
-                n.enable();
-            }
-            // `enable` before this look: a result set after it wakes us.
-            if let Some(result) = this.flight.result.get() {
-                this.waiter.take();
-                return Poll::Ready(share(result));
-            }
-            let (token, deadline) = Context::with_current(|c| {
-                c.map_or((None, None), |c| (c.cancellation().cloned(), c.deadline()))
-            });
-            if let Some(t) = token {
-                this.cancel.set(Some(t.cancelled_owned()));
-            }
-            if let Some(d) = deadline {
-                if d <= Instant::now() {
-                    this.waiter.take();
-                    tracing::debug!("gave up waiting for a coalesced call: deadline passed");
-                    return Poll::Ready(Err(Error::deadline_exceeded()));
-                }
-                this.sleep.set(Some(sleep_until(d)));
-            }
-        }
+impl Waits {
+    /// Ready when the result was announced (`Ok`) or the caller gave up.
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<(), GaveUp>> {
+        let this = self.project();
         if let Some(n) = this.done.as_pin_mut()
             && n.poll(cx).is_ready()
-            && let Some(result) = this.flight.result.get()
         {
-            this.waiter.take();
-            return Poll::Ready(share(result));
+            return Poll::Ready(Ok(()));
         }
         if let Some(c) = this.cancel.as_pin_mut()
             && c.poll(cx).is_ready()
         {
-            this.waiter.take();
-            tracing::debug!("gave up waiting for a coalesced call: request cancelled");
-            return Poll::Ready(Err(Error::cancelled()));
+            return Poll::Ready(Err(GaveUp::Cancelled));
         }
         if let Some(s) = this.sleep.as_pin_mut()
             && s.poll(cx).is_ready()
         {
-            this.waiter.take();
-            tracing::debug!("gave up waiting for a coalesced call: deadline passed");
-            return Poll::Ready(Err(Error::deadline_exceeded()));
+            return Poll::Ready(Err(GaveUp::Deadline));
         }
         Poll::Pending
     }
 }
 
-impl<K: Hash + Eq, Res> fmt::Debug for ResponseFuture<K, Res> {
+/// The response future of [`Coalesce`]: the shared call's result, or the
+/// caller's own cancellation or deadline.
+///
+/// The first caller's future drives the shared call (no task, no channel,
+/// when nobody else asks for the same key); if it is dropped before the call
+/// finished while others wait, the call moves to a task of its own. Other
+/// callers' futures are woken once, by the result.
+///
+/// Polled again after it finished, it gives the same outcome again (the
+/// shared result, or the error it gave up with): it never panics.
+pub struct ResponseFuture<K, Res>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    Res: Send + Sync + 'static,
+{
+    flight: Arc<Flight<K, Res>>,
+    role: Role<K, Res>,
+    waits: Option<Pin<Box<Waits>>>,
+    first_poll: bool,
+    gave_up: Option<GaveUp>,
+}
+
+impl<K, Res> ResponseFuture<K, Res>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    Res: Send + Sync + 'static,
+{
+    fn new(flight: Arc<Flight<K, Res>>, role: Role<K, Res>) -> Self {
+        ResponseFuture {
+            flight,
+            role,
+            waits: None,
+            first_poll: true,
+            gave_up: None,
+        }
+    }
+
+    /// The first poll: starts listening for the result (a caller that did
+    /// not start the call) and for the request's cancellation and deadline.
+    /// `Ready` if the result is already there or the deadline has passed.
+    fn start_waiting(&mut self) -> Option<Result<(), GaveUp>> {
+        let (token, deadline) = Context::with_current(|c| {
+            c.map_or((None, None), |c| (c.cancellation().cloned(), c.deadline()))
+        });
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return Some(Err(GaveUp::Deadline));
+        }
+        let done = match (&self.role, self.flight.done.get()) {
+            (Role::Follower { .. }, Some(notify)) => Some(Arc::clone(notify).notified_owned()),
+            _ => None,
+        };
+        if done.is_none() && token.is_none() && deadline.is_none() {
+            return None;
+        }
+        let waits = self.waits.insert(Box::pin(Waits {
+            done,
+            cancel: token.map(CancellationToken::cancelled_owned),
+            sleep: deadline.map(sleep_until),
+        }));
+        if let Some(n) = waits.as_mut().project().done.as_pin_mut() {
+            n.enable();
+            // `enable` before this look: a result set after it wakes us.
+            if self.flight.result.get().is_some() {
+                return Some(Ok(()));
+            }
+        }
+        None
+    }
+}
+
+impl<K, Res> Future for ResponseFuture<K, Res>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    Res: Clone + Send + Sync + 'static,
+{
+    type Output = Result<Res, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Some(why) = this.gave_up {
+            return Poll::Ready(Err(this.give_up(why)));
+        }
+        if let Some(result) = this.flight.result.get() {
+            this.role = Role::Done;
+            return Poll::Ready(share(result));
+        }
+        if this.first_poll {
+            this.first_poll = false;
+            // `Some(Ok(()))`: the result is in, picked up below.
+            if let Some(Err(why)) = this.start_waiting() {
+                return Poll::Ready(Err(this.give_up(why)));
+            }
+        }
+        if let Role::Leader(lead) = &mut this.role
+            && let (Some(call), Some(publisher)) = (lead.call.as_mut(), lead.publisher.as_mut())
+            && let Poll::Ready(out) = poll_call(call, cx)
+        {
+            publisher.publish(out);
+        }
+        if let Some(result) = this.flight.result.get() {
+            this.role = Role::Done;
+            return Poll::Ready(share(result));
+        }
+        if let Some(w) = this.waits.as_mut()
+            && let Poll::Ready(r) = w.as_mut().poll(cx)
+        {
+            match r {
+                Ok(()) => {
+                    if let Some(result) = this.flight.result.get() {
+                        this.role = Role::Done;
+                        return Poll::Ready(share(result));
+                    }
+                }
+                Err(why) => return Poll::Ready(Err(this.give_up(why))),
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl<K, Res> ResponseFuture<K, Res>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    Res: Send + Sync + 'static,
+{
+    /// Leaves the call (handing it on, or dropping it if nobody else
+    /// waits) and says why.
+    fn give_up(&mut self, why: GaveUp) -> Error {
+        self.role = Role::Done;
+        self.waits = None;
+        self.gave_up = Some(why);
+        match why {
+            GaveUp::Cancelled => {
+                tracing::debug!("gave up waiting for a coalesced call: request cancelled");
+                Error::cancelled()
+            }
+            GaveUp::Deadline => {
+                tracing::debug!("gave up waiting for a coalesced call: deadline passed");
+                Error::deadline_exceeded()
+            }
+        }
+    }
+}
+
+impl<K, Res> fmt::Debug for ResponseFuture<K, Res>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    Res: Send + Sync + 'static,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let role = match self.role {
+            Role::Leader(_) => "leader",
+            Role::Follower { .. } => "follower",
+            Role::Done => "done",
+        };
         f.debug_struct("ResponseFuture")
-            .field("done", &self.flight.result.get().is_some())
+            .field("role", &role)
+            .field("result", &self.flight.result.get().is_some())
             .finish_non_exhaustive()
     }
 }

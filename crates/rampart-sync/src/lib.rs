@@ -26,8 +26,9 @@
 //!   cleanly; a holder that completes, is dropped or panics releases the
 //!   key; waiting ends with the request's cancellation or deadline.
 //! - [`CoalesceLayer`]: concurrent requests with the same key share one
-//!   inner call, which survives its first caller's cancellation and is
-//!   dropped only when every caller has gone; waiters are woken by the
+//!   inner call, driven by its first caller (no task for a lone request),
+//!   moved to a task of its own if that caller leaves while others wait,
+//!   and dropped only when every caller has gone; waiters are woken by the
 //!   result, never polled in a loop; failures are shared; results can be
 //!   kept for a time to live.
 //! - [`LockStats`], [`CoalesceStats`]: holders, waiters, coalesced hits.

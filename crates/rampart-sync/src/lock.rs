@@ -393,6 +393,10 @@ pin_project! {
     /// call holds it), then runs the inner call holding it.
     ///
     /// Dropping it at any point leaves the key's line or releases the key.
+    ///
+    /// # Panics
+    ///
+    /// When polled again after it completed.
     #[project = ResponseFutureProj]
     pub struct ResponseFuture<S, Req>
     where
@@ -505,7 +509,7 @@ where
                     }
                     return Poll::Pending;
                 }
-                StateProj::Done => panic!("ResponseFuture polled after completion"),
+                StateProj::Done => panic!("keyed lock ResponseFuture polled after completion"),
             }
         }
     }

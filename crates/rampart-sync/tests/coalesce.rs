@@ -178,6 +178,19 @@ async fn the_call_is_dropped_when_every_waiter_has_gone() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_lone_first_caller_dropped_mid_call_drops_the_call_at_once() {
+    let (seen, gate) = (Arc::new(Seen::default()), Arc::new(Semaphore::new(0)));
+    let coalesce = by_value();
+    let mut svc = coalesce.layer(gated(&seen, &gate));
+    let mut only = Box::pin(svc.ready().await.unwrap().call(3));
+    assert!(poll_once(&mut only).await.is_pending());
+    drop(only);
+    assert_eq!(seen.dropped.load(Ordering::SeqCst), 1);
+    let s = coalesce.stats();
+    assert_eq!((s.in_flight, s.waiting, s.abandoned), (0, 0, 1));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_waiter_is_polled_a_constant_number_of_times_however_often_the_call_wakes() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
@@ -206,12 +219,17 @@ async fn a_waiter_is_polled_a_constant_number_of_times_however_often_the_call_wa
         assert_eq!(t.await.unwrap().unwrap(), 1);
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    let max = polls
-        .iter()
-        .map(|p| p.load(Ordering::SeqCst))
-        .max()
-        .unwrap();
-    assert!(max <= 2, "a waiter was polled {max} times");
+    // The first caller drives the call in its own task, polled as often as
+    // the call needs (as it would be without the layer); every other
+    // caller is polled once, then woken once by the result.
+    let polls: Vec<usize> = polls.iter().map(|p| p.load(Ordering::SeqCst)).collect();
+    assert!(
+        polls[0] > 10_000,
+        "the first caller drove the call: {}",
+        polls[0]
+    );
+    let max = polls[1..].iter().max().unwrap();
+    assert!(*max <= 2, "a waiter was polled {max} times");
 }
 
 #[tokio::test(start_paused = true)]
@@ -379,4 +397,100 @@ async fn cancelling_at_every_poll_leaves_nothing_in_flight() {
     assert!(polls >= 1);
     settle().await;
     assert_eq!(coalesce.stats().in_flight, 0);
+}
+
+/// A small seeded generator (xorshift64*), so the stress test repeats.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_abandoning_at_random_points_never_hang_or_get_a_wrong_answer() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let coalesce = CoalesceLayer::new(|k: &u64| *k);
+    let svc = coalesce.layer(service_fn(move |k: u64| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, std::io::Error>(k * 10)
+        }
+    }));
+    let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED);
+    let tasks: Vec<_> = (0..3000)
+        .map(|_| {
+            let key = rng.below(4);
+            let patience = rng.below(8);
+            let give_up = rng.below(3) == 0;
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let call = svc.oneshot(key);
+                if give_up {
+                    tokio::select! {
+                        biased;
+                        r = call => Some(r.map(|v| (key, v))),
+                        () = async { for _ in 0..patience { tokio::task::yield_now().await } } => None,
+                    }
+                } else {
+                    Some(call.await.map(|v| (key, v)))
+                }
+            })
+        })
+        .collect();
+    let all = async {
+        for t in tasks {
+            if let Some(r) = t.await.unwrap() {
+                let (key, v) = r.unwrap();
+                assert_eq!(v, key * 10);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("no caller was left waiting forever");
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    let s = coalesce.stats();
+    assert_eq!((s.in_flight, s.waiting), (0, 0));
+    assert!(s.coalesced > 0, "nothing was coalesced");
+    assert!(calls.load(Ordering::SeqCst) < 3000);
+}
+
+#[tokio::test]
+async fn polling_again_after_giving_up_gives_the_same_error() {
+    let mut svc = by_value().layer(service_fn(|k: u32| async move {
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(k)
+    }));
+    let mut fut = Box::pin(svc.ready().await.unwrap().call(1));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let expired = Context::new().with_deadline(Instant::now());
+    let first = expired.sync_scope(|| fut.as_mut().poll(&mut cx));
+    assert!(matches!(first, Poll::Ready(Err(ref e)) if e.kind() == ErrorKind::DeadlineExceeded));
+    let again = fut.as_mut().poll(&mut cx);
+    assert!(matches!(again, Poll::Ready(Err(ref e)) if e.kind() == ErrorKind::DeadlineExceeded));
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_layer_serves_services_of_different_key_and_response_types() {
+    let coalesce = CoalesceLayer::new(|k: &u32| *k);
+    let numbers = coalesce.layer(service_fn(|k: u32| async move {
+        Ok::<_, std::io::Error>(k + 1)
+    }));
+    let words = coalesce.layer(service_fn(|k: u32| async move {
+        Ok::<_, std::io::Error>(format!("#{k}"))
+    }));
+    assert_eq!(numbers.oneshot(1).await.unwrap(), 2);
+    assert_eq!(words.oneshot(1).await.unwrap(), "#1");
+    assert_eq!(coalesce.stats().calls, 2);
 }

@@ -525,3 +525,14 @@ async fn callers_abandoning_at_random_points_never_break_exclusion_or_leave_keys
     assert_eq!((s.keys, s.waiting), (0, 0));
     assert!(s.gave_up > 0, "the test never abandoned a waiter");
 }
+
+#[tokio::test]
+#[should_panic(expected = "keyed lock ResponseFuture polled after completion")]
+async fn polling_after_completion_panics() {
+    let mut svc = by_key().layer(service_fn(|(_, id): Req| async move {
+        Ok::<_, std::io::Error>(id)
+    }));
+    let mut fut = Box::pin(svc.ready().await.unwrap().call((1, 1)));
+    assert!(matches!(poll_once(&mut fut).await, Poll::Ready(Ok(1))));
+    let _ = poll_once(&mut fut).await;
+}

@@ -1,10 +1,11 @@
 //! Plain-data configurations (deserializable with the `serde` feature) that
 //! build the layers, validated.
 
-use crate::error::ConfigError;
+use crate::error::nonzero;
 use crate::{
     DeadlineHeaders, DeadlineLayer, FromHeaders, OnMalformed, PropagateDeadlineLayer, TimeoutLayer,
 };
+use rampart_core::ConfigError;
 use std::time::Duration;
 
 /// The configuration of a [`TimeoutLayer`].
@@ -26,7 +27,7 @@ pub struct TimeoutConfig {
 impl TimeoutConfig {
     /// The layer, or why the configuration is invalid.
     pub fn build(&self) -> Result<TimeoutLayer, ConfigError> {
-        TimeoutLayer::new(Duration::from_millis(self.timeout_ms))
+        nonzero("timeout_ms", Duration::from_millis(self.timeout_ms)).map(TimeoutLayer::new)
     }
 }
 
@@ -48,7 +49,7 @@ pub struct HeadersConfig {
     pub grpc_timeout: bool,
     /// The HTTP deadline header on other requests (default
     /// `x-request-timeout-ms`; `None`: no header). A header HTTP framing or
-    /// gRPC owns is refused ([`ConfigError::ReservedHeader`]).
+    /// gRPC owns is refused (a [`ConfigError`] naming the field `header`).
     pub http_header: Option<String>,
 }
 
@@ -116,13 +117,13 @@ pub struct DeadlineConfig {
 impl DeadlineConfig {
     /// The plain layer (the header fields are not used).
     pub fn build(&self) -> Result<DeadlineLayer, ConfigError> {
-        DeadlineLayer::new(Duration::from_millis(self.budget_ms))
+        nonzero("budget_ms", Duration::from_millis(self.budget_ms)).map(DeadlineLayer::new)
     }
 
     /// The server layer, reading the caller's deadline from headers.
     pub fn build_from_headers(&self) -> Result<DeadlineLayer<FromHeaders>, ConfigError> {
-        let budget = Duration::from_millis(self.budget_ms);
-        Ok(DeadlineLayer::from_headers(budget, self.headers.build()?)?
+        let budget = nonzero("budget_ms", Duration::from_millis(self.budget_ms))?;
+        Ok(DeadlineLayer::from_headers(budget, self.headers.build()?)
             .on_malformed(self.on_malformed))
     }
 }
@@ -133,10 +134,8 @@ mod tests {
 
     #[test]
     fn configs_build_validated_layers() {
-        assert_eq!(
-            TimeoutConfig::default().build(),
-            Err(ConfigError::ZeroDuration)
-        );
+        let err = TimeoutConfig::default().build().unwrap_err();
+        assert_eq!((err.field(), err.value()), ("timeout_ms", "0ns"));
         let cfg = DeadlineConfig {
             budget_ms: 250,
             headers: HeadersConfig {
@@ -163,10 +162,9 @@ mod tests {
             },
             ..DeadlineConfig::default()
         };
-        assert!(matches!(
-            bad.build_from_headers(),
-            Err(ConfigError::InvalidHeaderName(_))
-        ));
+        let err = bad.build_from_headers().unwrap_err();
+        assert_eq!(err.field(), "header");
+        assert!(err.to_string().contains("not a header"), "{err}");
         assert_eq!(
             HeadersConfig::default().build_propagate().unwrap(),
             PropagateDeadlineLayer::new()
@@ -185,10 +183,7 @@ mod tests {
                 http_header: Some(owned.into()),
                 ..HeadersConfig::default()
             };
-            assert!(
-                matches!(cfg.build(), Err(ConfigError::ReservedHeader(_))),
-                "{owned}"
-            );
+            assert!(cfg.build().is_err_and(|e| e.field() == "header"), "{owned}");
         }
         let err = HeadersConfig {
             http_header: Some("te".into()),
@@ -223,8 +218,8 @@ mod tests {
         let cfg = DeadlineConfig::deserialize(map).unwrap();
         assert_eq!(cfg.on_malformed, OnMalformed::Reject);
         assert_eq!(
-            cfg.build(),
-            Err(ConfigError::ZeroDuration),
+            cfg.build().unwrap_err().field(),
+            "budget_ms",
             "no budget given"
         );
 

@@ -21,6 +21,7 @@
 //! for the next wait: only a service that was once not ready pays for it.
 
 use crate::timer::deadline_from;
+use pin_project_lite::pin_project;
 use rampart_core::ErrorKind;
 use std::future::Future;
 use std::pin::Pin;
@@ -28,18 +29,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
-
-/// Where the current caller's wait for readiness stands.
-#[derive(Clone, Copy, Debug)]
-enum Wait {
-    /// No wait since the last call.
-    Idle,
-    /// Waiting (or ready after waiting): the call keeps the timer's
-    /// deadline.
-    Waiting { kind: ErrorKind },
-    /// The timer fired: the next call fails with `kind`.
-    Expired { kind: ErrorKind },
-}
 
 /// How a call starts.
 #[derive(Clone, Copy, Debug)]
@@ -52,12 +41,28 @@ pub(crate) enum Start {
     Expired { kind: ErrorKind },
 }
 
-/// The inner service plus the state of the wait for its readiness.
+pin_project! {
+    /// A wait for readiness: its timer (kept, boxed, for the next wait)
+    /// and where it stands.
+    #[derive(Debug)]
+    struct Wait {
+        #[pin]
+        timer: Sleep,
+        kind: ErrorKind,
+        // A wait is under way (or ended, `expired` saying how).
+        active: bool,
+        // The timer fired: the next call fails with `kind`.
+        expired: bool,
+    }
+}
+
+/// The inner service plus the state of the wait for its readiness. One
+/// word besides the service: a service that never made anyone wait has no
+/// `Wait`.
 #[derive(Debug)]
 pub(crate) struct ReadyGate<S> {
     inner: S,
-    wait: Wait,
-    timer: Option<Pin<Box<Sleep>>>,
+    wait: Option<Pin<Box<Wait>>>,
 }
 
 impl<S: Clone> Clone for ReadyGate<S> {
@@ -69,11 +74,7 @@ impl<S: Clone> Clone for ReadyGate<S> {
 
 impl<S> ReadyGate<S> {
     pub(crate) fn new(inner: S) -> Self {
-        ReadyGate {
-            inner,
-            wait: Wait::Idle,
-            timer: None,
-        }
+        ReadyGate { inner, wait: None }
     }
 
     pub(crate) fn get_ref(&self) -> &S {
@@ -101,13 +102,15 @@ impl<S> ReadyGate<S> {
     where
         S: Service<Req>,
     {
-        if let Wait::Expired { .. } = self.wait {
+        if self.wait.as_ref().is_some_and(|w| w.expired) {
             return Poll::Ready(Ok(()));
         }
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => {
-                self.wait = Wait::Idle;
+                if let Some(w) = &mut self.wait {
+                    *w.as_mut().project().active = false;
+                }
                 Poll::Ready(Err(e))
             }
             Poll::Pending => self.poll_wait(cx, timeout, own).map(Ok),
@@ -119,28 +122,36 @@ impl<S> ReadyGate<S> {
     #[cold]
     #[inline(never)]
     fn poll_wait(&mut self, cx: &mut Context<'_>, timeout: Duration, own: ErrorKind) -> Poll<()> {
-        if let Wait::Idle = self.wait {
+        if !self.wait.as_ref().is_some_and(|w| w.active) {
             let now = Instant::now();
             let (at, kind) = deadline_from(now, timeout, own);
+            let wait = match &mut self.wait {
+                Some(w) => {
+                    w.as_mut().project().timer.reset(at);
+                    w
+                }
+                None => self.wait.insert(Box::pin(Wait {
+                    timer: tokio::time::sleep_until(at),
+                    kind,
+                    active: false,
+                    expired: false,
+                })),
+            };
+            let w = wait.as_mut().project();
+            *w.active = true;
+            *w.kind = kind;
             if at <= now {
-                self.wait = Wait::Expired { kind };
+                *w.expired = true;
                 return Poll::Ready(());
             }
-            match &mut self.timer {
-                Some(timer) => timer.as_mut().reset(at),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
-            }
-            self.wait = Wait::Waiting { kind };
         }
-        let (Wait::Waiting { kind }, Some(timer)) = (self.wait, &mut self.timer) else {
-            unreachable!("a wait has its timer")
+        let Some(wait) = &mut self.wait else {
+            unreachable!("an active wait has its timer")
         };
-        if timer.as_mut().poll(cx).is_ready() {
-            tracing::debug!(
-                ?kind,
-                "timer fired while waiting for the inner service to be ready"
-            );
-            self.wait = Wait::Expired { kind };
+        let w = wait.as_mut().project();
+        if w.timer.poll(cx).is_ready() {
+            tracing::debug!(kind = ?*w.kind, "timer fired while waiting for the inner service to be ready");
+            *w.expired = true;
             return Poll::Ready(());
         }
         Poll::Pending
@@ -149,16 +160,20 @@ impl<S> ReadyGate<S> {
     /// How the call being made starts; resets the wait for the next one.
     #[inline]
     pub(crate) fn start(&mut self) -> Start {
-        match std::mem::replace(&mut self.wait, Wait::Idle) {
-            Wait::Idle => Start::Fresh,
-            Wait::Waiting { kind } => Start::Waited {
-                at: self
-                    .timer
-                    .as_ref()
-                    .map_or_else(Instant::now, |t| t.deadline()),
-                kind,
-            },
-            Wait::Expired { kind } => Start::Expired { kind },
+        match &mut self.wait {
+            Some(w) if w.active => {
+                let w = w.as_mut().project();
+                *w.active = false;
+                if std::mem::take(w.expired) {
+                    Start::Expired { kind: *w.kind }
+                } else {
+                    Start::Waited {
+                        at: w.timer.deadline(),
+                        kind: *w.kind,
+                    }
+                }
+            }
+            _ => Start::Fresh,
         }
     }
 

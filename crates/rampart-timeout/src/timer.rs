@@ -85,7 +85,11 @@ pub(crate) fn deadline_from(
     timeout: Duration,
     own: ErrorKind,
 ) -> (Instant, ErrorKind) {
-    let mine = deadline_after(now, timeout);
+    // One checked add; only a duration too large for the clock takes the
+    // saturating path.
+    let mine = now
+        .checked_add(timeout)
+        .unwrap_or_else(|| deadline_after(now, timeout));
     match Context::current_deadline() {
         Some(ctx) if ctx < mine => (ctx, ErrorKind::DeadlineExceeded),
         _ => (mine, own),

@@ -15,7 +15,7 @@ use tower::{Layer, ServiceExt};
 type Seen = Arc<Mutex<Vec<Option<Instant>>>>;
 
 fn deadline(d: Duration) -> DeadlineLayer {
-    DeadlineLayer::new(d).unwrap()
+    DeadlineLayer::new(d)
 }
 
 /// A mock that records the deadline the inner work sees, then never answers.
@@ -150,16 +150,11 @@ async fn a_service_called_after_waiting_for_readiness_sees_the_deadline() {
 #[tokio::test(start_paused = true)]
 async fn a_timeout_inside_a_deadline_reports_whichever_fires_first() {
     let mock = MockService::<(), ()>::new(|()| MockReply::pending());
-    let svc = deadline(ms(250)).layer(
-        rampart_timeout::TimeoutLayer::new(ms(100))
-            .unwrap()
-            .layer(mock),
-    );
+    let svc = deadline(ms(250)).layer(rampart_timeout::TimeoutLayer::new(ms(100)).layer(mock));
     let err = within_an_hour(svc.clone().oneshot(())).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     let svc = deadline(ms(50)).layer(
         rampart_timeout::TimeoutLayer::new(ms(100))
-            .unwrap()
             .layer(MockService::<(), ()>::new(|()| MockReply::pending())),
     );
     let err = within_an_hour(svc.oneshot(())).await.unwrap_err();
@@ -167,16 +162,31 @@ async fn a_timeout_inside_a_deadline_reports_whichever_fires_first() {
 }
 
 #[test]
-fn zero_budget_is_refused_with_a_typed_error() {
-    assert_eq!(
-        DeadlineLayer::new(Duration::ZERO).unwrap_err(),
-        ConfigError::ZeroDuration
-    );
-    assert!(
-        DeadlineLayer::from_headers(Duration::ZERO, rampart_timeout::DeadlineHeaders::new())
-            .is_err()
-    );
+fn zero_budget_is_refused_by_try_new_naming_the_field() {
+    let err: ConfigError = DeadlineLayer::try_new(Duration::ZERO).unwrap_err();
+    assert_eq!(err.field(), "budget");
+    assert!(err.to_string().contains("budget"), "{err}");
+    assert_eq!(DeadlineLayer::try_new(ms(5)).unwrap().budget(), ms(5));
     assert_eq!(deadline(ms(5)).budget(), ms(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_budget_means_already_expired() {
+    let (mock, _) = recording();
+    let err = deadline(Duration::ZERO)
+        .layer(mock.clone())
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(
+        mock.calls(),
+        0,
+        "expired on arrival: the inner is not called"
+    );
+    let server =
+        DeadlineLayer::from_headers(Duration::ZERO, rampart_timeout::DeadlineHeaders::new());
+    assert_eq!(server.budget(), Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]

@@ -24,9 +24,7 @@ type Seen = Arc<Mutex<Vec<Option<Instant>>>>;
 const BUDGET: Duration = Duration::from_secs(5);
 
 fn server(policy: OnMalformed) -> DeadlineLayer<FromHeaders> {
-    DeadlineLayer::from_headers(BUDGET, DeadlineHeaders::new())
-        .unwrap()
-        .on_malformed(policy)
+    DeadlineLayer::from_headers(BUDGET, DeadlineHeaders::new()).on_malformed(policy)
 }
 
 /// A mock answering 200 at once that records the deadline it saw.
@@ -85,8 +83,7 @@ async fn http_header_starts_the_deadline_and_a_custom_name_works() {
         DeadlineHeaders::new()
             .try_http_header("x-deadline-ms")
             .unwrap(),
-    )
-    .unwrap();
+    );
     let req = Request::get("/")
         .header("x-deadline-ms", "40")
         .body(())
@@ -249,7 +246,6 @@ async fn headers_can_be_turned_off() {
         .without_grpc_timeout()
         .without_http_header();
     let svc = DeadlineLayer::from_headers(ms(700), headers)
-        .unwrap()
         .on_malformed(OnMalformed::Reject)
         .layer(mock);
     svc.clone().oneshot(grpc(b"garbage")).await.unwrap();

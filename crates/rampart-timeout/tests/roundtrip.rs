@@ -109,17 +109,17 @@ async fn grpc_timeout_round_trip_shows_the_remaining_time_at_every_hop() {
         };
         let hop_a = ServiceBuilder::new()
             .layer(HandleErrorsLayer::new())
-            .layer(
-                DeadlineLayer::from_headers(Duration::from_secs(5), DeadlineHeaders::new())
-                    .unwrap(),
-            )
+            .layer(DeadlineLayer::from_headers(
+                Duration::from_secs(5),
+                DeadlineHeaders::new(),
+            ))
             .service(handler);
         let a_addr = serve(hop_a).await;
 
         // The edge: a 1 s deadline, propagated.
         let budget = Duration::from_secs(1);
         let edge = ServiceBuilder::new()
-            .layer(DeadlineLayer::new(budget).unwrap())
+            .layer(DeadlineLayer::new(budget))
             .layer(PropagateDeadlineLayer::new())
             .service(h2_client());
         let started = Instant::now();
@@ -177,10 +177,10 @@ async fn an_expired_propagated_deadline_is_answered_at_once_without_running_the_
         };
         let hop = ServiceBuilder::new()
             .layer(HandleErrorsLayer::new())
-            .layer(
-                DeadlineLayer::from_headers(Duration::from_secs(5), DeadlineHeaders::new())
-                    .unwrap(),
-            )
+            .layer(DeadlineLayer::from_headers(
+                Duration::from_secs(5),
+                DeadlineHeaders::new(),
+            ))
             .service(handler);
         let addr = serve(hop).await;
         let mut req = grpc_request(format!("http://{addr}/pkg.A/Call"));

@@ -20,7 +20,7 @@ async fn poll_once<F: Future>(mut fut: std::pin::Pin<&mut F>) -> std::task::Poll
 }
 
 fn timeout(d: Duration) -> TimeoutLayer {
-    TimeoutLayer::new(d).unwrap()
+    TimeoutLayer::new(d)
 }
 
 #[tokio::test(start_paused = true)]
@@ -264,26 +264,43 @@ async fn cancelled_at_every_poll_leaves_nothing_in_flight() {
 }
 
 #[test]
-fn zero_timeout_is_refused_with_a_typed_error() {
-    assert_eq!(
-        TimeoutLayer::new(Duration::ZERO),
-        Err(ConfigError::ZeroDuration)
-    );
-    assert!(rampart_timeout::Timeout::new((), Duration::ZERO).is_err());
-    let layer = TimeoutLayer::try_from(Duration::MAX).unwrap();
+fn zero_timeout_is_refused_by_try_new_naming_the_field() {
+    let err: ConfigError = TimeoutLayer::try_new(Duration::ZERO).unwrap_err();
+    assert_eq!(err.field(), "timeout");
+    assert!(err.to_string().contains("timeout"), "{err}");
+    let layer = TimeoutLayer::try_new(Duration::MAX).unwrap();
     assert_eq!(layer.timeout(), Duration::MAX);
+    assert_eq!(TimeoutLayer::from(ms(5)), TimeoutLayer::new(ms(5)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_timeout_means_already_expired_as_in_tower() {
+    // Ready on the first poll: answered (tower polls the inner first too).
+    let ready = MockService::<(), u8>::scripted([MockReply::ok(1)]);
+    assert_eq!(
+        timeout(Duration::ZERO)
+            .layer(ready)
+            .oneshot(())
+            .await
+            .unwrap(),
+        1
+    );
+    // Anything else fails at once.
+    let start = Instant::now();
+    let slow = MockService::<(), u8>::scripted([MockReply::ok(1).after(ms(1))]);
+    let err = rampart_timeout::Timeout::new(slow.clone(), Duration::ZERO)
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(slow.inflight(), 0, "the inner call was dropped");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_huge_timeout_saturates_instead_of_overflowing() {
     let mock = MockService::<(), u8>::scripted([MockReply::ok(5).after(ms(10))]);
-    let res = within_an_hour(
-        TimeoutLayer::new(Duration::MAX)
-            .unwrap()
-            .layer(mock)
-            .oneshot(()),
-    )
-    .await;
+    let res = within_an_hour(TimeoutLayer::new(Duration::MAX).layer(mock).oneshot(())).await;
     assert_eq!(res.unwrap(), 5);
 }
 

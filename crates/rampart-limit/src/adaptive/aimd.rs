@@ -1,7 +1,7 @@
 //! AIMD: additive increase, multiplicative decrease, driven by drops.
 
 use super::{LimitAlgorithm, Sample};
-use crate::error::{ConfigError, check_bounds, check_factor};
+use crate::error::{LimitConfigError, check_bounds, check_factor};
 use std::time::Duration;
 
 /// The parameters of [`Aimd`]; the defaults are Netflix's `AIMDLimit`.
@@ -9,7 +9,7 @@ use std::time::Duration;
 /// ```
 /// use rampart_limit::AimdConfig;
 /// let aimd = AimdConfig { min_limit: 1, initial_limit: 4, ..AimdConfig::default() }.build()?;
-/// # Ok::<(), rampart_limit::ConfigError>(())
+/// # Ok::<(), rampart_limit::LimitConfigError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(
@@ -45,13 +45,13 @@ impl Default for AimdConfig {
 
 impl AimdConfig {
     /// Validates the parameters.
-    pub fn build(&self) -> Result<Aimd, ConfigError> {
+    pub fn build(&self) -> Result<Aimd, LimitConfigError> {
         check_bounds(self.initial_limit, self.min_limit, self.max_limit)?;
         check_factor("backoff_ratio", self.backoff_ratio, "[0.5, 1.0)", |r| {
             (0.5..1.0).contains(&r)
         })?;
         if self.timeout.is_zero() {
-            return Err(ConfigError::Zero { field: "timeout" });
+            return Err(LimitConfigError::Zero { field: "timeout" });
         }
         Ok(Aimd {
             cfg: self.clone(),
@@ -136,7 +136,7 @@ mod tests {
                 min_limit: 0,
                 ..d()
             }),
-            ConfigError::ZeroLimit { field: "min_limit" }
+            LimitConfigError::ZeroLimit { field: "min_limit" }
         );
         assert_eq!(
             bad(AimdConfig {
@@ -144,14 +144,14 @@ mod tests {
                 max_limit: 10,
                 ..d()
             }),
-            ConfigError::MinAboveMax { min: 30, max: 10 }
+            LimitConfigError::MinAboveMax { min: 30, max: 10 }
         );
         assert!(matches!(
             bad(AimdConfig {
                 initial_limit: 5,
                 ..d()
             }),
-            ConfigError::InitialOutOfBounds { .. }
+            LimitConfigError::InitialOutOfBounds { .. }
         ));
         for r in [1.0, 0.49, f64::NAN, -1.0] {
             assert!(matches!(
@@ -159,7 +159,7 @@ mod tests {
                     backoff_ratio: r,
                     ..d()
                 }),
-                ConfigError::InvalidFactor {
+                LimitConfigError::InvalidFactor {
                     field: "backoff_ratio",
                     ..
                 }
@@ -170,7 +170,7 @@ mod tests {
                 timeout: Duration::ZERO,
                 ..d()
             }),
-            ConfigError::Zero { field: "timeout" }
+            LimitConfigError::Zero { field: "timeout" }
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Gradient2: the ratio of a long-term average RTT to the current RTT.
 
 use super::{LimitAlgorithm, Sample};
-use crate::error::{ConfigError, check_bounds, check_factor};
+use crate::error::{LimitConfigError, check_bounds, check_factor};
 
 /// Samples averaged plainly before the long RTT turns exponential.
 const WARMUP: u32 = 10;
@@ -24,7 +24,7 @@ const WARMUP: u32 = 10;
 /// ```
 /// use rampart_limit::Gradient2Config;
 /// let g = Gradient2Config { min_limit: 4, initial_limit: 8, ..Gradient2Config::default() }.build()?;
-/// # Ok::<(), rampart_limit::ConfigError>(())
+/// # Ok::<(), rampart_limit::LimitConfigError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(
@@ -67,14 +67,14 @@ impl Default for Gradient2Config {
 
 impl Gradient2Config {
     /// Validates the parameters.
-    pub fn build(&self) -> Result<Gradient2, ConfigError> {
+    pub fn build(&self) -> Result<Gradient2, LimitConfigError> {
         check_bounds(self.initial_limit, self.min_limit, self.max_limit)?;
         check_factor("smoothing", self.smoothing, "(0, 1]", |s| {
             s > 0.0 && s <= 1.0
         })?;
         check_factor("rtt_tolerance", self.rtt_tolerance, ">= 1.0", |t| t >= 1.0)?;
         if self.long_window == 0 {
-            return Err(ConfigError::Zero {
+            return Err(LimitConfigError::Zero {
                 field: "long_window",
             });
         }
@@ -213,7 +213,7 @@ mod tests {
                 ..d()
             }
             .build(),
-            Err(ConfigError::InvalidFactor {
+            Err(LimitConfigError::InvalidFactor {
                 field: "rtt_tolerance",
                 ..
             })
@@ -224,7 +224,7 @@ mod tests {
                 ..d()
             }
             .build(),
-            Err(ConfigError::InvalidFactor {
+            Err(LimitConfigError::InvalidFactor {
                 field: "smoothing",
                 ..
             })
@@ -236,7 +236,7 @@ mod tests {
             }
             .build()
             .unwrap_err(),
-            ConfigError::Zero {
+            LimitConfigError::Zero {
                 field: "long_window"
             }
         );

@@ -1,7 +1,7 @@
 //! Vegas: TCP Vegas' queue estimate applied to a concurrency limit.
 
 use super::{LimitAlgorithm, Sample, log10_root};
-use crate::error::{ConfigError, check_bounds, check_factor};
+use crate::error::{LimitConfigError, check_bounds, check_factor};
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use std::time::Duration;
 /// ```
 /// use rampart_limit::VegasConfig;
 /// let vegas = VegasConfig { max_limit: 64, ..VegasConfig::default() }.build()?;
-/// # Ok::<(), rampart_limit::ConfigError>(())
+/// # Ok::<(), rampart_limit::LimitConfigError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(
@@ -62,20 +62,20 @@ impl Default for VegasConfig {
 
 impl VegasConfig {
     /// Validates the parameters.
-    pub fn build(&self) -> Result<Vegas, ConfigError> {
+    pub fn build(&self) -> Result<Vegas, LimitConfigError> {
         check_bounds(self.initial_limit, self.min_limit, self.max_limit)?;
         check_factor("smoothing", self.smoothing, "(0, 1]", |s| {
             s > 0.0 && s <= 1.0
         })?;
         if self.probe_multiplier == 0 {
-            return Err(ConfigError::Zero {
+            return Err(LimitConfigError::Zero {
                 field: "probe_multiplier",
             });
         }
         if let (Some(a), Some(b)) = (self.alpha, self.beta)
             && a > b
         {
-            return Err(ConfigError::InvalidFactor {
+            return Err(LimitConfigError::InvalidFactor {
                 field: "alpha",
                 value: f64::from(a),
                 expected: "alpha <= beta",
@@ -265,7 +265,7 @@ mod tests {
                     ..d()
                 }
                 .build(),
-                Err(ConfigError::InvalidFactor {
+                Err(LimitConfigError::InvalidFactor {
                     field: "smoothing",
                     ..
                 })
@@ -278,7 +278,7 @@ mod tests {
             }
             .build()
             .unwrap_err(),
-            ConfigError::Zero {
+            LimitConfigError::Zero {
                 field: "probe_multiplier"
             }
         );
@@ -298,7 +298,7 @@ mod tests {
             }
             .build()
             .unwrap_err(),
-            ConfigError::ZeroLimit { field: "max_limit" }
+            LimitConfigError::ZeroLimit { field: "max_limit" }
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Sample windows: many calls, one decision (Netflix's `WindowedLimit`).
 
 use super::Sample;
-use crate::error::ConfigError;
+use crate::error::LimitConfigError;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -48,24 +48,24 @@ impl Default for SampleWindow {
 }
 
 impl SampleWindow {
-    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+    pub(crate) fn check(&self) -> Result<(), LimitConfigError> {
         if self.min_time.is_zero() {
-            return Err(ConfigError::Zero { field: "min_time" });
+            return Err(LimitConfigError::Zero { field: "min_time" });
         }
         if self.min_samples == 0 {
-            return Err(ConfigError::Zero {
+            return Err(LimitConfigError::Zero {
                 field: "min_samples",
             });
         }
         if self.max_time > rampart_core::codec::MAX_DURATION {
-            return Err(ConfigError::InvalidFactor {
+            return Err(LimitConfigError::InvalidFactor {
                 field: "max_time",
                 value: self.max_time.as_secs_f64(),
                 expected: "max_time <= rampart_core::codec::MAX_DURATION (about 31 years)",
             });
         }
         if self.min_time > self.max_time {
-            return Err(ConfigError::InvalidFactor {
+            return Err(LimitConfigError::InvalidFactor {
                 field: "min_time",
                 value: self.min_time.as_secs_f64(),
                 expected: "min_time <= max_time",

@@ -137,7 +137,7 @@ pub(crate) struct KeyMap {
 /// A snapshot of the map for stats.
 pub(crate) struct Totals {
     pub(crate) keys: usize,
-    pub(crate) in_flight: u64,
+    pub(crate) in_flight: usize,
     pub(crate) waiting: usize,
 }
 
@@ -272,7 +272,7 @@ impl KeyMap {
             let shard = self.lock(i);
             t.keys += shard.entries.len();
             for (_, e) in &shard.entries {
-                t.in_flight += u64::from(e.sem.in_flight());
+                t.in_flight += crate::error::count(e.sem.in_flight());
                 t.waiting += e.sem.waiting();
             }
         }

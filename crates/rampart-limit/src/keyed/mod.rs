@@ -9,9 +9,10 @@ pub use extract::{HeaderKey, KeyExtractor};
 pub use service::{KeyedConcurrencyLimit, KeyedResponseFuture};
 
 use crate::config::{Mode, WaitPolicy};
-use crate::error::{ConfigError, check_limit};
+use crate::error::{LimitConfigError, check_limit};
 use crate::stats::KeyedStats;
 use map::KeyMap;
+use rampart_core::ConfigError;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +32,7 @@ pub const DEFAULT_MAX_KEYS: usize = 10_000;
 )]
 pub struct KeyedConfig {
     /// At most this many calls at once per key.
-    pub limit_per_key: u32,
+    pub limit_per_key: usize,
     /// At most this many keys are tracked (default 10 000).
     #[cfg_attr(feature = "serde", serde(default = "default_max_keys"))]
     pub max_keys: usize,
@@ -83,7 +84,7 @@ fn default_max_keys() -> usize {
 /// let per_host = KeyedConcurrencyLimitLayer::new(
 ///     |req: &http::Request<()>| req.uri().host().map(str::to_owned),
 ///     8,
-/// )?;
+/// );
 /// # Ok::<(), rampart_limit::ConfigError>(())
 /// ```
 pub struct KeyedConcurrencyLimitLayer<E> {
@@ -104,7 +105,7 @@ impl KeyedShared {
             keys: t.keys,
             in_flight: t.in_flight,
             waiting: t.waiting,
-            limit_per_key: self.keys.limit(),
+            limit_per_key: crate::error::count(self.keys.limit()),
             shed: self.keys.counters.shed_count(),
             expired: self.keys.counters.expired_count(),
             key_map_full: self.map_full.load(Ordering::Relaxed),
@@ -131,13 +132,34 @@ impl<E> fmt::Debug for KeyedConcurrencyLimitLayer<E> {
 
 impl<E> KeyedConcurrencyLimitLayer<E> {
     /// At most `limit_per_key` calls at once per key; the others wait, first
-    /// come first served; at most [`DEFAULT_MAX_KEYS`] keys.
-    pub fn new(extractor: E, limit_per_key: u32) -> Result<Self, ConfigError> {
+    /// come first served; at most [`DEFAULT_MAX_KEYS`] keys. A limit above
+    /// [`MAX_LIMIT`](crate::MAX_LIMIT) saturates there.
+    ///
+    /// # Panics
+    ///
+    /// If `limit_per_key` is 0. For a value read at run time use
+    /// [`try_new`](Self::try_new).
+    pub fn new(extractor: E, limit_per_key: usize) -> Self {
+        assert!(
+            limit_per_key != 0,
+            "KeyedConcurrencyLimitLayer::new: limit_per_key is 0, nothing could ever run"
+        );
+        let limit = limit_per_key.min(crate::MAX_LIMIT as usize);
+        match Self::builder(extractor, limit).build() {
+            Ok(layer) => layer,
+            Err(e) => unreachable!("a limit in 1..=MAX_LIMIT with the default policy: {e}"),
+        }
+    }
+
+    /// Like [`new`](Self::new): 0 or a limit above
+    /// [`MAX_LIMIT`](crate::MAX_LIMIT) is a [`ConfigError`] naming the
+    /// field `limit_per_key`.
+    pub fn try_new(extractor: E, limit_per_key: usize) -> Result<Self, ConfigError> {
         Self::builder(extractor, limit_per_key).build()
     }
 
     /// Starts a builder.
-    pub fn builder(extractor: E, limit_per_key: u32) -> KeyedBuilder<E> {
+    pub fn builder(extractor: E, limit_per_key: usize) -> KeyedBuilder<E> {
         KeyedBuilder {
             extractor,
             config: KeyedConfig {
@@ -211,17 +233,19 @@ impl<E> KeyedBuilder<E> {
         self
     }
 
-    /// The `retry_after` hint of `Overloaded` errors (default 1 s).
+    /// The `retry_after` hint of `Overloaded` errors (default 1 s; longer
+    /// than [`MAX_RETRY_AFTER`](crate::MAX_RETRY_AFTER) saturates there).
     pub fn retry_after(mut self, after: Option<Duration>) -> Self {
         self.config.wait.retry_after = after;
         self
     }
 
     /// Checks the settings and builds the layer.
+    /// Every refusal is a [`ConfigError`] naming the field and the value.
     pub fn build(self) -> Result<KeyedConcurrencyLimitLayer<E>, ConfigError> {
         let limit = check_limit("limit_per_key", self.config.limit_per_key)?;
         if self.config.max_keys == 0 {
-            return Err(ConfigError::Zero { field: "max_keys" });
+            return Err(LimitConfigError::Zero { field: "max_keys" }.into());
         }
         let policy = self.config.wait.check()?;
         Ok(KeyedConcurrencyLimitLayer {

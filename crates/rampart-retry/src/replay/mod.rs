@@ -13,9 +13,16 @@
 //!   sent in full, once; the request just stops being retryable — never
 //!   truncated or corrupted. It can also stamp an attempt header
 //!   (`x-retry-attempt: 2`) on every retry.
+//! - `ReplayTonic` (feature `tonic`): [`ReplayHttp`] for a tonic
+//!   `Channel`, whose requests must carry `tonic::body::Body`: the replayed
+//!   body is handed to the channel as a `tonic::body::Body`.
 
 mod body;
+#[cfg(feature = "tonic")]
+mod tonic;
 
+#[cfg(feature = "tonic")]
+pub use self::tonic::ReplayTonic;
 pub use body::{ReplayBody, ReplayError, Replayer};
 
 use http::{HeaderName, HeaderValue};
@@ -30,6 +37,9 @@ pub const DEFAULT_MAX_REPLAY_BYTES: usize = 64 * 1024;
 /// Implement it for request types that are neither `Clone` nor
 /// `http::Request`.
 pub trait Replay<Req> {
+    /// The first attempt's request, prepared (e.g. its body wrapped) but not
+    /// yet turned into what the inner service receives.
+    type Prepared;
     /// What the inner service receives.
     type Request;
     /// What is kept between attempts.
@@ -38,12 +48,15 @@ pub trait Replay<Req> {
     /// Turns the caller's request into the first attempt's (e.g. wraps its
     /// body). `keep` is false when no retry can happen (one attempt
     /// allowed): nothing will be kept, so nothing needs buffering.
-    fn prepare(&self, req: Req, keep: bool) -> Self::Request;
+    fn prepare(&self, req: Req, keep: bool) -> Self::Prepared;
 
     /// What to keep of the first attempt's request for later ones, or `None`
     /// when it cannot be replayed. Called (only when `keep` was true) before
     /// the request is handed to the inner service.
-    fn keep(&self, req: &Self::Request) -> Option<Self::Kept>;
+    fn keep(&self, req: &Self::Prepared) -> Option<Self::Kept>;
+
+    /// The prepared request as the inner service takes it (often as it is).
+    fn send(&self, req: Self::Prepared) -> Self::Request;
 
     /// The request for attempt number `attempt` (2, 3, …), or `None` when it
     /// can no longer be sent again. Called when a retry is decided, before
@@ -63,6 +76,7 @@ pub trait Replay<Req> {
 pub struct CloneRequest;
 
 impl<Req: Clone> Replay<Req> for CloneRequest {
+    type Prepared = Req;
     type Request = Req;
     type Kept = Req;
 
@@ -74,6 +88,11 @@ impl<Req: Clone> Replay<Req> for CloneRequest {
     #[inline]
     fn keep(&self, req: &Req) -> Option<Req> {
         Some(req.clone())
+    }
+
+    #[inline]
+    fn send(&self, req: Req) -> Req {
+        req
     }
 
     fn next(&self, kept: &Req, _attempt: u32) -> Option<Req> {
@@ -137,6 +156,7 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
+    type Prepared = http::Request<ReplayBody<B>>;
     type Request = http::Request<ReplayBody<B>>;
     type Kept = HttpKept<B>;
 
@@ -159,6 +179,11 @@ where
         parts.headers = req.headers().clone();
         parts.extensions = req.extensions().clone();
         Some(HttpKept { parts, body })
+    }
+
+    #[inline]
+    fn send(&self, req: http::Request<ReplayBody<B>>) -> http::Request<ReplayBody<B>> {
+        req
     }
 
     fn next(&self, kept: &HttpKept<B>, attempt: u32) -> Option<http::Request<ReplayBody<B>>> {

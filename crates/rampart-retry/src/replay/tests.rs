@@ -143,6 +143,7 @@ async fn a_failing_body_is_not_replayed() {
 fn clone_request_keeps_a_clone() {
     let sent = Replay::<u32>::prepare(&CloneRequest, 5, true);
     assert_eq!(Replay::<u32>::keep(&CloneRequest, &sent), Some(5));
+    assert_eq!(Replay::<u32>::send(&CloneRequest, sent), 5);
     assert_eq!(Replay::<u32>::next(&CloneRequest, &5, 2), Some(5));
 }
 

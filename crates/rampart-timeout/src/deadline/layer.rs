@@ -2,7 +2,8 @@
 
 use super::{Deadline, FromHeaders, NoHeaders, OnMalformed};
 use crate::DeadlineHeaders;
-use crate::error::{ConfigError, nonzero};
+use crate::error::nonzero;
+use rampart_core::ConfigError;
 use std::time::Duration;
 use tower_layer::Layer;
 
@@ -37,7 +38,7 @@ use tower_layer::Layer;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let svc = ServiceBuilder::new()
-///     .layer(DeadlineLayer::new(Duration::from_millis(300))?)
+///     .layer(DeadlineLayer::new(Duration::from_millis(300)))
 ///     .service(service_fn(|()| async {
 ///         // The inner work sees the deadline.
 ///         let left = Context::current().and_then(|c| c.remaining()).unwrap();
@@ -56,12 +57,20 @@ pub struct DeadlineLayer<H = NoHeaders> {
 
 impl DeadlineLayer {
     /// A deadline `budget` after each call (or the caller's, if earlier).
-    /// A zero budget is refused.
-    pub fn new(budget: Duration) -> Result<Self, ConfigError> {
-        Ok(DeadlineLayer {
-            budget: nonzero(budget)?,
+    /// Never fails, never panics: a zero budget means "already expired"
+    /// (every request fails with `DeadlineExceeded` without reaching the
+    /// inner service); a budget too large for the clock saturates.
+    pub fn new(budget: Duration) -> Self {
+        DeadlineLayer {
+            budget,
             source: NoHeaders,
-        })
+        }
+    }
+
+    /// Like [`new`](Self::new), for a value read at run time: a zero
+    /// budget is refused with a [`ConfigError`] naming the field `budget`.
+    pub fn try_new(budget: Duration) -> Result<Self, ConfigError> {
+        Ok(DeadlineLayer::new(nonzero("budget", budget)?))
     }
 }
 
@@ -76,18 +85,21 @@ impl DeadlineLayer<FromHeaders> {
     /// use rampart_timeout::{DeadlineHeaders, DeadlineLayer, OnMalformed};
     /// use std::time::Duration;
     ///
-    /// let layer = DeadlineLayer::from_headers(Duration::from_secs(5), DeadlineHeaders::new())?
+    /// let layer = DeadlineLayer::from_headers(Duration::from_secs(5), DeadlineHeaders::new())
     ///     .on_malformed(OnMalformed::Reject);
-    /// # Ok::<(), rampart_timeout::ConfigError>(())
+    /// assert_eq!(layer.budget(), Duration::from_secs(5));
     /// ```
-    pub fn from_headers(budget: Duration, headers: DeadlineHeaders) -> Result<Self, ConfigError> {
-        Ok(DeadlineLayer {
-            budget: nonzero(budget)?,
+    ///
+    /// Never fails: a zero budget means "already expired", as for
+    /// [`DeadlineLayer::new`].
+    pub fn from_headers(budget: Duration, headers: DeadlineHeaders) -> Self {
+        DeadlineLayer {
+            budget,
             source: FromHeaders {
                 headers,
                 on_malformed: OnMalformed::Ignore,
             },
-        })
+        }
     }
 
     /// What to do with a malformed deadline header.

@@ -1,7 +1,8 @@
 //! [`TimeoutLayer`]: the configuration of a per-attempt timeout.
 
 use super::Timeout;
-use crate::error::{ConfigError, nonzero};
+use crate::error::nonzero;
+use rampart_core::ConfigError;
 use std::time::Duration;
 use tower_layer::Layer;
 
@@ -17,10 +18,11 @@ use tower_layer::Layer;
 /// use rampart_timeout::TimeoutLayer;
 /// use std::time::Duration;
 ///
-/// let layer = TimeoutLayer::new(Duration::from_secs(2))?;
+/// let layer = TimeoutLayer::new(Duration::from_secs(2));
 /// assert_eq!(layer.timeout(), Duration::from_secs(2));
-/// assert!(TimeoutLayer::new(Duration::ZERO).is_err());
-/// # Ok::<(), rampart_timeout::ConfigError>(())
+/// // From a runtime value, refusing zero:
+/// let err = TimeoutLayer::try_new(Duration::ZERO).unwrap_err();
+/// assert_eq!(err.field(), "timeout");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimeoutLayer {
@@ -28,13 +30,20 @@ pub struct TimeoutLayer {
 }
 
 impl TimeoutLayer {
-    /// A layer whose calls fail after `timeout`.
-    ///
-    /// A zero duration is refused ([`ConfigError::ZeroDuration`]); a
+    /// A layer whose calls fail after `timeout`. Never fails, never panics:
+    /// a zero duration means "already expired" (as in tower: a call whose
+    /// response is not ready on its first poll fails at once), and a
     /// duration too large for the clock saturates at about 31 years.
-    pub fn new(timeout: Duration) -> Result<Self, ConfigError> {
+    pub fn new(timeout: Duration) -> Self {
+        TimeoutLayer { timeout }
+    }
+
+    /// Like [`new`](Self::new), for a value read at run time: a zero
+    /// duration, usually a missing setting, is refused with a
+    /// [`ConfigError`] naming the field `timeout`.
+    pub fn try_new(timeout: Duration) -> Result<Self, ConfigError> {
         Ok(TimeoutLayer {
-            timeout: nonzero(timeout)?,
+            timeout: nonzero("timeout", timeout)?,
         })
     }
 
@@ -44,10 +53,8 @@ impl TimeoutLayer {
     }
 }
 
-impl TryFrom<Duration> for TimeoutLayer {
-    type Error = ConfigError;
-
-    fn try_from(timeout: Duration) -> Result<Self, ConfigError> {
+impl From<Duration> for TimeoutLayer {
+    fn from(timeout: Duration) -> Self {
         TimeoutLayer::new(timeout)
     }
 }

@@ -1,7 +1,6 @@
 //! [`Timeout`]: the service of [`TimeoutLayer`](super::TimeoutLayer).
 
 use super::TimeoutFuture;
-use crate::error::{ConfigError, nonzero};
 use crate::ready::{ReadyGate, Start};
 use crate::timer::{Timer, deadline_from};
 use rampart_core::{BoxError, Error, ErrorKind};
@@ -32,25 +31,31 @@ use tower_service::Service;
 #[derive(Clone, Debug)]
 pub struct Timeout<S> {
     inner: ReadyGate<S>,
-    timeout: Duration,
+    // Nanoseconds (saturating at ~584 years), not a `Duration`: it keeps
+    // the service at two words besides the inner one, which keeps
+    // `Oneshot<Timeout<S>, Req>` within what the compiler copies inline
+    // (measured: one `memcpy` call less per request).
+    timeout_ns: u64,
 }
 
 impl<S> Timeout<S> {
-    /// Wraps `inner` with a timeout; a zero duration is refused.
-    pub fn new(inner: S, timeout: Duration) -> Result<Self, ConfigError> {
-        Ok(Timeout::from_parts(inner, nonzero(timeout)?))
+    /// Wraps `inner` with a timeout (see
+    /// [`TimeoutLayer::new`](crate::TimeoutLayer::new): zero means
+    /// "already expired").
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        Timeout::from_parts(inner, timeout)
     }
 
     pub(crate) fn from_parts(inner: S, timeout: Duration) -> Self {
         Timeout {
             inner: ReadyGate::new(inner),
-            timeout,
+            timeout_ns: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
         }
     }
 
-    /// The configured timeout.
+    /// The configured timeout (saturated at about 584 years).
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        Duration::from_nanos(self.timeout_ns)
     }
 
     /// The inner service.
@@ -81,14 +86,22 @@ where
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner
-            .poll_ready(cx, self.timeout, ErrorKind::Timeout)
+            .poll_ready(
+                cx,
+                Duration::from_nanos(self.timeout_ns),
+                ErrorKind::Timeout,
+            )
             .map_err(Error::from_inner)
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let (at, kind) = match self.inner.start() {
-            Start::Fresh => deadline_from(Instant::now(), self.timeout, ErrorKind::Timeout),
+            Start::Fresh => deadline_from(
+                Instant::now(),
+                Duration::from_nanos(self.timeout_ns),
+                ErrorKind::Timeout,
+            ),
             Start::Waited { at, kind } => (at, kind),
             Start::Expired { kind } => return TimeoutFuture::expired(kind),
         };
