@@ -33,7 +33,7 @@ struct Settings {
     total: Duration,
     attempt: Duration,
     max_attempts: usize,
-    limit: u32,
+    limit: usize,
     budget: Budget,
 }
 
@@ -81,10 +81,10 @@ fn client_stack(s: Settings) -> Result<(impl ClientStack, Retry), BoxError> {
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let svc = ServiceBuilder::new()
         .propagate_context()
-        .deadline(s.total)?
+        .deadline(s.total)
         .retry_with(retry.clone())
-        .limit_concurrency(ConcurrencyLimitLayer::new(s.limit)?)
-        .attempt_timeout(s.attempt)?
+        .limit_concurrency(ConcurrencyLimitLayer::new(s.limit))
+        .attempt_timeout(s.attempt)
         .propagate_deadline()
         .service(client);
     Ok((svc, retry))

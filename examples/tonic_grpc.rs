@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use rampart::BoxError;
 use rampart::prelude::*;
-use rampart::retry::{Jitter, ReplayBody};
+use rampart::retry::Jitter;
 use rampart_testkit::{FlakyServer, Reply};
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -43,21 +43,20 @@ fn client_stack(
     channel: Channel,
     total: Duration,
 ) -> Result<HealthClient<impl GrpcStack>, BoxError> {
-    let retry = RetryLayer::http()
+    // `tonic()`: classifies gRPC statuses and replays the request body into
+    // the `tonic::body::Body` a `Channel` takes.
+    let retry = RetryLayer::tonic()
         .max_attempts(4)
         .backoff(Backoff::exponential(Duration::from_millis(20)).jitter(Jitter::None))
         .build()?;
     let svc = ServiceBuilder::new()
         .tonic_status()
         .propagate_context()
-        .deadline(total)?
+        .deadline(total)
         .retry_with(retry)
-        .limit_concurrency(ConcurrencyLimitLayer::new(8)?)
-        .attempt_timeout(Duration::from_secs(1))?
+        .limit_concurrency(ConcurrencyLimitLayer::new(8))
+        .attempt_timeout(Duration::from_secs(1))
         .propagate_deadline()
-        // The retry layer hands down a replayable body; the channel takes
-        // tonic's.
-        .map_request(|req: Request<ReplayBody<Body>>| req.map(Body::new))
         .map_err(channel_deadline)
         .service(channel);
     Ok(HealthClient::new(svc))
@@ -212,8 +211,8 @@ async fn start_server(seen: Seen) -> Result<SocketAddr, BoxError> {
     let stack = ServiceBuilder::new()
         .request_id()
         .handle_errors()
-        .deadline_from_headers(Duration::from_secs(5))?
-        .limit_concurrency(ConcurrencyLimitLayer::new(16)?)
+        .deadline_from_headers(Duration::from_secs(5))
+        .limit_concurrency(ConcurrencyLimitLayer::new(16))
         .layer(probe);
     tokio::spawn(
         Server::builder()

@@ -63,7 +63,7 @@ struct ClientParts<S> {
 struct ClientSettings {
     total: Duration,
     attempt: Duration,
-    limit: u32,
+    limit: usize,
     budget: (f64, usize, Duration),
 }
 
@@ -81,16 +81,14 @@ fn client_stack(s: &ClientSettings) -> ClientParts<impl ClientStack> {
         .seed(21)
         .build()
         .unwrap();
-    let limit = ConcurrencyLimitLayer::new(s.limit).unwrap();
+    let limit = ConcurrencyLimitLayer::new(s.limit);
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let svc = ServiceBuilder::new()
         .propagate_context()
         .deadline(s.total)
-        .unwrap()
         .retry_with(retry.clone())
         .limit_concurrency(limit.clone())
         .attempt_timeout(s.attempt)
-        .unwrap()
         .propagate_deadline()
         .service(client);
     ClientParts { svc, retry, limit }
@@ -109,7 +107,7 @@ struct ServerParts {
 async fn server_stack() -> ServerParts {
     use axum::routing::get;
     let shutdown = Shutdown::new();
-    let limit = ConcurrencyLimitLayer::new(16).unwrap();
+    let limit = ConcurrencyLimitLayer::new(16);
     let handled = Arc::new(AtomicUsize::new(0));
     let count = handled.clone();
     let handler = move || {
@@ -127,7 +125,6 @@ async fn server_stack() -> ServerParts {
         .handle_errors()
         .layer(CancelLayer::with_shutdown(&shutdown))
         .deadline_from_headers(Duration::from_secs(5))
-        .unwrap()
         .limit_concurrency(limit.clone());
     let router = axum::Router::new().route("/", get(handler)).layer(stack);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -258,8 +255,7 @@ async fn drain_in_the_middle_of_load_every_request_ends_once_and_the_report_adds
             .handle_errors()
             .layer(CancelLayer::with_shutdown(&shutdown))
             .deadline_from_headers(Duration::from_secs(5))
-            .unwrap()
-            .limit_concurrency(ConcurrencyLimitLayer::new(64).unwrap());
+            .limit_concurrency(ConcurrencyLimitLayer::new(64));
         let router = axum::Router::new().route("/", get(handler)).layer(stack);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -588,8 +584,7 @@ async fn measure_hello_world_bare_vs_behind_the_server_stack() {
             .handle_errors()
             .layer(CancelLayer::with_shutdown(&shutdown))
             .deadline_from_headers(Duration::from_secs(5))
-            .unwrap()
-            .limit_concurrency(ConcurrencyLimitLayer::new(1024).unwrap());
+            .limit_concurrency(ConcurrencyLimitLayer::new(1024));
         let stacked = serve(axum::Router::new().route("/", get(hello)).layer(stack)).await;
         let (callers, requests) = (32, 20_000);
         // Warm up both, then alternate three rounds each.

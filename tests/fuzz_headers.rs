@@ -152,7 +152,6 @@ async fn through_stack(
         .request_id()
         .handle_errors()
         .deadline_from_headers(Duration::from_secs(5))
-        .unwrap()
         .service(service_fn(|_req: Request<()>| async {
             let ctx = Context::current().expect("a context");
             // The handler sees a valid id and a deadline within the cap.
