@@ -88,6 +88,14 @@ pub fn status_from_error(e: impl Into<BoxError>) -> tonic::Status {
         if err.is::<tonic::Status>() {
             break;
         }
+        // A `Channel` enforces the `grpc-timeout` that deadline propagation
+        // wrote, and tonic reports its expiry as CANCELLED; for the caller
+        // it is its deadline passing.
+        if err.is::<tonic::TimeoutExpired>() {
+            let mut status = Error::deadline_exceeded().to_tonic_status();
+            status.set_source(Arc::from(e));
+            return status;
+        }
         if let Some(r) = err.downcast_ref::<Error>()
             && r.kind() != ErrorKind::Inner
         {
@@ -241,6 +249,18 @@ where
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_channel_timeout_is_the_callers_deadline_not_a_cancellation() {
+        // What tonic's Channel returns when the propagated grpc-timeout
+        // expires; tonic alone maps it to CANCELLED.
+        assert_eq!(
+            tonic::Status::from_error(Box::new(tonic::TimeoutExpired(()))).code(),
+            tonic::Code::Cancelled
+        );
+        let status = status_from_error(tonic::TimeoutExpired(()));
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    }
 
     #[test]
     fn every_kind_maps_to_its_code_and_hints_become_pushback_metadata() {
