@@ -1,19 +1,26 @@
 //! The five-layer stack, outermost first: request id (set + propagate) →
 //! timeout (1 s) → retry (never) → buffer (1024) → concurrency limit (64),
-//! against the bare inner service; ct and mt, one and 64 callers, ready
-//! inner.
+//! against the bare inner service; ct and mt, one and 64 callers, ready,
+//! yielding and remote inners.
 //!
-//! The `tower` id is built from tower and tower-http parts. A `rampart` id
-//! (the same five patterns from rampart, same order and settings) goes next
-//! to it, registered with `common::bench_layer(&mut g, "rampart", case,
-//! layer)`.
+//! - `tower`: tower and tower-http parts (`SetRequestId` + `PropagateRequestId`
+//!   with a v4 UUID, `Timeout`, `Retry` with [`NeverRetry`], `Buffer`,
+//!   `ConcurrencyLimit`).
+//! - `rampart`: the same five patterns from rampart, same order and
+//!   settings: `RequestIdLayer` (mint a v7 id, echo it on the response),
+//!   `TimeoutLayer::new(1 s)`, `RetryLayer::builder().build()` (3 attempts,
+//!   budget off; an `Ok` is a success, so nothing is retried; `Request<()>`
+//!   is cloned per attempt like tower's), `QueueLayer::new(1024, 8)` (8
+//!   workers, as in the `queue` bench), `ConcurrencyLimitLayer::new(64)`.
+//!
+//! [`NeverRetry`]: common::NeverRetry
 
 mod common;
 
 use std::time::Duration;
 
 use common::{
-    InnerKind::Ready,
+    InnerKind::{Ready, Remote, Yield},
     NeverRetry,
     Rt::{Ct, Mt},
     bench_floor, bench_layer, cases, group,
@@ -32,10 +39,12 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 const BOUND: usize = 1024;
 /// Concurrency limit of the stack.
 const LIMIT: usize = 64;
+/// Workers of rampart's queue (the `queue` bench's choice).
+const WORKERS: usize = 8;
 
 fn stack(c: &mut Criterion) {
     let mut g = group(c, "stack");
-    for case in cases(&[Ct, Mt], &[Ready], &[1, 64]) {
+    for case in cases(&[Ct, Mt], &[Ready, Yield, Remote], &[1, 64]) {
         bench_floor(&mut g, case);
         let tower_stack = ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -46,7 +55,17 @@ fn stack(c: &mut Criterion) {
             .layer(ConcurrencyLimitLayer::new(LIMIT))
             .into_inner();
         bench_layer(&mut g, "tower", case, tower_stack);
-        // rampart: bench_layer(&mut g, "rampart", case, <rampart stack, same order>);
+        let retry = rampart::retry::RetryLayer::builder()
+            .build()
+            .expect("valid retry config");
+        let rampart_stack = ServiceBuilder::new()
+            .layer(rampart::context::RequestIdLayer::new())
+            .layer(rampart::timeout::TimeoutLayer::new(TIMEOUT))
+            .layer(retry)
+            .layer(rampart::queue::QueueLayer::<common::Req>::new(BOUND, WORKERS))
+            .layer(rampart::limit::ConcurrencyLimitLayer::new(LIMIT))
+            .into_inner();
+        bench_layer(&mut g, "rampart", case, rampart_stack);
     }
     g.finish();
 }
