@@ -62,7 +62,9 @@ fn stack(c: &mut Criterion) {
             .layer(rampart::context::RequestIdLayer::new())
             .layer(rampart::timeout::TimeoutLayer::new(TIMEOUT))
             .layer(retry)
-            .layer(rampart::queue::QueueLayer::<common::Req>::new(BOUND, WORKERS))
+            .layer(rampart::queue::QueueLayer::<common::Req>::new(
+                BOUND, WORKERS,
+            ))
             .layer(rampart::limit::ConcurrencyLimitLayer::new(LIMIT))
             .into_inner();
         bench_layer(&mut g, "rampart", case, rampart_stack);

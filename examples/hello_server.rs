@@ -1,0 +1,90 @@
+//! An axum hello-world for the end-to-end load bench (`benches/e2e_wrk.sh`),
+//! served bare or behind rampart's full server stack:
+//!
+//! ```text
+//! request id → handle errors → cancel scope (drain) → deadline from headers → concurrency limit → handler
+//! ```
+//!
+//! `cargo run --release --example hello_server -- bare|stacked PORT [SECS]`
+//! serves `GET /` ("Hello, World!") on 127.0.0.1:PORT (loopback only) until
+//! Ctrl-C or, when SECS is given, for SECS seconds, then drains (stacked) and
+//! exits.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use rampart::BoxError;
+use rampart::cancel::Shutdown;
+use rampart::prelude::*;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+
+/// Concurrent handlers at most: far above the bench's 64 connections, so
+/// the limit is paid for but never waited on.
+const LIMIT: usize = 1024;
+/// Deadline of a request whose caller sent none (and cap of those sent).
+const SERVER_BUDGET: Duration = Duration::from_secs(5);
+
+async fn hello() -> &'static str {
+    "Hello, World!"
+}
+
+fn usage(got: &str) -> BoxError {
+    format!("usage: hello_server bare|stacked PORT [SECS], got {got:?}").into()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mode, port) = match args.as_slice() {
+        [mode, port] | [mode, port, _] => (mode.as_str(), port),
+        _ => return Err(usage(&args.join(" "))),
+    };
+    let port: u16 = port.parse().map_err(|_| usage(port))?;
+    let secs: Option<u64> = match args.get(2) {
+        Some(s) => Some(s.parse().map_err(|_| usage(s))?),
+        None => None,
+    };
+    let shutdown = Shutdown::new();
+    let router = Router::new().route("/", get(hello));
+    let router = match mode {
+        "bare" => router,
+        "stacked" => router.layer(
+            ServiceBuilder::new()
+                .request_id()
+                .handle_errors()
+                .drain_with(&shutdown)
+                .deadline_from_headers(SERVER_BUDGET)
+                .limit_concurrency(ConcurrencyLimitLayer::new(LIMIT)),
+        ),
+        other => return Err(usage(other)),
+    };
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("hello_server {mode} on http://{}", listener.local_addr()?);
+    // The listener stops accepting as soon as the drain begins.
+    let server = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.draining())
+            .into_future(),
+    );
+    match secs {
+        Some(s) => {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(s)) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        None => tokio::signal::ctrl_c().await?,
+    }
+    let report = shutdown.drain(Duration::from_secs(1)).await;
+    println!(
+        "hello_server {mode}: drained ({} in flight at start)",
+        report.in_flight_at_start()
+    );
+    // Keep-alive connections close once idle; do not wait for ever.
+    if let Ok(joined) = tokio::time::timeout(Duration::from_secs(2), server).await {
+        joined??;
+    }
+    Ok(())
+}
