@@ -63,9 +63,13 @@ to_ms() {
     }'
 }
 
-# run MODE PORT: serve, load, print "REQS P99_MS" on the last line.
+# run MODE PORT: serve, load, set RESULT to "REQS P99_MS".
 run() {
     local mode=$1 port=$2 out
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is already in use; set BARE_PORT / STACKED_PORT" >&2
+        exit 1
+    fi
     "$BIN" "$mode" "$port" "$SERVER_SECS" >/dev/null &
     PIDS+=("$!")
     wait_port "$port"
@@ -80,11 +84,14 @@ run() {
     if [ -n "$errs" ]; then echo "$mode: $errs non-2xx responses" >&2; fi
     kill "${PIDS[-1]}" 2>/dev/null || true
     wait "${PIDS[-1]}" 2>/dev/null || true
-    echo "$reqs $(to_ms "$p99")"
+    if [ -z "$reqs" ] || [ -z "$p99" ]; then echo "$mode: could not read wrk output" >&2; exit 1; fi
+    RESULT="$reqs $(to_ms "$p99")"
 }
 
-read -r BARE_RPS BARE_P99 < <(run bare "$BARE_PORT" | tail -n1)
-read -r STACK_RPS STACK_P99 < <(run stacked "$STACKED_PORT" | tail -n1)
+run bare "$BARE_PORT"
+read -r BARE_RPS BARE_P99 <<< "$RESULT"
+run stacked "$STACKED_PORT"
+read -r STACK_RPS STACK_P99 <<< "$RESULT"
 
 echo
 echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency, loopback"
