@@ -729,6 +729,28 @@ mod loom_tests {
         });
     }
 
+    /// Growing the limit alone (no permit comes back) wakes a waiter that
+    /// is queued or queueing at the same time.
+    #[test]
+    fn loom_growing_the_limit_alone_wakes_a_waiter() {
+        model(|| {
+            let sem = Arc::new(Sem::new(1));
+            assert_eq!(sem.try_acquire(), Some(1));
+            let waiter = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || {
+                    let n = loom::future::block_on(Acquire::new(&sem));
+                    assert_eq!(n, 2, "the held permit and the waiter's");
+                    sem.release();
+                })
+            };
+            sem.set_limit(2);
+            waiter.join().unwrap();
+            sem.release();
+            assert_idle(&sem, 2);
+        });
+    }
+
     /// Shrinking the limit while a waiter is queued and a permit comes
     /// back: the permit is retired or handed on, never both, and the
     /// waiter is granted by the next release at the latest.
