@@ -751,6 +751,66 @@ mod loom_tests {
         });
     }
 
+    /// A newcomer on the fast path does not overtake a queued waiter in
+    /// the window where the limit has grown but the waiter is not yet
+    /// granted.
+    #[test]
+    fn loom_newcomer_never_overtakes_a_waiter_when_the_limit_grows() {
+        model(|| {
+            let sem = Arc::new(Sem::new(1));
+            assert_eq!(sem.try_acquire(), Some(1));
+            let first = queue(&sem);
+            let waiter = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || {
+                    loom::future::block_on(Acquire::queued(&sem, first));
+                    sem.release();
+                })
+            };
+            let resizer = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.set_limit(2))
+            };
+            if sem.try_acquire().is_some() {
+                assert!(sem.is_granted(first), "barged past the waiter");
+                sem.release();
+            }
+            resizer.join().unwrap();
+            waiter.join().unwrap();
+            sem.release();
+            assert_idle(&sem, 2);
+        });
+    }
+
+    /// Once the limit has shrunk, a permit coming back above the new limit
+    /// is retired, not handed to a waiter queueing at the same time.
+    #[test]
+    fn loom_release_above_a_shrunk_limit_retires_the_permit() {
+        model(|| {
+            let sem = Arc::new(Sem::new(2));
+            assert_eq!(sem.try_acquire(), Some(1));
+            assert_eq!(sem.try_acquire(), Some(2));
+            sem.set_limit(1);
+            let waiter = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || {
+                    let n = loom::future::block_on(Acquire::new(&sem));
+                    assert_eq!(n, 1, "granted within the new limit");
+                    sem.release();
+                })
+            };
+            let releaser = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.release())
+            };
+            releaser.join().unwrap();
+            assert_eq!(sem.in_flight(), 1, "retired, not handed on");
+            sem.release();
+            waiter.join().unwrap();
+            assert_idle(&sem, 1);
+        });
+    }
+
     /// Shrinking the limit while a waiter is queued and a permit comes
     /// back: the permit is retired or handed on, never both, and the
     /// waiter is granted by the next release at the latest.
