@@ -771,10 +771,16 @@ mod loom_tests {
                 let sem = Arc::clone(&sem);
                 thread::spawn(move || sem.set_limit(2))
             };
-            if sem.try_acquire().is_some() {
-                assert!(sem.is_granted(first), "barged past the waiter");
-                sem.release();
-            }
+            let newcomer = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || {
+                    if sem.try_acquire().is_some() {
+                        assert!(sem.is_granted(first), "barged past the waiter");
+                        sem.release();
+                    }
+                })
+            };
+            newcomer.join().unwrap();
             resizer.join().unwrap();
             waiter.join().unwrap();
             sem.release();
