@@ -607,7 +607,11 @@ mod loom_tests {
                     sem.release();
                 })
             };
-            sem.release();
+            let releaser = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.release())
+            };
+            releaser.join().unwrap();
             waiter.join().unwrap();
             assert_idle(&sem, 1);
         });
@@ -658,8 +662,12 @@ mod loom_tests {
                 let sem = Arc::clone(&sem);
                 thread::spawn(move || sem.release())
             };
-            drop(Acquire::queued(&sem, only));
+            let canceller = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || drop(Acquire::queued(&sem, only)))
+            };
             releaser.join().unwrap();
+            canceller.join().unwrap();
             assert_idle(&sem, 1);
         });
     }
@@ -722,7 +730,11 @@ mod loom_tests {
                 let sem = Arc::clone(&sem);
                 thread::spawn(move || sem.set_limit(2))
             };
-            sem.release();
+            let releaser = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.release())
+            };
+            releaser.join().unwrap();
             waiter.join().unwrap();
             resizer.join().unwrap();
             assert_idle(&sem, 2);
@@ -744,7 +756,11 @@ mod loom_tests {
                     sem.release();
                 })
             };
-            sem.set_limit(2);
+            let resizer = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.set_limit(2))
+            };
+            resizer.join().unwrap();
             waiter.join().unwrap();
             sem.release();
             assert_idle(&sem, 2);
@@ -838,7 +854,11 @@ mod loom_tests {
                 let sem = Arc::clone(&sem);
                 thread::spawn(move || sem.set_limit(1))
             };
-            sem.release();
+            let releaser = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.release())
+            };
+            releaser.join().unwrap();
             resizer.join().unwrap();
             sem.release();
             waiter.join().unwrap();
