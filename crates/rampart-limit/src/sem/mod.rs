@@ -16,8 +16,19 @@ mod queue;
 
 pub(crate) use queue::Slot;
 use queue::{Granted, Queue};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+// Atomics and the lock come from loom under `--cfg rampart_loom` (model
+// checks in `loom_tests` below), else from std.
+#[cfg(rampart_loom)]
+use loom::sync::{
+    Mutex, MutexGuard,
+    atomic::{AtomicU64, Ordering},
+};
+use std::sync::PoisonError;
+#[cfg(not(rampart_loom))]
+use std::sync::{
+    Mutex, MutexGuard,
+    atomic::{AtomicU64, Ordering},
+};
 use std::task::{Context, Poll, Waker};
 
 /// The largest limit (in-flight counts use 31 bits).
@@ -289,7 +300,7 @@ impl Sem {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(rampart_loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
@@ -468,5 +479,390 @@ mod tests {
             assert_eq!(sem.waiting(), line.len(), "step {step}");
             assert_eq!(sem.limit(), limit);
         }
+    }
+}
+
+/// Loom model checks of the semaphore (issue 21): run with
+/// `RUSTFLAGS="--cfg rampart_loom" cargo test --release -p rampart-limit --lib loom`.
+/// Waiters are driven by `loom::future::block_on`, whose waker parks the
+/// thread: a lost wakeup shows up as a deadlock loom reports.
+#[cfg(all(test, rampart_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+    use std::future::Future;
+    use std::pin::Pin;
+
+    /// Takes a permit the way the service does: fast path, else the queue,
+    /// then polls the slot; dropped while queued, it cancels.
+    struct Acquire {
+        sem: Arc<Sem>,
+        slot: Option<Slot>,
+        done: bool,
+    }
+
+    impl Acquire {
+        fn new(sem: &Arc<Sem>) -> Acquire {
+            Acquire {
+                sem: Arc::clone(sem),
+                slot: None,
+                done: false,
+            }
+        }
+
+        /// A waiter already in line at `slot`.
+        fn queued(sem: &Arc<Sem>, slot: Slot) -> Acquire {
+            Acquire {
+                sem: Arc::clone(sem),
+                slot: Some(slot),
+                done: false,
+            }
+        }
+    }
+
+    impl Future for Acquire {
+        type Output = u32;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u32> {
+            let this = &mut *self;
+            assert!(!this.done, "polled after completion");
+            let res = match this.slot {
+                Some(slot) => this.sem.poll_slot(slot, cx),
+                None => match this.sem.try_acquire() {
+                    Some(n) => Poll::Ready(n),
+                    None => match this.sem.acquire_or_queue(usize::MAX, cx.waker()) {
+                        Admit::Acquired(n) => Poll::Ready(n),
+                        Admit::Queued(slot) => {
+                            this.slot = Some(slot);
+                            Poll::Pending
+                        }
+                        Admit::Full => unreachable!("the queue is unbounded here"),
+                    },
+                },
+            };
+            if res.is_ready() {
+                this.done = true;
+            }
+            res
+        }
+    }
+
+    impl Drop for Acquire {
+        fn drop(&mut self) {
+            if let (Some(slot), false) = (self.slot, self.done) {
+                self.sem.cancel(slot);
+            }
+        }
+    }
+
+    fn noop_waker() -> Waker {
+        struct Noop;
+        impl std::task::Wake for Noop {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        Waker::from(std::sync::Arc::new(Noop))
+    }
+
+    /// Queues a waiter from the model's main thread (with a waker that does
+    /// nothing: the waiter's own thread registers its real one when it polls).
+    fn queue(sem: &Sem) -> Slot {
+        match sem.acquire_or_queue(usize::MAX, &noop_waker()) {
+            Admit::Queued(slot) => slot,
+            other => panic!("expected to queue, got {other:?}"),
+        }
+    }
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        if b.preemption_bound.is_none() {
+            b.preemption_bound = Some(3);
+        }
+        b.check(f);
+    }
+
+    fn assert_idle(sem: &Sem, limit: u32) {
+        assert_eq!(sem.in_flight(), 0, "a permit leaked or was doubled");
+        assert_eq!(sem.waiting(), 0);
+        assert_eq!(sem.limit(), limit);
+        // The waiters flag is clear: the fast path works again, up to the limit.
+        for n in 1..=limit {
+            assert_eq!(sem.try_acquire(), Some(n));
+        }
+        assert_eq!(sem.try_acquire(), None);
+    }
+
+    /// A release racing a waiter joining the queue: the waiter is always
+    /// granted (never parked forever), and every permit comes back.
+    #[test]
+    fn loom_release_racing_acquire_never_loses_the_wakeup() {
+        model(|| {
+            let sem = Arc::new(Sem::new(1));
+            assert_eq!(sem.try_acquire(), Some(1));
+            let waiter = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || {
+                    let n = loom::future::block_on(Acquire::new(&sem));
+                    assert_eq!(n, 1, "one permit in use: the waiter's");
+                    sem.release();
+                })
+            };
+            let releaser = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.release())
+            };
+            releaser.join().unwrap();
+            waiter.join().unwrap();
+            assert_idle(&sem, 1);
+        });
+    }
+
+    /// A waiter granted the permit (or about to be) is dropped while the
+    /// permit is released: the permit goes to the next waiter or back to
+    /// the pool, exactly once.
+    #[test]
+    fn loom_cancelled_grant_is_neither_leaked_nor_doubled() {
+        model(|| {
+            let sem = Arc::new(Sem::new(1));
+            assert_eq!(sem.try_acquire(), Some(1));
+            let first = queue(&sem);
+            let second = queue(&sem);
+            let releaser = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.release())
+            };
+            let canceller = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || drop(Acquire::queued(&sem, first)))
+            };
+            let next = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || {
+                    let n = loom::future::block_on(Acquire::queued(&sem, second));
+                    assert_eq!(n, 1, "the only permit in use is this one");
+                    sem.release();
+                })
+            };
+            releaser.join().unwrap();
+            canceller.join().unwrap();
+            next.join().unwrap();
+            assert_idle(&sem, 1);
+        });
+    }
+
+    /// The same race with nobody behind the cancelled waiter: the permit
+    /// returns to the pool.
+    #[test]
+    fn loom_cancelled_last_waiter_returns_the_permit() {
+        model(|| {
+            let sem = Arc::new(Sem::new(1));
+            assert_eq!(sem.try_acquire(), Some(1));
+            let only = queue(&sem);
+            let releaser = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.release())
+            };
+            let canceller = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || drop(Acquire::queued(&sem, only)))
+            };
+            releaser.join().unwrap();
+            canceller.join().unwrap();
+            assert_idle(&sem, 1);
+        });
+    }
+
+    /// Two queued waiters are served in arrival order, and a newcomer on
+    /// the fast path never overtakes them.
+    #[test]
+    fn loom_waiters_are_handed_permits_in_fifo_order() {
+        model(|| {
+            let sem = Arc::new(Sem::new(1));
+            assert_eq!(sem.try_acquire(), Some(1));
+            let first = queue(&sem);
+            let second = queue(&sem);
+            let order = Arc::new(Mutex::new(Vec::new()));
+            let spawn_waiter = |slot: Slot, name: &'static str| {
+                let sem = Arc::clone(&sem);
+                let order = Arc::clone(&order);
+                thread::spawn(move || {
+                    loom::future::block_on(Acquire::queued(&sem, slot));
+                    order.lock().unwrap().push(name);
+                    sem.release();
+                })
+            };
+            let a = spawn_waiter(first, "first");
+            let b = spawn_waiter(second, "second");
+            let releaser = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.release())
+            };
+            // A newcomer gets in only once both waiters have been served.
+            if sem.try_acquire().is_some() {
+                assert_eq!(order.lock().unwrap().len(), 2, "barged past waiters");
+                sem.release();
+            }
+            a.join().unwrap();
+            b.join().unwrap();
+            releaser.join().unwrap();
+            assert_eq!(*order.lock().unwrap(), ["first", "second"]);
+            assert_idle(&sem, 1);
+        });
+    }
+
+    /// Growing the limit while a waiter is queued and a permit is released:
+    /// the waiter is granted once (by whichever comes first) and the count
+    /// ends at zero.
+    #[test]
+    fn loom_growing_the_limit_grants_the_waiter_once() {
+        model(|| {
+            let sem = Arc::new(Sem::new(1));
+            assert_eq!(sem.try_acquire(), Some(1));
+            let waiter = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || {
+                    let n = loom::future::block_on(Acquire::new(&sem));
+                    assert!((1..=2).contains(&n), "in use {n} over the limit");
+                    sem.release();
+                })
+            };
+            let resizer = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.set_limit(2))
+            };
+            let releaser = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.release())
+            };
+            releaser.join().unwrap();
+            waiter.join().unwrap();
+            resizer.join().unwrap();
+            assert_idle(&sem, 2);
+        });
+    }
+
+    /// Growing the limit alone (no permit comes back) wakes a waiter that
+    /// is queued or queueing at the same time.
+    #[test]
+    fn loom_growing_the_limit_alone_wakes_a_waiter() {
+        model(|| {
+            let sem = Arc::new(Sem::new(1));
+            assert_eq!(sem.try_acquire(), Some(1));
+            let waiter = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || {
+                    let n = loom::future::block_on(Acquire::new(&sem));
+                    assert_eq!(n, 2, "the held permit and the waiter's");
+                    sem.release();
+                })
+            };
+            let resizer = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.set_limit(2))
+            };
+            resizer.join().unwrap();
+            waiter.join().unwrap();
+            sem.release();
+            assert_idle(&sem, 2);
+        });
+    }
+
+    /// A newcomer on the fast path does not overtake a queued waiter in
+    /// the window where the limit has grown but the waiter is not yet
+    /// granted.
+    #[test]
+    fn loom_newcomer_never_overtakes_a_waiter_when_the_limit_grows() {
+        model(|| {
+            let sem = Arc::new(Sem::new(1));
+            assert_eq!(sem.try_acquire(), Some(1));
+            let first = queue(&sem);
+            let waiter = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || {
+                    loom::future::block_on(Acquire::queued(&sem, first));
+                    sem.release();
+                })
+            };
+            let resizer = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.set_limit(2))
+            };
+            let newcomer = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || {
+                    if sem.try_acquire().is_some() {
+                        assert!(sem.is_granted(first), "barged past the waiter");
+                        sem.release();
+                    }
+                })
+            };
+            newcomer.join().unwrap();
+            resizer.join().unwrap();
+            waiter.join().unwrap();
+            sem.release();
+            assert_idle(&sem, 2);
+        });
+    }
+
+    /// Once the limit has shrunk, a permit coming back above the new limit
+    /// is retired, not handed to a waiter queueing at the same time.
+    #[test]
+    fn loom_release_above_a_shrunk_limit_retires_the_permit() {
+        model(|| {
+            let sem = Arc::new(Sem::new(2));
+            assert_eq!(sem.try_acquire(), Some(1));
+            assert_eq!(sem.try_acquire(), Some(2));
+            sem.set_limit(1);
+            let waiter = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || {
+                    let n = loom::future::block_on(Acquire::new(&sem));
+                    assert_eq!(n, 1, "granted within the new limit");
+                    sem.release();
+                })
+            };
+            let releaser = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.release())
+            };
+            releaser.join().unwrap();
+            assert_eq!(sem.in_flight(), 1, "retired, not handed on");
+            sem.release();
+            waiter.join().unwrap();
+            assert_idle(&sem, 1);
+        });
+    }
+
+    /// Shrinking the limit while a waiter is queued and a permit comes
+    /// back: the permit is retired or handed on, never both, and the
+    /// waiter is granted by the next release at the latest.
+    #[test]
+    fn loom_shrinking_the_limit_retires_or_hands_on_each_permit_once() {
+        model(|| {
+            let sem = Arc::new(Sem::new(2));
+            assert_eq!(sem.try_acquire(), Some(1));
+            assert_eq!(sem.try_acquire(), Some(2));
+            let waiter = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || {
+                    let n = loom::future::block_on(Acquire::new(&sem));
+                    assert!(n <= 2, "in use {n} over the old limit");
+                    sem.release();
+                })
+            };
+            let resizer = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.set_limit(1))
+            };
+            let releaser = {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.release())
+            };
+            releaser.join().unwrap();
+            resizer.join().unwrap();
+            sem.release();
+            waiter.join().unwrap();
+            assert_idle(&sem, 1);
+        });
     }
 }
