@@ -516,7 +516,7 @@ impl Circuit {
         phase(self.state.load(Ordering::Acquire)) == CLOSED
     }
 
-    #[cfg(rampart_loom)]
+    #[cfg(all(test, rampart_loom))]
     pub(crate) fn raw(&self) -> u64 {
         self.state.load(Ordering::Acquire)
     }

@@ -7,12 +7,12 @@ use crate::layer::{CircuitBreakerBuilder, CircuitBreakerHandle, CircuitBreakerLa
 use crate::service::{ResponseFuture, dispatch};
 use crate::stats::State;
 use rampart_core::classify::{Classify, ErrorClassify};
+use rampart_core::hashed::HashedMap;
 use rampart_core::{BoxError, ConfigError, Error};
 use rampart_limit::KeyExtractor;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
@@ -24,25 +24,7 @@ const SHARDS: usize = 16;
 /// At most this many entries are looked at when a new key finds the map full.
 const SWEEP: usize = 64;
 
-/// Key hashes are already SipHash values under a random key.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Shard = HashMap<u64, Arc<Breaker>, BuildHasherDefault<PassThrough>>;
+type Shard = HashedMap<Arc<Breaker>>;
 
 struct KeyMap {
     shards: Box<[RwLock<Shard>]>,

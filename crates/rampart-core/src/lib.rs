@@ -39,6 +39,7 @@ mod config;
 mod context;
 mod error;
 pub mod grpc;
+pub mod hashed;
 mod request_id;
 #[cfg(feature = "http")]
 mod response;

@@ -4,9 +4,9 @@
 use crate::gcra::{Step, step};
 use crate::quota::{Quota, nanos};
 use rampart_core::Error;
-use std::collections::HashMap;
+use rampart_core::hashed::HashedMap;
 use std::future::{Future, Ready, ready};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -171,29 +171,11 @@ pub struct KeyedStore {
 
 #[derive(Debug, Default)]
 struct Shard {
-    tats: HashMap<u64, u64, BuildHasherDefault<Prehashed>>,
+    tats: HashedMap<u64>,
     checks: u32,
     /// A full shard does not sweep again before this time (ns): the
     /// earliest moment one of its keys goes idle.
     full_until: u64,
-}
-
-/// The map's keys are already hashes.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 impl Shard {

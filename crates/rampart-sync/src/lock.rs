@@ -22,12 +22,12 @@
 
 use crate::stats::LockStats;
 use pin_project_lite::pin_project;
+use rampart_core::hashed::HashedMap;
 use rampart_core::{BoxError, Context, Error};
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -44,27 +44,6 @@ const SHARDS: usize = 16;
 /// used and its capacity is above this.
 const MIN_CAPACITY: usize = 64;
 
-/// The keys are already SipHash values under a random key: hash them no
-/// further.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// One active key: how many calls hold it or wait for it, and (only once a
 /// second call came while it was held) the semaphore its waiters queue on.
 #[derive(Debug)]
@@ -76,7 +55,7 @@ struct Slot {
     line: Option<Arc<Semaphore>>,
 }
 
-type Map = HashMap<u64, Slot, BuildHasherDefault<PassThrough>>;
+type Map = HashedMap<Slot>;
 
 /// Keeps the shard locks on separate cache lines.
 #[derive(Debug, Default)]

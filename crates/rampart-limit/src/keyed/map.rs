@@ -5,8 +5,8 @@ use crate::config::Policy;
 use crate::permit::Owner;
 use crate::sem::Sem;
 use crate::stats::Counters;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use rampart_core::hashed::HashedMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -33,28 +33,7 @@ impl Owner for KeyEntry {
     }
 }
 
-/// The keys are already SipHash values under a random key: hash them no
-/// further.
-#[derive(Default)]
-pub(crate) struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Index = HashMap<u64, usize, BuildHasherDefault<PassThrough>>;
+type Index = HashedMap<usize>;
 
 /// Shards of the map, chosen by key hash: requests for different keys
 /// rarely share a lock.
