@@ -77,7 +77,7 @@ where
 {
     type Response = S::Response;
     type Error = Error;
-    type Future = KeyedResponseFuture<S, Req, St::Future>;
+    type Future = KeyedResponseFuture<S, Req, St>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(Error::from_inner)
@@ -107,7 +107,7 @@ where
             Poll::Pending => State::Checking {
                 check,
                 bound,
-                shared: Arc::clone(&self.shared) as Arc<dyn Settle>,
+                shared: Arc::clone(&self.shared),
                 call: Some((self.inner.clone(), req)),
             },
         };
@@ -117,26 +117,28 @@ where
 
 pin_project! {
     /// The response future of [`KeyedRateLimit`].
-    pub struct KeyedResponseFuture<S, Req, C>
+    pub struct KeyedResponseFuture<S, Req, St>
     where
         S: Service<Req>,
+        St: RateStore,
     {
         #[pin]
-        state: State<S, Req, C>,
+        state: State<S, Req, St>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, Req, C>
+    enum State<S, Req, St>
     where
         S: Service<Req>,
+        St: RateStore,
     {
         Called { #[pin] fut: ResponseFuture<S::Future> },
         Checking {
-            check: C,
+            check: St::Future,
             bound: Duration,
-            shared: Arc<dyn Settle>,
+            shared: Arc<Shared<St>>,
             call: Option<(S, Req)>,
         },
         Waiting { wait: Wait, call: Option<(S, Req)> },
@@ -144,20 +146,10 @@ pin_project! {
     }
 }
 
-/// [`Shared::settle`] without the store's type.
-trait Settle: Send + Sync {
-    fn settle(&self, d: Result<crate::Decision, Error>, bound: Duration) -> Settled;
-}
-
-impl<St: Send + Sync> Settle for Shared<St> {
-    fn settle(&self, d: Result<crate::Decision, Error>, bound: Duration) -> Settled {
-        Shared::settle(self, d, bound)
-    }
-}
-
-impl<S, Req, C> fmt::Debug for KeyedResponseFuture<S, Req, C>
+impl<S, Req, St> fmt::Debug for KeyedResponseFuture<S, Req, St>
 where
     S: Service<Req>,
+    St: RateStore,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedResponseFuture")
@@ -165,11 +157,11 @@ where
     }
 }
 
-impl<S, Req, C> Future for KeyedResponseFuture<S, Req, C>
+impl<S, Req, St> Future for KeyedResponseFuture<S, Req, St>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Future<Output = Result<crate::Decision, Error>> + Unpin,
+    St: RateStore,
 {
     type Output = Result<S::Response, Error>;
 
