@@ -24,7 +24,7 @@ use common::{
     InnerKind::{Ready, Remote, Yield},
     Req, Res,
     Rt::{Ct, Mt},
-    bench_layer_with, bench_service, cases, group, plain_request,
+    bench_floor, bench_layer, bench_service, cases, group, plain_request,
 };
 use criterion::Criterion;
 use futures_util::FutureExt;
@@ -142,66 +142,28 @@ impl Service<Req> for MutexSvc {
     }
 }
 
+/// `floor`, the Mutex-per-key map (`tower`) and rampart's keyed lock, every
+/// request keyed by `key`.
+fn keyed_lock_ids(g: &mut Group<'_>, case: Case, key: fn(&Req) -> u64) {
+    bench_floor(g, case);
+    bench_layer(g, "tower", case, MutexLayer::per_key(key));
+    bench_layer(g, "rampart", case, rampart::sync::KeyedLockLayer::new(key));
+}
+
 fn keyed_lock(c: &mut Criterion) {
     let mut g = group(c, "keyed_lock");
-    let one = cases(&[Ct, Mt], &[Ready, Remote], &[1]);
-    for case in one {
-        bench_layer_with(
-            &mut g,
-            "floor",
-            case,
-            plain_request,
-            tower::layer::util::Identity::new(),
-        );
-        bench_layer_with(
-            &mut g,
-            "tower",
-            case,
-            plain_request,
-            MutexLayer::per_key(one_key),
-        );
-        bench_layer_with(&mut g, "mutex", case, plain_request, MutexLayer::single());
-        let rampart = rampart::sync::KeyedLockLayer::new(one_key);
-        bench_layer_with(&mut g, "rampart", case, plain_request, rampart);
+    for case in cases(&[Ct, Mt], &[Ready, Remote], &[1]) {
+        keyed_lock_ids(&mut g, case, one_key);
+        bench_layer(&mut g, "mutex", case, MutexLayer::single());
     }
     for case in cases(&[Ct, Mt], &[Yield], &[64]) {
-        bench_layer_with(
-            &mut g,
-            "floor",
-            case,
-            plain_request,
-            tower::layer::util::Identity::new(),
-        );
-        bench_layer_with(
-            &mut g,
-            "tower",
-            case,
-            plain_request,
-            MutexLayer::per_key(fresh_key),
-        );
-        let rampart = rampart::sync::KeyedLockLayer::new(fresh_key);
-        bench_layer_with(&mut g, "rampart", case, plain_request, rampart);
+        keyed_lock_ids(&mut g, case, fresh_key);
     }
     g.finish();
 
     let mut g = group(c, "keyed_lock_contended_64");
     for case in cases(&[Ct, Mt], &[Yield, Remote], &[64]) {
-        bench_layer_with(
-            &mut g,
-            "floor",
-            case,
-            plain_request,
-            tower::layer::util::Identity::new(),
-        );
-        bench_layer_with(
-            &mut g,
-            "tower",
-            case,
-            plain_request,
-            MutexLayer::per_key(one_key),
-        );
-        let rampart = rampart::sync::KeyedLockLayer::new(one_key);
-        bench_layer_with(&mut g, "rampart", case, plain_request, rampart);
+        keyed_lock_ids(&mut g, case, one_key);
     }
     g.finish();
 }
