@@ -11,6 +11,8 @@
 //!   validation and UUIDv7 generation.
 //! - [`spawn`] / [`spawn_blocking`]: start a task or blocking work carrying
 //!   the current [`Context`].
+//! - [`telemetry`]: the metric handles every layer records through (feature
+//!   `metrics`, on the `metrics` facade; free when the feature is off).
 //! - Feature `tonic`: `GrpcStatusLayer` and `From<Error> for tonic::Status`,
 //!   so a tonic client sees rampart failures with the right gRPC code.
 //!
@@ -43,6 +45,7 @@ pub mod hashed;
 mod request_id;
 #[cfg(feature = "http")]
 mod response;
+pub mod telemetry;
 #[cfg(feature = "tonic")]
 pub mod tonic_status;
 

@@ -9,6 +9,8 @@
 //!   `poll_ready`, for unit tests of layers.
 //! - [`cancel_at_every_poll`]: drops a future after 0, 1, 2, ... polls and
 //!   checks an invariant after every drop.
+//! - [`MetricsCapture`]: a `metrics` recorder local to one test, with typed
+//!   lookups of counters, gauges and histograms by name and layer label.
 //!
 //! ```
 //! use std::time::Duration;
@@ -43,11 +45,13 @@
 //! ```
 
 mod cancel;
+mod metrics;
 mod mock;
 mod server;
 
 pub use cancel::{
     CancelCheckFailed, DEFAULT_MAX_POLLS, cancel_at_every_poll, cancel_at_every_poll_bounded,
 };
+pub use metrics::{MetricsCapture, MetricsSnapshot};
 pub use mock::{Gate, MockError, MockFuture, MockReply, MockService, ReadyMode};
 pub use server::{FlakyServer, FlakyServerBuilder, Recorded, Reply, ReplySource};

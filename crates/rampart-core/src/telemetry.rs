@@ -1,0 +1,346 @@
+//! Metric handles for rampart's layers, on the [`metrics`] facade.
+//!
+//! Every rampart layer records what it does through these three handle
+//! types, labelled `layer = <the name given to the layer>` (`"default"` when
+//! it has none), never by request data. The application installs the
+//! exporter it wants (Prometheus, OpenTelemetry, statsd …) as the `metrics`
+//! recorder; rampart depends on the facade only.
+//!
+//! **Cost.** Without the `metrics` feature each handle is a zero-sized type
+//! whose methods are empty: nothing is recorded and nothing is paid. With it,
+//! a layer registers its handles once, when it is built, and each event is
+//! one call through the handle (a branch on "no recorder" when none is
+//! installed).
+//!
+//! **Install the recorder before building the stack**: handles are taken
+//! from the recorder installed when the layer is built, as with any
+//! pre-registered `metrics` handle. A layer built before a recorder exists
+//! records nothing.
+//!
+//! ```
+//! use rampart_core::telemetry::{Counter, LayerName};
+//!
+//! let name = LayerName::new("payments");
+//! let shed = Counter::new("rampart.limit.shed", &name);
+//! shed.increment(1); // no recorder installed: nothing recorded
+//! assert_eq!(name.as_str(), "payments");
+//! ```
+//!
+//! The full table of metric names, units and labels is in the `rampart`
+//! facade's `guide` module.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+/// The label key every rampart metric carries: the layer's name.
+pub const LAYER_LABEL: &str = "layer";
+
+/// The label value of a layer that was given no name.
+pub const UNNAMED: &str = "default";
+
+/// The name a layer reports its metrics and tracing events under
+/// (`.name("payments")` on the layer or its builder).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct LayerName(Cow<'static, str>);
+
+impl LayerName {
+    /// A name for a layer.
+    pub fn new(name: impl Into<Cow<'static, str>>) -> LayerName {
+        LayerName(name.into())
+    }
+
+    /// The name as a string (`"default"` for an unnamed layer).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the layer was given a name.
+    pub fn is_named(&self) -> bool {
+        self.0 != UNNAMED
+    }
+}
+
+impl Default for LayerName {
+    fn default() -> Self {
+        LayerName(Cow::Borrowed(UNNAMED))
+    }
+}
+
+impl fmt::Debug for LayerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for LayerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&'static str> for LayerName {
+    fn from(s: &'static str) -> Self {
+        LayerName::new(s)
+    }
+}
+
+impl From<String> for LayerName {
+    fn from(s: String) -> Self {
+        LayerName::new(s)
+    }
+}
+
+#[cfg(feature = "metrics")]
+fn labels(layer: &LayerName, extra: &[(&'static str, &'static str)]) -> Vec<metrics::Label> {
+    let mut v = Vec::with_capacity(1 + extra.len());
+    v.push(metrics::Label::new(LAYER_LABEL, layer.0.clone()));
+    v.extend(extra.iter().map(|&(k, val)| metrics::Label::new(k, val)));
+    v
+}
+
+#[cfg(feature = "metrics")]
+fn key(
+    name: &'static str,
+    layer: &LayerName,
+    extra: &[(&'static str, &'static str)],
+) -> metrics::Key {
+    metrics::Key::from_parts(name, labels(layer, extra))
+}
+
+#[cfg(feature = "metrics")]
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// A monotonic counter (`metrics::Counter` with the `metrics` feature, a
+/// zero-sized no-op without it).
+#[derive(Clone)]
+pub struct Counter {
+    #[cfg(feature = "metrics")]
+    inner: metrics::Counter,
+}
+
+impl Counter {
+    /// Registers the counter `name{layer=…}` with the installed recorder.
+    #[inline]
+    pub fn new(name: &'static str, layer: &LayerName) -> Counter {
+        Counter::with_labels(name, layer, &[])
+    }
+
+    /// Registers the counter `name{layer=…, extra…}`: `extra` are fixed
+    /// labels (such as `reason = "deadline"`), never request data.
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn with_labels(
+        name: &'static str,
+        layer: &LayerName,
+        extra: &[(&'static str, &'static str)],
+    ) -> Counter {
+        Counter {
+            #[cfg(feature = "metrics")]
+            inner: metrics::with_recorder(|r| {
+                r.register_counter(&key(name, layer, extra), &METADATA)
+            }),
+        }
+    }
+
+    /// Adds `n`.
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn increment(&self, n: u64) {
+        #[cfg(feature = "metrics")]
+        self.inner.increment(n);
+    }
+}
+
+impl fmt::Debug for Counter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Counter")
+    }
+}
+
+/// A gauge: a value that goes up and down (in flight, waiting, a current
+/// limit). A no-op without the `metrics` feature.
+#[derive(Clone)]
+pub struct Gauge {
+    #[cfg(feature = "metrics")]
+    inner: metrics::Gauge,
+}
+
+impl Gauge {
+    /// Registers the gauge `name{layer=…}` with the installed recorder.
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn new(name: &'static str, layer: &LayerName) -> Gauge {
+        Gauge {
+            #[cfg(feature = "metrics")]
+            inner: metrics::with_recorder(|r| r.register_gauge(&key(name, layer, &[]), &METADATA)),
+        }
+    }
+
+    /// Adds `v`.
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn increment(&self, v: f64) {
+        #[cfg(feature = "metrics")]
+        self.inner.increment(v);
+    }
+
+    /// Subtracts `v`.
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn decrement(&self, v: f64) {
+        #[cfg(feature = "metrics")]
+        self.inner.decrement(v);
+    }
+
+    /// Sets the value to `v`.
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn set(&self, v: f64) {
+        #[cfg(feature = "metrics")]
+        self.inner.set(v);
+    }
+}
+
+impl fmt::Debug for Gauge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Gauge")
+    }
+}
+
+/// A histogram of values (durations are recorded in seconds). A no-op
+/// without the `metrics` feature.
+#[derive(Clone)]
+pub struct Histogram {
+    #[cfg(feature = "metrics")]
+    inner: metrics::Histogram,
+}
+
+impl Histogram {
+    /// Registers the histogram `name{layer=…}` with the installed recorder.
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn new(name: &'static str, layer: &LayerName) -> Histogram {
+        Histogram {
+            #[cfg(feature = "metrics")]
+            inner: metrics::with_recorder(|r| {
+                r.register_histogram(&key(name, layer, &[]), &METADATA)
+            }),
+        }
+    }
+
+    /// Records `v`.
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn record(&self, v: f64) {
+        #[cfg(feature = "metrics")]
+        self.inner.record(v);
+    }
+
+    /// Records a duration, in seconds.
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn record_duration(&self, d: Duration) {
+        #[cfg(feature = "metrics")]
+        self.inner.record(d.as_secs_f64());
+    }
+}
+
+impl fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Histogram")
+    }
+}
+
+macro_rules! noop_default {
+    ($($t:ident),*) => {$(
+        impl Default for $t {
+            /// A handle that records nothing.
+            fn default() -> Self {
+                $t {
+                    #[cfg(feature = "metrics")]
+                    inner: metrics::$t::noop(),
+                }
+            }
+        }
+    )*};
+}
+noop_default!(Counter, Gauge, Histogram);
+
+/// Whether this build records metrics (the `metrics` feature of
+/// `rampart-core`, which every rampart crate's `metrics` feature enables).
+pub const ENABLED: bool = cfg!(feature = "metrics");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unnamed_layer_reports_as_default() {
+        assert_eq!(LayerName::default().as_str(), UNNAMED);
+        assert!(!LayerName::default().is_named());
+        assert!(LayerName::from("payments").is_named());
+    }
+
+    #[test]
+    fn handles_without_a_recorder_do_nothing_and_do_not_panic() {
+        let name = LayerName::from("x");
+        Counter::new("rampart.test.count", &name).increment(1);
+        let g = Gauge::new("rampart.test.gauge", &name);
+        g.increment(1.0);
+        g.decrement(1.0);
+        g.set(3.0);
+        Histogram::new("rampart.test.hist", &name).record_duration(Duration::from_millis(5));
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn handles_record_under_the_layer_label_with_the_recorder_of_their_construction() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snap = recorder.snapshotter();
+        let name = LayerName::from("payments");
+        let (c, g, h) = metrics::with_local_recorder(&recorder, || {
+            (
+                Counter::with_labels("rampart.test.count", &name, &[("reason", "deadline")]),
+                Gauge::new("rampart.test.gauge", &name),
+                Histogram::new("rampart.test.hist", &name),
+            )
+        });
+        c.increment(2);
+        g.increment(3.0);
+        g.decrement(1.0);
+        h.record_duration(Duration::from_millis(250));
+        let mut seen = 0;
+        for (ck, _, _, v) in snap.snapshot().into_vec() {
+            let (_, key) = ck.into_parts();
+            let labels: Vec<_> = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            assert!(
+                labels.contains(&("layer".to_owned(), "payments".to_owned())),
+                "{labels:?}"
+            );
+            match (key.name(), v) {
+                ("rampart.test.count", DebugValue::Counter(n)) => {
+                    assert_eq!(n, 2);
+                    assert!(labels.contains(&("reason".to_owned(), "deadline".to_owned())));
+                }
+                ("rampart.test.gauge", DebugValue::Gauge(x)) => {
+                    assert!((x.into_inner() - 2.0).abs() < f64::EPSILON);
+                }
+                ("rampart.test.hist", DebugValue::Histogram(xs)) => {
+                    assert_eq!(
+                        xs.iter().map(|x| x.into_inner()).collect::<Vec<_>>(),
+                        [0.25]
+                    );
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            seen += 1;
+        }
+        assert_eq!(seen, 3);
+    }
+}
