@@ -3,23 +3,35 @@
 use crate::circuit::{Admit, Circuit, Transition, Verdict};
 use crate::config::Settings;
 use crate::error::CircuitOpen;
+use crate::metrics::{Metrics, layer_name};
 use crate::stats::{State, Stats};
 use rampart_core::Error;
+use rampart_core::telemetry::UNNAMED;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// A circuit and the instant its clock counts from.
+/// A circuit, the instant its clock counts from, and its metric handles.
 #[derive(Debug)]
 pub(crate) struct Breaker {
     pub(crate) circuit: Circuit,
     epoch: Instant,
+    metrics: Metrics,
 }
 
 impl Breaker {
+    /// A circuit of its own, with its own handles (and the state gauge).
     pub(crate) fn new(settings: Settings) -> Breaker {
+        let metrics = Metrics::new(&layer_name(settings.name.as_deref()), true);
+        Breaker::with_metrics(settings, metrics)
+    }
+
+    /// A circuit recording through `metrics` (a keyed layer's circuits
+    /// share theirs).
+    pub(crate) fn with_metrics(settings: Settings, metrics: Metrics) -> Breaker {
         Breaker {
             circuit: Circuit::new(settings),
             epoch: Instant::now(),
+            metrics,
         }
     }
 
@@ -30,6 +42,11 @@ impl Breaker {
 
     pub(crate) fn name(&self) -> Option<&str> {
         self.circuit.settings.name.as_deref()
+    }
+
+    /// The `layer` field of tracing events: the name, or `"default"`.
+    fn layer(&self) -> &str {
+        self.name().unwrap_or(UNNAMED)
     }
 
     /// Admits a call, or the error that refuses it.
@@ -73,7 +90,8 @@ impl Breaker {
         } else {
             state
         };
-        tracing::trace!(circuit = self.name(), %state, ?after, "circuit breaker: call refused");
+        self.metrics.rejected();
+        tracing::debug!(layer = %self.layer(), %state, ?after, "circuit breaker: call refused");
         Error::overloaded(after).with_source(CircuitOpen {
             state,
             retry_after: after,
@@ -82,12 +100,14 @@ impl Breaker {
     }
 
     pub(crate) fn record_call(&self, g: u64, verdict: Verdict, slow: bool) {
+        self.metrics.call(verdict);
         if let Some(t) = self.circuit.record_call(g, verdict, slow, || self.now_ms()) {
             self.event(t);
         }
     }
 
     pub(crate) fn record_probe(&self, g: u64, verdict: Verdict) {
+        self.metrics.call(verdict);
         if let Some(t) = self.circuit.record_probe(g, verdict, || self.now_ms()) {
             self.event(t);
         }
@@ -106,19 +126,20 @@ impl Breaker {
         self.circuit.stats(self.now_ms())
     }
 
-    /// A tracing event for a transition: `warn` when the circuit opens,
-    /// `info` when it closes, `debug` otherwise.
+    /// Records a transition, with a tracing event: `warn` when the circuit
+    /// opens, `info` when it closes, `debug` otherwise.
     pub(crate) fn event(&self, t: Transition) {
-        let name = self.name();
         let (from, to) = (t.from, t.to);
+        self.metrics.transition(from, to);
+        let layer = self.layer();
         match to {
             State::Open | State::ForcedOpen => {
                 let retry_after = self.circuit.retry_after(self.now_ms());
-                tracing::warn!(circuit = name, %from, %to, ?retry_after, "circuit breaker opened");
+                tracing::warn!(layer = %layer, %from, %to, ?retry_after, "circuit breaker opened");
             }
-            State::Closed => tracing::info!(circuit = name, %from, %to, "circuit breaker closed"),
+            State::Closed => tracing::info!(layer = %layer, %from, %to, "circuit breaker closed"),
             State::HalfOpen | State::ForcedClosed => {
-                tracing::debug!(circuit = name, %from, %to, "circuit breaker state changed");
+                tracing::debug!(layer = %layer, %from, %to, "circuit breaker state changed");
             }
         }
     }

@@ -4,10 +4,12 @@
 use crate::breaker::Breaker;
 use crate::config::Settings;
 use crate::layer::{CircuitBreakerBuilder, CircuitBreakerHandle, CircuitBreakerLayer};
+use crate::metrics::{KEYS, Metrics, layer_name};
 use crate::service::{ResponseFuture, dispatch};
 use crate::stats::State;
 use rampart_core::classify::{Classify, ErrorClassify};
 use rampart_core::hashed::HashedMap;
+use rampart_core::telemetry::{Gauge, UNNAMED};
 use rampart_core::{BoxError, ConfigError, Error};
 use rampart_limit::KeyExtractor;
 use std::borrow::Cow;
@@ -39,9 +41,37 @@ struct KeyMap {
     /// The shard the next eviction sweep starts at, so sweeps spread over
     /// the whole map instead of always searching the first entries.
     cursor: AtomicUsize,
+    /// The handles every circuit of the map records through.
+    metrics: Metrics,
+    /// `rampart.breaker.keys`: circuits in the map.
+    keys_gauge: Gauge,
 }
 
 impl KeyMap {
+    fn new(settings: Settings, max_keys: usize) -> KeyMap {
+        let name = layer_name(settings.name.as_deref());
+        let metrics = Metrics::new(&name, false);
+        let keys_gauge = Gauge::new(KEYS, &name);
+        keys_gauge.set(0.0);
+        KeyMap {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            keys: AtomicUsize::new(0),
+            max_keys,
+            hasher: RandomState::new(),
+            overflow: Arc::new(Breaker::with_metrics(settings.clone(), metrics.clone())),
+            settings,
+            overflowed: AtomicU64::new(0),
+            cursor: AtomicUsize::new(0),
+            metrics,
+            keys_gauge,
+        }
+    }
+
+    /// The `layer` field of tracing events.
+    fn layer(&self) -> &str {
+        self.settings.name.as_deref().unwrap_or(UNNAMED)
+    }
+
     fn shard(&self, key: u64) -> &RwLock<Shard> {
         &self.shards[(key >> 32) as usize % SHARDS]
     }
@@ -73,8 +103,12 @@ impl KeyMap {
             self.keys.fetch_sub(1, Ordering::AcqRel);
             return Arc::clone(b);
         }
-        let b = Arc::new(Breaker::new(self.settings.clone()));
+        let b = Arc::new(Breaker::with_metrics(
+            self.settings.clone(),
+            self.metrics.clone(),
+        ));
         shard.insert(key, Arc::clone(&b));
+        self.keys_gauge.increment(1.0);
         b
     }
 
@@ -103,7 +137,11 @@ impl KeyMap {
                 .map(|(k, _)| *k);
             if let Some(k) = found {
                 shard.remove(&k);
-                tracing::debug!("keyed circuit breaker: key map full, a closed idle key evicted");
+                self.keys_gauge.decrement(1.0);
+                tracing::debug!(
+                    layer = %self.layer(),
+                    "keyed circuit breaker: key map full, a closed idle key evicted"
+                );
                 return true;
             }
             budget = budget.saturating_sub(shard.len());
@@ -170,18 +208,8 @@ impl<E, C: Clone> KeyedCircuitBreakerLayer<E, C> {
     /// settings and classification of `template` (whose own circuit is not
     /// used), at most `max_keys` of them.
     pub fn new(extractor: E, template: CircuitBreakerLayer<C>, max_keys: usize) -> Self {
-        let settings = template.settings().clone();
         KeyedCircuitBreakerLayer {
-            map: Arc::new(KeyMap {
-                shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-                keys: AtomicUsize::new(0),
-                max_keys,
-                hasher: RandomState::new(),
-                overflow: template.fresh(),
-                settings,
-                overflowed: AtomicU64::new(0),
-                cursor: AtomicUsize::new(0),
-            }),
+            map: Arc::new(KeyMap::new(template.settings().clone(), max_keys)),
             extractor,
             classify: template.classify().clone(),
         }
@@ -215,6 +243,35 @@ impl<E, C: Clone> KeyedCircuitBreakerLayer<E, C> {
 }
 
 impl<E, C> KeyedCircuitBreakerLayer<E, C> {
+    /// Names the layer: the `layer` label of its metrics and the `layer`
+    /// field of its tracing events; every key's circuit carries the name
+    /// (in [`CircuitOpen`](crate::CircuitOpen) and its handle). It starts as
+    /// the template's name, or `"default"`.
+    ///
+    /// The layer gets a fresh, empty key map under the new name (its
+    /// metric handles are registered with the recorder installed now), so
+    /// name it as it is built, before layering a service: services made
+    /// before keep the map they were given.
+    ///
+    /// ```
+    /// use rampart_breaker::{CircuitBreakerLayer, KeyedCircuitBreakerLayer};
+    ///
+    /// let per_route = KeyedCircuitBreakerLayer::new(
+    ///     |req: &http::Request<()>| req.uri().path().to_owned(),
+    ///     CircuitBreakerLayer::new(),
+    ///     100,
+    /// )
+    /// .name("routes");
+    /// assert_eq!(per_route.overflow_handle().name(), Some("routes"));
+    /// ```
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        let mut settings = self.map.settings.clone();
+        settings.name = Some(Arc::from(name.into().as_ref()));
+        self.map = Arc::new(KeyMap::new(settings, self.map.max_keys));
+        self
+    }
+
     /// Keys tracked now (at most `max_keys`).
     pub fn keys(&self) -> usize {
         self.map

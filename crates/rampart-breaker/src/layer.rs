@@ -139,9 +139,29 @@ impl<C> CircuitBreakerLayer<C> {
         self.breaker.stats()
     }
 
-    /// A new circuit with this layer's settings.
-    pub(crate) fn fresh(&self) -> Arc<Breaker> {
-        Arc::new(Breaker::new(self.breaker.circuit.settings.clone()))
+    /// Names the circuit: the `layer` label of its metrics and the `layer`
+    /// field of its tracing events, also shown by
+    /// [`CircuitOpen::name`](crate::CircuitOpen::name) and the handle.
+    /// Unnamed, it reports as `"default"`.
+    ///
+    /// The layer gets a fresh, closed circuit under the new name (its
+    /// metric handles are registered with the recorder installed now), so
+    /// name it as it is built, before taking a [`handle`](Self::handle) or
+    /// layering a service: those keep the circuit they were given.
+    /// [`CircuitBreakerBuilder::name`] does the same in the builder.
+    ///
+    /// ```
+    /// use rampart_breaker::CircuitBreakerLayer;
+    ///
+    /// let layer = CircuitBreakerLayer::new().name("payments");
+    /// assert_eq!(layer.handle().name(), Some("payments"));
+    /// ```
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        let mut settings = self.breaker.circuit.settings.clone();
+        settings.name = Some(Arc::from(name.into().as_ref()));
+        self.breaker = Arc::new(Breaker::new(settings));
+        self
     }
 
     pub(crate) fn settings(&self) -> &Settings {
@@ -367,7 +387,10 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
-    /// A name for tracing events, stats and [`CircuitOpen`](crate::CircuitOpen).
+    /// Names the circuit: the `layer` label of its metrics (with the
+    /// `metrics` feature) and the `layer` field of its tracing events, also
+    /// shown by [`CircuitOpen`](crate::CircuitOpen) and the handle.
+    /// Unnamed, it reports as `"default"`.
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.settings.name = Some(Arc::from(name.into().as_ref()));
         self

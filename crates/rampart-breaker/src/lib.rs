@@ -63,6 +63,34 @@
 //! operations, none when the outcome matches the one it replaces); no
 //! lock, no allocation, no timer, and the clock is read only for
 //! time windows and slow-call detection.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature, each layer records on the
+//! [`metrics`](https://docs.rs/metrics) facade, labelled `layer = <name>`
+//! (given by `.name(..)` on the layer or its builder, `"default"`
+//! otherwise). The handles are registered when the layer is built (install
+//! the recorder first) and each event is one call through a handle: no
+//! allocation, lock or hash is added to a call. Without the feature
+//! nothing is recorded and nothing is paid.
+//!
+//! | name | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `rampart.breaker.state` | gauge | `layer` | 0 closed (or forced closed), 1 half-open, 2 open (or forced open); an open circuit whose break is over reads 2 until its next call probes. Not recorded by a keyed layer |
+//! | `rampart.breaker.transitions` | counter | `layer`, `to` = `open` \| `half_open` \| `closed` | state changes (forced ones count as `open` / `closed`) |
+//! | `rampart.breaker.rejected` | counter | `layer` | calls refused without reaching the service |
+//! | `rampart.breaker.calls` | counter | `layer`, `outcome` = `success` \| `failure` | results judged by the classifier (calls and probes; results not counted, such as the caller's cancellation, are left out) |
+//! | `rampart.breaker.keys` | gauge | `layer` | circuits a keyed layer tracks |
+//!
+//! A keyed layer's circuits record together under the keyed layer's name.
+//! Every tracing event carries the same name in its `layer` field: `warn`
+//! when a circuit opens, `info` when it closes, `debug` for other
+//! transitions, refusals and evictions.
+//!
+//! # Features
+//!
+//! - `metrics`: record the metrics above.
+//! - `serde`: `serde::Deserialize` for [`CircuitBreakerConfig`].
 
 mod breaker;
 mod circuit;
@@ -71,6 +99,7 @@ mod config;
 mod error;
 mod keyed;
 mod layer;
+mod metrics;
 mod service;
 mod stats;
 mod sync;

@@ -1,4 +1,5 @@
-//! Every transition is a tracing event naming the circuit and both states.
+//! Every transition and refusal is a tracing event whose `layer` field
+//! names the circuit.
 
 use rampart_breaker::{CircuitBreakerLayer, State};
 use std::io::Write;
@@ -52,12 +53,13 @@ async fn every_transition_is_a_tracing_event() {
     svc.clone().oneshot(false).await.unwrap(); // open -> half-open -> closed
     h.force_open();
     assert_eq!(h.state(), State::ForcedOpen);
+    assert!(svc.clone().oneshot(false).await.is_err()); // refused
 
     let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<_> = text.lines().collect();
     let find = |from: &str, to: &str| {
         lines.iter().any(|l| {
-            l.contains("payments")
+            l.contains("layer=payments")
                 && l.contains(&format!("from={from}"))
                 && l.contains(&format!("to={to}"))
         })
@@ -66,4 +68,10 @@ async fn every_transition_is_a_tracing_event() {
     assert!(find("open", "half-open"), "{text}");
     assert!(find("half-open", "closed"), "{text}");
     assert!(find("closed", "forced open"), "{text}");
+    assert!(
+        lines.iter().any(|l| l.contains("DEBUG")
+            && l.contains("call refused")
+            && l.contains("layer=payments")),
+        "{text}"
+    );
 }

@@ -6,6 +6,7 @@ use crate::quota::Quota;
 use crate::service::RateLimit;
 use crate::store::{KeyedStore, LocalStore, RateStore};
 use crate::wait::Shared;
+use rampart_core::telemetry::LayerName;
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ impl RateLimitLayer {
             max_wait: Duration::ZERO,
             store: LocalStore::new(),
             extractor: (),
+            name: LayerName::default(),
         }
     }
 }
@@ -66,6 +68,7 @@ impl<E> KeyedRateLimitLayer<E> {
             max_wait: Duration::ZERO,
             store: KeyedStore::new(NonZeroUsize::new(DEFAULT_MAX_KEYS).expect("not zero")),
             extractor: Keyed(extractor),
+            name: LayerName::default(),
         }
     }
 }
@@ -82,6 +85,7 @@ pub struct RateLimitBuilder<St, E = ()> {
     max_wait: Duration,
     store: St,
     extractor: E,
+    name: LayerName,
 }
 
 impl<St, E> RateLimitBuilder<St, E> {
@@ -104,12 +108,31 @@ impl<St, E> RateLimitBuilder<St, E> {
             max_wait: self.max_wait,
             store,
             extractor: self.extractor,
+            name: self.name,
         }
     }
 
-    fn shared(self) -> (Arc<Shared<St>>, E) {
+    /// Names the layer: the `layer` label of its metrics (with the
+    /// `metrics` feature) and the `layer` field of its tracing events.
+    /// Unnamed, it reports as `"default"`. The metric handles are
+    /// registered by [`build`](Self::build), with the recorder installed
+    /// then.
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    fn shared(self) -> (Arc<Shared<St>>, E)
+    where
+        St: RateStore,
+    {
         (
-            Arc::new(Shared::new(self.store, self.quota, self.max_wait)),
+            Arc::new(Shared::new(
+                self.store,
+                self.quota,
+                self.max_wait,
+                self.name,
+            )),
             self.extractor,
         )
     }
@@ -145,6 +168,38 @@ impl<St: RateStore, E> RateLimitBuilder<St, Keyed<E>> {
 macro_rules! common {
     ($layer:ident < $($p:ident),* >) => {
         impl<$($p),*> $layer<$($p),*> {
+            /// Names the layer: the `layer` label of its metrics (with the
+            /// `metrics` feature) and the `layer` field of its tracing
+            /// events; unnamed, it reports as `"default"`. The metric
+            /// handles are registered again under the new name, with the
+            /// recorder installed now.
+            ///
+            /// Name the layer as it is built (or use the builder's
+            /// `name`): while its state is shared with a clone of the layer
+            /// or a service it made, the state keeps its name, and a
+            /// warning is logged.
+            #[must_use]
+            pub fn name(mut self, name: impl Into<LayerName>) -> Self
+            where
+                St: RateStore,
+            {
+                let name = name.into();
+                match Arc::get_mut(&mut self.shared) {
+                    Some(shared) => shared.rename(name),
+                    None => tracing::warn!(
+                        layer = %self.shared.name(),
+                        new_name = %name,
+                        "rate limit: a layer whose state is already shared keeps its name"
+                    ),
+                }
+                self
+            }
+
+            /// The layer's name (`"default"` when it was given none).
+            pub fn layer_name(&self) -> &str {
+                self.shared.name().as_str()
+            }
+
             /// Counts since the layer was built, over every service it made.
             pub fn stats(&self) -> Stats {
                 self.shared.stats()

@@ -71,10 +71,37 @@
 //! [`KeyedRateLimit`] needs the request for its key, so it always decides
 //! in `call`; a request that has to wait takes a clone of the inner service
 //! and drives it ready only after the wait (`S: Clone`).
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature, each layer records on the
+//! [`metrics`](https://docs.rs/metrics) facade, labelled `layer = <name>`
+//! (given by `.name(..)` on the layer or its builder, `"default"`
+//! otherwise). The handles are registered when the layer is built (install
+//! the recorder first); each decision is one call through a handle (no
+//! allocation, lock or hash added to a request). Without the feature
+//! nothing is recorded and nothing is paid.
+//!
+//! | name | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `rampart.rate.admitted` | counter | `layer` | requests admitted, at once or after a wait |
+//! | `rampart.rate.rejected` | counter | `layer` | requests refused: rate limited, slot past the deadline, key store full, store error (as [`Stats::rejected`]) |
+//! | `rampart.rate.wait.duration` | histogram (s) | `layer` | time an admitted request waited for its slot, recorded when the wait ends, is cancelled or is dropped |
+//! | `rampart.rate.keys` | gauge | `layer` | keys a [`KeyedStore`] holds (idle ones not yet swept included, as [`KeyedStore::len`]) |
+//!
+//! A store registers its own metrics through
+//! [`RateStore::register_metrics`]. Every tracing event carries the same
+//! name in its `layer` field (`debug` for each refusal).
+//!
+//! # Features
+//!
+//! - `metrics`: record the metrics above.
+//! - `serde`: `serde::Deserialize` for [`Quota`].
 
 mod gcra;
 mod keyed;
 mod layer;
+mod metrics;
 mod quota;
 mod service;
 mod store;
@@ -88,7 +115,8 @@ pub use service::{RateLimit, ResponseFuture};
 pub use store::{Decision, KeyedStore, LocalStore, RateStore};
 
 /// Counts since a layer was built, over every service it made. Admitted
-/// calls are not counted (that would put a shared counter on every call).
+/// calls are not counted here (that would put a shared counter on every
+/// call); the `metrics` feature's `rampart.rate.admitted` counts them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

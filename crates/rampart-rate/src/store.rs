@@ -5,6 +5,7 @@ use crate::gcra::{Step, step};
 use crate::quota::{Quota, nanos};
 use rampart_core::Error;
 use rampart_core::hashed::HashedMap;
+use rampart_core::telemetry::{Gauge, LayerName};
 use std::future::{Future, Ready, ready};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::num::NonZeroUsize;
@@ -63,6 +64,14 @@ pub trait RateStore: Send + Sync + 'static {
 
     /// Decides one request for `key`.
     fn check<K: Hash + ?Sized>(&self, key: &K, quota: &Quota, max_wait: Duration) -> Self::Future;
+
+    /// Called when a layer is built over this store (and again if the layer
+    /// is renamed), with the layer's name: a store may register metric
+    /// handles under it (`rampart_core::telemetry`), as [`KeyedStore`]
+    /// registers the `rampart.rate.keys` gauge. The default does nothing.
+    fn register_metrics(&mut self, layer: &LayerName) {
+        let _ = layer;
+    }
 }
 
 fn decide(tat: u64, now: u64, quota: &Quota, max_wait: Duration) -> Step {
@@ -167,6 +176,9 @@ pub struct KeyedStore {
     seed: RandomState,
     per_shard: usize,
     shards: Box<[Mutex<Shard>]>,
+    /// `rampart.rate.keys` of the layer the store is in (a no-op until a
+    /// layer registers it).
+    keys: Gauge,
 }
 
 #[derive(Debug, Default)]
@@ -179,9 +191,15 @@ struct Shard {
 }
 
 impl Shard {
-    /// Drops idle keys; returns the earliest time a remaining key goes idle.
-    fn sweep(&mut self, now: u64) -> u64 {
+    /// Drops idle keys (taking them off `keys`); returns the earliest time
+    /// a remaining key goes idle.
+    fn sweep(&mut self, now: u64, keys: &Gauge) -> u64 {
+        let before = self.tats.len();
         self.tats.retain(|_, tat| *tat > now);
+        let dropped = before - self.tats.len();
+        if dropped > 0 {
+            keys.decrement(dropped as f64);
+        }
         if self.tats.capacity() > 4 * self.tats.len().max(16) {
             self.tats.shrink_to_fit();
         }
@@ -199,6 +217,7 @@ impl KeyedStore {
             seed: RandomState::new(),
             per_shard: max_keys.get().div_ceil(SHARDS),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            keys: Gauge::default(),
         }
     }
 
@@ -217,7 +236,7 @@ impl KeyedStore {
     pub fn sweep(&self) {
         let now = since(self.epoch);
         for s in &*self.shards {
-            lock(s).sweep(now);
+            lock(s).sweep(now, &self.keys);
         }
     }
 
@@ -226,7 +245,7 @@ impl KeyedStore {
         let mut shard = lock(&self.shards[(hash >> 60) as usize]);
         shard.checks += 1;
         if shard.checks >= SWEEP_EVERY {
-            shard.sweep(now);
+            shard.sweep(now, &self.keys);
         }
         if let Some(tat) = shard.tats.get_mut(&hash) {
             let s = decide(*tat, now, quota, max_wait);
@@ -237,17 +256,17 @@ impl KeyedStore {
         }
         if shard.tats.len() >= self.per_shard {
             if now >= shard.full_until {
-                shard.full_until = shard.sweep(now);
+                shard.full_until = shard.sweep(now, &self.keys);
             }
             if shard.tats.len() >= self.per_shard {
                 let wait = shard.full_until.saturating_sub(now);
-                tracing::debug!("rate limit: key store full of active keys, new key refused");
                 return Err(Error::overloaded(Some(Duration::from_nanos(wait))));
             }
         }
         let s = decide(0, now, quota, max_wait);
         if let Step::Admit { tat, .. } = s {
             shard.tats.insert(hash, tat);
+            self.keys.increment(1.0);
             // The new key may be the first to go idle.
             shard.full_until = shard.full_until.min(tat);
         }
@@ -267,6 +286,13 @@ impl RateStore for KeyedStore {
 
     fn check<K: Hash + ?Sized>(&self, key: &K, quota: &Quota, max_wait: Duration) -> Self::Future {
         ready(self.check_hash(self.seed.hash_one(key), quota, max_wait))
+    }
+
+    /// Registers `rampart.rate.keys{layer}`, the keys held (idle ones not
+    /// yet swept included, as [`len`](KeyedStore::len)).
+    fn register_metrics(&mut self, layer: &LayerName) {
+        self.keys = Gauge::new(crate::metrics::KEYS, layer);
+        self.keys.set(self.len() as f64);
     }
 }
 

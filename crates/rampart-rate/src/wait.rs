@@ -2,8 +2,10 @@
 //! [`Decision`] into go, wait or refuse for the current request.
 
 use crate::Stats;
+use crate::metrics::{Metrics, WaitTimer};
 use crate::quota::Quota;
-use crate::store::Decision;
+use crate::store::{Decision, RateStore};
+use rampart_core::telemetry::LayerName;
 use rampart_core::{Context, Error};
 use std::future::Future;
 use std::pin::Pin;
@@ -19,17 +21,44 @@ pub(crate) struct Shared<St> {
     pub(crate) max_wait: Duration,
     rejected: AtomicU64,
     waited: AtomicU64,
+    /// The `layer` label of the metrics and field of tracing events.
+    name: LayerName,
+    metrics: Metrics,
 }
 
-impl<St> Shared<St> {
-    pub(crate) fn new(store: St, quota: Quota, max_wait: Duration) -> Shared<St> {
+impl<St: RateStore> Shared<St> {
+    /// The shared state of a layer named `name`: its metric handles (and
+    /// the store's) are registered here, once.
+    pub(crate) fn new(
+        mut store: St,
+        quota: Quota,
+        max_wait: Duration,
+        name: LayerName,
+    ) -> Shared<St> {
+        store.register_metrics(&name);
         Shared {
             store,
             quota,
             max_wait,
             rejected: AtomicU64::new(0),
             waited: AtomicU64::new(0),
+            metrics: Metrics::new(&name),
+            name,
         }
+    }
+
+    /// Renames a state no one else holds yet: the handles are registered
+    /// again under the new name.
+    pub(crate) fn rename(&mut self, name: LayerName) {
+        self.store.register_metrics(&name);
+        self.metrics = Metrics::new(&name);
+        self.name = name;
+    }
+}
+
+impl<St> Shared<St> {
+    pub(crate) fn name(&self) -> &LayerName {
+        &self.name
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -57,24 +86,37 @@ impl<St> Shared<St> {
     /// Go, wait or refuse, given the store's answer under `bound`.
     pub(crate) fn settle(&self, d: Result<Decision, Error>, bound: Duration) -> Settled {
         match d {
-            Ok(Decision::Admit { wait }) if wait.is_zero() => Settled::Go,
+            Ok(Decision::Admit { wait }) if wait.is_zero() => {
+                self.metrics.admitted.increment(1);
+                Settled::Go
+            }
             Ok(Decision::Admit { wait }) => {
+                self.metrics.admitted.increment(1);
                 self.waited.fetch_add(1, Ordering::Relaxed);
                 let token = Context::with_current(|c| c.and_then(|c| c.cancellation().cloned()));
-                Settled::Wait(Box::pin(wait_for(wait, token)))
+                let timer = self.metrics.wait_timer();
+                Settled::Wait(Box::pin(wait_for(wait, token, timer)))
             }
             Ok(Decision::Reject { retry_after }) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
+                self.metrics.rejected.increment(1);
                 if retry_after <= self.max_wait && bound < self.max_wait {
                     // The wait was allowed, the request's deadline was not.
+                    tracing::debug!(
+                        layer = %self.name,
+                        ?retry_after,
+                        "rate limit: request refused, its deadline comes before its slot"
+                    );
                     Settled::Refused(Error::deadline_exceeded())
                 } else {
-                    tracing::debug!(?retry_after, "rate limit: request refused");
+                    tracing::debug!(layer = %self.name, ?retry_after, "rate limit: request refused");
                     Settled::Refused(Error::rate_limited(Some(retry_after)))
                 }
             }
             Err(e) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
+                self.metrics.rejected.increment(1);
+                tracing::debug!(layer = %self.name, error = %e, "rate limit: request refused by the store");
                 Settled::Refused(e)
             }
         }
@@ -84,9 +126,13 @@ impl<St> Shared<St> {
 /// A wait for an admitted slot, ended early by the request's cancellation.
 pub(crate) type Wait = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + Sync>>;
 
+/// Sleeps `wait`, or until `token` is cancelled; `timer` records the time
+/// waited however the wait ends (it is dropped with the future).
 async fn wait_for(
     wait: Duration,
     token: Option<rampart_core::CancellationToken>,
+    // Held (an async fn keeps its parameters) until the wait ends.
+    _timer: WaitTimer,
 ) -> Result<(), Error> {
     let sleep = tokio::time::sleep(wait);
     if let Some(token) = token {

@@ -1,0 +1,107 @@
+//! The circuit's metric handles (`rampart_core::telemetry`), registered
+//! once when a circuit (or a keyed layer's map) is made; zero-sized no-ops
+//! without the `metrics` feature.
+
+use crate::circuit::Verdict;
+use crate::stats::State;
+use rampart_core::telemetry::{Counter, Gauge, LayerName};
+
+/// `rampart.breaker.state`: 0 closed, 1 half-open, 2 open.
+pub(crate) const STATE: &str = "rampart.breaker.state";
+/// `rampart.breaker.transitions{to = open | half_open | closed}`.
+pub(crate) const TRANSITIONS: &str = "rampart.breaker.transitions";
+/// `rampart.breaker.rejected`: calls refused without reaching the service.
+pub(crate) const REJECTED: &str = "rampart.breaker.rejected";
+/// `rampart.breaker.calls{outcome = success | failure}`: judged results.
+pub(crate) const CALLS: &str = "rampart.breaker.calls";
+/// `rampart.breaker.keys`: circuits a keyed layer tracks.
+pub(crate) const KEYS: &str = "rampart.breaker.keys";
+
+/// The handles one circuit records through. The circuits of a keyed layer
+/// share one set (cloned handles of the same series), without the state
+/// gauge: several circuits under one name have no single state.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Metrics {
+    state: Gauge,
+    to_open: Counter,
+    to_half_open: Counter,
+    to_closed: Counter,
+    rejected: Counter,
+    successes: Counter,
+    failures: Counter,
+}
+
+impl Metrics {
+    /// Registers the handles of a circuit named `name` (with the state
+    /// gauge when `with_state`, starting at 0: closed).
+    pub(crate) fn new(name: &LayerName, with_state: bool) -> Metrics {
+        let to = |s: &'static str| Counter::with_labels(TRANSITIONS, name, &[("to", s)]);
+        let calls = |s: &'static str| Counter::with_labels(CALLS, name, &[("outcome", s)]);
+        let state = if with_state {
+            let g = Gauge::new(STATE, name);
+            g.set(0.0);
+            g
+        } else {
+            Gauge::default()
+        };
+        Metrics {
+            state,
+            to_open: to("open"),
+            to_half_open: to("half_open"),
+            to_closed: to("closed"),
+            rejected: Counter::new(REJECTED, name),
+            successes: calls("success"),
+            failures: calls("failure"),
+        }
+    }
+
+    /// A transition `from` → `to` (won by exactly one caller). The state
+    /// gauge moves by the difference of the two codes rather than being
+    /// set, so transitions recorded out of order by racing threads still
+    /// leave it at the final state.
+    pub(crate) fn transition(&self, from: State, to: State) {
+        if from == to {
+            return;
+        }
+        match to {
+            State::Open | State::ForcedOpen => self.to_open.increment(1),
+            State::HalfOpen => self.to_half_open.increment(1),
+            State::Closed | State::ForcedClosed => self.to_closed.increment(1),
+        }
+        let delta = code(to) - code(from);
+        if delta != 0.0 {
+            self.state.increment(delta);
+        }
+    }
+
+    /// A call refused.
+    #[inline]
+    pub(crate) fn rejected(&self) {
+        self.rejected.increment(1);
+    }
+
+    /// A result judged (ignored ones are not counted).
+    #[inline]
+    pub(crate) fn call(&self, v: Verdict) {
+        match v {
+            Verdict::Success => self.successes.increment(1),
+            Verdict::Failure => self.failures.increment(1),
+            Verdict::Ignored => {}
+        }
+    }
+}
+
+/// The value of the state gauge: 0 closed (or forced closed), 1
+/// half-open, 2 open (or forced open).
+fn code(s: State) -> f64 {
+    match s {
+        State::Closed | State::ForcedClosed => 0.0,
+        State::HalfOpen => 1.0,
+        State::Open | State::ForcedOpen => 2.0,
+    }
+}
+
+/// The metrics label of a circuit's optional name (`"default"` without one).
+pub(crate) fn layer_name(name: Option<&str>) -> LayerName {
+    name.map_or_else(LayerName::default, |n| LayerName::new(n.to_owned()))
+}

@@ -1,0 +1,62 @@
+//! The limiter's metric handles (`rampart_core::telemetry`), registered
+//! once when the layer's shared state is built; zero-sized no-ops without
+//! the `metrics` feature.
+
+use rampart_core::telemetry::{Counter, Histogram, LayerName};
+
+/// `rampart.rate.admitted`: requests the store admitted (at once or after
+/// a wait).
+pub(crate) const ADMITTED: &str = "rampart.rate.admitted";
+/// `rampart.rate.rejected`: requests refused.
+pub(crate) const REJECTED: &str = "rampart.rate.rejected";
+/// `rampart.rate.wait.duration`: seconds an admitted request waited.
+pub(crate) const WAIT: &str = "rampart.rate.wait.duration";
+/// `rampart.rate.keys`: keys a keyed store holds.
+pub(crate) const KEYS: &str = "rampart.rate.keys";
+
+/// The handles of one layer.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub(crate) admitted: Counter,
+    pub(crate) rejected: Counter,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    wait: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn new(name: &LayerName) -> Metrics {
+        Metrics {
+            admitted: Counter::new(ADMITTED, name),
+            rejected: Counter::new(REJECTED, name),
+            wait: Histogram::new(WAIT, name),
+        }
+    }
+
+    /// Times a wait that starts now; the time is recorded when the timer
+    /// is dropped (the wait ended, was cancelled, or its caller left).
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    pub(crate) fn wait_timer(&self) -> WaitTimer {
+        WaitTimer {
+            #[cfg(feature = "metrics")]
+            hist: self.wait.clone(),
+            #[cfg(feature = "metrics")]
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+/// Records the time since it was made into `rampart.rate.wait.duration`
+/// when dropped. Empty without the `metrics` feature.
+pub(crate) struct WaitTimer {
+    #[cfg(feature = "metrics")]
+    hist: Histogram,
+    #[cfg(feature = "metrics")]
+    start: tokio::time::Instant,
+}
+
+#[cfg(feature = "metrics")]
+impl Drop for WaitTimer {
+    fn drop(&mut self) {
+        self.hist.record_duration(self.start.elapsed());
+    }
+}
