@@ -206,6 +206,7 @@ where
         let end = Instant::now();
         adaptive.on_result(
             permit.owner().sem(),
+            permit.owner().counters(),
             end,
             end.saturating_duration_since(t.start),
             t.in_flight,

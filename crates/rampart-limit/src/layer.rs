@@ -8,6 +8,7 @@ use crate::shared::Shared;
 use crate::stats::{Counters, Stats};
 use rampart_core::ConfigError;
 use rampart_core::classify::ErrorClassify;
+use rampart_core::telemetry::LayerName;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,7 @@ impl<C: Clone> Clone for ConcurrencyLimitLayer<C> {
 impl<C> fmt::Debug for ConcurrencyLimitLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConcurrencyLimitLayer")
+            .field("name", &self.shared.counters.name)
             .field("stats", &self.shared.stats())
             .field("adaptive", &self.shared.adaptive)
             .finish_non_exhaustive()
@@ -103,6 +105,7 @@ impl ConcurrencyLimitLayer {
     /// a [`Gradient2Config`](crate::Gradient2Config)) for an adaptive one.
     pub fn builder(limit: impl Into<Limit>) -> LimitBuilder {
         LimitBuilder {
+            name: LayerName::default(),
             limit: limit.into(),
             algorithm: None,
             wait: WaitPolicy::default(),
@@ -114,6 +117,7 @@ impl ConcurrencyLimitLayer {
     /// Starts a builder with your own adaptive algorithm.
     pub fn with_algorithm(algorithm: impl LimitAlgorithm) -> LimitBuilder {
         LimitBuilder {
+            name: LayerName::default(),
             limit: Limit::Fixed(1),
             algorithm: Some(Box::new(algorithm)),
             wait: WaitPolicy::default(),
@@ -132,6 +136,41 @@ impl ConcurrencyLimitLayer {
 }
 
 impl<C> ConcurrencyLimitLayer<C> {
+    /// Names the layer: the `layer` label of its metrics and the `layer`
+    /// field of its tracing events (default `"default"`); the same as
+    /// [`LimitBuilder::name`].
+    ///
+    /// The name belongs to the state every clone shares, and the metric
+    /// handles are registered (with the `metrics` recorder installed now)
+    /// when it is set: name the layer where it is made, before it is
+    /// cloned or wraps a service. A layer whose state is already shared
+    /// keeps its name (a `warn` event says so).
+    ///
+    /// ```
+    /// use rampart_limit::ConcurrencyLimitLayer;
+    /// let layer = ConcurrencyLimitLayer::new(8).name("payments");
+    /// assert_eq!(layer.layer_name(), "payments");
+    /// ```
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        let name = name.into();
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            let limit = shared.sem.limit();
+            shared.counters.rename(name, limit);
+        } else {
+            tracing::warn!(
+                layer = %self.shared.counters.name,
+                new_name = %name,
+                "ConcurrencyLimitLayer::name on a layer already cloned or in use: name kept"
+            );
+        }
+        self
+    }
+
+    /// The layer's name (see [`name`](Self::name)).
+    pub fn layer_name(&self) -> &str {
+        self.shared.counters.name.as_str()
+    }
+
     /// In flight, waiting, the current limit, and what was refused so far.
     pub fn stats(&self) -> Stats {
         self.shared.stats()
@@ -154,6 +193,7 @@ impl<S, C: Clone> Layer<S> for ConcurrencyLimitLayer<C> {
 /// Builds a [`ConcurrencyLimitLayer`]; every setting is checked by
 /// [`build`](Self::build).
 pub struct LimitBuilder<C = ErrorClassify> {
+    name: LayerName,
     limit: Limit,
     algorithm: Option<Box<dyn LimitAlgorithm>>,
     wait: WaitPolicy,
@@ -164,6 +204,7 @@ pub struct LimitBuilder<C = ErrorClassify> {
 impl<C> fmt::Debug for LimitBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LimitBuilder")
+            .field("name", &self.name)
             .field("limit", &self.limit)
             .field("algorithm", &self.algorithm)
             .field("wait", &self.wait)
@@ -173,6 +214,15 @@ impl<C> fmt::Debug for LimitBuilder<C> {
 }
 
 impl<C> LimitBuilder<C> {
+    /// Names the layer: the `layer` label of its metrics and the `layer`
+    /// field of its tracing events (default `"default"`). Name each layer
+    /// of a stack after what it protects (`"payments"`), never after
+    /// request data.
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Callers wait for a permit, first come first served (the default).
     pub fn wait(mut self) -> Self {
         self.wait.mode = Mode::Wait;
@@ -235,6 +285,7 @@ impl<C> LimitBuilder<C> {
     /// Not used by a fixed limit.
     pub fn classify<C2>(self, classify: C2) -> LimitBuilder<C2> {
         LimitBuilder {
+            name: self.name,
             limit: self.limit,
             algorithm: self.algorithm,
             wait: self.wait,
@@ -266,7 +317,7 @@ impl<C> LimitBuilder<C> {
                 sem: Sem::new(limit),
                 adaptive,
                 policy,
-                counters: Counters::default(),
+                counters: Counters::new(self.name, limit),
             }),
             classify: self.classify,
         })

@@ -44,7 +44,36 @@
 //! - [`KeyedConcurrencyLimitLayer`]: a limit per key (tenant header, host,
 //!   route) with a capped key map.
 //! - [`Stats`]: in flight, waiting, the current limit, shed and expired
-//!   counts. tracing `debug` events on sheds, expiries and limit changes.
+//!   counts. tracing `debug` events on sheds, expiries and limit changes,
+//!   a `warn` event when an adaptive limit is pressed to its floor (once
+//!   each time it gets there); every event carries `layer`, the name given
+//!   with `.name(..)` on the layer or its builder.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature each layer records on the
+//! [`metrics`](https://docs.rs/metrics) facade, labelled
+//! `layer = <its .name(..)>` (`"default"` unnamed). Install the recorder
+//! (a Prometheus exporter, …) before building the layer: the handles are
+//! registered once, when it is built. Nothing is recorded or paid without
+//! the feature.
+//!
+//! | name | kind | meaning |
+//! |---|---|---|
+//! | `rampart.limit.in_flight` | gauge | calls holding a permit |
+//! | `rampart.limit.waiting` | gauge | calls waiting in line |
+//! | `rampart.limit.current` | gauge | the current limit: the adaptive limit as it moves, the fixed limit, or a keyed limit's limit per key |
+//! | `rampart.limit.shed` | counter | calls refused at once (shed mode, or the line was full) |
+//! | `rampart.limit.expired` | counter, `reason` = `max_wait` \| `deadline` \| `cancelled` | waits that ended without a permit (a wait whose caller dropped it is not counted) |
+//! | `rampart.limit.wait.duration` | histogram, seconds | time in line of every call that waited, however the wait ended (granted, expired, cancelled, dropped); a call that found a free permit records nothing |
+//! | `rampart.limit.keys` | gauge | keyed: keys tracked (idle keys stay until the map needs room, as in [`KeyedStats::keys`]) |
+//! | `rampart.limit.keys.rejected` | counter | keyed: calls refused because the key map was full of busy keys |
+//!
+//! # Features
+//!
+//! - `serde`: `Deserialize` for [`LimitConfig`], [`KeyedConfig`] and the
+//!   adaptive configs.
+//! - `metrics`: the metrics above.
 //!
 //! A call that finds a free permit (and nobody waiting) takes it with one
 //! compare-and-swap: no lock, no allocation, no timer. A caller that must
@@ -77,6 +106,7 @@ mod error;
 mod future;
 mod keyed;
 mod layer;
+mod metrics;
 mod permit;
 mod sem;
 mod service;

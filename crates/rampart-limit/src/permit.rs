@@ -27,7 +27,9 @@ pub(crate) struct Permit<O: Owner> {
 
 impl<O: Owner> Permit<O> {
     /// Wraps a permit already taken from `owner`'s semaphore.
+    #[inline]
     pub(crate) fn taken(owner: Arc<O>) -> Permit<O> {
+        owner.counters().metrics.in_flight.increment(1.0);
         Permit { owner }
     }
 
@@ -38,6 +40,7 @@ impl<O: Owner> Permit<O> {
 
 impl<O: Owner> Drop for Permit<O> {
     fn drop(&mut self) {
+        self.owner.counters().metrics.in_flight.decrement(1.0);
         self.owner.sem().release();
     }
 }
@@ -53,11 +56,16 @@ pub(crate) enum Joined {
     Full,
 }
 
-/// A place in line (once [`joined`](Ticket::join)).
+/// A place in line (once [`joined`](Ticket::join)). While it is in line it
+/// counts in the `waiting` gauge; when it leaves (granted, given up or
+/// dropped) its time in line goes to the wait histogram.
 #[derive(Debug)]
 pub(crate) struct Ticket<O: Owner> {
     owner: Option<Arc<O>>,
     slot: Option<Slot>,
+    /// When it joined the line (only kept to be measured).
+    #[cfg(feature = "metrics")]
+    since: Option<tokio::time::Instant>,
 }
 
 impl<O: Owner> Ticket<O> {
@@ -66,6 +74,8 @@ impl<O: Owner> Ticket<O> {
         Ticket {
             owner: Some(owner),
             slot: None,
+            #[cfg(feature = "metrics")]
+            since: None,
         }
     }
 
@@ -86,6 +96,11 @@ impl<O: Owner> Ticket<O> {
             Admit::Acquired(in_flight) => Joined::Acquired(in_flight),
             Admit::Queued(slot) => {
                 self.slot = Some(slot);
+                owner.counters().metrics.waiting.increment(1.0);
+                #[cfg(feature = "metrics")]
+                {
+                    self.since = Some(tokio::time::Instant::now());
+                }
                 Joined::Queued
             }
             Admit::Full => Joined::Full,
@@ -102,14 +117,30 @@ impl<O: Owner> Ticket<O> {
 
     /// The permit of a ticket that was granted one (or acquired it).
     pub(crate) fn into_permit(mut self) -> Option<Permit<O>> {
-        self.slot = None;
-        self.owner.take().map(Permit::taken)
+        let owner = self.owner.take()?;
+        if self.slot.take().is_some() {
+            self.left_line(&owner);
+        }
+        Some(Permit::taken(owner))
+    }
+
+    /// Records that this ticket left the line.
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    fn left_line(&self, owner: &O) {
+        let metrics = &owner.counters().metrics;
+        metrics.waiting.decrement(1.0);
+        #[cfg(feature = "metrics")]
+        if let Some(since) = self.since {
+            metrics.wait.record_duration(since.elapsed());
+        }
     }
 }
 
 impl<O: Owner> Drop for Ticket<O> {
     fn drop(&mut self) {
         if let (Some(o), Some(slot)) = (self.owner.take(), self.slot) {
+            self.left_line(&o);
             o.sem().cancel(slot);
         }
     }

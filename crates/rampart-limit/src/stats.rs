@@ -1,6 +1,8 @@
 //! [`Stats`] and [`KeyedStats`]: what a limit is doing right now, and what
 //! it refused so far.
 
+use crate::metrics::{Metrics, Reason};
+use rampart_core::telemetry::LayerName;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A snapshot of a [`ConcurrencyLimitLayer`](crate::ConcurrencyLimitLayer).
@@ -43,20 +45,49 @@ pub struct KeyedStats {
 }
 
 /// Counters on the decision paths (never touched by a call that gets a
-/// permit at once).
-#[derive(Debug, Default)]
+/// permit at once), the layer's name (the `layer` field of its events and
+/// label of its metrics) and its metric handles.
+#[derive(Debug)]
 pub(crate) struct Counters {
     shed: AtomicU64,
     expired: AtomicU64,
+    pub(crate) name: LayerName,
+    pub(crate) metrics: Metrics,
 }
 
 impl Counters {
-    pub(crate) fn shed(&self) {
-        self.shed.fetch_add(1, Ordering::Relaxed);
+    /// Counters for a layer named `name` whose limit is `limit`.
+    pub(crate) fn new(name: LayerName, limit: u32) -> Counters {
+        Counters {
+            shed: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            metrics: Metrics::new(&name, limit),
+            name,
+        }
     }
 
-    pub(crate) fn expired(&self) {
-        self.expired.fetch_add(1, Ordering::Relaxed);
+    /// Renames the layer: its metrics are registered again under the new
+    /// name (with the recorder installed now). The counts are kept.
+    pub(crate) fn rename(&mut self, name: LayerName, limit: u32) {
+        // The series under the old name stays registered: leave it at 0.
+        self.metrics.current.set(0.0);
+        self.metrics = Metrics::new(&name, limit);
+        self.name = name;
+    }
+
+    /// Counts a call refused at once.
+    pub(crate) fn shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+        self.metrics.shed.increment(1);
+    }
+
+    /// Counts a wait that ended without a permit (`Stats::expired` counts
+    /// the maximum wait and the deadline, not cancellations).
+    pub(crate) fn expired(&self, reason: Reason) {
+        if reason != Reason::Cancelled {
+            self.expired.fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics.expired(reason);
     }
 
     pub(crate) fn shed_count(&self) -> u64 {

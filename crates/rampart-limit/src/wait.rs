@@ -3,6 +3,7 @@
 //! cancellation token. Shared by the fixed limit (which waits in
 //! `poll_ready`) and the keyed limit (which waits in the response future).
 
+use crate::metrics::Reason;
 use crate::permit::{Joined, Owner, Permit, Ticket};
 use pin_project_lite::pin_project;
 use rampart_core::{CancellationToken, Context, Error};
@@ -156,9 +157,11 @@ fn grant<O: Owner>(slot: &mut Option<Ticket<O>>, in_flight: u32) -> (Permit<O>, 
 
 /// Counts and reports a refused call.
 pub(crate) fn shed<O: Owner>(owner: &O) -> Error {
-    owner.counters().shed();
+    let counters = owner.counters();
+    counters.shed();
     let sem = owner.sem();
     tracing::debug!(
+        layer = %counters.name,
         limit = sem.limit(),
         in_flight = sem.in_flight(),
         "concurrency limit reached: request shed"
@@ -172,14 +175,22 @@ fn expired<O: Owner>(slot: &mut Option<Ticket<O>>, expiry: Expiry) -> Error {
     let Some(owner) = ticket.as_ref().and_then(Ticket::owner) else {
         unreachable!("a waiting ticket has its owner")
     };
-    owner.counters().expired();
+    let counters = owner.counters();
     match expiry {
         Expiry::MaxWait => {
-            tracing::debug!("gave up waiting for a concurrency permit: max wait passed");
+            counters.expired(Reason::MaxWait);
+            tracing::debug!(
+                layer = %counters.name,
+                "gave up waiting for a concurrency permit: max wait passed"
+            );
             Error::overloaded(owner.policy().retry_after)
         }
         Expiry::Deadline => {
-            tracing::debug!("gave up waiting for a concurrency permit: deadline passed");
+            counters.expired(Reason::Deadline);
+            tracing::debug!(
+                layer = %counters.name,
+                "gave up waiting for a concurrency permit: deadline passed"
+            );
             Error::deadline_exceeded()
         }
     }
@@ -187,8 +198,16 @@ fn expired<O: Owner>(slot: &mut Option<Ticket<O>>, expiry: Expiry) -> Error {
 
 /// Leaves the line (dropping the ticket): the request was cancelled.
 fn cancelled<O: Owner>(slot: &mut Option<Ticket<O>>) -> Error {
-    drop(slot.take());
-    tracing::debug!("gave up waiting for a concurrency permit: request cancelled");
+    let ticket = slot.take();
+    if let Some(owner) = ticket.as_ref().and_then(Ticket::owner) {
+        let counters = owner.counters();
+        counters.expired(Reason::Cancelled);
+        tracing::debug!(
+            layer = %counters.name,
+            "gave up waiting for a concurrency permit: request cancelled"
+        );
+    }
+    drop(ticket);
     Error::cancelled()
 }
 

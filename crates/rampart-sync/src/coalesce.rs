@@ -32,9 +32,11 @@
 //! # }
 //! ```
 
+use crate::metrics::{CoalesceMetrics, Reason};
 use crate::stats::CoalesceStats;
 use hashbrown::HashTable;
 use pin_project_lite::pin_project;
+use rampart_core::telemetry::LayerName;
 use rampart_core::{BoxError, Context, Error};
 use std::any::Any;
 use std::fmt;
@@ -81,7 +83,10 @@ impl CoalesceConfig {
     }
 }
 
-#[derive(Debug, Default)]
+/// The coalescer's counts for `stats()`, its name (the `layer` field of
+/// its events and label of its metrics) and its metric handles: each
+/// change goes through one method that keeps both in step.
+#[derive(Debug)]
 struct Counters {
     in_flight: AtomicUsize,
     waiting: AtomicUsize,
@@ -89,6 +94,65 @@ struct Counters {
     coalesced: AtomicU64,
     cached: AtomicU64,
     abandoned: AtomicU64,
+    name: LayerName,
+    metrics: CoalesceMetrics,
+}
+
+impl Counters {
+    fn new(name: LayerName) -> Counters {
+        Counters {
+            in_flight: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            calls: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            cached: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+            metrics: CoalesceMetrics::new(&name),
+            name,
+        }
+    }
+
+    /// A new shared call, its leader waiting for it.
+    fn lead(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.metrics.leaders.increment(1);
+        self.metrics.in_flight.increment(1.0);
+        self.metrics.waiting.increment(1.0);
+    }
+
+    /// A caller joined a shared call in flight.
+    fn join(&self) {
+        self.coalesced.fetch_add(1, Ordering::Relaxed);
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.metrics.coalesced.increment(1);
+        self.metrics.waiting.increment(1.0);
+    }
+
+    /// A caller answered from a kept result.
+    fn cached(&self) {
+        self.cached.fetch_add(1, Ordering::Relaxed);
+        self.metrics.cached.increment(1);
+    }
+
+    /// A caller (leader or not) stopped waiting.
+    fn left(&self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.waiting.decrement(1.0);
+    }
+
+    /// A shared call ended (result published).
+    fn landed(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.in_flight.decrement(1.0);
+    }
+
+    /// Every caller of a shared call left.
+    fn abandoned(&self) {
+        self.abandoned.fetch_add(1, Ordering::Relaxed);
+        self.metrics.abandoned.increment(1);
+    }
 }
 
 /// The state every clone of a [`CoalesceLayer`] and of its services share:
@@ -287,7 +351,7 @@ impl<F> CoalesceLayer<F> {
         CoalesceLayer {
             key,
             registry: Arc::new(Registry {
-                counters: Arc::default(),
+                counters: Arc::new(Counters::new(LayerName::default())),
                 ttl,
                 first: OnceLock::new(),
                 others: Mutex::new(Vec::new()),
@@ -299,6 +363,43 @@ impl<F> CoalesceLayer<F> {
     /// `ttl` after its call finished (zero: not kept).
     pub fn time_to_live(key: F, ttl: Duration) -> CoalesceLayer<F> {
         CoalesceLayer::with_config(key, CoalesceConfig::new().time_to_live(ttl))
+    }
+
+    /// Names the layer: the `layer` label of its metrics and the `layer`
+    /// field of its tracing events (default `"default"`), never request
+    /// data (the key is not a label).
+    ///
+    /// The name belongs to the state every clone shares, and the metric
+    /// handles are registered (with the `metrics` recorder installed now)
+    /// when it is set: name the layer where it is made, before it is
+    /// cloned or wraps a service. A layer whose state is already shared
+    /// keeps its name (a `warn` event says so).
+    ///
+    /// ```
+    /// use rampart_sync::CoalesceLayer;
+    /// let coalesce = CoalesceLayer::new(|path: &String| path.clone()).name("profiles");
+    /// assert_eq!(coalesce.layer_name(), "profiles");
+    /// ```
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        let name = name.into();
+        if let Some(counters) =
+            Arc::get_mut(&mut self.registry).and_then(|r| Arc::get_mut(&mut r.counters))
+        {
+            counters.metrics = CoalesceMetrics::new(&name);
+            counters.name = name;
+        } else {
+            tracing::warn!(
+                layer = %self.registry.counters.name,
+                new_name = %name,
+                "CoalesceLayer::name on a layer already cloned or in use: name kept"
+            );
+        }
+        self
+    }
+
+    /// The layer's name (see [`name`](Self::name)).
+    pub fn layer_name(&self) -> &str {
+        self.registry.counters.name.as_str()
     }
 
     /// A snapshot of the coalescer's state, shared by every clone.
@@ -330,6 +431,7 @@ impl<F: Clone> Clone for CoalesceLayer<F> {
 impl<F> fmt::Debug for CoalesceLayer<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CoalesceLayer")
+            .field("name", &self.registry.counters.name)
             .field("time_to_live", &self.registry.ttl)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
@@ -424,15 +526,17 @@ where
             let flight = Arc::clone(flight);
             if flight.result.get().is_some() {
                 drop(shard);
-                counters.cached.fetch_add(1, Ordering::Relaxed);
+                counters.cached();
                 return ResponseFuture::new(flight, Role::Done);
             }
             flight.waiters.fetch_add(1, Ordering::Relaxed);
             flight.done.get_or_init(|| Arc::new(Notify::new()));
             drop(shard);
-            counters.coalesced.fetch_add(1, Ordering::Relaxed);
-            counters.waiting.fetch_add(1, Ordering::Relaxed);
-            tracing::trace!("request joined a coalesced call in flight");
+            counters.join();
+            tracing::trace!(
+                layer = %counters.name,
+                "request joined a coalesced call in flight"
+            );
             let waiter = Waiter {
                 map,
                 flight: Arc::clone(&flight),
@@ -449,9 +553,7 @@ where
         });
         shard.insert_unique(hash, Arc::clone(&flight), |f| f.hash);
         drop(shard);
-        counters.calls.fetch_add(1, Ordering::Relaxed);
-        counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        counters.waiting.fetch_add(1, Ordering::Relaxed);
+        counters.lead();
         // From here on, whatever happens (the inner `call` panics, the call
         // panics, its driver is dropped), the publisher gives the waiters a
         // result.
@@ -482,10 +584,14 @@ where
 
 /// Polls a shared call; a panic in it becomes the call's failure (shared
 /// by every waiter, the leader included), as it would in a task.
-fn poll_call<Res>(call: &mut Call<Res>, cx: &mut TaskContext<'_>) -> Poll<Result<Res, Arc<Error>>> {
+fn poll_call<Res>(
+    call: &mut Call<Res>,
+    layer: &LayerName,
+    cx: &mut TaskContext<'_>,
+) -> Poll<Result<Res, Arc<Error>>> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.as_mut().poll(cx)))
         .unwrap_or_else(|_| {
-            tracing::debug!("a coalesced call panicked");
+            tracing::debug!(layer = %layer, "a coalesced call panicked");
             Poll::Ready(Err(Arc::new(Error::from_inner(
                 "the coalesced call panicked",
             ))))
@@ -515,7 +621,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> Publisher
             }
             let _ = self.flight.result.set(result);
         }
-        self.map.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.map.counters.landed();
         if let Some(done) = self.flight.done.get() {
             done.notify_waiters();
         }
@@ -564,7 +670,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> Drop for 
             return;
         };
         let counters = Arc::clone(&publisher.map.counters);
-        counters.waiting.fetch_sub(1, Ordering::Relaxed);
+        counters.left();
         if publisher.published {
             return;
         }
@@ -574,8 +680,11 @@ impl<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> Drop for 
         if flight.waiters.fetch_sub(1, Ordering::Relaxed) == 1 {
             FlightMap::remove(&mut shard, &flight);
             drop(shard);
-            counters.abandoned.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("every caller of a coalesced call left: call dropped");
+            counters.abandoned();
+            tracing::debug!(
+                layer = %counters.name,
+                "every caller of a coalesced call left: call dropped"
+            );
             // `call` and `publisher` drop here: nobody listens any more.
             return;
         }
@@ -585,7 +694,10 @@ impl<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> Drop for 
             // A call that panicked while the leader polled it is not polled
             // again: its waiters get a failure.
             (Some(call), Ok(rt)) if !std::thread::panicking() => {
-                tracing::debug!("first caller of a coalesced call left: call moved to a task");
+                tracing::debug!(
+                    layer = %counters.name,
+                    "first caller of a coalesced call left: call moved to a task"
+                );
                 let task = rt.spawn(async move {
                     let out = call.await;
                     publisher.publish(out);
@@ -616,7 +728,7 @@ struct Waiter<K: Hash + Eq, Res> {
 impl<K: Hash + Eq, Res> Drop for Waiter<K, Res> {
     fn drop(&mut self) {
         let counters = &self.map.counters;
-        counters.waiting.fetch_sub(1, Ordering::Relaxed);
+        counters.left();
         if self.flight.result.get().is_some() {
             return;
         }
@@ -628,8 +740,11 @@ impl<K: Hash + Eq, Res> Drop for Waiter<K, Res> {
         if self.flight.waiters.fetch_sub(1, Ordering::Relaxed) == 1 {
             FlightMap::remove(&mut shard, &self.flight);
             drop(shard);
-            counters.abandoned.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("every caller of a coalesced call left: call dropped");
+            counters.abandoned();
+            tracing::debug!(
+                layer = %counters.name,
+                "every caller of a coalesced call left: call dropped"
+            );
             if let Some(task) = self.flight.abort.get() {
                 task.abort();
             }
@@ -786,7 +901,7 @@ where
         }
         if let Role::Leader(lead) = &mut this.role
             && let (Some(call), Some(publisher)) = (lead.call.as_mut(), lead.publisher.as_mut())
-            && let Poll::Ready(out) = poll_call(call, cx)
+            && let Poll::Ready(out) = poll_call(call, &publisher.map.counters.name, cx)
         {
             publisher.publish(out);
         }
@@ -819,19 +934,29 @@ where
     /// Leaves the call (handing it on, or dropping it if nobody else
     /// waits) and says why.
     fn give_up(&mut self, why: GaveUp) -> Error {
+        let (reason, error, what) = match why {
+            GaveUp::Cancelled => (Reason::Cancelled, Error::cancelled(), "request cancelled"),
+            GaveUp::Deadline => (
+                Reason::Deadline,
+                Error::deadline_exceeded(),
+                "deadline passed",
+            ),
+        };
+        // Counted and reported once: the first time (a later poll gives the
+        // same error again, the caller having left already).
+        let counters = match &self.role {
+            Role::Leader(lead) => lead.publisher.as_ref().map(|p| Arc::clone(&p.map.counters)),
+            Role::Follower { _waiter: waiter } => Some(Arc::clone(&waiter.map.counters)),
+            Role::Done => None,
+        };
+        if let Some(c) = counters {
+            c.metrics.gave_up.count(reason);
+            tracing::debug!(layer = %c.name, "gave up waiting for a coalesced call: {what}");
+        }
         self.role = Role::Done;
         self.waits = None;
         self.gave_up = Some(why);
-        match why {
-            GaveUp::Cancelled => {
-                tracing::debug!("gave up waiting for a coalesced call: request cancelled");
-                Error::cancelled()
-            }
-            GaveUp::Deadline => {
-                tracing::debug!("gave up waiting for a coalesced call: deadline passed");
-                Error::deadline_exceeded()
-            }
-        }
+        error
     }
 }
 

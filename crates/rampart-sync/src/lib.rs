@@ -32,12 +32,45 @@
 //!   result, never polled in a loop; failures are shared; results can be
 //!   kept for a time to live.
 //! - [`LockStats`], [`CoalesceStats`]: holders, waiters, coalesced hits.
+//!   tracing `debug` events when a caller gives up or a shared call is
+//!   moved or dropped, each carrying `layer`: the name given with
+//!   `.name(..)`.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature each layer records on the
+//! [`metrics`](https://docs.rs/metrics) facade, labelled
+//! `layer = <its .name(..)>` (`"default"` unnamed; keys are never labels).
+//! Install the recorder before building the layer: the handles are
+//! registered once, when it is built. Nothing is recorded or paid without
+//! the feature.
+//!
+//! | name | kind | meaning |
+//! |---|---|---|
+//! | `rampart.lock.held` | gauge | keys held now (one call holds each) |
+//! | `rampart.lock.waiting` | gauge | calls waiting for a key another call holds |
+//! | `rampart.lock.waited` | counter | calls that had to wait |
+//! | `rampart.lock.gave_up` | counter, `reason` = `cancelled` \| `deadline` \| `dropped` | waiting calls that left before they got their key |
+//! | `rampart.lock.wait.duration` | histogram, seconds | time each waiting call waited, however the wait ended; a call that found its key free records nothing |
+//! | `rampart.coalesce.leaders` | counter | calls made to the inner service (each led a shared call) |
+//! | `rampart.coalesce.coalesced` | counter | requests that joined a call in flight |
+//! | `rampart.coalesce.cached` | counter | requests answered from a kept result (time to live) |
+//! | `rampart.coalesce.abandoned` | counter | shared calls dropped because every caller left |
+//! | `rampart.coalesce.gave_up` | counter, `reason` = `cancelled` \| `deadline` | callers that gave up waiting (a caller that drops its future is not counted) |
+//! | `rampart.coalesce.in_flight` | gauge | shared calls running |
+//! | `rampart.coalesce.waiting` | gauge | callers waiting for a shared call, leaders included |
+//!
+//! # Features
+//!
+//! - `serde`: `Deserialize` for [`CoalesceConfig`].
+//! - `metrics`: the metrics above.
 //!
 //! Both are built on tokio's primitives (a semaphore per contended key, a
 //! `Notify` per shared call) under short, sharded `std` mutexes.
 
 mod coalesce;
 mod lock;
+mod metrics;
 mod stats;
 
 pub use coalesce::{

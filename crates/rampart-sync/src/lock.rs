@@ -20,9 +20,11 @@
 //! # }
 //! ```
 
+use crate::metrics::{LockMetrics, Reason};
 use crate::stats::LockStats;
 use pin_project_lite::pin_project;
 use rampart_core::hashed::HashedMap;
+use rampart_core::telemetry::LayerName;
 use rampart_core::{BoxError, Context, Error};
 use std::collections::hash_map::Entry;
 use std::fmt;
@@ -71,6 +73,9 @@ struct Shared {
     waiting: AtomicUsize,
     waited: AtomicU64,
     gave_up: AtomicU64,
+    /// The `layer` field of events and label of metrics.
+    name: LayerName,
+    metrics: LockMetrics,
 }
 
 impl Shared {
@@ -91,18 +96,78 @@ impl Shared {
 
 /// A call's place on its key (holding it or waiting for it); dropping it
 /// leaves: the next waiter, if any, is given the key, and the key leaves
-/// the map when nobody else holds or waits for it.
+/// the map when nobody else holds or waits for it. It keeps the `held` and
+/// `waiting` gauges right on every path.
 struct Guard {
     shared: Arc<Shared>,
     hash: u64,
     holding: bool,
+    /// When it started waiting (only kept to be measured).
+    #[cfg(feature = "metrics")]
+    since: Option<Instant>,
+    /// Why it would stop waiting if dropped now (fits in the padding).
+    why: Reason,
+}
+
+impl Guard {
+    /// The guard of a call that holds its key.
+    fn holding(shared: &Arc<Shared>, hash: u64) -> Guard {
+        shared.metrics.held.increment(1.0);
+        Guard {
+            shared: Arc::clone(shared),
+            hash,
+            holding: true,
+            #[cfg(feature = "metrics")]
+            since: None,
+            why: Reason::Dropped,
+        }
+    }
+
+    /// The guard of a call that waits for its key.
+    fn waiting(shared: &Arc<Shared>, hash: u64) -> Guard {
+        shared.waiting.fetch_add(1, Ordering::Relaxed);
+        shared.waited.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.waiting.increment(1.0);
+        shared.metrics.waited.increment(1);
+        Guard {
+            shared: Arc::clone(shared),
+            hash,
+            holding: false,
+            #[cfg(feature = "metrics")]
+            since: Some(Instant::now()),
+            why: Reason::Dropped,
+        }
+    }
+
+    /// A waiter was handed its key.
+    fn take_key(&mut self) {
+        self.holding = true;
+        self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.left_line();
+        self.shared.metrics.held.increment(1.0);
+    }
+
+    /// Records that a waiter stopped waiting.
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    fn left_line(&self) {
+        let metrics = &self.shared.metrics;
+        metrics.waiting.decrement(1.0);
+        #[cfg(feature = "metrics")]
+        if let Some(since) = self.since {
+            metrics.wait.record_duration(since.elapsed());
+        }
+    }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if !self.holding {
+        if self.holding {
+            self.shared.metrics.held.decrement(1.0);
+        } else {
             self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
             self.shared.gave_up.fetch_add(1, Ordering::Relaxed);
+            self.left_line();
+            self.shared.metrics.gave_up.count(self.why);
         }
         let mut map = self.shared.shard(self.hash);
         if let Entry::Occupied(mut e) = map.entry(self.hash) {
@@ -164,6 +229,7 @@ pub struct KeyedLockLayer<F> {
 impl<F> KeyedLockLayer<F> {
     /// Serialises calls by the key `key(&request)` returns.
     pub fn new(key: F) -> KeyedLockLayer<F> {
+        let name = LayerName::default();
         KeyedLockLayer {
             key,
             shared: Arc::new(Shared {
@@ -172,8 +238,45 @@ impl<F> KeyedLockLayer<F> {
                 waiting: AtomicUsize::new(0),
                 waited: AtomicU64::new(0),
                 gave_up: AtomicU64::new(0),
+                metrics: LockMetrics::new(&name),
+                name,
             }),
         }
+    }
+
+    /// Names the layer: the `layer` label of its metrics and the `layer`
+    /// field of its tracing events (default `"default"`), never request
+    /// data (the key is not a label).
+    ///
+    /// The name belongs to the state every clone shares, and the metric
+    /// handles are registered (with the `metrics` recorder installed now)
+    /// when it is set: name the layer where it is made, before it is
+    /// cloned or wraps a service. A layer whose state is already shared
+    /// keeps its name (a `warn` event says so).
+    ///
+    /// ```
+    /// use rampart_sync::KeyedLockLayer;
+    /// let lock = KeyedLockLayer::new(|account: &u32| *account).name("accounts");
+    /// assert_eq!(lock.layer_name(), "accounts");
+    /// ```
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        let name = name.into();
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.metrics = LockMetrics::new(&name);
+            shared.name = name;
+        } else {
+            tracing::warn!(
+                layer = %self.shared.name,
+                new_name = %name,
+                "KeyedLockLayer::name on a layer already cloned or in use: name kept"
+            );
+        }
+        self
+    }
+
+    /// The layer's name (see [`name`](Self::name)).
+    pub fn layer_name(&self) -> &str {
+        self.shared.name.as_str()
     }
 
     /// A snapshot of the lock's state, shared by every clone.
@@ -212,6 +315,7 @@ impl<F: Clone> Clone for KeyedLockLayer<F> {
 impl<F> fmt::Debug for KeyedLockLayer<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedLockLayer")
+            .field("name", &self.shared.name)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -304,11 +408,7 @@ where
         slot.refs += 1;
         if slot.refs == 1 {
             drop(map);
-            let guard = Guard {
-                shared: Arc::clone(&self.shared),
-                hash,
-                holding: true,
-            };
+            let guard = Guard::holding(&self.shared, hash);
             return ResponseFuture {
                 state: State::Calling {
                     fut: self.inner.call(req),
@@ -331,11 +431,7 @@ where
             if let Ok(p) = permit {
                 p.forget();
             }
-            let guard = Guard {
-                shared: Arc::clone(&self.shared),
-                hash,
-                holding: true,
-            };
+            let guard = Guard::holding(&self.shared, hash);
             return ResponseFuture {
                 state: State::Calling {
                     fut: self.inner.call(req),
@@ -343,13 +439,7 @@ where
                 guard: Some(guard),
             };
         }
-        self.shared.waiting.fetch_add(1, Ordering::Relaxed);
-        self.shared.waited.fetch_add(1, Ordering::Relaxed);
-        let guard = Guard {
-            shared: Arc::clone(&self.shared),
-            hash,
-            holding: false,
-        };
+        let guard = Guard::waiting(&self.shared, hash);
         // Keep the service that `poll_ready` made ready for the call.
         let clone = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, clone);
@@ -454,8 +544,7 @@ where
                             unreachable!("a waiting call holds its service and request")
                         };
                         if let Some(g) = this.guard.as_mut() {
-                            g.holding = true;
-                            g.shared.waiting.fetch_sub(1, Ordering::Relaxed);
+                            g.take_key();
                         }
                         let fut = svc.call(req);
                         this.state.set(State::Calling { fut });
@@ -503,17 +592,24 @@ where
     fn give_up(&mut self, why: GaveUp) -> Error {
         self.state.set(State::Done);
         // Counted as given up by the guard.
-        self.guard.take();
-        match why {
-            GaveUp::Cancelled => {
-                tracing::debug!("gave up waiting for a keyed lock: request cancelled");
-                Error::cancelled()
-            }
-            GaveUp::Deadline => {
-                tracing::debug!("gave up waiting for a keyed lock: deadline passed");
-                Error::deadline_exceeded()
-            }
-        }
+        let Some(mut guard) = self.guard.take() else {
+            unreachable!("a waiting call holds its guard")
+        };
+        let (reason, error, what) = match why {
+            GaveUp::Cancelled => (Reason::Cancelled, Error::cancelled(), "request cancelled"),
+            GaveUp::Deadline => (
+                Reason::Deadline,
+                Error::deadline_exceeded(),
+                "deadline passed",
+            ),
+        };
+        guard.why = reason;
+        tracing::debug!(
+            layer = %guard.shared.name,
+            "gave up waiting for a keyed lock: {what}"
+        );
+        drop(guard);
+        error
     }
 }
 

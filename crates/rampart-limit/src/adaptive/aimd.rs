@@ -73,6 +73,10 @@ impl LimitAlgorithm for Aimd {
         "aimd"
     }
 
+    fn min_limit(&self) -> u32 {
+        self.cfg.min_limit
+    }
+
     fn limit(&self) -> u32 {
         self.limit
     }

@@ -127,6 +127,10 @@ impl LimitAlgorithm for Gradient2 {
         "gradient2"
     }
 
+    fn min_limit(&self) -> u32 {
+        self.cfg.min_limit
+    }
+
     fn limit(&self) -> u32 {
         self.estimate as u32
     }

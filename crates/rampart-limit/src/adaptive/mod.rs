@@ -44,6 +44,7 @@ pub use window::SampleWindow;
 use window::Window;
 
 use crate::sem::Sem;
+use crate::stats::Counters;
 use rampart_core::Outcome;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -81,6 +82,12 @@ impl Sample {
 pub trait LimitAlgorithm: Send + fmt::Debug + 'static {
     /// A short name for logs (`"aimd"`).
     fn name(&self) -> &'static str;
+    /// The floor the limit never goes below (default 1). When a decrease
+    /// or a drop leaves the limit there, the layer logs a `warn` event
+    /// (once, until the limit rises again).
+    fn min_limit(&self) -> u32 {
+        1
+    }
     /// The current limit (at least 1).
     fn limit(&self) -> u32;
     /// Takes one sample into account and returns the new limit (at least 1;
@@ -101,9 +108,16 @@ pub(crate) fn log10_root(n: f64) -> f64 {
 /// the call that closes it. Without one, every call is a sample and takes
 /// the lock.
 pub(crate) struct Adaptive {
-    algo: Mutex<Box<dyn LimitAlgorithm>>,
+    algo: Mutex<Algo>,
     window: Option<Window>,
     name: &'static str,
+}
+
+/// The algorithm, and whether the floor warning was given since the limit
+/// last reached its floor (changed under the lock only).
+struct Algo {
+    algo: Box<dyn LimitAlgorithm>,
+    at_floor: bool,
 }
 
 impl fmt::Debug for Adaptive {
@@ -118,24 +132,30 @@ impl Adaptive {
     pub(crate) fn new(algo: Box<dyn LimitAlgorithm>, window: Option<SampleWindow>) -> Adaptive {
         Adaptive {
             name: algo.name(),
-            algo: Mutex::new(algo),
+            algo: Mutex::new(Algo {
+                algo,
+                at_floor: false,
+            }),
             window: window.map(Window::new),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Box<dyn LimitAlgorithm>> {
+    fn lock(&self) -> MutexGuard<'_, Algo> {
         self.algo.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn initial_limit(&self) -> u32 {
-        self.lock().limit().clamp(1, crate::MAX_LIMIT)
+        self.lock().algo.limit().clamp(1, crate::MAX_LIMIT)
     }
 
     /// Feeds a call that ended at `end` to the algorithm (through the
-    /// window, if any) and resizes `sem`.
+    /// window, if any), resizes `sem` and reports the change to `counters`
+    /// (the `current` gauge; a `warn` event when the limit is pressed to
+    /// its floor).
     pub(crate) fn on_result(
         &self,
         sem: &Sem,
+        counters: &Counters,
         end: Instant,
         rtt: Duration,
         in_flight: u32,
@@ -159,10 +179,27 @@ impl Adaptive {
         // updates reach the semaphore in the order they were computed.
         let mut algo = self.lock();
         let old = sem.limit();
-        let new = algo.update(sample).clamp(1, crate::MAX_LIMIT);
+        let new = algo.algo.update(sample).clamp(1, crate::MAX_LIMIT);
+        let floor = algo.algo.min_limit().clamp(1, crate::MAX_LIMIT);
+        if new > floor {
+            algo.at_floor = false;
+        } else if !algo.at_floor && (new < old || sample.dropped) {
+            // Pressed down to the floor: warn once, until it rises again.
+            algo.at_floor = true;
+            tracing::warn!(
+                layer = %counters.name,
+                algorithm = self.name,
+                limit = new,
+                rtt_us = sample.rtt.as_micros() as u64,
+                dropped = sample.dropped,
+                "adaptive concurrency limit at its floor"
+            );
+        }
         if new != old {
             sem.set_limit(new);
+            counters.metrics.current.set(f64::from(new));
             tracing::debug!(
+                layer = %counters.name,
                 algorithm = self.name,
                 old,
                 new,
@@ -198,13 +235,14 @@ mod tests {
         };
         let adaptive = Adaptive::new(Box::new(cfg.build().unwrap()), None);
         let sem = Sem::new(adaptive.initial_limit());
+        let c = Counters::new(rampart_core::telemetry::LayerName::default(), sem.limit());
         let ms = Duration::from_millis(1);
         let now = Instant::now();
-        adaptive.on_result(&sem, now, ms, 10, Outcome::Fatal);
+        adaptive.on_result(&sem, &c, now, ms, 10, Outcome::Fatal);
         assert_eq!(sem.limit(), 10);
-        adaptive.on_result(&sem, now, ms, 10, Outcome::Success);
+        adaptive.on_result(&sem, &c, now, ms, 10, Outcome::Success);
         assert_eq!(sem.limit(), 11);
-        adaptive.on_result(&sem, now, ms, 10, Outcome::Retryable { after: None });
+        adaptive.on_result(&sem, &c, now, ms, 10, Outcome::Retryable { after: None });
         assert_eq!(sem.limit(), 9);
     }
 }

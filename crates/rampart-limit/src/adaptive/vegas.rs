@@ -146,6 +146,10 @@ impl LimitAlgorithm for Vegas {
         "vegas"
     }
 
+    fn min_limit(&self) -> u32 {
+        self.cfg.min_limit
+    }
+
     fn limit(&self) -> u32 {
         self.current()
     }

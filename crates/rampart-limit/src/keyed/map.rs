@@ -2,10 +2,12 @@
 //! shards with a short lock each.
 
 use crate::config::Policy;
+use crate::metrics::KeyedMetrics;
 use crate::permit::Owner;
 use crate::sem::Sem;
 use crate::stats::Counters;
 use rampart_core::hashed::HashedMap;
+use rampart_core::telemetry::LayerName;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -107,6 +109,8 @@ pub(crate) struct KeyMap {
     max_keys: usize,
     policy: Policy,
     pub(crate) counters: Arc<Counters>,
+    /// The keyed-only metric handles (keys, key map refusals).
+    pub(crate) metrics: KeyedMetrics,
     /// The shard the next sweep starts in.
     clock: AtomicUsize,
     /// Entries looked at by sweeps (to prove they are bounded).
@@ -121,15 +125,16 @@ pub(crate) struct Totals {
 }
 
 impl KeyMap {
-    pub(crate) fn new(limit: u32, max_keys: usize, policy: Policy) -> KeyMap {
+    pub(crate) fn new(limit: u32, max_keys: usize, policy: Policy, name: LayerName) -> KeyMap {
         KeyMap {
+            metrics: KeyedMetrics::new(&name, 0),
             shards: (0..SHARDS).map(|_| Padded::default()).collect(),
             keys: AtomicUsize::new(0),
             hasher: RandomState::new(),
             limit,
             max_keys,
             policy,
-            counters: Arc::new(Counters::default()),
+            counters: Arc::new(Counters::new(name, limit)),
             clock: AtomicUsize::new(0),
             swept: AtomicU64::new(0),
         }
@@ -154,13 +159,31 @@ impl KeyMap {
         self.hasher.hash_one(key)
     }
 
+    /// Renames the layer, if no key holds its counters yet (`false`
+    /// otherwise).
+    pub(crate) fn rename(&mut self, name: LayerName) -> bool {
+        let Some(counters) = Arc::get_mut(&mut self.counters) else {
+            return false;
+        };
+        let keys = *self.keys.get_mut();
+        self.metrics.keys.decrement(keys as f64);
+        self.metrics = KeyedMetrics::new(&name, keys);
+        counters.rename(name, self.limit);
+        true
+    }
+
     /// Takes a slot for a new key, if the map is not full.
     fn reserve(&self) -> bool {
-        self.keys
+        let reserved = self
+            .keys
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_keys).then_some(n + 1)
             })
-            .is_ok()
+            .is_ok();
+        if reserved {
+            self.metrics.keys.increment(1.0);
+        }
+        reserved
     }
 
     /// The entry of `key`, created if needed; `None` if the map is full of
@@ -214,6 +237,7 @@ impl KeyMap {
             let (looked, evicted, wrapped) = self.lock(at).sweep(budget);
             if evicted > 0 {
                 self.keys.fetch_sub(evicted, Ordering::AcqRel);
+                self.metrics.keys.decrement(evicted as f64);
                 freed += evicted;
             }
             budget -= looked;
@@ -228,6 +252,7 @@ impl KeyMap {
         self.swept
             .fetch_add((SWEEP - budget) as u64, Ordering::Relaxed);
         tracing::debug!(
+            layer = %self.counters.name,
             evicted = freed,
             looked = SWEEP - budget,
             "keyed concurrency limit: key map full, idle keys evicted"
@@ -265,7 +290,12 @@ mod tests {
     use crate::config::WaitPolicy;
 
     fn map(max_keys: usize) -> KeyMap {
-        KeyMap::new(1, max_keys, WaitPolicy::default().check().unwrap())
+        KeyMap::new(
+            1,
+            max_keys,
+            WaitPolicy::default().check().unwrap(),
+            LayerName::default(),
+        )
     }
 
     #[test]

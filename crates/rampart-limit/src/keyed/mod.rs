@@ -13,6 +13,7 @@ use crate::error::{LimitConfigError, check_limit};
 use crate::stats::KeyedStats;
 use map::KeyMap;
 use rampart_core::ConfigError;
+use rampart_core::telemetry::LayerName;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,6 +126,7 @@ impl<E: Clone> Clone for KeyedConcurrencyLimitLayer<E> {
 impl<E> fmt::Debug for KeyedConcurrencyLimitLayer<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedConcurrencyLimitLayer")
+            .field("name", &self.shared.keys.counters.name)
             .field("stats", &self.shared.stats())
             .finish_non_exhaustive()
     }
@@ -167,6 +169,7 @@ impl<E> KeyedConcurrencyLimitLayer<E> {
                 max_keys: DEFAULT_MAX_KEYS,
                 wait: WaitPolicy::default(),
             },
+            name: LayerName::default(),
         }
     }
 
@@ -175,8 +178,39 @@ impl<E> KeyedConcurrencyLimitLayer<E> {
         KeyedBuilder {
             extractor,
             config: config.clone(),
+            name: LayerName::default(),
         }
         .build()
+    }
+
+    /// Names the layer: the `layer` label of its metrics and the `layer`
+    /// field of its tracing events (default `"default"`); the same as
+    /// [`KeyedBuilder::name`].
+    ///
+    /// The name belongs to the state every clone shares, and the metric
+    /// handles are registered (with the `metrics` recorder installed now)
+    /// when it is set: name the layer where it is made, before it is
+    /// cloned or wraps a service. A layer whose state is already shared
+    /// keeps its name (a `warn` event says so).
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        let name = name.into();
+        let renamed = match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.keys.rename(name.clone()),
+            None => false,
+        };
+        if !renamed {
+            tracing::warn!(
+                layer = %self.shared.keys.counters.name,
+                new_name = %name,
+                "KeyedConcurrencyLimitLayer::name on a layer already cloned or in use: name kept"
+            );
+        }
+        self
+    }
+
+    /// The layer's name (see [`name`](Self::name)).
+    pub fn layer_name(&self) -> &str {
+        self.shared.keys.counters.name.as_str()
     }
 
     /// Keys, in flight and waiting (all keys together), and what was
@@ -199,9 +233,18 @@ impl<S, E: Clone> Layer<S> for KeyedConcurrencyLimitLayer<E> {
 pub struct KeyedBuilder<E> {
     extractor: E,
     config: KeyedConfig,
+    name: LayerName,
 }
 
 impl<E> KeyedBuilder<E> {
+    /// Names the layer: the `layer` label of its metrics and the `layer`
+    /// field of its tracing events (default `"default"`), never request
+    /// data (the key is not a label).
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// At most this many keys are tracked (default [`DEFAULT_MAX_KEYS`]).
     pub fn max_keys(mut self, max: usize) -> Self {
         self.config.max_keys = max;
@@ -250,7 +293,7 @@ impl<E> KeyedBuilder<E> {
         let policy = self.config.wait.check()?;
         Ok(KeyedConcurrencyLimitLayer {
             shared: Arc::new(KeyedShared {
-                keys: KeyMap::new(limit, self.config.max_keys, policy),
+                keys: KeyMap::new(limit, self.config.max_keys, policy, self.name),
                 map_full: AtomicU64::new(0),
             }),
             extractor: self.extractor,

@@ -93,7 +93,11 @@ where
             admit(entry, &mut self.inner, req, None)
         } else {
             shared.map_full.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("keyed concurrency limit: key map full of busy keys, request shed");
+            shared.keys.metrics.keys_rejected.increment(1);
+            tracing::debug!(
+                layer = %shared.keys.counters.name,
+                "keyed concurrency limit: key map full of busy keys, request shed"
+            );
             LimitFuture::rejected(Error::overloaded(shared.keys.policy().retry_after))
         };
         KeyedResponseFuture { inner }

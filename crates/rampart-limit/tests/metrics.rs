@@ -1,0 +1,354 @@
+//! What the limits record on the `metrics` facade: scripted runs under the
+//! paused clock, with exact counts, gauges back to zero and exact wait
+//! times.
+#![cfg(feature = "metrics")]
+// Exact values are the point: the paused clock makes every one exact.
+#![allow(clippy::float_cmp, clippy::many_single_char_names)]
+
+mod common;
+
+use common::MS;
+use rampart_core::{CancellationToken, Context, ErrorKind};
+use rampart_limit::{AimdConfig, ConcurrencyLimitLayer, KeyedConcurrencyLimitLayer};
+use rampart_testkit::{MetricsCapture, MetricsSnapshot, MockReply, MockService};
+use std::collections::HashMap;
+use tokio::time::{Instant, sleep};
+use tower::{Layer, ServiceExt};
+
+/// Lets every spawned task run until it waits on something.
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A mock answering request `ms` after `ms` milliseconds.
+fn mock() -> MockService<u64, u64> {
+    MockService::new(|ms: u64| MockReply::ok(ms).after(std::time::Duration::from_millis(ms)))
+}
+
+/// The values of one layer's metrics, cumulated over snapshots: the
+/// debugging recorder behind `MetricsCapture` hands out counters and gauges
+/// as deltas (each snapshot swaps them to zero), so counters and the
+/// up-and-down gauges are summed, and `current` (set, never 0) keeps its
+/// last set value.
+struct Tally<'a> {
+    cap: &'a MetricsCapture,
+    layer: &'static str,
+    values: HashMap<&'static str, f64>,
+    waits: Vec<f64>,
+}
+
+const SUMMED_GAUGES: [&str; 3] = [
+    "rampart.limit.in_flight",
+    "rampart.limit.waiting",
+    "rampart.limit.keys",
+];
+const COUNTERS: [&str; 2] = ["rampart.limit.shed", "rampart.limit.keys.rejected"];
+const REASONS: [&str; 3] = ["max_wait", "deadline", "cancelled"];
+
+impl<'a> Tally<'a> {
+    fn new(cap: &'a MetricsCapture, layer: &'static str) -> Self {
+        Tally {
+            cap,
+            layer,
+            values: HashMap::new(),
+            waits: Vec::new(),
+        }
+    }
+
+    /// Takes a snapshot and folds it in.
+    fn update(&mut self) -> &mut Self {
+        let s: MetricsSnapshot = self.cap.snapshot();
+        for g in SUMMED_GAUGES {
+            *self.values.entry(g).or_default() += s.gauge(g, self.layer).unwrap_or(0.0);
+        }
+        for c in COUNTERS {
+            *self.values.entry(c).or_default() += s.counter(c, self.layer).unwrap_or(0) as f64;
+        }
+        for r in REASONS {
+            let n = s
+                .counter_with(
+                    "rampart.limit.expired",
+                    &[("layer", self.layer), ("reason", r)],
+                )
+                .unwrap_or(0);
+            *self.values.entry(r).or_default() += n as f64;
+        }
+        if let Some(v) = s
+            .gauge("rampart.limit.current", self.layer)
+            .filter(|v| *v != 0.0)
+        {
+            self.values.insert("rampart.limit.current", v);
+        }
+        self.waits.extend(
+            s.histogram("rampart.limit.wait.duration", self.layer)
+                .unwrap_or_default(),
+        );
+        self
+    }
+
+    fn get(&self, name: &str) -> f64 {
+        self.values.get(name).copied().unwrap_or(0.0)
+    }
+
+    fn expired(&self, reason: &str) -> f64 {
+        self.get(reason)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scripted_run_records_exact_sheds_expiries_wait_times_and_gauges_back_to_zero() {
+    let cap = MetricsCapture::new();
+    let layer = cap.install(|| {
+        ConcurrencyLimitLayer::builder(1)
+            .max_wait(50 * MS)
+            .max_waiting(2)
+            .name("payments")
+            .build()
+            .unwrap()
+    });
+    let mut t = Tally::new(&cap, "payments");
+    let mock = mock();
+    let call = |ms: u64| tokio::spawn(layer.layer(mock.clone()).oneshot(ms));
+
+    // t=0: a holds the permit for 30 ms; b waits 30 ms, then runs 100 ms;
+    // c waits behind b until its maximum wait (50 ms) passes.
+    let a = call(30);
+    settle().await;
+    let b = call(100);
+    settle().await;
+    let c = call(1);
+    settle().await;
+    t.update();
+    assert_eq!(t.get("rampart.limit.in_flight"), 1.0);
+    assert_eq!(t.get("rampart.limit.waiting"), 2.0);
+    assert_eq!(t.get("rampart.limit.current"), 1.0);
+
+    // The line is full: two calls shed at once.
+    for _ in 0..2 {
+        let e = layer.layer(mock.clone()).oneshot(1).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Overloaded);
+    }
+
+    sleep(60 * MS).await; // t=60
+    assert_eq!(a.await.unwrap().unwrap(), 30);
+    assert_eq!(c.await.unwrap().unwrap_err().kind(), ErrorKind::Overloaded);
+
+    // t=60..70: a waiter cancelled by its request's token.
+    let token = CancellationToken::new();
+    let f = tokio::spawn(
+        Context::new()
+            .with_cancellation(token.clone())
+            .scope(layer.layer(mock.clone()).oneshot(1)),
+    );
+    sleep(10 * MS).await;
+    token.cancel();
+    assert_eq!(f.await.unwrap().unwrap_err().kind(), ErrorKind::Cancelled);
+
+    // t=70..85: a waiter whose request's deadline passes.
+    let e = Context::new()
+        .with_deadline(Instant::now() + 15 * MS)
+        .scope(layer.layer(mock.clone()).oneshot(1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadlineExceeded);
+
+    // t=85..90: a waiter whose caller drops it: counted by no counter, but
+    // it leaves the waiting gauge and its wait is measured.
+    let h = call(1);
+    sleep(5 * MS).await;
+    assert_eq!(t.update().get("rampart.limit.waiting"), 1.0);
+    h.abort();
+    assert!(h.await.unwrap_err().is_cancelled());
+    t.update();
+    assert_eq!(t.get("rampart.limit.waiting"), 0.0);
+    assert_eq!(t.get("rampart.limit.in_flight"), 1.0);
+
+    assert_eq!(b.await.unwrap().unwrap(), 100); // t=130
+    t.update();
+    assert_eq!(t.get("rampart.limit.in_flight"), 0.0);
+    assert_eq!(t.get("rampart.limit.waiting"), 0.0);
+    assert_eq!(t.get("rampart.limit.current"), 1.0);
+    assert_eq!(t.get("rampart.limit.shed"), 2.0);
+    assert_eq!(t.expired("max_wait"), 1.0);
+    assert_eq!(t.expired("deadline"), 1.0);
+    assert_eq!(t.expired("cancelled"), 1.0);
+    // In the order they left the line: b (granted), c (max wait), the
+    // cancelled one, the one past its deadline, the dropped one.
+    assert_eq!(t.waits, [0.030, 0.050, 0.010, 0.015, 0.005]);
+    // The stats agree (they count expiries by max wait and deadline only).
+    let st = layer.stats();
+    assert_eq!(
+        (st.shed, st.expired, st.in_flight, st.waiting),
+        (2, 2, 0, 0)
+    );
+    assert_eq!(mock.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_finds_a_free_permit_records_no_wait() {
+    let cap = MetricsCapture::new();
+    let layer = cap.install(|| ConcurrencyLimitLayer::new(4).name("fast"));
+    let svc = layer.layer(mock());
+    for _ in 0..3 {
+        svc.clone().oneshot(1).await.unwrap();
+    }
+    let s = cap.snapshot();
+    assert_eq!(
+        s.histogram("rampart.limit.wait.duration", "fast"),
+        Some(vec![])
+    );
+    assert_eq!(s.gauge("rampart.limit.in_flight", "fast"), Some(0.0));
+    assert_eq!(s.gauge("rampart.limit.current", "fast"), Some(4.0));
+    assert_eq!(s.counter("rampart.limit.shed", "fast"), Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_waiting_response_future_leaves_the_gauges_at_zero() {
+    // The keyed limit waits in the response future: drop it while waiting.
+    let cap = MetricsCapture::new();
+    let layer = cap.install(|| {
+        KeyedConcurrencyLimitLayer::builder(|_: &u64| 0u8, 1)
+            .name("keyed")
+            .build()
+            .unwrap()
+    });
+    let mut t = Tally::new(&cap, "keyed");
+    let svc = layer.layer(mock());
+    let held = tokio::spawn(svc.clone().oneshot(20));
+    settle().await;
+    let mut waiting = Box::pin(svc.clone().oneshot(1));
+    assert!(common::poll_once(waiting.as_mut()).is_pending());
+    t.update();
+    assert_eq!(t.get("rampart.limit.waiting"), 1.0);
+    assert_eq!(t.get("rampart.limit.in_flight"), 1.0);
+    sleep(5 * MS).await;
+    drop(waiting);
+    held.await.unwrap().unwrap();
+    t.update();
+    assert_eq!(t.get("rampart.limit.waiting"), 0.0);
+    assert_eq!(t.get("rampart.limit.in_flight"), 0.0);
+    assert_eq!(t.waits, [0.005]);
+    assert_eq!(t.expired("cancelled"), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_current_gauge_follows_an_adaptive_limit() {
+    let cap = MetricsCapture::new();
+    let layer = cap.install(|| {
+        ConcurrencyLimitLayer::builder(AimdConfig {
+            initial_limit: 4,
+            min_limit: 2,
+            max_limit: 10,
+            ..AimdConfig::default()
+        })
+        .sample_window(None)
+        .name("adaptive")
+        .build()
+        .unwrap()
+    });
+    let mut t = Tally::new(&cap, "adaptive");
+    assert_eq!(t.update().get("rampart.limit.current"), 4.0);
+    let svc = layer.layer(MockService::<bool, ()>::new(|fail: bool| {
+        if fail {
+            MockReply::err("overloaded")
+        } else {
+            MockReply::ok(())
+        }
+    }));
+    // Drops: 4 -> 3 -> 2 (the floor) -> 2.
+    for want in [3.0, 2.0, 2.0] {
+        svc.clone().oneshot(true).await.unwrap_err();
+        assert_eq!(t.update().get("rampart.limit.current"), want);
+    }
+    // A success with the limit half used: + 1.
+    svc.clone().oneshot(false).await.unwrap();
+    assert_eq!(t.update().get("rampart.limit.current"), 3.0);
+    assert_eq!(layer.limit(), 3);
+    assert_eq!(t.get("rampart.limit.in_flight"), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn layers_with_different_names_record_separately() {
+    let cap = MetricsCapture::new();
+    let (a, b) = cap.install(|| {
+        (
+            ConcurrencyLimitLayer::builder(1)
+                .shed()
+                .name("a")
+                .build()
+                .unwrap(),
+            ConcurrencyLimitLayer::new(3).name("b"),
+        )
+    });
+    let mock = mock();
+    let held = tokio::spawn(a.layer(mock.clone()).oneshot(10));
+    settle().await;
+    for _ in 0..3 {
+        a.layer(mock.clone()).oneshot(1).await.unwrap_err();
+    }
+    b.layer(mock.clone()).oneshot(1).await.unwrap();
+    held.await.unwrap().unwrap();
+    let s = cap.snapshot();
+    assert_eq!(s.counter("rampart.limit.shed", "a"), Some(3));
+    assert_eq!(s.counter("rampart.limit.shed", "b"), Some(0));
+    assert_eq!(s.gauge("rampart.limit.current", "a"), Some(1.0));
+    assert_eq!(s.gauge("rampart.limit.current", "b"), Some(3.0));
+    assert_eq!(s.gauge("rampart.limit.in_flight", "a"), Some(0.0));
+    assert_eq!(s.gauge("rampart.limit.in_flight", "b"), Some(0.0));
+    // `new(3).name("b")` registered under "default" first: that series is
+    // left at zero, not at the limit.
+    assert_eq!(s.gauge("rampart.limit.current", "default"), Some(0.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_run_records_keys_sheds_and_key_map_refusals() {
+    let cap = MetricsCapture::new();
+    let layer = cap.install(|| {
+        KeyedConcurrencyLimitLayer::builder(|req: &(u8, u64)| req.0, 1)
+            .max_keys(2)
+            .max_waiting(1)
+            .max_wait(50 * MS)
+            .name("tenants")
+            .build()
+            .unwrap()
+    });
+    let mut t = Tally::new(&cap, "tenants");
+    let svc = layer.layer(MockService::new(|(_, ms): (u8, u64)| {
+        MockReply::ok(ms).after(std::time::Duration::from_millis(ms))
+    }));
+    let call = |key: u8, ms: u64| tokio::spawn(svc.clone().oneshot((key, ms)));
+    let one = call(1, 20); // key 1 held 0..20
+    let two = call(2, 30); // key 2 held 0..30
+    settle().await;
+    let one_waits = call(1, 10); // waits 0..20, runs 20..30
+    settle().await;
+    // Key 1's line is full: shed. Key 3 finds the map full of busy keys.
+    let shed = svc.clone().oneshot((1, 1)).await.unwrap_err();
+    assert_eq!(shed.kind(), ErrorKind::Overloaded);
+    let full = svc.clone().oneshot((3, 1)).await.unwrap_err();
+    assert_eq!(full.kind(), ErrorKind::Overloaded);
+    t.update();
+    assert_eq!(t.get("rampart.limit.keys"), 2.0);
+    assert_eq!(t.get("rampart.limit.in_flight"), 2.0);
+    assert_eq!(t.get("rampart.limit.waiting"), 1.0);
+    assert_eq!(t.get("rampart.limit.current"), 1.0);
+    for h in [one, two, one_waits] {
+        h.await.unwrap().unwrap();
+    }
+    t.update();
+    assert_eq!(t.get("rampart.limit.in_flight"), 0.0);
+    assert_eq!(t.get("rampart.limit.waiting"), 0.0);
+    assert_eq!(t.get("rampart.limit.shed"), 1.0);
+    assert_eq!(t.get("rampart.limit.keys.rejected"), 1.0);
+    assert_eq!(t.expired("max_wait"), 0.0);
+    assert_eq!(t.waits, [0.020]);
+    // Idle keys stay tracked until the map needs room (as `stats().keys`).
+    assert_eq!(t.get("rampart.limit.keys"), 2.0);
+    svc.clone().oneshot((3, 1)).await.unwrap();
+    let keys = layer.stats().keys;
+    assert_eq!(t.update().get("rampart.limit.keys"), keys as f64);
+    let st = layer.stats();
+    assert_eq!((st.shed, st.key_map_full), (1, 1));
+}
