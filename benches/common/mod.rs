@@ -70,6 +70,10 @@ pub(crate) type Inner = BoxCloneSyncService<Req, Res, BoxError>;
 /// allocation probe: its value is the exact `<group>/<id>/<param>` to run,
 /// or `list` to print every case name (one per line) without running any.
 pub(crate) const PROBE_ENV: &str = "RAMPART_BENCH_PROBE";
+/// Set (to anything) with the `metrics` feature on: the bench installs a
+/// Prometheus recorder before it builds any layer.
+#[cfg(feature = "metrics")]
+pub(crate) const RECORDER_ENV: &str = "RAMPART_BENCH_RECORDER";
 /// Number of requests the probe runs (default 1000).
 pub(crate) const PROBE_N_ENV: &str = "RAMPART_BENCH_PROBE_N";
 
@@ -410,6 +414,16 @@ where
 /// `criterion_group!` + `criterion_main!` do, without their undocumented
 /// generated function).
 pub(crate) fn main(benches: &[fn(&mut Criterion)]) {
+    // With the `metrics` feature, `RAMPART_BENCH_RECORDER=1` installs a
+    // Prometheus recorder before any layer is built, so the layers record
+    // into a real exporter (the cost with a recorder); without it the
+    // handles find no recorder (the cost of the feature alone).
+    #[cfg(feature = "metrics")]
+    if std::env::var_os(RECORDER_ENV).is_some() {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("no recorder installed before the bench starts");
+    }
     let mut c = Criterion::default().configure_from_args();
     for bench in benches {
         bench(&mut c);
