@@ -206,7 +206,10 @@ impl<E, C: Clone> KeyedCircuitBreakerLayer<E, C> {
     /// A circuit per key found by `extractor` (a closure `Fn(&Req) -> K`
     /// with `K: Hash`, or a [`HeaderKey`](crate::HeaderKey)), each with the
     /// settings and classification of `template` (whose own circuit is not
-    /// used), at most `max_keys` of them.
+    /// used), at most `max_keys` of them. The layer takes the template's
+    /// name; with the `metrics` feature the template has registered a
+    /// state gauge of its own that stays at 0: use
+    /// [`try_new`](Self::try_new) with a builder to avoid it.
     pub fn new(extractor: E, template: CircuitBreakerLayer<C>, max_keys: usize) -> Self {
         KeyedCircuitBreakerLayer {
             map: Arc::new(KeyMap::new(template.settings().clone(), max_keys)),
@@ -238,7 +241,14 @@ impl<E, C: Clone> KeyedCircuitBreakerLayer<E, C> {
         builder: CircuitBreakerBuilder<C>,
         max_keys: usize,
     ) -> Result<Self, ConfigError> {
-        Ok(Self::new(extractor, builder.build()?, max_keys))
+        // No template circuit: nothing registers metrics under the name
+        // but the keyed layer.
+        let (settings, classify) = builder.checked()?;
+        Ok(KeyedCircuitBreakerLayer {
+            map: Arc::new(KeyMap::new(settings, max_keys)),
+            extractor,
+            classify,
+        })
     }
 }
 

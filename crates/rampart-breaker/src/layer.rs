@@ -413,6 +413,15 @@ impl<C> CircuitBreakerBuilder<C> {
 
     /// Checks the settings and builds the layer (its circuit starts closed).
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
+        let (settings, classify) = self.checked()?;
+        Ok(CircuitBreakerLayer {
+            breaker: Arc::new(Breaker::new(settings)),
+            classify,
+        })
+    }
+
+    /// The checked settings and the classification, without a circuit.
+    pub(crate) fn checked(self) -> Result<(Settings, C), ConfigError> {
         let mut settings = self.settings;
         settings.model = match self.consecutive {
             Some(n) => TripModel::ConsecutiveFailures(n),
@@ -422,9 +431,6 @@ impl<C> CircuitBreakerBuilder<C> {
                 min_calls: self.min_calls,
             },
         };
-        Ok(CircuitBreakerLayer {
-            breaker: Arc::new(Breaker::new(settings.check()?)),
-            classify: self.classify,
-        })
+        Ok((settings.check()?, self.classify))
     }
 }

@@ -105,3 +105,31 @@ fn code(s: State) -> f64 {
 pub(crate) fn layer_name(name: Option<&str>) -> LayerName {
     name.map_or_else(LayerName::default, |n| LayerName::new(n.to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the `metrics` feature a circuit carries no handles: nothing
+    /// is added to its size.
+    #[test]
+    fn the_handles_are_zero_sized_without_the_feature() {
+        if !rampart_core::telemetry::ENABLED {
+            assert_eq!(std::mem::size_of::<Metrics>(), 0);
+        }
+    }
+
+    #[test]
+    fn the_state_gauge_codes_are_closed_0_half_open_1_open_2() {
+        let got: Vec<_> = [
+            State::Closed,
+            State::ForcedClosed,
+            State::HalfOpen,
+            State::Open,
+            State::ForcedOpen,
+        ]
+        .map(code)
+        .to_vec();
+        assert_eq!(got, [0.0, 0.0, 1.0, 2.0, 2.0]);
+    }
+}

@@ -194,3 +194,32 @@ async fn a_keyed_breaker_counts_keys_and_sums_its_circuits_under_one_name() {
     // The template's own circuit registered under its name and saw nothing.
     assert_eq!(calls(&s, "template", "failure"), Some(0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_breaker_built_from_a_builder_records_only_under_its_name() {
+    let cap = MetricsCapture::new();
+    let layer = cap.install(|| {
+        KeyedCircuitBreakerLayer::try_new(
+            |k: &u32| *k,
+            CircuitBreakerLayer::builder()
+                .name("routes")
+                .consecutive_failures(1),
+            10,
+        )
+        .unwrap()
+    });
+    let svc = layer.layer(service_fn(|k: u32| async move {
+        if k == 0 {
+            Err(std::io::Error::other("down"))
+        } else {
+            Ok(())
+        }
+    }));
+    assert!(svc.clone().oneshot(0).await.is_err()); // key 0 opens
+    svc.clone().oneshot(1).await.unwrap();
+    let s = cap.snapshot();
+    assert_eq!(s.gauge("rampart.breaker.keys", "routes"), Some(2.0));
+    assert_eq!(transitions(&s, "routes", "open"), Some(1));
+    assert_eq!(s.gauge("rampart.breaker.state", "routes"), None);
+    assert_eq!(layer.overflow_handle().name(), Some("routes"));
+}

@@ -60,3 +60,19 @@ impl Drop for WaitTimer {
         self.hist.record_duration(self.start.elapsed());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the `metrics` feature the layer's state and a wait carry no
+    /// handles: nothing is added to their size.
+    #[test]
+    fn the_handles_are_zero_sized_without_the_feature() {
+        if !rampart_core::telemetry::ENABLED {
+            assert_eq!(std::mem::size_of::<Metrics>(), 0);
+        }
+        #[cfg(not(feature = "metrics"))]
+        assert_eq!(std::mem::size_of::<WaitTimer>(), 0);
+    }
+}

@@ -284,6 +284,7 @@ impl RateStore for KeyedStore {
     type Future = Ready<Result<Decision, Error>>;
     const IMMEDIATE: bool = true;
 
+    #[inline]
     fn check<K: Hash + ?Sized>(&self, key: &K, quota: &Quota, max_wait: Duration) -> Self::Future {
         ready(self.check_hash(self.seed.hash_one(key), quota, max_wait))
     }
