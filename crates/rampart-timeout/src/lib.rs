@@ -139,11 +139,45 @@
 //!
 //! The layers need a tokio runtime with its time driver enabled, as
 //! `tokio::time::sleep` does.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature the layers count what they cut short on the
+//! [`metrics`](https://docs.rs/metrics) facade, through whatever recorder
+//! the application installed (install it before building the layers),
+//! every series labelled `layer = <name>` (`.name("…")` on each layer,
+//! `"default"` without one). Each layer registers only the series it can
+//! record:
+//!
+//! | name | kind | recorded by | meaning |
+//! |---|---|---|---|
+//! | `rampart.timeout.fired` | counter | [`TimeoutLayer`] | calls failed with `Timeout` (during the call or the wait for readiness) |
+//! | `rampart.deadline.exceeded` | counter | [`DeadlineLayer`], [`TimeoutLayer`] | calls failed with `DeadlineExceeded` because the deadline passed while they ran or waited for readiness (for a `TimeoutLayer`: the request's deadline came before its timeout) |
+//! | `rampart.deadline.expired_on_arrival` | counter | [`DeadlineLayer`], [`PropagateDeadlineLayer`] | requests whose deadline had already passed, failed without calling the inner service (nothing sent) |
+//! | `rampart.deadline.header.malformed` | counter | [`DeadlineLayer::from_headers`] | requests with a deadline header it could not use, ignored or rejected per [`OnMalformed`] |
+//!
+//! The handles are registered once, when a layer is built (or named), and
+//! shared by its services behind one pointer; a timed response future
+//! carries the handle of the counter it may increment (no reference count
+//! when no recorder is installed). Without the feature the handles are
+//! zero-sized: the services and futures are the size they were before
+//! metrics existed (tested in `tests/size.rs`), nothing is recorded and
+//! nothing is paid.
+//!
+//! With the feature, the debug events of the layers (timer fired, expired
+//! on arrival, malformed header …) carry `layer = <name>`; without it the
+//! services keep no name, so the events have no `layer` field.
+//!
+//! # Features
+//!
+//! - `metrics`: the metrics above.
+//! - `serde`: `serde::Deserialize` for the [`config`] types.
 
 mod bounded;
 pub mod config;
 mod deadline;
 mod error;
+mod metrics;
 mod propagate;
 mod ready;
 mod timeout;

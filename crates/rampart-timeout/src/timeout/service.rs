@@ -1,8 +1,10 @@
 //! [`Timeout`]: the service of [`TimeoutLayer`](super::TimeoutLayer).
 
 use super::TimeoutFuture;
+use crate::metrics::{Kind, Metrics, event};
 use crate::ready::{ReadyGate, Start};
 use crate::timer::{Timer, deadline_from};
+use rampart_core::telemetry::LayerName;
 use rampart_core::{BoxError, Error, ErrorKind};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -35,27 +37,38 @@ pub struct Timeout<S> {
     // the service at two words besides the inner one, which keeps
     // `Oneshot<Timeout<S>, Req>` within what the compiler copies inline
     // (measured: one `memcpy` call less per request).
-    timeout_ns: u64,
+    limit_ns: u64,
+    // Zero-sized without the `metrics` feature, one pointer with it.
+    metrics: Metrics,
 }
 
 impl<S> Timeout<S> {
     /// Wraps `inner` with a timeout (see
     /// [`TimeoutLayer::new`](crate::TimeoutLayer::new): zero means
     /// "already expired").
+    ///
+    /// Its metrics (with the `metrics` feature) are those of an unnamed
+    /// layer, `layer = "default"`; name it through
+    /// [`TimeoutLayer::name`](crate::TimeoutLayer::name).
     pub fn new(inner: S, timeout: Duration) -> Self {
-        Timeout::from_parts(inner, timeout)
+        Timeout::from_parts(
+            inner,
+            timeout,
+            Metrics::new(&LayerName::default(), Kind::Timeout),
+        )
     }
 
-    pub(crate) fn from_parts(inner: S, timeout: Duration) -> Self {
+    pub(crate) fn from_parts(inner: S, timeout: Duration, metrics: Metrics) -> Self {
         Timeout {
             inner: ReadyGate::new(inner),
-            timeout_ns: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+            limit_ns: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+            metrics,
         }
     }
 
     /// The configured timeout (saturated at about 584 years).
     pub fn timeout(&self) -> Duration {
-        Duration::from_nanos(self.timeout_ns)
+        Duration::from_nanos(self.limit_ns)
     }
 
     /// The inner service.
@@ -88,8 +101,9 @@ where
         self.inner
             .poll_ready(
                 cx,
-                Duration::from_nanos(self.timeout_ns),
+                Duration::from_nanos(self.limit_ns),
                 ErrorKind::Timeout,
+                &self.metrics,
             )
             .map_err(Error::from_inner)
     }
@@ -99,12 +113,22 @@ where
         let (at, kind) = match self.inner.start() {
             Start::Fresh => deadline_from(
                 Instant::now(),
-                Duration::from_nanos(self.timeout_ns),
+                Duration::from_nanos(self.limit_ns),
                 ErrorKind::Timeout,
             ),
             Start::Waited { at, kind } => (at, kind),
-            Start::Expired { kind } => return TimeoutFuture::expired(kind),
+            Start::Expired { kind } => {
+                self.metrics.expired(kind);
+                event!(
+                    debug,
+                    self.metrics,
+                    ?kind,
+                    "timed out waiting for readiness, inner service not called"
+                );
+                return TimeoutFuture::expired(kind);
+            }
         };
-        TimeoutFuture::new(self.inner.call(req), Timer::at(at), kind)
+        let fire = self.metrics.fire(kind);
+        TimeoutFuture::new(self.inner.call(req), Timer::at(at), kind, fire)
     }
 }
