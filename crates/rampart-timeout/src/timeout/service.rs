@@ -1,7 +1,7 @@
 //! [`Timeout`]: the service of [`TimeoutLayer`](super::TimeoutLayer).
 
 use super::TimeoutFuture;
-use crate::metrics::{Kind, Metrics, event};
+use crate::metrics::{Kind, Metrics};
 use crate::ready::{ReadyGate, Start};
 use crate::timer::{Timer, deadline_from};
 use rampart_core::telemetry::LayerName;
@@ -118,13 +118,8 @@ where
             ),
             Start::Waited { at, kind } => (at, kind),
             Start::Expired { kind } => {
+                // Traced when the wait's timer fired (`ReadyGate`).
                 self.metrics.expired(kind);
-                event!(
-                    debug,
-                    self.metrics,
-                    ?kind,
-                    "timed out waiting for readiness, inner service not called"
-                );
                 return TimeoutFuture::expired(kind);
             }
         };
