@@ -106,8 +106,8 @@ mod tests {
 
     type Res = Result<(), std::convert::Infallible>;
 
-    fn fire(kind: ErrorKind) -> Fire {
-        Metrics::new(&LayerName::default(), Kind::Timeout).fire(kind)
+    fn fire() -> Fire {
+        Metrics::new(&LayerName::default(), Kind::Timeout { limit_ns: 0 }).fire()
     }
 
     fn never() -> impl Future<Output = Res> {
@@ -125,7 +125,7 @@ mod tests {
             never(),
             Timer::at(start + Duration::from_millis(700)),
             ErrorKind::Timeout,
-            fire(ErrorKind::Timeout),
+            fire(),
         ));
         assert!(poll_once(fut.as_mut()).await.is_pending());
         assert!(matches!(
@@ -152,7 +152,7 @@ mod tests {
             never(),
             Timer::at(start + Duration::from_millis(10)),
             ErrorKind::DeadlineExceeded,
-            fire(ErrorKind::DeadlineExceeded),
+            fire(),
         ));
         tokio::time::advance(Duration::from_millis(100)).await;
         let out = poll_once(fut.as_mut()).await;
@@ -169,7 +169,7 @@ mod tests {
             std::future::ready(Ok::<_, std::convert::Infallible>(3)),
             Timer::at(Instant::now()),
             ErrorKind::Timeout,
-            fire(ErrorKind::Timeout),
+            fire(),
         ));
         // Even an expired deadline: the inner is polled first, as tower does.
         let out = poll_once(fut.as_mut()).await;

@@ -105,7 +105,7 @@ impl<S, H> Deadline<S, H> {
         // no clone).
         DeadlineFuture::running(base.with_deadline(at).scope_call(|| {
             let call = self.inner.call(req);
-            let fire = self.metrics.fire(ErrorKind::DeadlineExceeded);
+            let fire = self.metrics.fire();
             Bounded::new(call, Timer::at(at), ErrorKind::DeadlineExceeded, fire)
         }))
     }

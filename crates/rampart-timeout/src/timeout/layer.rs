@@ -1,8 +1,9 @@
 //! [`TimeoutLayer`]: the configuration of a per-attempt timeout.
 
 use super::Timeout;
+use super::service::nanos;
 use crate::error::nonzero;
-use crate::metrics::{Kind, Metrics};
+use crate::metrics::{Kind, Limit, Metrics};
 use rampart_core::ConfigError;
 use rampart_core::telemetry::LayerName;
 use std::time::Duration;
@@ -55,7 +56,12 @@ impl TimeoutLayer {
         let name = LayerName::default();
         TimeoutLayer {
             timeout,
-            metrics: Metrics::new(&name, Kind::Timeout),
+            metrics: Metrics::new(
+                &name,
+                Kind::Timeout {
+                    limit_ns: nanos(timeout),
+                },
+            ),
             name,
         }
     }
@@ -108,6 +114,7 @@ impl<S> Layer<S> for TimeoutLayer {
     type Service = Timeout<S>;
 
     fn layer(&self, inner: S) -> Timeout<S> {
-        Timeout::from_parts(inner, self.timeout, self.metrics.clone())
+        let limit = Limit::new(&self.metrics, nanos(self.timeout));
+        Timeout::from_parts(inner, limit)
     }
 }

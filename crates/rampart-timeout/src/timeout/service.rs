@@ -1,7 +1,7 @@
 //! [`Timeout`]: the service of [`TimeoutLayer`](super::TimeoutLayer).
 
 use super::TimeoutFuture;
-use crate::metrics::{Kind, Metrics};
+use crate::metrics::{Kind, Limit, Metrics};
 use crate::ready::{ReadyGate, Start};
 use crate::timer::{Timer, deadline_from};
 use rampart_core::telemetry::LayerName;
@@ -33,13 +33,13 @@ use tower_service::Service;
 #[derive(Clone, Debug)]
 pub struct Timeout<S> {
     inner: ReadyGate<S>,
-    // Nanoseconds (saturating at ~584 years), not a `Duration`: it keeps
-    // the service at two words besides the inner one, which keeps
-    // `Oneshot<Timeout<S>, Req>` within what the compiler copies inline
-    // (measured: one `memcpy` call less per request).
-    limit_ns: u64,
-    // Zero-sized without the `metrics` feature, one pointer with it.
-    metrics: Metrics,
+    // The timeout in nanoseconds (saturating at ~584 years), not a
+    // `Duration`, and the metric handles: one word with the `metrics`
+    // feature or without (see `Limit`). It keeps the service at two words
+    // besides the inner one, which keeps `Oneshot<Timeout<S>, Req>` within
+    // what the compiler copies inline (measured: one `memcpy` call less per
+    // request).
+    limit: Limit,
 }
 
 impl<S> Timeout<S> {
@@ -51,24 +51,21 @@ impl<S> Timeout<S> {
     /// layer, `layer = "default"`; name it through
     /// [`TimeoutLayer::name`](crate::TimeoutLayer::name).
     pub fn new(inner: S, timeout: Duration) -> Self {
-        Timeout::from_parts(
-            inner,
-            timeout,
-            Metrics::new(&LayerName::default(), Kind::Timeout),
-        )
+        let limit_ns = nanos(timeout);
+        let metrics = Metrics::new(&LayerName::default(), Kind::Timeout { limit_ns });
+        Timeout::from_parts(inner, Limit::new(&metrics, limit_ns))
     }
 
-    pub(crate) fn from_parts(inner: S, timeout: Duration, metrics: Metrics) -> Self {
+    pub(crate) fn from_parts(inner: S, limit: Limit) -> Self {
         Timeout {
             inner: ReadyGate::new(inner),
-            limit_ns: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
-            metrics,
+            limit,
         }
     }
 
     /// The configured timeout (saturated at about 584 years).
     pub fn timeout(&self) -> Duration {
-        Duration::from_nanos(self.limit_ns)
+        Duration::from_nanos(self.limit.ns())
     }
 
     /// The inner service.
@@ -101,9 +98,9 @@ where
         self.inner
             .poll_ready(
                 cx,
-                Duration::from_nanos(self.limit_ns),
+                Duration::from_nanos(self.limit.ns()),
                 ErrorKind::Timeout,
-                &self.metrics,
+                self.limit.metrics(),
             )
             .map_err(Error::from_inner)
     }
@@ -113,17 +110,22 @@ where
         let (at, kind) = match self.inner.start() {
             Start::Fresh => deadline_from(
                 Instant::now(),
-                Duration::from_nanos(self.limit_ns),
+                Duration::from_nanos(self.limit.ns()),
                 ErrorKind::Timeout,
             ),
             Start::Waited { at, kind } => (at, kind),
             Start::Expired { kind } => {
                 // Traced when the wait's timer fired (`ReadyGate`).
-                self.metrics.expired(kind);
+                self.limit.metrics().expired(kind);
                 return TimeoutFuture::expired(kind);
             }
         };
-        let fire = self.metrics.fire(kind);
+        let fire = self.limit.metrics().fire();
         TimeoutFuture::new(self.inner.call(req), Timer::at(at), kind, fire)
     }
+}
+
+/// A timeout in nanoseconds, saturating at about 584 years.
+pub(crate) fn nanos(timeout: Duration) -> u64 {
+    u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX)
 }
