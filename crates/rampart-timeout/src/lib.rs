@@ -157,12 +157,16 @@
 //! | `rampart.deadline.header.malformed` | counter | [`DeadlineLayer::from_headers`] | requests with a deadline header it could not use, ignored or rejected per [`OnMalformed`] |
 //!
 //! The handles are registered once, when a layer is built (or named), and
-//! shared by its services behind one pointer; a timed response future
-//! carries the handle of the counter it may increment (no reference count
-//! when no recorder is installed). Without the feature the handles are
-//! zero-sized: the services and futures are the size they were before
-//! metrics existed (tested in `tests/size.rs`), nothing is recorded and
-//! nothing is paid.
+//! shared by its services behind one pointer (for a [`Timeout`], the
+//! pointer replaces the timeout it holds, which rides along: the service
+//! keeps its size); a timed response future holds one pointer more, a
+//! reference count per call. Measured under callgrind
+//! (`benches/timeout.rs`, current thread, no recorder installed): +35
+//! instructions per request on the ready, yielding and remote paths. Without
+//! the feature the handles are zero-sized: the services and futures are the
+//! size they were before metrics existed (tested in `tests/size.rs`), the
+//! instruction counts are main's (954 / 3226 / 4029 per request against
+//! 953 / 3226 / 4029), nothing is recorded and nothing is paid.
 //!
 //! With the feature, the debug events of the layers (timer fired, expired
 //! on arrival, malformed header …) carry `layer = <name>`; without it the

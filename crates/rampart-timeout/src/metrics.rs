@@ -6,11 +6,9 @@
 //! the services and futures keep the size they have without metrics, and
 //! the tracing events carry no `layer` field (the name is not kept).
 //!
-//! With it, a service holds one pointer more, and a response future one
-//! counter handle (a clone of the `metrics` handle: a reference count with
-//! a recorder installed, a copy of `None` without one) plus, only when debug
-//! events are enabled at call time, a pointer to the name for the event its
-//! timer may emit.
+//! With it, a service holds one pointer more (a `Timeout` none: see
+//! [`Limit`]), and a timed response future a clone of that pointer
+//! ([`Fire`]), for the counter and the event of its timer.
 
 use rampart_core::ErrorKind;
 #[cfg(feature = "metrics")]
