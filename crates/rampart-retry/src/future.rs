@@ -7,6 +7,7 @@ use crate::replay::Replay;
 use crate::service::Shared;
 use pin_project_lite::pin_project;
 use rampart_core::classify::{Classify, ClassifyResult, ErrorRef, Outcome};
+use rampart_core::telemetry::LayerName;
 use rampart_core::{BoxError, Error};
 use std::fmt;
 use std::future::Future;
@@ -197,9 +198,9 @@ where
                     {
                         retry.cancelled.set(Some(token.cancelled_owned()));
                     }
-                    trace_retry(&result, attempt + 1, delay, after);
+                    trace_retry(&policy.name, &result, attempt + 1, delay, after);
                     drop(result);
-                    policy.on_retry();
+                    policy.on_retry(delay);
                     if delay.is_zero() {
                         // No timer for a zero delay: straight to the next attempt.
                         *retry.sleeping = false;
@@ -225,8 +226,9 @@ where
                     {
                         let attempts = *retry.attempt - 1;
                         *this.retry = None;
-                        this.shared.policy.count_give_up(GiveUp::Cancelled);
-                        trace_cancelled(attempts);
+                        let policy = &this.shared.policy;
+                        policy.count_give_up(GiveUp::Cancelled);
+                        trace_cancelled(&policy.name, attempts);
                         return Poll::Ready(Err(Error::cancelled()));
                     }
                     if *retry.sleeping {
@@ -244,6 +246,7 @@ where
                         // entering this state. Fail rather than panic.
                         return Poll::Ready(Err(Error::closed()));
                     };
+                    this.shared.policy.on_attempt();
                     let fut = this.service.call(req);
                     this.state.set(State::Calling { fut });
                 }
@@ -252,9 +255,10 @@ where
     }
 }
 
-fn trace_cancelled(attempts: u32) {
+fn trace_cancelled(name: &LayerName, attempts: u32) {
     with_request_id(|request_id| {
         tracing::debug!(
+            layer = %name,
             attempts,
             reason = GiveUp::Cancelled.as_str(),
             request_id,
@@ -264,6 +268,7 @@ fn trace_cancelled(attempts: u32) {
 }
 
 fn trace_retry<T>(
+    name: &LayerName,
     result: &Result<T, BoxError>,
     attempt: u32,
     delay: Duration,
@@ -276,6 +281,7 @@ fn trace_retry<T>(
     };
     with_request_id(|request_id| {
         tracing::debug!(
+            layer = %name,
             attempt,
             delay_ms = delay.as_millis() as u64,
             reason,

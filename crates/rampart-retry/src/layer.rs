@@ -6,6 +6,7 @@ use crate::service::Shared;
 use crate::{Backoff, Budget, ConfigError, Retry, RetryStats};
 use http::HeaderName;
 use rampart_core::classify::{ErrorClassify, HttpOrGrpcClassify};
+use rampart_core::telemetry::LayerName;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_layer::Layer;
@@ -40,6 +41,7 @@ impl RetryLayer {
         RetryBuilder {
             config: RetryConfig::default(),
             budget: None,
+            name: LayerName::default(),
             classify: ErrorClassify,
             replay: CloneRequest,
         }
@@ -54,6 +56,7 @@ impl RetryLayer {
         RetryBuilder {
             config: RetryConfig::default(),
             budget: None,
+            name: LayerName::default(),
             classify: HttpOrGrpcClassify::default(),
             replay: ReplayHttp::default(),
         }
@@ -92,6 +95,7 @@ impl RetryLayer {
         RetryBuilder {
             config: RetryConfig::default(),
             budget: None,
+            name: LayerName::default(),
             classify: rampart_core::classify::GrpcClassify::default(),
             replay: crate::ReplayTonic::default(),
         }
@@ -123,6 +127,38 @@ impl<C, R> RetryLayer<C, R> {
     pub fn budget(&self) -> Option<&Budget> {
         self.shared.policy.budget.as_ref()
     }
+
+    /// The layer's name: the `layer` label of its metrics and the `layer`
+    /// field of its tracing events (`"default"` unless set with
+    /// [`name`](Self::name)).
+    pub fn layer_name(&self) -> &LayerName {
+        &self.shared.policy.name
+    }
+}
+
+impl<C: Clone, R: Clone> RetryLayer<C, R> {
+    /// Names the layer: its metrics are labelled `layer = <name>` and its
+    /// tracing events carry `layer = <name>` (see
+    /// [`RetryBuilder::name`]). With the `metrics` feature, the metric
+    /// handles are registered again, with the recorder installed now.
+    ///
+    /// Name the layer before making services with it: services already
+    /// made keep the old name. Stats counters ([`RetryBuilder::stats`]) and
+    /// the budget stay shared with the clones of the unnamed layer, if any.
+    ///
+    /// ```
+    /// use rampart_retry::RetryLayer;
+    ///
+    /// let layer = RetryLayer::default().name("payments");
+    /// assert_eq!(layer.layer_name().as_str(), "payments");
+    /// ```
+    pub fn name(self, name: impl Into<LayerName>) -> Self {
+        let mut shared = Arc::unwrap_or_clone(self.shared);
+        shared.policy.rename(name.into());
+        RetryLayer {
+            shared: Arc::new(shared),
+        }
+    }
 }
 
 impl<S, C, R> Layer<S> for RetryLayer<C, R> {
@@ -139,6 +175,7 @@ impl<S, C, R> Layer<S> for RetryLayer<C, R> {
 pub struct RetryBuilder<C, R> {
     config: RetryConfig,
     budget: Option<Budget>,
+    name: LayerName,
     classify: C,
     replay: R,
 }
@@ -168,6 +205,24 @@ impl<C, R> RetryBuilder<C, R> {
     /// A retry budget, possibly shared with other layers (clone it).
     pub fn budget(mut self, budget: Budget) -> Self {
         self.budget = Some(budget);
+        self
+    }
+
+    /// Names the layer (default `"default"`): the `layer` label of the
+    /// metrics it records with the `metrics` feature
+    /// (`rampart.retry.attempts{layer="payments"}` …) and the `layer` field
+    /// of its tracing events. A name is for telling layers apart (one per
+    /// upstream), never request data.
+    ///
+    /// ```
+    /// use rampart_retry::RetryLayer;
+    ///
+    /// let layer = RetryLayer::http().name("payments").build()?;
+    /// assert_eq!(layer.layer_name().as_str(), "payments");
+    /// # Ok::<(), rampart_retry::ConfigError>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.name = name.into();
         self
     }
 
@@ -204,6 +259,7 @@ impl<C, R> RetryBuilder<C, R> {
         RetryBuilder {
             config: self.config,
             budget: self.budget,
+            name: self.name,
             classify,
             replay: self.replay,
         }
@@ -214,6 +270,7 @@ impl<C, R> RetryBuilder<C, R> {
         RetryBuilder {
             config: self.config,
             budget: self.budget,
+            name: self.name,
             classify: self.classify,
             replay,
         }
@@ -250,7 +307,7 @@ impl<C, R> RetryBuilder<C, R> {
     pub fn build(self) -> Result<RetryLayer<C, R>, ConfigError> {
         Ok(RetryLayer {
             shared: Arc::new(Shared {
-                policy: Policy::new(&self.config, self.budget)?,
+                policy: Policy::new(&self.config, self.budget, self.name)?,
                 classify: self.classify,
                 replay: self.replay,
             }),

@@ -104,6 +104,38 @@
 //! concurrency limit → attempt timeout → client), so each attempt gets its
 //! own timeout and no retry outlives the request.
 //!
+//! # Metrics
+//!
+//! With the `metrics` feature the layer records on the
+//! [`metrics`](https://docs.rs/metrics) facade, through whatever recorder
+//! the application installed (install it before building the layer),
+//! every series labelled `layer = <name>` ([`RetryBuilder::name`],
+//! `"default"` without one):
+//!
+//! | name | kind | meaning |
+//! |---|---|---|
+//! | `rampart.retry.attempts` | counter | calls made to the inner service, first attempts and retries |
+//! | `rampart.retry.retries` | counter | retries decided (a backoff delay chosen) |
+//! | `rampart.retry.exhausted` | counter, `reason` = `max_attempts` \| `not_replayable` \| `cancelled` \| `deadline` \| `max_elapsed` | retryable failures returned without another attempt, for any reason but the budget |
+//! | `rampart.retry.budget.rejected` | counter | retryable failures returned because the budget had no token |
+//! | `rampart.retry.backoff.duration` | histogram, seconds | the delay before each retry (zero included; a peer's `Retry-After` when it replaced the backoff) |
+//!
+//! The handles are registered once, when the layer is built, and kept in
+//! its shared configuration: a [`Retry`] service stays one pointer besides
+//! its inner service, with or without the feature. Without it nothing is
+//! recorded and nothing is paid.
+//!
+//! Every tracing event carries `layer = <name>`: a debug event per retry
+//! and per give-up, and a warning when the retry budget runs dry (the first
+//! refusal after a granted retry; the following refusals are debug events
+//! until the budget grants one again).
+//!
+//! # Features
+//!
+//! - `metrics`: the metrics above.
+//! - `serde`: `serde::Deserialize` for [`RetryConfig`] and [`BudgetConfig`].
+//! - `tonic`: `RetryLayer::tonic()`, retry around a tonic `Channel`.
+//!
 //! [`ErrorKind::RetriesExhausted`]: rampart_core::ErrorKind::RetriesExhausted
 //! [`ErrorKind::Cancelled`]: rampart_core::ErrorKind::Cancelled
 
@@ -111,6 +143,7 @@ mod backoff;
 mod budget;
 mod future;
 mod layer;
+mod metrics;
 mod policy;
 pub mod replay;
 mod service;

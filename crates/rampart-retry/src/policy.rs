@@ -3,13 +3,15 @@
 
 use crate::backoff::{Backoff, Delays};
 use crate::budget::BudgetConfig;
+use crate::metrics::Metrics;
 use crate::stats::Counters;
 use crate::{Budget, ConfigError};
+use rampart_core::telemetry::LayerName;
 use rampart_core::{BoxError, CancellationToken, Context, Error, RequestId};
 use std::cell::Cell;
 use std::num::NonZeroU64;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -115,6 +117,33 @@ impl GiveUp {
             GiveUp::Budget => "retry budget exhausted",
         }
     }
+
+    /// The `reason` label of `rampart.retry.exhausted` (and of the
+    /// budget's own counter, `rampart.retry.budget.rejected`).
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            GiveUp::Attempts => "max_attempts",
+            GiveUp::NotReplayable => "not_replayable",
+            GiveUp::Cancelled => "cancelled",
+            GiveUp::Deadline => "deadline",
+            GiveUp::Elapsed => "max_elapsed",
+            GiveUp::Budget => "budget",
+        }
+    }
+}
+
+/// Whether the budget refused the last retry this layer asked for: the
+/// first refusal after a granted retry is a warning ("the budget ran
+/// dry"), the next ones debug events, until the budget grants one again.
+/// Only decides the level of an event; a race at worst logs one more
+/// warning. A clone starts afresh.
+#[derive(Debug, Default)]
+struct Dry(AtomicBool);
+
+impl Clone for Dry {
+    fn clone(&self) -> Self {
+        Dry::default()
+    }
 }
 
 /// The validated policy, shared (behind one `Arc`, with the classifier and
@@ -133,6 +162,10 @@ pub(crate) struct Policy {
     seeded: bool,
     pub(crate) budget: Option<Budget>,
     pub(crate) counters: Option<Arc<Counters>>,
+    /// The `layer` label of the metrics and field of the tracing events.
+    pub(crate) name: LayerName,
+    metrics: Metrics,
+    dry: Dry,
 }
 
 impl std::fmt::Debug for Policy {
@@ -148,6 +181,7 @@ impl std::fmt::Debug for Policy {
             .field("seed", &self.seeded.then_some(self.seed))
             .field("budget", &self.budget)
             .field("stats", &self.counters.is_some())
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
@@ -166,12 +200,19 @@ impl Default for Policy {
             seeded: false,
             budget: None,
             counters: None,
+            metrics: Metrics::new(&LayerName::default()),
+            name: LayerName::default(),
+            dry: Dry::default(),
         }
     }
 }
 
 impl Policy {
-    pub(crate) fn new(config: &RetryConfig, budget: Option<Budget>) -> Result<Self, ConfigError> {
+    pub(crate) fn new(
+        config: &RetryConfig,
+        budget: Option<Budget>,
+        name: LayerName,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let budget = match (budget, &config.budget) {
             (Some(b), _) => Some(b),
@@ -192,7 +233,17 @@ impl Policy {
             seeded: config.seed.is_some(),
             budget,
             counters: config.stats.then(Arc::default),
+            metrics: Metrics::new(&name),
+            name,
+            dry: Dry::default(),
         })
+    }
+
+    /// Renames the layer: the metric handles are registered again under
+    /// the new name, with the recorder installed now.
+    pub(crate) fn rename(&mut self, name: LayerName) {
+        self.metrics = Metrics::new(&name);
+        self.name = name;
     }
 
     /// When a retry may no longer start, for a call starting now, in
@@ -206,22 +257,29 @@ impl Policy {
         Some(max.saturating_add(since))
     }
 
-    /// Records a first call (stats, budget deposit).
+    /// Records a first call (stats, metrics, budget deposit).
     #[inline]
     pub(crate) fn on_call(&self) {
         if let Some(c) = &self.counters {
             c.calls.fetch_add(1, Ordering::Relaxed);
         }
+        self.metrics.attempt();
         if let Some(b) = &self.budget {
             b.deposit();
         }
     }
 
-    /// Records a retry being started.
-    pub(crate) fn on_retry(&self) {
+    /// Records a retry being decided, to start after `delay`.
+    pub(crate) fn on_retry(&self, delay: Duration) {
         if let Some(c) = &self.counters {
             c.retries.fetch_add(1, Ordering::Relaxed);
         }
+        self.metrics.retry(delay);
+    }
+
+    /// Records a retry attempt being sent to the inner service.
+    pub(crate) fn on_attempt(&self) {
+        self.metrics.attempt();
     }
 
     /// Decides whether the failure of attempt `attempt` is retried: the
@@ -277,10 +335,14 @@ impl Policy {
                 return Err(GiveUp::Elapsed);
             }
         }
-        if let Some(b) = &self.budget
-            && !b.try_withdraw()
-        {
-            return Err(GiveUp::Budget);
+        if let Some(b) = &self.budget {
+            if !b.try_withdraw() {
+                return Err(GiveUp::Budget);
+            }
+            // Granted: a later refusal is the budget running dry again.
+            if self.dry.0.load(Ordering::Relaxed) {
+                self.dry.0.store(false, Ordering::Relaxed);
+            }
         }
         Ok((delay, cancel))
     }
@@ -299,8 +361,9 @@ impl Policy {
         })
     }
 
-    /// Counts a give-up in the stats, if enabled.
+    /// Counts a give-up in the metrics, and in the stats if enabled.
     pub(crate) fn count_give_up(&self, why: GiveUp) {
+        self.metrics.give_up(why);
         if let Some(c) = &self.counters {
             let counter = if why == GiveUp::Budget {
                 &c.budget_rejections
@@ -319,14 +382,32 @@ impl Policy {
         why: GiveUp,
     ) -> Result<Res, Error> {
         self.count_give_up(why);
-        with_request_id(|request_id| {
-            tracing::debug!(
-                attempts,
-                reason = why.as_str(),
-                request_id,
-                "retry: giving up"
-            );
-        });
+        let name = &self.name;
+        // The first refusal after a granted retry: the budget ran dry.
+        if why == GiveUp::Budget
+            && !self.dry.0.load(Ordering::Relaxed)
+            && !self.dry.0.swap(true, Ordering::Relaxed)
+        {
+            with_request_id(|request_id| {
+                tracing::warn!(
+                    layer = %name,
+                    attempts,
+                    reason = why.as_str(),
+                    request_id,
+                    "retry: budget ran dry, giving up"
+                );
+            });
+        } else {
+            with_request_id(|request_id| {
+                tracing::debug!(
+                    layer = %name,
+                    attempts,
+                    reason = why.as_str(),
+                    request_id,
+                    "retry: giving up"
+                );
+            });
+        }
         match (result, self.on_exhausted) {
             (Ok(res), _) => Ok(res),
             // The caller is gone: say so, whatever the last failure was.

@@ -14,7 +14,7 @@ use tower_service::Service;
 /// What a layer, its services and their calls share behind one `Arc`: the
 /// classifier, the replay strategy and the validated policy. A clone of a
 /// [`Retry`] is a clone of its inner service and one reference count.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Shared<C, R> {
     pub(crate) classify: C,
     pub(crate) replay: R,

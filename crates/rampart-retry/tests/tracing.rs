@@ -1,8 +1,9 @@
-//! A debug event per retry and per give-up, with attempt, delay, reason and
-//! the request id of the current context.
+//! A debug event per retry and per give-up, with the layer's name, attempt,
+//! delay, reason and the request id of the current context; a warning when
+//! the retry budget runs dry.
 
 use rampart_core::{Context, RequestId};
-use rampart_retry::{Backoff, RetryLayer};
+use rampart_retry::{Backoff, Budget, RetryLayer};
 use rampart_testkit::{MockReply, MockService};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -22,8 +23,7 @@ impl Write for Buf {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn each_retry_and_the_give_up_are_traced_with_the_request_id() {
+fn capture() -> (Buf, tracing::subscriber::DefaultGuard) {
     let buf = Buf::default();
     let b = buf.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -31,7 +31,12 @@ async fn each_retry_and_the_give_up_are_traced_with_the_request_id() {
         .with_ansi(false)
         .with_writer(move || b.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (buf, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_retry_and_the_give_up_are_traced_with_the_request_id() {
+    let (buf, _guard) = capture();
 
     let svc = MockService::new(|_: u8| MockReply::<u8>::err("refused"));
     let retry = RetryLayer::builder()
@@ -49,6 +54,9 @@ async fn each_retry_and_the_give_up_are_traced_with_the_request_id() {
         .filter(|l| l.contains("rampart_retry"))
         .collect();
     assert_eq!(lines.len(), 3, "{out}");
+    for line in &lines {
+        assert!(line.contains("layer=default"), "{line}");
+    }
     for (line, attempt) in lines[..2].iter().zip([2, 3]) {
         assert!(line.contains("retry: next attempt"), "{line}");
         assert!(line.contains(&format!("attempt={attempt}")), "{line}");
@@ -64,4 +72,48 @@ async fn each_retry_and_the_give_up_are_traced_with_the_request_id() {
         lines[2]
     );
     assert!(lines[2].contains("attempts=3"), "{}", lines[2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_running_dry_is_one_warning_then_debug_events_until_it_grants_again() {
+    let (buf, _guard) = capture();
+    let svc = MockService::new(|_: u8| MockReply::<u8>::err("refused"));
+    // One retry per second, over a 1 s window.
+    let retry = RetryLayer::builder()
+        .name("payments")
+        .max_attempts(2)
+        .backoff(Backoff::none())
+        .budget(Budget::new(0.0, 1, Duration::from_secs(1)))
+        .build()
+        .unwrap()
+        .layer(svc);
+    // Retried with the only token, then two refusals.
+    for _ in 0..3 {
+        retry.clone().oneshot(1).await.unwrap_err();
+    }
+    // The window passes: a granted retry, then the budget runs dry again.
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    for _ in 0..2 {
+        retry.clone().oneshot(1).await.unwrap_err();
+    }
+
+    let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<_> = out
+        .lines()
+        .filter(|l| l.contains("rampart_retry"))
+        .collect();
+    for line in &lines {
+        assert!(line.contains("layer=payments"), "{line}");
+    }
+    let warnings: Vec<_> = lines.iter().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 2, "{out}");
+    for w in warnings {
+        assert!(w.contains("retry: budget ran dry"), "{w}");
+        assert!(w.contains("reason=\"retry budget exhausted\""), "{w}");
+    }
+    let refused_quietly = lines
+        .iter()
+        .filter(|l| l.contains("DEBUG") && l.contains("retry budget exhausted"))
+        .count();
+    assert_eq!(refused_quietly, 1, "{out}");
 }

@@ -1,5 +1,6 @@
 //! A future raced against a [`Timer`]: the core of both layers.
 
+use crate::metrics::Fire;
 use crate::timer::Timer;
 use pin_project_lite::pin_project;
 use rampart_core::{BoxError, Error, ErrorKind};
@@ -13,7 +14,7 @@ pin_project! {
     /// `kind`.
     #[project = BoundedProj]
     pub(crate) enum Bounded<F> {
-        Running { #[pin] fut: F, #[pin] timer: Timer, kind: ErrorKind },
+        Running { #[pin] fut: F, #[pin] timer: Timer, kind: ErrorKind, fire: Fire },
         // Failed before the inner service was called (its wait for
         // readiness timed out).
         Expired { kind: ErrorKind },
@@ -23,8 +24,13 @@ pin_project! {
 
 impl<F> Bounded<F> {
     #[inline]
-    pub(crate) fn new(fut: F, timer: Timer, kind: ErrorKind) -> Self {
-        Bounded::Running { fut, timer, kind }
+    pub(crate) fn new(fut: F, timer: Timer, kind: ErrorKind, fire: Fire) -> Self {
+        Bounded::Running {
+            fut,
+            timer,
+            kind,
+            fire,
+        }
     }
 
     /// Fails with `kind` on the first poll; no inner call.
@@ -43,8 +49,13 @@ where
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (fut, timer, kind) = match self.as_mut().project() {
-            BoundedProj::Running { fut, timer, kind } => (fut, timer, kind),
+        let (fut, timer, kind, fire) = match self.as_mut().project() {
+            BoundedProj::Running {
+                fut,
+                timer,
+                kind,
+                fire,
+            } => (fut, timer, kind, fire),
             BoundedProj::Expired { kind } => {
                 let kind = *kind;
                 self.set(Bounded::Fired);
@@ -59,7 +70,7 @@ where
             return Poll::Pending;
         }
         let kind = *kind;
-        tracing::debug!(?kind, "timer fired, dropping the inner call");
+        fire.fired(kind);
         // Drop the inner call now, not whenever the caller drops this future.
         self.set(Bounded::Fired);
         Poll::Ready(Err(Error::new(kind)))
@@ -86,12 +97,18 @@ impl<F> std::fmt::Debug for Bounded<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::{Kind, Metrics};
+    use rampart_core::telemetry::LayerName;
     use std::future::poll_fn;
     use std::pin::pin;
     use std::time::Duration;
     use tokio::time::Instant;
 
     type Res = Result<(), std::convert::Infallible>;
+
+    fn fire() -> Fire {
+        Metrics::new(&LayerName::default(), Kind::Timeout { limit_ns: 0 }).fire()
+    }
 
     fn never() -> impl Future<Output = Res> {
         std::future::pending()
@@ -107,7 +124,8 @@ mod tests {
         let mut fut = pin!(Bounded::new(
             never(),
             Timer::at(start + Duration::from_millis(700)),
-            ErrorKind::Timeout
+            ErrorKind::Timeout,
+            fire(),
         ));
         assert!(poll_once(fut.as_mut()).await.is_pending());
         assert!(matches!(
@@ -133,7 +151,8 @@ mod tests {
         let mut fut = pin!(Bounded::new(
             never(),
             Timer::at(start + Duration::from_millis(10)),
-            ErrorKind::DeadlineExceeded
+            ErrorKind::DeadlineExceeded,
+            fire(),
         ));
         tokio::time::advance(Duration::from_millis(100)).await;
         let out = poll_once(fut.as_mut()).await;
@@ -149,7 +168,8 @@ mod tests {
         let mut fut = pin!(Bounded::new(
             std::future::ready(Ok::<_, std::convert::Infallible>(3)),
             Timer::at(Instant::now()),
-            ErrorKind::Timeout
+            ErrorKind::Timeout,
+            fire(),
         ));
         // Even an expired deadline: the inner is polled first, as tower does.
         let out = poll_once(fut.as_mut()).await;

@@ -139,11 +139,49 @@
 //!
 //! The layers need a tokio runtime with its time driver enabled, as
 //! `tokio::time::sleep` does.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature the layers count what they cut short on the
+//! [`metrics`](https://docs.rs/metrics) facade, through whatever recorder
+//! the application installed (install it before building the layers),
+//! every series labelled `layer = <name>` (`.name("…")` on each layer,
+//! `"default"` without one). Each layer registers only the series it can
+//! record:
+//!
+//! | name | kind | recorded by | meaning |
+//! |---|---|---|---|
+//! | `rampart.timeout.fired` | counter | [`TimeoutLayer`] | calls failed with `Timeout` (during the call or the wait for readiness) |
+//! | `rampart.deadline.exceeded` | counter | [`DeadlineLayer`], [`TimeoutLayer`] | calls failed with `DeadlineExceeded` because the deadline passed while they ran or waited for readiness (for a `TimeoutLayer`: the request's deadline came before its timeout) |
+//! | `rampart.deadline.expired_on_arrival` | counter | [`DeadlineLayer`], [`PropagateDeadlineLayer`] | requests whose deadline had already passed, failed without calling the inner service (nothing sent) |
+//! | `rampart.deadline.header.malformed` | counter | [`DeadlineLayer::from_headers`] | requests with a deadline header it could not use, ignored or rejected per [`OnMalformed`] |
+//!
+//! The handles are registered once, when a layer is built (or named), and
+//! shared by its services behind one pointer (for a [`Timeout`], the
+//! pointer replaces the timeout it holds, which rides along: the service
+//! keeps its size); a timed response future holds one pointer more, a
+//! reference count per call. Measured under callgrind
+//! (`benches/timeout.rs`, current thread, no recorder installed): +35
+//! instructions per request on the ready, yielding and remote paths. Without
+//! the feature the handles are zero-sized: the services and futures are the
+//! size they were before metrics existed (tested in `tests/size.rs`), the
+//! instruction counts are main's (954 / 3226 / 4029 per request against
+//! 953 / 3226 / 4029), nothing is recorded and nothing is paid.
+//!
+//! With the feature, the debug events of the layers (timer fired, expired
+//! on arrival, malformed header …) carry `layer = <name>`; without it the
+//! services keep no name, so the events have no `layer` field.
+//!
+//! # Features
+//!
+//! - `metrics`: the metrics above.
+//! - `serde`: `serde::Deserialize` for the [`config`] types.
 
 mod bounded;
 pub mod config;
 mod deadline;
 mod error;
+mod metrics;
 mod propagate;
 mod ready;
 mod timeout;

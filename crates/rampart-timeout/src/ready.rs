@@ -20,6 +20,7 @@
 //! reads no clock and touches no timer here. The timer is boxed and kept
 //! for the next wait: only a service that was once not ready pays for it.
 
+use crate::metrics::{Metrics, event};
 use crate::timer::deadline_from;
 use pin_project_lite::pin_project;
 use rampart_core::ErrorKind;
@@ -98,6 +99,7 @@ impl<S> ReadyGate<S> {
         cx: &mut Context<'_>,
         timeout: Duration,
         own: ErrorKind,
+        metrics: &Metrics,
     ) -> Poll<Result<(), S::Error>>
     where
         S: Service<Req>,
@@ -113,7 +115,7 @@ impl<S> ReadyGate<S> {
                 }
                 Poll::Ready(Err(e))
             }
-            Poll::Pending => self.poll_wait(cx, timeout, own).map(Ok),
+            Poll::Pending => self.poll_wait(cx, timeout, own, metrics).map(Ok),
         }
     }
 
@@ -121,7 +123,13 @@ impl<S> ReadyGate<S> {
     /// see whether it fired.
     #[cold]
     #[inline(never)]
-    fn poll_wait(&mut self, cx: &mut Context<'_>, timeout: Duration, own: ErrorKind) -> Poll<()> {
+    fn poll_wait(
+        &mut self,
+        cx: &mut Context<'_>,
+        timeout: Duration,
+        own: ErrorKind,
+        metrics: &Metrics,
+    ) -> Poll<()> {
         if !self.wait.as_ref().is_some_and(|w| w.active) {
             let now = Instant::now();
             let (at, kind) = deadline_from(now, timeout, own);
@@ -150,7 +158,12 @@ impl<S> ReadyGate<S> {
         };
         let w = wait.as_mut().project();
         if w.timer.poll(cx).is_ready() {
-            tracing::debug!(kind = ?*w.kind, "timer fired while waiting for the inner service to be ready");
+            event!(
+                debug,
+                metrics,
+                kind = ?*w.kind,
+                "timer fired while waiting for the inner service to be ready"
+            );
             *w.expired = true;
             return Poll::Ready(());
         }

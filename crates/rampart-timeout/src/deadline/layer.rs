@@ -3,7 +3,9 @@
 use super::{Deadline, FromHeaders, NoHeaders, OnMalformed};
 use crate::DeadlineHeaders;
 use crate::error::nonzero;
+use crate::metrics::{Kind, Metrics};
 use rampart_core::ConfigError;
+use rampart_core::telemetry::LayerName;
 use std::time::Duration;
 use tower_layer::Layer;
 
@@ -49,11 +51,28 @@ use tower_layer::Layer;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// [`name`](Self::name) labels its metrics (with the `metrics` feature:
+/// `rampart.deadline.exceeded`, `rampart.deadline.expired_on_arrival`, and
+/// `rampart.deadline.header.malformed` for
+/// [`from_headers`](DeadlineLayer::from_headers)) and the `layer` field of
+/// its tracing events.
+#[derive(Clone, Debug)]
 pub struct DeadlineLayer<H = NoHeaders> {
     budget: Duration,
     source: H,
+    name: LayerName,
+    metrics: Metrics,
 }
+
+impl<H: PartialEq> PartialEq for DeadlineLayer<H> {
+    /// Same budget, source and name.
+    fn eq(&self, other: &Self) -> bool {
+        self.budget == other.budget && self.source == other.source && self.name == other.name
+    }
+}
+
+impl<H: Eq> Eq for DeadlineLayer<H> {}
 
 impl DeadlineLayer {
     /// A deadline `budget` after each call (or the caller's, if earlier).
@@ -61,9 +80,12 @@ impl DeadlineLayer {
     /// (every request fails with `DeadlineExceeded` without reaching the
     /// inner service); a budget too large for the clock saturates.
     pub fn new(budget: Duration) -> Self {
+        let name = LayerName::default();
         DeadlineLayer {
             budget,
             source: NoHeaders,
+            metrics: Metrics::new(&name, Kind::Deadline { headers: false }),
+            name,
         }
     }
 
@@ -93,12 +115,15 @@ impl DeadlineLayer<FromHeaders> {
     /// Never fails: a zero budget means "already expired", as for
     /// [`DeadlineLayer::new`].
     pub fn from_headers(budget: Duration, headers: DeadlineHeaders) -> Self {
+        let name = LayerName::default();
         DeadlineLayer {
             budget,
             source: FromHeaders {
                 headers,
                 on_malformed: OnMalformed::Ignore,
             },
+            metrics: Metrics::new(&name, Kind::Deadline { headers: true }),
+            name,
         }
     }
 
@@ -110,6 +135,32 @@ impl DeadlineLayer<FromHeaders> {
 }
 
 impl<H> DeadlineLayer<H> {
+    /// Names the layer (default `"default"`): the `layer` label of its
+    /// metrics with the `metrics` feature, registered again here with the
+    /// recorder installed now, and the `layer` field of its tracing events
+    /// (with the feature: without it the services keep no name, so that
+    /// they stay the size they are). A name tells layers apart, never
+    /// request data.
+    ///
+    /// ```
+    /// use rampart_timeout::{DeadlineHeaders, DeadlineLayer};
+    /// use std::time::Duration;
+    ///
+    /// let layer = DeadlineLayer::from_headers(Duration::from_secs(5), DeadlineHeaders::new())
+    ///     .name("api");
+    /// assert_eq!(layer.layer_name().as_str(), "api");
+    /// ```
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.name = name.into();
+        self.metrics = self.metrics.renamed(&self.name);
+        self
+    }
+
+    /// The layer's name (`"default"` unless set with [`name`](Self::name)).
+    pub fn layer_name(&self) -> &LayerName {
+        &self.name
+    }
+
     /// The budget of a request (and the cap on a caller's deadline).
     pub fn budget(&self) -> Duration {
         self.budget
@@ -126,6 +177,11 @@ impl<S, H: Clone> Layer<S> for DeadlineLayer<H> {
     type Service = Deadline<S, H>;
 
     fn layer(&self, inner: S) -> Deadline<S, H> {
-        Deadline::from_parts(inner, self.budget, self.source.clone())
+        Deadline::from_parts(
+            inner,
+            self.budget,
+            self.source.clone(),
+            self.metrics.clone(),
+        )
     }
 }

@@ -3,6 +3,7 @@
 use super::DeadlineFuture;
 use super::headers::{self, FromHeaders, NoHeaders, OnMalformed};
 use crate::bounded::Bounded;
+use crate::metrics::{Metrics, event};
 use crate::ready::{ReadyGate, Start};
 use crate::timer::Timer;
 use rampart_core::codec::{MalformedDeadline, deadline_after};
@@ -29,14 +30,17 @@ pub struct Deadline<S, H = NoHeaders> {
     inner: ReadyGate<S>,
     budget: Duration,
     source: H,
+    // Zero-sized without the `metrics` feature, one pointer with it.
+    metrics: Metrics,
 }
 
 impl<S, H> Deadline<S, H> {
-    pub(crate) fn from_parts(inner: S, budget: Duration, source: H) -> Self {
+    pub(crate) fn from_parts(inner: S, budget: Duration, source: H, metrics: Metrics) -> Self {
         Deadline {
             inner: ReadyGate::new(inner),
             budget,
             source,
+            metrics,
         }
     }
 
@@ -77,15 +81,21 @@ impl<S, H> Deadline<S, H> {
         let at = match self.inner.start() {
             Start::Fresh => at,
             Start::Waited { at: waited, .. } => waited.min(at),
-            Start::Expired { .. } => {
-                tracing::debug!(
+            Start::Expired { kind } => {
+                self.metrics.expired(kind);
+                event!(
+                    debug,
+                    self.metrics,
                     "deadline passed while waiting for readiness, inner service not called"
                 );
                 return DeadlineFuture::done(Err(Error::deadline_exceeded()));
             }
         };
         if at <= now {
-            tracing::debug!(
+            self.metrics.expired_on_arrival();
+            event!(
+                debug,
+                self.metrics,
                 late_by = ?now.saturating_duration_since(at),
                 "deadline already passed on arrival, inner service not called"
             );
@@ -95,7 +105,8 @@ impl<S, H> Deadline<S, H> {
         // no clone).
         DeadlineFuture::running(base.with_deadline(at).scope_call(|| {
             let call = self.inner.call(req);
-            Bounded::new(call, Timer::at(at), ErrorKind::DeadlineExceeded)
+            let fire = self.metrics.fire();
+            Bounded::new(call, Timer::at(at), ErrorKind::DeadlineExceeded, fire)
         }))
     }
 }
@@ -111,7 +122,7 @@ where
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
         self.inner
-            .poll_ready(cx, self.budget, ErrorKind::DeadlineExceeded)
+            .poll_ready(cx, self.budget, ErrorKind::DeadlineExceeded, &self.metrics)
             .map_err(Error::from_inner)
     }
 
@@ -134,7 +145,7 @@ where
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
         self.inner
-            .poll_ready(cx, self.budget, ErrorKind::DeadlineExceeded)
+            .poll_ready(cx, self.budget, ErrorKind::DeadlineExceeded, &self.metrics)
             .map_err(Error::from_inner)
     }
 
@@ -143,18 +154,36 @@ where
         let grpc = is_grpc_request(&req);
         let timeout = match self.source.headers.read(req.headers(), grpc) {
             Ok(Some(caller)) if caller > self.budget => {
-                tracing::debug!(?caller, budget = ?self.budget, "caller's deadline capped by the budget");
+                event!(
+                    debug,
+                    self.metrics,
+                    ?caller,
+                    budget = ?self.budget,
+                    "caller's deadline capped by the budget"
+                );
                 self.budget
             }
             Ok(Some(caller)) => caller,
             Ok(None) => self.budget,
             Err(MalformedDeadline) => match self.source.on_malformed {
                 OnMalformed::Ignore => {
-                    tracing::debug!(grpc, "malformed deadline header ignored");
+                    self.metrics.header_malformed();
+                    event!(
+                        debug,
+                        self.metrics,
+                        grpc,
+                        "malformed deadline header ignored"
+                    );
                     self.budget
                 }
                 OnMalformed::Reject => {
-                    tracing::debug!(grpc, "malformed deadline header rejected");
+                    self.metrics.header_malformed();
+                    event!(
+                        debug,
+                        self.metrics,
+                        grpc,
+                        "malformed deadline header rejected"
+                    );
                     return DeadlineFuture::done(Ok(headers::reject(grpc)));
                 }
             },

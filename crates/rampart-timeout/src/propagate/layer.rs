@@ -2,6 +2,8 @@
 
 use super::PropagateDeadline;
 use crate::DeadlineHeaders;
+use crate::metrics::{Kind, Metrics};
+use rampart_core::telemetry::LayerName;
 use tower_layer::Layer;
 
 /// Writes the time left before the current request's deadline on outgoing
@@ -40,10 +42,31 @@ use tower_layer::Layer;
 /// assert_eq!(custom.headers().http_header_name().unwrap(), "x-deadline-ms");
 /// # Ok::<(), rampart_timeout::ConfigError>(())
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// [`name`](Self::name) labels its metric (with the `metrics` feature:
+/// `rampart.deadline.expired_on_arrival`, requests not sent for lack of
+/// time) and the `layer` field of its tracing events.
+#[derive(Clone, Debug)]
 pub struct PropagateDeadlineLayer {
     headers: DeadlineHeaders,
+    name: LayerName,
+    metrics: Metrics,
 }
+
+impl Default for PropagateDeadlineLayer {
+    fn default() -> Self {
+        PropagateDeadlineLayer::with_headers(DeadlineHeaders::default())
+    }
+}
+
+impl PartialEq for PropagateDeadlineLayer {
+    /// Same headers and same name.
+    fn eq(&self, other: &Self) -> bool {
+        self.headers == other.headers && self.name == other.name
+    }
+}
+
+impl Eq for PropagateDeadlineLayer {}
 
 impl PropagateDeadlineLayer {
     /// `grpc-timeout` on gRPC requests, `x-request-timeout-ms` on others.
@@ -53,7 +76,34 @@ impl PropagateDeadlineLayer {
 
     /// Writes the deadline in `headers` instead.
     pub fn with_headers(headers: DeadlineHeaders) -> Self {
-        PropagateDeadlineLayer { headers }
+        let name = LayerName::default();
+        PropagateDeadlineLayer {
+            headers,
+            metrics: Metrics::new(&name, Kind::Propagate),
+            name,
+        }
+    }
+
+    /// Names the layer (default `"default"`): the `layer` label of its
+    /// metric with the `metrics` feature, registered again here with the
+    /// recorder installed now, and the `layer` field of its tracing events
+    /// (with the feature: without it the services keep no name).
+    ///
+    /// ```
+    /// use rampart_timeout::PropagateDeadlineLayer;
+    ///
+    /// let layer = PropagateDeadlineLayer::new().name("billing-client");
+    /// assert_eq!(layer.layer_name().as_str(), "billing-client");
+    /// ```
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.name = name.into();
+        self.metrics = self.metrics.renamed(&self.name);
+        self
+    }
+
+    /// The layer's name (`"default"` unless set with [`name`](Self::name)).
+    pub fn layer_name(&self) -> &LayerName {
+        &self.name
     }
 
     /// The headers written.
@@ -66,6 +116,6 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
     type Service = PropagateDeadline<S>;
 
     fn layer(&self, inner: S) -> PropagateDeadline<S> {
-        PropagateDeadline::from_parts(inner, self.headers.clone())
+        PropagateDeadline::from_parts(inner, self.headers.clone(), self.metrics.clone())
     }
 }

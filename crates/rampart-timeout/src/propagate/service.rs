@@ -3,7 +3,9 @@
 
 use super::PropagateFuture;
 use crate::DeadlineHeaders;
+use crate::metrics::{Kind, Metrics, event};
 use rampart_core::grpc::is_grpc_request;
+use rampart_core::telemetry::LayerName;
 use rampart_core::{BoxError, Context, Error};
 use std::task::{Context as TaskContext, Poll};
 use tokio::time::Instant;
@@ -15,16 +17,24 @@ use tower_service::Service;
 pub struct PropagateDeadline<S> {
     inner: S,
     headers: DeadlineHeaders,
+    // Zero-sized without the `metrics` feature, one pointer with it.
+    metrics: Metrics,
 }
 
 impl<S> PropagateDeadline<S> {
-    pub(crate) fn from_parts(inner: S, headers: DeadlineHeaders) -> Self {
-        PropagateDeadline { inner, headers }
+    pub(crate) fn from_parts(inner: S, headers: DeadlineHeaders, metrics: Metrics) -> Self {
+        PropagateDeadline {
+            inner,
+            headers,
+            metrics,
+        }
     }
 
-    /// Wraps `inner`, writing the deadline in `headers`.
+    /// Wraps `inner`, writing the deadline in `headers` (its metrics, with
+    /// the `metrics` feature, are those of an unnamed layer).
     pub fn new(inner: S, headers: DeadlineHeaders) -> Self {
-        PropagateDeadline::from_parts(inner, headers)
+        let metrics = Metrics::new(&LayerName::default(), Kind::Propagate);
+        PropagateDeadline::from_parts(inner, headers, metrics)
     }
 
     /// The inner service.
@@ -73,7 +83,10 @@ where
         // `ConcurrencyLimit`) holds that reservation until this handle is
         // dropped or called again, as tower's contract allows.
         if self.headers.reads_as_expired(grpc, remaining) {
-            tracing::debug!(
+            self.metrics.expired_on_arrival();
+            event!(
+                debug,
+                self.metrics,
                 grpc,
                 ?remaining,
                 "no time left before the deadline, request not sent"

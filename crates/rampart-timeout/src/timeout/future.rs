@@ -1,6 +1,7 @@
 //! [`TimeoutFuture`]: the response future of [`Timeout`](super::Timeout).
 
 use crate::bounded::Bounded;
+use crate::metrics::Fire;
 use crate::timer::Timer;
 use pin_project_lite::pin_project;
 use rampart_core::{BoxError, Error, ErrorKind};
@@ -27,9 +28,9 @@ pin_project! {
 
 impl<F> TimeoutFuture<F> {
     #[inline]
-    pub(crate) fn new(fut: F, timer: Timer, kind: ErrorKind) -> Self {
+    pub(crate) fn new(fut: F, timer: Timer, kind: ErrorKind, fire: Fire) -> Self {
         TimeoutFuture {
-            inner: Bounded::new(fut, timer, kind),
+            inner: Bounded::new(fut, timer, kind, fire),
         }
     }
 

@@ -1,8 +1,11 @@
 //! [`TimeoutLayer`]: the configuration of a per-attempt timeout.
 
 use super::Timeout;
+use super::service::nanos;
 use crate::error::nonzero;
+use crate::metrics::{Kind, Limit, Metrics};
 use rampart_core::ConfigError;
+use rampart_core::telemetry::LayerName;
 use std::time::Duration;
 use tower_layer::Layer;
 
@@ -24,10 +27,25 @@ use tower_layer::Layer;
 /// let err = TimeoutLayer::try_new(Duration::ZERO).unwrap_err();
 /// assert_eq!(err.field(), "timeout");
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// [`name`](Self::name) labels its metrics (`rampart.timeout.fired`, and
+/// `rampart.deadline.exceeded` when the request's deadline came first; with
+/// the `metrics` feature) and the `layer` field of its tracing events.
+#[derive(Clone, Debug)]
 pub struct TimeoutLayer {
     timeout: Duration,
+    name: LayerName,
+    metrics: Metrics,
 }
+
+impl PartialEq for TimeoutLayer {
+    /// Same timeout and same name.
+    fn eq(&self, other: &Self) -> bool {
+        self.timeout == other.timeout && self.name == other.name
+    }
+}
+
+impl Eq for TimeoutLayer {}
 
 impl TimeoutLayer {
     /// A layer whose calls fail after `timeout`. Never fails, never panics:
@@ -35,16 +53,49 @@ impl TimeoutLayer {
     /// response is not ready on its first poll fails at once), and a
     /// duration too large for the clock saturates at about 31 years.
     pub fn new(timeout: Duration) -> Self {
-        TimeoutLayer { timeout }
+        let name = LayerName::default();
+        TimeoutLayer {
+            timeout,
+            metrics: Metrics::new(
+                &name,
+                Kind::Timeout {
+                    limit_ns: nanos(timeout),
+                },
+            ),
+            name,
+        }
     }
 
     /// Like [`new`](Self::new), for a value read at run time: a zero
     /// duration, usually a missing setting, is refused with a
     /// [`ConfigError`] naming the field `timeout`.
     pub fn try_new(timeout: Duration) -> Result<Self, ConfigError> {
-        Ok(TimeoutLayer {
-            timeout: nonzero("timeout", timeout)?,
-        })
+        Ok(TimeoutLayer::new(nonzero("timeout", timeout)?))
+    }
+
+    /// Names the layer (default `"default"`): the `layer` label of its
+    /// metrics with the `metrics` feature, registered again here with the
+    /// recorder installed now, and the `layer` field of its tracing events
+    /// (with the feature: without it the services keep no name, so that
+    /// they stay the size they are). A name tells layers apart (one per
+    /// upstream), never request data.
+    ///
+    /// ```
+    /// use rampart_timeout::TimeoutLayer;
+    /// use std::time::Duration;
+    ///
+    /// let layer = TimeoutLayer::new(Duration::from_secs(2)).name("inventory");
+    /// assert_eq!(layer.layer_name().as_str(), "inventory");
+    /// ```
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.name = name.into();
+        self.metrics = self.metrics.renamed(&self.name);
+        self
+    }
+
+    /// The layer's name (`"default"` unless set with [`name`](Self::name)).
+    pub fn layer_name(&self) -> &LayerName {
+        &self.name
     }
 
     /// The configured timeout.
@@ -63,6 +114,7 @@ impl<S> Layer<S> for TimeoutLayer {
     type Service = Timeout<S>;
 
     fn layer(&self, inner: S) -> Timeout<S> {
-        Timeout::from_parts(inner, self.timeout)
+        let limit = Limit::new(&self.metrics, nanos(self.timeout));
+        Timeout::from_parts(inner, limit)
     }
 }
