@@ -276,21 +276,22 @@ impl RequestIdLayer {
 /// The id's header, the layer's name and its metric handles: nothing but a
 /// static for the default layer without the `metrics` feature (so cloning
 /// the layer per request, as axum does, and echoing the id copy nothing),
-/// else shared by the layer's clones.
+/// else shared by the layer's clones. One pointer wide, as the plain header
+/// was: the layer and its response future keep their size.
 #[derive(Clone, Debug)]
 enum Shared {
     /// `x-request-id`, unnamed, no metric handles.
     XRequestId,
-    /// `x-request-id`, with a name or metric handles: echoed as
-    /// [`Shared::XRequestId`], so the response future shares nothing.
-    Named(Arc<Inner>),
-    /// Another header.
+    /// Another header, a name or metric handles.
     Custom(Arc<Inner>),
 }
 
 #[derive(Debug)]
 struct Inner {
     header: HeaderName,
+    /// `header` is `x-request-id`: the response future echoes it as
+    /// [`Shared::XRequestId`] and shares nothing.
+    x_request_id: bool,
     name: LayerName,
     metrics: RequestIdMetrics,
 }
@@ -303,22 +304,18 @@ impl Shared {
             return Shared::XRequestId;
         }
         let metrics = metrics.unwrap_or_else(|| RequestIdMetrics::new(&name));
-        let inner = Arc::new(Inner {
+        Shared::Custom(Arc::new(Inner {
             header,
+            x_request_id: default_header,
             name,
             metrics,
-        });
-        if default_header {
-            Shared::Named(inner)
-        } else {
-            Shared::Custom(inner)
-        }
+        }))
     }
 
     fn header(&self) -> &HeaderName {
         match self {
             Shared::XRequestId => &X_REQUEST_ID,
-            Shared::Named(inner) | Shared::Custom(inner) => &inner.header,
+            Shared::Custom(inner) => &inner.header,
         }
     }
 
@@ -326,7 +323,7 @@ impl Shared {
     fn name(&self) -> &str {
         match self {
             Shared::XRequestId => rampart_core::telemetry::UNNAMED,
-            Shared::Named(inner) | Shared::Custom(inner) => inner.name.as_str(),
+            Shared::Custom(inner) => inner.name.as_str(),
         }
     }
 
@@ -334,9 +331,7 @@ impl Shared {
     fn parts(&self) -> (LayerName, Option<RequestIdMetrics>) {
         match self {
             Shared::XRequestId => (LayerName::default(), None),
-            Shared::Named(inner) | Shared::Custom(inner) => {
-                (inner.name.clone(), Some(inner.metrics.clone()))
-            }
+            Shared::Custom(inner) => (inner.name.clone(), Some(inner.metrics.clone())),
         }
     }
 
@@ -344,8 +339,8 @@ impl Shared {
     #[inline]
     fn echo(&self) -> Shared {
         match self {
-            Shared::Custom(inner) => Shared::Custom(inner.clone()),
-            Shared::XRequestId | Shared::Named(_) => Shared::XRequestId,
+            Shared::Custom(inner) if !inner.x_request_id => Shared::Custom(inner.clone()),
+            _ => Shared::XRequestId,
         }
     }
 
@@ -353,7 +348,7 @@ impl Shared {
     #[inline]
     fn record(&self, f: impl FnOnce(&RequestIdMetrics)) {
         #[cfg(feature = "metrics")]
-        if let Shared::Named(inner) | Shared::Custom(inner) = self {
+        if let Shared::Custom(inner) = self {
             f(&inner.metrics);
         }
         #[cfg(not(feature = "metrics"))]
@@ -627,6 +622,14 @@ mod tests {
             map.append(&X_REQUEST_ID, HeaderValue::from_static(id));
         }
         map
+    }
+
+    #[test]
+    fn the_shared_part_is_one_pointer_wide_with_or_without_metrics() {
+        // The layer is cloned per request under axum and the response
+        // future holds the echo: naming and metrics must not grow them.
+        assert_eq!(size_of::<Shared>(), size_of::<usize>());
+        assert_eq!(size_of::<RequestIdLayer>(), 2 * size_of::<usize>());
     }
 
     #[test]
