@@ -553,11 +553,18 @@ impl RequestIdLayer {
 /// span when one is enabled. Boxed: the span is rare (only with a subscriber
 /// that records `DEBUG` here), the response future that holds it is not, and
 /// a pointer keeps that future small.
+#[inline]
 fn request_span(ctx: &Context, shared: &Shared) -> Option<Box<Span>> {
     if tracing::level_filters::LevelFilter::current() == tracing::level_filters::LevelFilter::OFF {
         // No subscriber, or none that records anything: no span to look up.
         return None;
     }
+    traced_request_span(ctx, shared)
+}
+
+/// [`request_span`] once a subscriber records something.
+#[inline(never)]
+fn traced_request_span(ctx: &Context, shared: &Shared) -> Option<Box<Span>> {
     let id = ctx.request_id()?;
     let current = Span::current();
     if current.field("request_id").is_some() {
