@@ -26,6 +26,13 @@ pub(crate) struct Running {
     pub(crate) started: Option<(Instant, Option<RequestId>)>,
 }
 
+impl Drop for Running {
+    /// The request is no longer in flight, however it ended.
+    fn drop(&mut self) {
+        self.config.metrics.ended();
+    }
+}
+
 pin_project! {
     /// The response future of [`Cancel`](crate::Cancel): the inner future
     /// run in the request's cancellation scope.
@@ -117,11 +124,13 @@ fn shutdown_or_token(running: &Running) -> CancelReason {
 fn cancelled(running: &Running, reason: CancelReason) {
     let shared = &running.config.shutdown.shared;
     shared.ended(Ended::Cancelled);
+    running.config.metrics.cancelled(reason);
     let (elapsed, request_id) = match &running.started {
         Some((at, id)) => (at.elapsed(), id.clone()),
         None => Default::default(),
     };
     tracing::debug!(
+        layer = %running.config.name,
         request_id = request_id.as_ref().map(RequestId::as_str),
         ?elapsed,
         %reason,
@@ -136,7 +145,7 @@ fn cancelled(running: &Running, reason: CancelReason) {
         reason,
     };
     for hook in &running.config.hooks {
-        hook.run(&info, &shared.cleanups);
+        hook.run(&info, &shared.cleanups, &running.config.name);
     }
 }
 

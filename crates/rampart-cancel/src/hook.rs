@@ -1,5 +1,6 @@
 //! Cleanup hooks: what runs when a request is cancelled.
 
+use rampart_core::telemetry::LayerName;
 use rampart_core::{Context, InContextExt, RequestId};
 use std::fmt;
 use std::future::Future;
@@ -109,11 +110,12 @@ impl Hook {
     /// Runs the hook once for `info`. A panicking hook is caught and logged:
     /// it may run while a future is being dropped, where a second panic
     /// would abort the process.
-    pub(crate) fn run(&self, info: &CancelInfo, cleanups: &TaskTracker) {
+    pub(crate) fn run(&self, info: &CancelInfo, cleanups: &TaskTracker, layer: &LayerName) {
         match self {
             Hook::Sync(f) => {
                 if catch_unwind(AssertUnwindSafe(|| f(info))).is_err() {
                     tracing::error!(
+                        layer = %layer,
                         request_id = info.request_id.as_ref().map(RequestId::as_str),
                         "a cancellation hook panicked"
                     );
@@ -122,6 +124,7 @@ impl Hook {
             Hook::Async { timeout, spawn } => {
                 let Ok(handle) = tokio::runtime::Handle::try_current() else {
                     tracing::warn!(
+                        layer = %layer,
                         request_id = info.request_id.as_ref().map(RequestId::as_str),
                         "no tokio runtime: the async cancellation hook was not started"
                     );
@@ -129,6 +132,7 @@ impl Hook {
                 };
                 let Ok(fut) = catch_unwind(AssertUnwindSafe(|| spawn(info.clone()))) else {
                     tracing::error!(
+                        layer = %layer,
                         request_id = info.request_id.as_ref().map(RequestId::as_str),
                         "an async cancellation hook panicked while starting"
                     );
@@ -144,10 +148,12 @@ impl Hook {
                 }
                 let timeout = *timeout;
                 let id = info.request_id.clone();
+                let layer = layer.clone();
                 let bounded = ctx.sync_scope(|| {
                     async move {
                         if tokio::time::timeout(timeout, fut).await.is_err() {
                             tracing::warn!(
+                                layer = %layer,
                                 request_id = id.as_ref().map(RequestId::as_str),
                                 ?timeout,
                                 "an async cancellation hook timed out and was dropped"

@@ -1,8 +1,10 @@
 //! [`CancelLayer`]: its configuration (shutdown handle, cleanup hooks).
 
 use crate::hook::{CancelInfo, Hook};
+use crate::metrics::CancelMetrics;
 use crate::service::Cancel;
 use crate::shutdown::Shutdown;
+use rampart_core::telemetry::LayerName;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -22,6 +24,9 @@ pub struct CancelLayer {
 pub(crate) struct Config {
     pub(crate) shutdown: Shutdown,
     pub(crate) hooks: Vec<Hook>,
+    /// The `layer` label of the metrics and field of the tracing events.
+    pub(crate) name: LayerName,
+    pub(crate) metrics: CancelMetrics,
 }
 
 impl fmt::Debug for CancelLayer {
@@ -29,6 +34,7 @@ impl fmt::Debug for CancelLayer {
         f.debug_struct("CancelLayer")
             .field("shutdown", &self.config.shutdown)
             .field("hooks", &self.config.hooks)
+            .field("name", &self.config.name)
             .finish()
     }
 }
@@ -49,10 +55,36 @@ impl CancelLayer {
     /// A layer whose requests are drained by `shutdown` (several layers,
     /// e.g. one per router or listener, may share one).
     pub fn with_shutdown(shutdown: &Shutdown) -> CancelLayer {
+        let name = LayerName::default();
         CancelLayer {
             config: Arc::new(Config {
                 shutdown: shutdown.clone(),
                 hooks: Vec::new(),
+                metrics: CancelMetrics::new(&name),
+                name,
+            }),
+        }
+    }
+
+    /// Names the layer: the `layer` label of its metrics (feature
+    /// `metrics`) and the `layer` field of its tracing events (default
+    /// `"default"`). Its metric handles are registered again, with the
+    /// recorder installed now. The [`Shutdown`] is not renamed (several
+    /// layers may share it; see [`Shutdown::named`]).
+    ///
+    /// ```
+    /// use rampart_cancel::CancelLayer;
+    /// let layer = CancelLayer::new().name("api");
+    /// # drop(layer);
+    /// ```
+    pub fn name(self, name: impl Into<LayerName>) -> CancelLayer {
+        let name = name.into();
+        CancelLayer {
+            config: Arc::new(Config {
+                shutdown: self.config.shutdown.clone(),
+                hooks: self.config.hooks.clone(),
+                metrics: CancelMetrics::new(&name),
+                name,
             }),
         }
     }
@@ -69,6 +101,8 @@ impl CancelLayer {
             config: Arc::new(Config {
                 shutdown: self.config.shutdown.clone(),
                 hooks,
+                name: self.config.name.clone(),
+                metrics: self.config.metrics.clone(),
             }),
         }
     }

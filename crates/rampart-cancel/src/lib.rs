@@ -65,6 +65,27 @@
 //! # }
 //! ```
 //!
+//! # Metrics
+//!
+//! With the `metrics` feature the layer records on the
+//! [`metrics`](https://docs.rs/metrics) facade, labelled `layer = <name>`
+//! ([`CancelLayer::name`]; `"default"` otherwise), never by request data.
+//! Handles are registered when the layer is built: install the recorder
+//! first. Without the feature nothing is recorded or paid.
+//!
+//! | name | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `rampart.cancel.in_flight` | gauge | `layer` | requests admitted and not finished (back to 0 on every path: completion, error, cancellation, a dropped or panicking future) |
+//! | `rampart.cancel.cancelled` | counter | `layer`, `reason` = `token` \| `caller_dropped` \| `shutdown` | requests cancelled (resolved to `Cancelled`, or dropped by their caller before they completed); `token` includes calls whose caller's token had fired before the call; a handler that panics unwinds through its dropped future and counts as `caller_dropped` (its hooks see the same) |
+//! | `rampart.cancel.refused` | counter | `layer` | calls refused with `Closed` because the drain had begun |
+//!
+//! The [`DrainReport`] of a [`Shutdown::drain`] is returned, not recorded
+//! (one drain per process: the counters above show it as it happens). The
+//! layer's tracing events carry its name in their `layer` field; the
+//! drain's carry the [`Shutdown`]'s ([`Shutdown::named`]).
+//!
+//! Feature `metrics` turns these on.
+//!
 //! # Async cleanup
 //!
 //! `Drop` cannot await, and a cancelled request's future is gone by the
@@ -104,6 +125,7 @@
 mod future;
 mod hook;
 mod layer;
+mod metrics;
 mod service;
 mod shutdown;
 

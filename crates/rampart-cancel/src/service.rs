@@ -1,6 +1,7 @@
 //! [`Cancel`]: the service of [`CancelLayer`](crate::CancelLayer).
 
 use crate::future::{ResponseFuture, Running};
+use crate::hook::CancelReason;
 use crate::layer::{CancelLayer, Config};
 use rampart_core::{BoxError, CancellationToken, Context, Error};
 use std::fmt;
@@ -81,7 +82,8 @@ where
         if shared.requests.is_closed() {
             drop(tracked);
             shared.refused();
-            tracing::debug!("call refused: draining");
+            self.config.metrics.refused();
+            tracing::debug!(layer = %self.config.name, "call refused: draining");
             return ResponseFuture::refused(Error::closed());
         }
         // The request's token: a child of the caller's token if its context
@@ -112,6 +114,11 @@ where
         if child_of_caller && ctx.is_cancelled() {
             // The caller gave up before the call: the handler never runs.
             drop(tracked);
+            self.config.metrics.cancelled(CancelReason::Token);
+            tracing::debug!(
+                layer = %self.config.name,
+                "call refused: the caller's token had fired"
+            );
             return ResponseFuture::refused(Error::cancelled());
         }
         let token = ctx
@@ -123,6 +130,7 @@ where
         } else {
             Some((Instant::now(), ctx.request_id().cloned()))
         };
+        self.config.metrics.admitted();
         let running = Running {
             token,
             config: self.config.clone(),

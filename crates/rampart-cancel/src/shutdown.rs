@@ -1,6 +1,7 @@
 //! [`Shutdown`]: graceful drain of every request admitted by the
 //! [`CancelLayer`](crate::CancelLayer)s that share it.
 
+use rampart_core::telemetry::LayerName;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -87,6 +88,8 @@ pub(crate) struct Shared {
     completed: AtomicUsize,
     cancelled: AtomicUsize,
     refused: AtomicUsize,
+    /// The `layer` field of the drain's tracing events.
+    name: LayerName,
 }
 
 /// How a request admitted by the layer ended.
@@ -139,6 +142,7 @@ impl fmt::Debug for Shutdown {
         f.debug_struct("Shutdown")
             .field("draining", &self.is_draining())
             .field("in_flight", &self.in_flight())
+            .field("name", &self.shared.name)
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +150,20 @@ impl fmt::Debug for Shutdown {
 impl Shutdown {
     /// A handle admitting requests.
     pub fn new() -> Shutdown {
+        Shutdown::named(LayerName::default())
+    }
+
+    /// A handle admitting requests, whose drain's tracing events carry
+    /// `name` in their `layer` field (`"default"` for [`Shutdown::new`]),
+    /// e.g. the name of the [`CancelLayer`](crate::CancelLayer) it drains.
+    ///
+    /// ```
+    /// use rampart_cancel::{CancelLayer, Shutdown};
+    /// let shutdown = Shutdown::named("api");
+    /// let layer = CancelLayer::with_shutdown(&shutdown).name("api");
+    /// # drop(layer);
+    /// ```
+    pub fn named(name: impl Into<LayerName>) -> Shutdown {
         Shutdown {
             shared: Arc::new(Shared {
                 stopped: AtomicBool::new(false),
@@ -156,6 +174,7 @@ impl Shutdown {
                 completed: AtomicUsize::new(0),
                 cancelled: AtomicUsize::new(0),
                 refused: AtomicUsize::new(0),
+                name: name.into(),
             }),
         }
     }
@@ -236,12 +255,18 @@ impl Shutdown {
         self.close();
         let s = &self.shared;
         let in_flight_at_start = s.requests.len();
-        tracing::debug!(in_flight = in_flight_at_start, ?deadline, "drain started");
+        tracing::debug!(
+            layer = %s.name,
+            in_flight = in_flight_at_start,
+            ?deadline,
+            "drain started"
+        );
         let deadline_hit = tokio::time::timeout(deadline, s.requests.wait())
             .await
             .is_err();
         if deadline_hit {
             tracing::debug!(
+                layer = %s.name,
                 in_flight = s.requests.len(),
                 "drain deadline passed: cancelling the requests left"
             );
@@ -259,7 +284,7 @@ impl Shutdown {
             deadline_hit,
             elapsed: started.elapsed(),
         };
-        tracing::debug!(?report, "drain finished");
+        tracing::debug!(layer = %s.name, ?report, "drain finished");
         report
     }
 }

@@ -46,10 +46,12 @@
 //! with the original as its source).
 
 use crate::config;
+use crate::metrics::{PropagateMetrics, Telemetry};
 use http::{HeaderMap, HeaderName, Request};
 use pin_project_lite::pin_project;
 use rampart_core::codec::{DeadlineHeaders, X_REQUEST_TIMEOUT_MS};
 use rampart_core::grpc::is_grpc_request;
+use rampart_core::telemetry::LayerName;
 use rampart_core::{BoxError, ConfigError, Context, Error, X_REQUEST_ID};
 use std::future::Future;
 use std::pin::Pin;
@@ -102,6 +104,7 @@ impl Default for PropagateConfig {
 #[derive(Clone, Debug, Default)]
 pub struct PropagateContextBuilder {
     config: PropagateConfig,
+    name: LayerName,
 }
 
 impl PropagateContextBuilder {
@@ -139,10 +142,17 @@ impl PropagateContextBuilder {
         self
     }
 
+    /// The layer's name: the `layer` label of its metrics and the `layer`
+    /// field of its tracing events (default `"default"`).
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// The layer, or why the configuration is refused (an invalid header
     /// name, or one HTTP or gRPC owns).
     pub fn build(self) -> Result<PropagateContextLayer, ConfigError> {
-        PropagateContextLayer::from_config(&self.config)
+        PropagateContextLayer::from_config_named(&self.config, self.name)
     }
 }
 
@@ -174,6 +184,7 @@ pub struct PropagateContextLayer {
     request_id: Option<HeaderName>,
     deadline: Option<DeadlineHeaders>,
     overwrite: bool,
+    telemetry: Telemetry<PropagateMetrics>,
 }
 
 impl Default for PropagateContextLayer {
@@ -190,7 +201,23 @@ impl PropagateContextLayer {
             request_id: Some(X_REQUEST_ID.clone()),
             deadline: None,
             overwrite: false,
+            telemetry: Telemetry::new(LayerName::default(), PropagateMetrics::new),
         }
+    }
+
+    /// Names the layer: the `layer` label of its metrics (feature
+    /// `metrics`) and the `layer` field of its tracing events (default
+    /// `"default"`). Its metric handles are registered again, with the
+    /// recorder installed now.
+    ///
+    /// ```
+    /// use rampart_context::PropagateContextLayer;
+    /// let layer = PropagateContextLayer::new().with_deadline().name("billing-client");
+    /// # drop(layer);
+    /// ```
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.telemetry = Telemetry::new(name.into(), PropagateMetrics::new);
+        self
     }
 
     /// Writes the request id in `name` instead of `x-request-id`. The name
@@ -252,6 +279,13 @@ impl PropagateContextLayer {
     /// header name that is not valid, or one HTTP framing or gRPC owns; the
     /// [`ConfigError`] names the field and the value).
     pub fn from_config(config: &PropagateConfig) -> Result<PropagateContextLayer, ConfigError> {
+        PropagateContextLayer::from_config_named(config, LayerName::default())
+    }
+
+    fn from_config_named(
+        config: &PropagateConfig,
+        name: LayerName,
+    ) -> Result<PropagateContextLayer, ConfigError> {
         let request_id = if config.request_id {
             Some(config::header_name(&config.request_id_header)?)
         } else {
@@ -267,6 +301,7 @@ impl PropagateContextLayer {
             request_id,
             deadline,
             overwrite: config.overwrite,
+            telemetry: Telemetry::new(name, PropagateMetrics::new),
         })
     }
 
@@ -366,14 +401,20 @@ where
             Context::with_current(|ctx| ctx.map(|ctx| layer.inject(ctx, req.headers_mut(), grpc)));
         let injected = match injected {
             Some(done) => done,
-            None => match req.extensions().get::<Context>().cloned() {
-                Some(ctx) => layer.inject(&ctx, req.headers_mut(), grpc),
-                None => Ok(()),
-            },
+            None => {
+                if let Some(ctx) = req.extensions().get::<Context>().cloned() {
+                    layer.inject(&ctx, req.headers_mut(), grpc)
+                } else {
+                    layer.telemetry.record(|m| m.missing.increment(1));
+                    Ok(())
+                }
+            }
         };
         if let Err(Expired) = injected {
+            layer.telemetry.record(|m| m.expired.increment(1));
             tracing::debug!(
                 target: "rampart_context",
+                layer = %layer.telemetry.name(),
                 grpc,
                 "the context's deadline has passed, request not sent"
             );

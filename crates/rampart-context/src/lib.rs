@@ -13,6 +13,8 @@
 //!   `DeadlineExceeded` instead of being sent) into every outgoing request
 //!   of a hyper client, axum-style service or tonic channel.
 //! - Feature `axum`: the extractors `ReqId` and `CurrentContext`.
+//! - Feature `serde`: `serde::Deserialize` for the configs.
+//! - Feature `metrics`: the counters below, on the `metrics` facade.
 //!
 //! The context follows the request through every `.await` of its handler and
 //! into tasks started with [`rampart_core::spawn`] (`rampart::spawn`) or
@@ -54,10 +56,34 @@
 //! # }
 //! ```
 
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature, each layer records on the
+//! [`metrics`](https://docs.rs/metrics) facade, labelled `layer = <name>`
+//! (`.name("edge")` on the layer or its builder; `"default"` otherwise),
+//! never by request data. Handles are registered when the layer is built:
+//! install the recorder first. Without the feature nothing is recorded and
+//! the layers are as small and fast as without metrics.
+//!
+//! | name | kind | meaning |
+//! |---|---|---|
+//! | `rampart.request_id.generated` | counter | no incoming id: a UUIDv7 was generated |
+//! | `rampart.request_id.accepted` | counter | a valid incoming id was kept |
+//! | `rampart.request_id.refused` | counter | an incoming id was refused (invalid, hostile, repeated, or incoming ids not accepted) and replaced by a generated one |
+//! | `rampart.context.deadline.expired` | counter | [`PropagateContextLayer`]: a call not sent because the context's deadline had passed |
+//! | `rampart.context.missing` | counter | [`PropagateContextLayer`]: a call made with no context (e.g. from a bare `tokio::spawn`), sent untouched |
+//!
+//! Every request a [`RequestIdLayer`] gives its own id is counted once, in
+//! exactly one of `generated`, `accepted` and `refused`; a request whose id
+//! a layer further out set is counted by that layer. The tracing span and
+//! events of both layers carry the same name in their `layer` field.
+
 pub mod client;
 mod config;
 #[cfg(feature = "axum")]
 mod extract;
+mod metrics;
 pub mod server;
 
 pub use client::{

@@ -33,16 +33,19 @@
 //! When the current span declares a `request_id` field (say, tower-http's
 //! `TraceLayer` with `request_id = tracing::field::Empty` in its
 //! `make_span_with`), the id is recorded there and no span is added.
-//! Otherwise the layer opens a `DEBUG` span `request{request_id=…}` (target
-//! `rampart_context`) and enters it on every poll, so every event of the
+//! Otherwise the layer opens a `DEBUG` span `request{layer=…, request_id=…}`
+//! (target `rampart_context`; `layer` is the layer's
+//! [`name`](RequestIdLayer::name)) and enters it on every poll, so every event of the
 //! request carries the id. A disabled span costs a level check: with no
 //! subscriber, or one that filters out `DEBUG` for this target, the layer
 //! creates nothing and allocates nothing for tracing.
 
 use crate::config;
+use crate::metrics::RequestIdMetrics;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use rampart_core::ConfigError;
+use rampart_core::telemetry::LayerName;
 use rampart_core::{Context, InvalidRequestId, RequestId, Scoped, X_REQUEST_ID};
 use std::future::Future;
 use std::pin::Pin;
@@ -105,6 +108,7 @@ impl Default for RequestIdConfig {
 #[derive(Clone, Debug, Default)]
 pub struct RequestIdBuilder {
     config: RequestIdConfig,
+    name: LayerName,
 }
 
 impl RequestIdBuilder {
@@ -127,10 +131,17 @@ impl RequestIdBuilder {
         self
     }
 
+    /// The layer's name: the `layer` label of its metrics and the `layer`
+    /// field of its tracing span and events (default `"default"`).
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// The layer, or why the configuration is refused (an invalid header
     /// name, or one HTTP or gRPC owns).
     pub fn build(self) -> Result<RequestIdLayer, ConfigError> {
-        RequestIdLayer::from_config(&self.config)
+        RequestIdLayer::from_config_named(&self.config, self.name)
     }
 }
 
@@ -159,7 +170,7 @@ impl RequestIdBuilder {
 /// ```
 #[derive(Clone, Debug)]
 pub struct RequestIdLayer {
-    header: Header,
+    shared: Shared,
     accept_incoming: bool,
     store_in_extensions: bool,
 }
@@ -174,10 +185,25 @@ impl RequestIdLayer {
     /// The default: header `x-request-id`, valid incoming ids accepted.
     pub fn new() -> RequestIdLayer {
         RequestIdLayer {
-            header: Header::XRequestId,
+            shared: Shared::new(X_REQUEST_ID.clone(), LayerName::default(), None),
             accept_incoming: true,
             store_in_extensions: false,
         }
+    }
+
+    /// Names the layer: the `layer` label of its metrics (feature
+    /// `metrics`) and the `layer` field of its tracing span and events
+    /// (default `"default"`). Its metric handles are registered again,
+    /// with the recorder installed now.
+    ///
+    /// ```
+    /// use rampart_context::RequestIdLayer;
+    /// let layer = RequestIdLayer::new().name("edge");
+    /// # drop(layer);
+    /// ```
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.shared = Shared::new(self.shared.header().clone(), name.into(), None);
+        self
     }
 
     /// A builder for a custom header name or policy.
@@ -205,7 +231,8 @@ impl RequestIdLayer {
     /// assert_eq!(layer.header_name(), "x-correlation-id");
     /// ```
     pub fn with_header(mut self, name: HeaderName) -> Self {
-        self.header = Header::new(name);
+        let (layer_name, metrics) = self.shared.parts();
+        self.shared = Shared::new(name, layer_name, metrics);
         self
     }
 
@@ -226,8 +253,15 @@ impl RequestIdLayer {
     /// header name that is not valid, or one HTTP framing or gRPC owns; the
     /// [`ConfigError`] names the field and the value).
     pub fn from_config(config: &RequestIdConfig) -> Result<RequestIdLayer, ConfigError> {
+        RequestIdLayer::from_config_named(config, LayerName::default())
+    }
+
+    fn from_config_named(
+        config: &RequestIdConfig,
+        name: LayerName,
+    ) -> Result<RequestIdLayer, ConfigError> {
         Ok(RequestIdLayer {
-            header: Header::new(config::header_name(&config.header)?),
+            shared: Shared::new(config::header_name(&config.header)?, name, None),
             accept_incoming: config.accept_incoming,
             store_in_extensions: config.store_in_extensions,
         })
@@ -235,33 +269,90 @@ impl RequestIdLayer {
 
     /// The header that carries the id.
     pub fn header_name(&self) -> &HeaderName {
-        self.header.name()
+        self.shared.header()
     }
 }
 
-/// The id's header: `x-request-id` (a static, so cloning the layer per
-/// request, as axum does, and echoing the id copy nothing), or another
-/// name, shared.
+/// The id's header, the layer's name and its metric handles: nothing but a
+/// static for the default layer without the `metrics` feature (so cloning
+/// the layer per request, as axum does, and echoing the id copy nothing),
+/// else shared by the layer's clones. One pointer wide, as the plain header
+/// was: the layer and its response future keep their size.
 #[derive(Clone, Debug)]
-enum Header {
+enum Shared {
+    /// `x-request-id`, unnamed, no metric handles.
     XRequestId,
-    Custom(Arc<HeaderName>),
+    /// Another header, a name or metric handles.
+    Custom(Arc<Inner>),
 }
 
-impl Header {
-    fn new(name: HeaderName) -> Header {
-        if name == X_REQUEST_ID {
-            Header::XRequestId
-        } else {
-            Header::Custom(Arc::new(name))
+#[derive(Debug)]
+struct Inner {
+    header: HeaderName,
+    /// `header` is `x-request-id`: the response future echoes it as
+    /// [`Shared::XRequestId`] and shares nothing.
+    x_request_id: bool,
+    name: LayerName,
+    metrics: RequestIdMetrics,
+}
+
+impl Shared {
+    /// `metrics`: handles already registered under `name`, else registered now.
+    fn new(header: HeaderName, name: LayerName, metrics: Option<RequestIdMetrics>) -> Shared {
+        let default_header = header == X_REQUEST_ID;
+        if default_header && !name.is_named() && !rampart_core::telemetry::ENABLED {
+            return Shared::XRequestId;
+        }
+        let metrics = metrics.unwrap_or_else(|| RequestIdMetrics::new(&name));
+        Shared::Custom(Arc::new(Inner {
+            header,
+            x_request_id: default_header,
+            name,
+            metrics,
+        }))
+    }
+
+    fn header(&self) -> &HeaderName {
+        match self {
+            Shared::XRequestId => &X_REQUEST_ID,
+            Shared::Custom(inner) => &inner.header,
         }
     }
 
-    fn name(&self) -> &HeaderName {
+    /// The layer's name (`"default"` when it has none).
+    fn name(&self) -> &str {
         match self {
-            Header::XRequestId => &X_REQUEST_ID,
-            Header::Custom(name) => name,
+            Shared::XRequestId => rampart_core::telemetry::UNNAMED,
+            Shared::Custom(inner) => inner.name.as_str(),
         }
+    }
+
+    /// The name and the registered handles, to rebuild with another header.
+    fn parts(&self) -> (LayerName, Option<RequestIdMetrics>) {
+        match self {
+            Shared::XRequestId => (LayerName::default(), None),
+            Shared::Custom(inner) => (inner.name.clone(), Some(inner.metrics.clone())),
+        }
+    }
+
+    /// What the response future needs to echo the id: the header alone.
+    #[inline]
+    fn echo(&self) -> Shared {
+        match self {
+            Shared::Custom(inner) if !inner.x_request_id => Shared::Custom(inner.clone()),
+            _ => Shared::XRequestId,
+        }
+    }
+
+    /// Records with the handles (nothing without the `metrics` feature).
+    #[inline]
+    fn record(&self, f: impl FnOnce(&RequestIdMetrics)) {
+        #[cfg(feature = "metrics")]
+        if let Shared::Custom(inner) = self {
+            f(&inner.metrics);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (self, f);
     }
 }
 
@@ -314,7 +405,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let ctx = self.layer.context(&mut req);
-        let span = request_span(&ctx);
+        let span = request_span(&ctx, &self.layer.shared);
         let inner = {
             let _entered = span.as_deref().map(Span::enter);
             ctx.scope_call(|| self.inner.call(req))
@@ -324,7 +415,7 @@ where
         ResponseFuture {
             inner,
             span,
-            echo: self.layer.header.clone(),
+            echo: self.layer.shared.echo(),
         }
     }
 }
@@ -385,7 +476,7 @@ impl RequestIdLayer {
         if let Some((first, repeated)) = self.incoming(headers)
             && (repeated || first != kept.header_value())
         {
-            headers.insert(self.header.name(), kept.header_value().clone());
+            headers.insert(self.shared.header(), kept.header_value().clone());
         }
     }
 
@@ -393,10 +484,14 @@ impl RequestIdLayer {
     /// Leaves the request header absent or equal to the id.
     fn own_id(&self, headers: &mut HeaderMap) -> RequestId {
         let Some((first, repeated)) = self.incoming(headers) else {
+            self.shared.record(|m| m.generated.increment(1));
             return RequestId::new_v7();
         };
         match self.accept(first, repeated) {
-            Ok(id) => id,
+            Ok(id) => {
+                self.shared.record(|m| m.accepted.increment(1));
+                id
+            }
             Err(refused) => self.replace(refused, first.len(), headers),
         }
     }
@@ -404,16 +499,18 @@ impl RequestIdLayer {
     /// A new id for a refused incoming one, which it overwrites.
     #[cold]
     fn replace(&self, refused: Refused, len: usize, headers: &mut HeaderMap) -> RequestId {
+        self.shared.record(|m| m.refused.increment(1));
         let id = RequestId::new_v7();
         tracing::debug!(
             target: TARGET,
-            header = %self.header.name(),
+            layer = %self.shared.name(),
+            header = %self.shared.header(),
             reason = %refused,
             len,
             replacement = %id,
             "incoming request id refused; generated a new one"
         );
-        headers.insert(self.header.name(), id.header_value().clone());
+        headers.insert(self.shared.header(), id.header_value().clone());
         id
     }
 
@@ -421,7 +518,7 @@ impl RequestIdLayer {
     /// once. A request with a few distinct header names is scanned: cheaper
     /// than hashing the name for the map's lookup.
     fn incoming<'h>(&self, headers: &'h HeaderMap) -> Option<(&'h HeaderValue, bool)> {
-        let header = self.header.name();
+        let header = self.shared.header();
         if headers.keys_len() <= LINEAR_SCAN {
             let mut found = None;
             for (name, value) in headers {
@@ -456,18 +553,30 @@ impl RequestIdLayer {
 /// span when one is enabled. Boxed: the span is rare (only with a subscriber
 /// that records `DEBUG` here), the response future that holds it is not, and
 /// a pointer keeps that future small.
-fn request_span(ctx: &Context) -> Option<Box<Span>> {
+#[inline]
+fn request_span(ctx: &Context, shared: &Shared) -> Option<Box<Span>> {
     if tracing::level_filters::LevelFilter::current() == tracing::level_filters::LevelFilter::OFF {
         // No subscriber, or none that records anything: no span to look up.
         return None;
     }
+    traced_request_span(ctx, shared)
+}
+
+/// [`request_span`] once a subscriber records something.
+#[inline(never)]
+fn traced_request_span(ctx: &Context, shared: &Shared) -> Option<Box<Span>> {
     let id = ctx.request_id()?;
     let current = Span::current();
     if current.field("request_id").is_some() {
         current.record("request_id", id.as_str());
         return None;
     }
-    let span = tracing::debug_span!(target: TARGET, "request", request_id = %id);
+    let span = tracing::debug_span!(
+        target: TARGET,
+        "request",
+        layer = %shared.name(),
+        request_id = %id
+    );
     (!span.is_disabled()).then(|| Box::new(span))
 }
 
@@ -479,7 +588,7 @@ pin_project! {
         inner: Scoped<F>,
         span: Option<Box<Span>>,
         // The header the id is echoed in; the id is the scope's context's.
-        echo: Header,
+        echo: Shared,
     }
 }
 
@@ -499,7 +608,7 @@ where
             .take_context()
             .and_then(Context::into_request_id)
         {
-            res.headers_mut().insert(this.echo.name(), id.into());
+            res.headers_mut().insert(this.echo.header(), id.into());
         }
         Poll::Ready(Ok(res))
     }
@@ -520,6 +629,14 @@ mod tests {
             map.append(&X_REQUEST_ID, HeaderValue::from_static(id));
         }
         map
+    }
+
+    #[test]
+    fn the_shared_part_is_one_pointer_wide_with_or_without_metrics() {
+        // The layer is cloned per request under axum and the response
+        // future holds the echo: naming and metrics must not grow them.
+        assert_eq!(size_of::<Shared>(), size_of::<usize>());
+        assert_eq!(size_of::<RequestIdLayer>(), 2 * size_of::<usize>());
     }
 
     #[test]

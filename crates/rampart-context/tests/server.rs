@@ -418,7 +418,10 @@ async fn every_log_line_of_the_request_carries_the_id() {
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("handling")).collect();
     assert_eq!(lines.len(), 2, "{text}");
     for line in lines {
-        assert!(line.contains("request{request_id=traced-1}"), "{line}");
+        assert!(
+            line.contains("request{layer=default request_id=traced-1}"),
+            "{line}"
+        );
     }
 }
 

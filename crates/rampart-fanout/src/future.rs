@@ -2,6 +2,7 @@
 
 use crate::config::Settings;
 use crate::error::{Failure, FanOutError};
+use crate::metrics::{DropReason, Telemetry};
 use crate::outcome::{Gathered, NotDone, Outcome, Reason};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pin_project_lite::pin_project;
@@ -106,6 +107,10 @@ pin_project! {
         had_caller: bool,
         started: bool,
         finished: bool,
+        // The layer's name and metric handles.
+        telemetry: Telemetry,
+        // When the group was called, if its duration is recorded.
+        called_at: Option<Instant>,
     }
 
     impl<S, Req> PinnedDrop for FanOutFuture<S, Req>
@@ -116,6 +121,9 @@ pin_project! {
             let this = this.project();
             // Calls still in flight are dropped in the group's context, as
             // they ran in it (`Scoped` enters it without ever panicking).
+            if let Some(m) = this.telemetry.metrics() {
+                m.cancelled(DropReason::CallerDropped, this.running.len());
+            }
             if !this.running.is_empty()
                 && let Some(ctx) = this.call_ctx.as_ref()
             {
@@ -142,12 +150,15 @@ impl<S: Service<Req>, Req> fmt::Debug for FanOutFuture<S, Req> {
 impl<S: Service<Req>, Req> FanOutFuture<S, Req> {
     /// A group over `reqs` with `config`, in the current [`Context`]. The
     /// collective timeout starts now.
-    pub(crate) fn new(svc: S, reqs: Vec<Req>, config: &Settings) -> Self {
+    pub(crate) fn new(svc: S, reqs: Vec<Req>, config: &Settings, telemetry: Telemetry) -> Self {
         let n = reqs.len();
         let caller = Context::current();
+        let now = (config.timeout.is_some() || telemetry.metrics().is_some()).then(Instant::now);
         let timeout = config
             .timeout
-            .map(|t| rampart_core::codec::deadline_after(Instant::now(), t));
+            .zip(now)
+            .map(|(t, now)| rampart_core::codec::deadline_after(now, t));
+        let called_at = now.filter(|_| telemetry.metrics().is_some());
         let placeholder = || Outcome::NotDone(NotDone::new(Reason::Decided, false));
         let mut this = FanOutFuture {
             svc,
@@ -172,6 +183,8 @@ impl<S: Service<Req>, Req> FanOutFuture<S, Req> {
             had_caller: caller.is_some(),
             started: false,
             finished: false,
+            telemetry,
+            called_at,
         };
         if caller.is_some() || timeout.is_some() {
             let g = Group::new(caller.unwrap_or_default(), timeout);
@@ -302,13 +315,23 @@ impl<S: Service<Req>, Req> FanOutFuture<S, Req> {
                             *this.ok += 1;
                         }
                         Some(Err(e)) => {
+                            if let Some(m) = this.telemetry.metrics() {
+                                m.failed.increment(1);
+                            }
                             this.outcomes[idx] = Outcome::Err(e);
                             *this.err += 1;
                             *this.lost += 1;
                             this.first_err.get_or_insert(idx);
                         }
                         None => {
-                            tracing::debug!(idx, "fan-out: a call panicked");
+                            if let Some(m) = this.telemetry.metrics() {
+                                m.panicked.increment(1);
+                            }
+                            tracing::debug!(
+                                layer = %this.telemetry.name(),
+                                idx,
+                                "fan-out: a call panicked"
+                            );
                             this.outcomes[idx] =
                                 Outcome::NotDone(NotDone::new(Reason::Panicked, true));
                             *this.lost += 1;
@@ -334,6 +357,9 @@ impl<S: Service<Req>, Req> FanOutFuture<S, Req> {
                         let req = this.reqs.next().expect("a request is left");
                         let idx = *this.next;
                         *this.next += 1;
+                        if let Some(m) = this.telemetry.metrics() {
+                            m.calls.increment(1);
+                        }
                         match catch_unwind(AssertUnwindSafe(|| svc.call(req))) {
                             Ok(fut) => {
                                 this.running.push(Call { idx, fut });
@@ -358,6 +384,12 @@ impl<S: Service<Req>, Req> FanOutFuture<S, Req> {
                     }
                 };
                 if let Some(outcome) = broken {
+                    if let Some(m) = this.telemetry.metrics() {
+                        match outcome {
+                            Outcome::Err(_) => m.failed.increment(1),
+                            _ => m.panicked.increment(1),
+                        }
+                    }
                     // The request that waited for the failed (or panicking)
                     // service holds its error; the rest can never be sent.
                     let idx = *this.next - 1;
@@ -369,7 +401,11 @@ impl<S: Service<Req>, Req> FanOutFuture<S, Req> {
                     this.reqs.by_ref().for_each(drop);
                     *this.next = this.outcomes.len();
                     *this.lost += 1 + never;
-                    tracing::debug!(never, "fan-out: the inner service failed or panicked");
+                    tracing::debug!(
+                        layer = %this.telemetry.name(),
+                        never,
+                        "fan-out: the inner service failed or panicked"
+                    );
                     if let Some(end) = decide(*this.need, this.outcomes.len(), *this.ok, *this.lost)
                     {
                         return Poll::Ready(finish(this, end));
@@ -404,6 +440,12 @@ fn finish<S: Service<Req>, Req>(
         End::Stopped(Failure::DeadlineExceeded) => Reason::DeadlineExceeded,
         End::Stopped(Failure::Cancelled | Failure::Unreachable) => Reason::Cancelled,
     };
+    if let Some(m) = this.telemetry.metrics() {
+        m.cancelled(DropReason::from_reason(reason), in_flight);
+        if let Some(at) = *this.called_at {
+            m.duration.record_duration(at.elapsed());
+        }
+    }
     // Requests are sent in input order: those before `next` were sent.
     let sent = *this.next;
     for (i, o) in this.outcomes.iter_mut().enumerate() {
@@ -424,6 +466,7 @@ fn finish<S: Service<Req>, Req>(
         End::Done => {
             if gathered.not_done() > 0 {
                 tracing::debug!(
+                    layer = %this.telemetry.name(),
                     in_flight,
                     not_done = gathered.not_done(),
                     "fan-out: decided, the rest cancelled"
@@ -433,6 +476,7 @@ fn finish<S: Service<Req>, Req>(
         }
         End::Unreachable => {
             tracing::debug!(
+                layer = %this.telemetry.name(),
                 in_flight,
                 failed = gathered.failed(),
                 "fan-out: goal unreachable, the rest cancelled"
@@ -440,7 +484,12 @@ fn finish<S: Service<Req>, Req>(
             Err(FanOutError::new(Failure::Unreachable, gathered))
         }
         End::Stopped(failure) => {
-            tracing::debug!(in_flight, %failure, "fan-out: stopped, the rest cancelled");
+            tracing::debug!(
+                layer = %this.telemetry.name(),
+                in_flight,
+                %failure,
+                "fan-out: stopped, the rest cancelled"
+            );
             Err(FanOutError::new(failure, gathered))
         }
     }

@@ -4,6 +4,7 @@
 use crate::config::Settings;
 use crate::error::FanOutError;
 use crate::future::FanOutFuture;
+use crate::metrics::Telemetry;
 use crate::outcome::Gathered;
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -21,7 +22,9 @@ use tower_service::Service;
 /// caller's deadline passes or its token fires, the unfinished calls are
 /// dropped and reported as [`NotDone`](crate::NotDone). For a bound on
 /// concurrency or another [`Mode`](crate::Mode), use
-/// [`FanOutLayer`](crate::FanOutLayer).
+/// [`FanOutLayer`](crate::FanOutLayer). It has no name and records no
+/// metrics: a named [`FanOutLayer`](crate::FanOutLayer) (or
+/// [`FanOut::gather`](crate::FanOut::gather)) does.
 ///
 /// ```
 /// use rampart_fanout::gather;
@@ -47,7 +50,7 @@ where
     I: IntoIterator,
     S: Service<I::Item>,
 {
-    Gather::new(svc, requests, &Settings::default())
+    Gather::new(svc, requests, &Settings::default(), Telemetry::default())
 }
 
 /// [`gather`] with a collective timeout, from now: asyncio's
@@ -83,7 +86,7 @@ where
         timeout: Some(timeout),
         ..Settings::default()
     };
-    Gather::new(svc, requests, &config)
+    Gather::new(svc, requests, &config, Telemetry::default())
 }
 
 pin_project! {
@@ -102,12 +105,12 @@ pin_project! {
 }
 
 impl<S: Service<Req>, Req> Gather<S, Req> {
-    pub(crate) fn new<I>(svc: S, requests: I, config: &Settings) -> Self
+    pub(crate) fn new<I>(svc: S, requests: I, config: &Settings, telemetry: Telemetry) -> Self
     where
         I: IntoIterator<Item = Req>,
     {
         Gather {
-            inner: FanOutFuture::new(svc, requests.into_iter().collect(), config),
+            inner: FanOutFuture::new(svc, requests.into_iter().collect(), config, telemetry),
         }
     }
 }

@@ -4,7 +4,9 @@ use crate::config::{FanOutConfig, Mode, Settings};
 use crate::error::FanOutError;
 use crate::future::FanOutFuture;
 use crate::gather::Gather;
+use crate::metrics::Telemetry;
 use crate::outcome::Gathered;
+use rampart_core::telemetry::LayerName;
 use std::num::NonZeroUsize;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -39,22 +41,50 @@ use tower_service::Service;
 /// assert!(!res[3].is_done());
 /// # }
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// Cheap to clone: clones share the layer's name and metric handles.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FanOutLayer {
     settings: Settings,
+    telemetry: Telemetry,
+}
+
+impl Default for FanOutLayer {
+    fn default() -> Self {
+        FanOutLayer::new()
+    }
 }
 
 impl FanOutLayer {
     /// Mode all, unbounded, no collective timeout.
     pub fn new() -> FanOutLayer {
-        FanOutLayer::default()
+        FanOutLayer {
+            settings: Settings::default(),
+            telemetry: Telemetry::new(LayerName::default()),
+        }
     }
 
     /// The layer a [`FanOutConfig`] describes (every config is valid).
     pub fn from_config(config: &FanOutConfig) -> FanOutLayer {
         FanOutLayer {
             settings: Settings::from(config),
+            telemetry: Telemetry::new(LayerName::default()),
         }
+    }
+
+    /// Names the layer: the `layer` label of its metrics (feature
+    /// `metrics`) and the `layer` field of its tracing events (default
+    /// `"default"`). Its metric handles are registered again, with the
+    /// recorder installed now.
+    ///
+    /// ```
+    /// use rampart_fanout::FanOutLayer;
+    /// let layer = FanOutLayer::new().first_ok().name("replicas");
+    /// # drop(layer);
+    /// ```
+    pub fn name(mut self, name: impl Into<LayerName>) -> FanOutLayer {
+        self.telemetry = Telemetry::new(name.into());
+        self
     }
 
     /// Sets the mode.
@@ -121,6 +151,7 @@ impl<S> Layer<S> for FanOutLayer {
         FanOut {
             inner,
             settings: self.settings,
+            telemetry: self.telemetry.clone(),
         }
     }
 }
@@ -136,6 +167,7 @@ impl<S> Layer<S> for FanOutLayer {
 pub struct FanOut<S> {
     inner: S,
     settings: Settings,
+    telemetry: Telemetry,
 }
 
 impl<S> FanOut<S> {
@@ -148,6 +180,7 @@ impl<S> FanOut<S> {
     pub fn layer(&self) -> FanOutLayer {
         FanOutLayer {
             settings: self.settings,
+            telemetry: self.telemetry.clone(),
         }
     }
 
@@ -176,7 +209,7 @@ impl<S> FanOut<S> {
     {
         let clone = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, clone);
-        Gather::new(svc, requests, &self.settings)
+        Gather::new(svc, requests, &self.settings, self.telemetry.clone())
     }
 }
 
@@ -197,6 +230,11 @@ where
     fn call(&mut self, requests: I) -> Self::Future {
         let clone = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, clone);
-        FanOutFuture::new(svc, requests.into_iter().collect(), &self.settings)
+        FanOutFuture::new(
+            svc,
+            requests.into_iter().collect(),
+            &self.settings,
+            self.telemetry.clone(),
+        )
     }
 }

@@ -80,6 +80,32 @@
 //!   [`ErrorKind`](rampart_core::ErrorKind). [`gather`], [`wait`] and
 //!   [`FanOut::gather`] return the outcomes either way.
 //!
+//! # Metrics
+//!
+//! With the `metrics` feature a [`FanOutLayer`] (and [`FanOut::gather`])
+//! records on the [`metrics`](https://docs.rs/metrics) facade, labelled
+//! `layer = <name>` ([`FanOutLayer::name`]; `"default"` otherwise), never
+//! by request data. Handles are registered when the layer is built: install
+//! the recorder first. [`gather`] and [`wait`] have no name and record
+//! nothing. Without the feature nothing is recorded or paid.
+//!
+//! | name | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `rampart.fanout.calls` | counter | `layer` | calls sent to the inner service |
+//! | `rampart.fanout.failed` | counter | `layer` | requests whose outcome is an error (the call's, or the `poll_ready` error the request waited for): the sum of [`Gathered::failed`] |
+//! | `rampart.fanout.panicked` | counter | `layer` | requests whose call panicked ([`Reason::Panicked`]) |
+//! | `rampart.fanout.cancelled` | counter | `layer`, `reason` = `decided` \| `timeout` \| `deadline` \| `cancelled` \| `caller_dropped` | calls in flight dropped unfinished: the group was decided without them, the collective timeout or the caller's deadline passed, the caller's token fired, or the caller dropped the group's future |
+//! | `rampart.fanout.duration` | histogram, seconds | `layer` | each group that finished, from its call to its result |
+//!
+//! Requests never sent are in none of the counters (they are in the
+//! [`Gathered`] as not done and not sent). The tracing events carry the
+//! layer's name in their `layer` field.
+//!
+//! # Features
+//!
+//! - `serde`: `serde::Deserialize` for [`FanOutConfig`] and [`Mode`].
+//! - `metrics`: the metrics above.
+//!
 //! # Cost
 //!
 //! One allocation per group for the outcomes (and none for the requests
@@ -93,6 +119,7 @@ mod error;
 mod future;
 mod gather;
 mod layer;
+mod metrics;
 mod outcome;
 
 pub use config::{FanOutConfig, Mode};
