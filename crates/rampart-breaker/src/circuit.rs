@@ -694,6 +694,44 @@ mod loom_tests {
         });
     }
 
+    /// Racing probes and callers: every transition is reported exactly
+    /// once, by the caller whose swap made it, with the states of that
+    /// swap, so the state gauge (moved by `code(to) - code(from)` per
+    /// report, in any order) ends at the circuit's final state.
+    #[test]
+    fn loom_reported_transitions_telescope_to_the_final_state() {
+        use crate::metrics::code;
+        loom::model(|| {
+            let c = circuit(TripModel::ConsecutiveFailures(1), 1);
+            let mut gauge = 0.0;
+            let t = c.force(State::Open, 0);
+            gauge += code(t.to) - code(t.from);
+            let spawn = |c: Arc<Circuit>, v: Verdict| {
+                thread::spawn(move || {
+                    let mut delta = 0.0;
+                    let mut add = |t: Option<Transition>| {
+                        if let Some(t) = t {
+                            delta += code(t.to) - code(t.from);
+                        }
+                    };
+                    let (admit, t) = c.admit(|| 10);
+                    add(t);
+                    match admit {
+                        Admit::Probe(g) => add(c.record_probe(g, v, || 10)),
+                        Admit::Call(g) => add(c.record_call(g, v, false, || 10)),
+                        _ => {}
+                    }
+                    delta
+                })
+            };
+            let a = spawn(c.clone(), Verdict::Success);
+            let b = spawn(c.clone(), Verdict::Failure);
+            gauge += a.join().unwrap() + b.join().unwrap();
+            let last = code(state_of(c.raw()));
+            assert!((gauge - last).abs() < f64::EPSILON, "{gauge} != {last}");
+        });
+    }
+
     /// A successful probe closes the circuit while a call of the new
     /// closed generation fails: the window of the old closed phase must be
     /// gone before that call can record, so one failure does not re-trip a

@@ -93,7 +93,7 @@ impl Metrics {
 
 /// The value of the state gauge: 0 closed (or forced closed), 1
 /// half-open, 2 open (or forced open).
-fn code(s: State) -> f64 {
+pub(crate) fn code(s: State) -> f64 {
     match s {
         State::Closed | State::ForcedClosed => 0.0,
         State::HalfOpen => 1.0,
