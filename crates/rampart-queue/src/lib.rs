@@ -62,7 +62,9 @@ mod error;
 mod future;
 mod layer;
 mod queue;
+mod slot;
 mod stats;
+mod sync;
 mod worker;
 
 pub use config::{DEFAULT_RETRY_AFTER, MAX_CAPACITY, QueueConfig, WhenFull};
