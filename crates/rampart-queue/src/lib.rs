@@ -54,8 +54,10 @@
 //! multi-consumer queue (its slots are allocated once, when the queue is
 //! built); places in it are a `tokio::sync::Semaphore`'s permits, so callers
 //! waiting for space are served first come, first served; idle workers wait
-//! on a `tokio::sync::Notify`. A call allocates one `tokio::sync::oneshot`
-//! for its answer, and a box only when it has to wait for space.
+//! on a `tokio::sync::Notify`. A caller's answer comes back through an
+//! answer slot (a `std::sync::Mutex` per slot, loom-checked) taken from a
+//! pool and reused, so a call allocates nothing in the steady state; a box
+//! only when it has to wait for space.
 
 mod config;
 mod error;

@@ -3,7 +3,7 @@
 
 use crate::config::{MAX_CAPACITY, QueueConfig, WhenFull};
 use crate::future::{Bounds, ResponseFuture, State};
-use crate::slot::Answer;
+use crate::slot::{Answer, Pool};
 use crate::stats::{Drained, Stats};
 use crate::worker::{Backend, Inner, Job, Owned, Shared, worker};
 use rampart_core::{BoxError, Context, Error};
@@ -98,7 +98,7 @@ async fn wait_and_push<Req, Res>(
     };
     permit.map_err(|_| Error::closed())?.forget();
     let answer = answer.then(|| {
-        let (reply, answer) = inner.pool.pair();
+        let (reply, answer) = Pool::pair(&inner.pool);
         job.reply = Some(reply);
         answer
     });
@@ -452,7 +452,7 @@ where
             Err(e) => return ResponseFuture::failed(e),
         };
         let state = if reserved {
-            let (reply, answer) = self.handle.inner.pool.pair();
+            let (reply, answer) = Pool::pair(&self.handle.inner.pool);
             job.reply = Some(reply);
             if let Err(e) = push(&self.handle.tx, &self.handle.inner, job) {
                 return ResponseFuture::failed(e);

@@ -81,8 +81,8 @@ impl<Res> Pool<Res> {
     }
 
     /// A fresh pair of halves on one slot: the caller's and the worker's.
-    pub(crate) fn pair(self: &Arc<Self>) -> (Reply<Res>, Answer<Res>) {
-        let reused = self
+    pub(crate) fn pair(pool: &Arc<Self>) -> (Reply<Res>, Answer<Res>) {
+        let reused = pool
             .free
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -94,7 +94,7 @@ impl<Res> Pool<Res> {
             },
             Answer {
                 slot: Some(slot),
-                pool: Arc::clone(self),
+                pool: Arc::clone(pool),
             },
         )
     }
@@ -274,7 +274,7 @@ mod loom_tests {
     fn loom_answer_reaches_a_waiting_caller_and_the_slot_is_pooled_once() {
         loom::model(|| {
             let pool = pool();
-            let (reply, mut answer) = pool.pair();
+            let (reply, mut answer) = Pool::pair(&pool);
             let p = Arc::clone(&pool);
             let worker = thread::spawn(move || reply.send(Ok(7), &p));
             let got = block_on(poll_fn(|cx| answer.poll(cx)));
@@ -282,7 +282,7 @@ mod loom_tests {
             assert_eq!(got.unwrap(), 7);
             drop(answer);
             assert_eq!(pool.idle(), 1);
-            let (reply, answer) = pool.pair();
+            let (reply, answer) = Pool::pair(&pool);
             assert!(!reply.caller_gone());
             drop((reply, answer));
         });
@@ -294,7 +294,7 @@ mod loom_tests {
     fn loom_caller_leaving_during_the_answer_pools_the_slot_once() {
         loom::model(|| {
             let pool = pool();
-            let (reply, answer) = pool.pair();
+            let (reply, answer) = Pool::pair(&pool);
             let p = Arc::clone(&pool);
             let worker = thread::spawn(move || reply.send(Ok(7), &p));
             drop(answer);
@@ -308,7 +308,7 @@ mod loom_tests {
     fn loom_worker_watching_sees_the_caller_leave() {
         loom::model(|| {
             let pool = pool();
-            let (mut reply, answer) = pool.pair();
+            let (mut reply, answer) = Pool::pair(&pool);
             let caller = thread::spawn(move || drop(answer));
             block_on(poll_fn(|cx| reply.poll_caller_gone(cx)));
             assert!(reply.caller_gone());
@@ -324,7 +324,7 @@ mod loom_tests {
     fn loom_reply_dropped_unanswered_gives_closed() {
         loom::model(|| {
             let pool = pool();
-            let (reply, mut answer) = pool.pair();
+            let (reply, mut answer) = Pool::pair(&pool);
             let worker = thread::spawn(move || drop(reply));
             let got = block_on(poll_fn(|cx| answer.poll(cx)));
             worker.join().unwrap();
