@@ -1,30 +1,27 @@
 //! [`ResponseFuture`]: a caller's wait for space (when the queue is full)
 //! and then for its outcome.
 
+use crate::slot::Answer;
 use pin_project_lite::pin_project;
 use rampart_core::Error;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
-use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 /// The wait for space of a caller that found the queue full, `max_wait`
 /// included (boxed: only this slow path allocates).
-pub(crate) type SendFuture = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
+/// Resolves to the caller's half of its answer slot once queued.
+pub(crate) type SendFuture<Res> =
+    Pin<Box<dyn Future<Output = Result<Option<Answer<Res>>, Error>> + Send>>;
 
 pub(crate) enum State<Res> {
     /// Waiting for space in the queue.
-    Sending {
-        send: SendFuture,
-        rx: oneshot::Receiver<Result<Res, Error>>,
-    },
+    Sending { send: SendFuture<Res> },
     /// Queued or running: waiting for the worker's answer.
-    Waiting {
-        rx: oneshot::Receiver<Result<Res, Error>>,
-    },
+    Waiting { answer: Answer<Res> },
     /// Refused at call time.
     Failed { err: Option<Error> },
 }
@@ -128,23 +125,19 @@ impl<Res> Future for ResponseFuture<Res> {
         let this = self.project();
         loop {
             match this.state {
-                State::Waiting { rx } => {
-                    if let Poll::Ready(r) = Pin::new(rx).poll(cx) {
-                        // The sender dropped without an answer: a drain
-                        // deadline dropped the request.
-                        return Poll::Ready(r.unwrap_or_else(|_| Err(Error::closed())));
+                State::Waiting { answer } => {
+                    // A reply dropped unanswered (a drain deadline) answers
+                    // `Closed`.
+                    if let Poll::Ready(r) = answer.poll(cx) {
+                        return Poll::Ready(r);
                     }
                 }
-                State::Sending { send, .. } => match send.as_mut().poll(cx) {
-                    Poll::Ready(Ok(())) => {
-                        let State::Sending { rx, .. } =
-                            std::mem::replace(this.state, State::Failed { err: None })
-                        else {
-                            unreachable!("matched above")
-                        };
-                        *this.state = State::Waiting { rx };
+                State::Sending { send } => match send.as_mut().poll(cx) {
+                    Poll::Ready(Ok(Some(answer))) => {
+                        *this.state = State::Waiting { answer };
                         continue;
                     }
+                    Poll::Ready(Ok(None)) => unreachable!("a call's job has an answer slot"),
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {}
                 },

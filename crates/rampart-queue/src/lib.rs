@@ -54,15 +54,19 @@
 //! multi-consumer queue (its slots are allocated once, when the queue is
 //! built); places in it are a `tokio::sync::Semaphore`'s permits, so callers
 //! waiting for space are served first come, first served; idle workers wait
-//! on a `tokio::sync::Notify`. A call allocates one `tokio::sync::oneshot`
-//! for its answer, and a box only when it has to wait for space.
+//! on a `tokio::sync::Notify`. A caller's answer comes back through an
+//! answer slot (a `std::sync::Mutex` per slot, loom-checked) taken from a
+//! pool and reused, so a call allocates nothing in the steady state; a box
+//! only when it has to wait for space.
 
 mod config;
 mod error;
 mod future;
 mod layer;
 mod queue;
+mod slot;
 mod stats;
+mod sync;
 mod worker;
 
 pub use config::{DEFAULT_RETRY_AFTER, MAX_CAPACITY, QueueConfig, WhenFull};

@@ -3,6 +3,7 @@
 
 use crate::config::{MAX_CAPACITY, QueueConfig, WhenFull};
 use crate::future::{Bounds, ResponseFuture, State};
+use crate::slot::{Answer, Pool};
 use crate::stats::{Drained, Stats};
 use crate::worker::{Backend, Inner, Job, Owned, Shared, worker};
 use rampart_core::{BoxError, Context, Error};
@@ -12,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
-use tokio::sync::{TryAcquireError, oneshot};
+use tokio::sync::TryAcquireError;
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -73,12 +74,15 @@ fn push<Req, Res>(
 }
 
 /// Waits for a place (first come, first served: tokio's semaphore), for at
-/// most the queue's `max_wait` (then `Overloaded`), and queues `job`.
+/// most the queue's `max_wait` (then `Overloaded`), and queues `job`; with
+/// `answer`, the job gets an answer slot (taken only now, so callers
+/// waiting for space hold none) and the caller's half is returned.
 async fn wait_and_push<Req, Res>(
     tx: async_channel::Sender<Job<Req, Res>>,
     inner: Arc<Inner<Req, Res>>,
-    job: Job<Req, Res>,
-) -> Result<(), Error> {
+    mut job: Job<Req, Res>,
+    answer: bool,
+) -> Result<Option<Answer<Res>>, Error> {
     let give_up_at = inner.max_wait.and_then(|w| Instant::now().checked_add(w));
     let acquire = Arc::clone(&inner.space).acquire_owned();
     let permit = match give_up_at {
@@ -93,7 +97,13 @@ async fn wait_and_push<Req, Res>(
         }
     };
     permit.map_err(|_| Error::closed())?.forget();
-    push(&tx, &inner, job)
+    let answer = answer.then(|| {
+        let (reply, answer) = Pool::pair(&inner.pool);
+        job.reply = Some(reply);
+        answer
+    });
+    push(&tx, &inner, job)?;
+    Ok(answer)
 }
 
 impl<Req, Res> Clone for Queue<Req, Res> {
@@ -301,13 +311,13 @@ impl<Req, Res> Queue<Req, Res> {
         }
         let mut queued = 0;
         while let Ok(job) = self.handle.inner.rx.try_recv() {
-            job.fail(Error::closed());
+            job.fail(Error::closed(), &self.handle.inner.pool);
             queued += 1;
         }
         self.stopped().await;
         // A worker may have taken a job between the abort and its stop.
         while let Ok(job) = self.handle.inner.rx.try_recv() {
-            job.fail(Error::closed());
+            job.fail(Error::closed(), &self.handle.inner.pool);
             queued += 1;
         }
         tracing::debug!(
@@ -344,7 +354,16 @@ impl<Req, Res> Queue<Req, Res> {
         if try_reserve(&self.handle.inner)? {
             return push(&self.handle.tx, &self.handle.inner, job);
         }
-        let send = wait_and_push(self.handle.tx.clone(), Arc::clone(&self.handle.inner), job);
+        let send = async {
+            wait_and_push(
+                self.handle.tx.clone(),
+                Arc::clone(&self.handle.inner),
+                job,
+                false,
+            )
+            .await
+            .map(drop)
+        };
         let cancelled = async {
             match &cancel {
                 Some(t) => t.cancelled().await,
@@ -423,21 +442,22 @@ where
                 ctx.cancellation().map(|t| t.clone().cancelled_owned()),
             );
         }
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
+        let mut job = Job {
             req: Some(req),
             ctx,
-            reply: Some(reply),
+            reply: None,
         };
         let reserved = match try_reserve(&self.handle.inner) {
             Ok(reserved) => reserved,
             Err(e) => return ResponseFuture::failed(e),
         };
         let state = if reserved {
+            let (reply, answer) = Pool::pair(&self.handle.inner.pool);
+            job.reply = Some(reply);
             if let Err(e) = push(&self.handle.tx, &self.handle.inner, job) {
                 return ResponseFuture::failed(e);
             }
-            State::Waiting { rx }
+            State::Waiting { answer }
         } else {
             match self.handle.inner.when_full {
                 WhenFull::Shed => {
@@ -452,8 +472,8 @@ where
                         self.handle.tx.clone(),
                         Arc::clone(&self.handle.inner),
                         job,
+                        true,
                     )),
-                    rx,
                 },
             }
         };

@@ -3,6 +3,7 @@
 
 use crate::config::{QueueConfig, WhenFull};
 use crate::error::Panicked;
+use crate::slot::{Pool, Reply};
 use async_channel::TryRecvError;
 use pin_project_lite::pin_project;
 use rampart_core::{BoxError, Context, Error, Scoped};
@@ -13,12 +14,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
 use tower_service::Service;
-
-/// Where a caller waits for its outcome.
-pub(crate) type Reply<Res> = oneshot::Sender<Result<Res, Error>>;
 
 /// One accepted request.
 pub(crate) struct Job<Req, Res> {
@@ -31,10 +29,11 @@ pub(crate) struct Job<Req, Res> {
 }
 
 impl<Req, Res> Job<Req, Res> {
-    /// Answers the caller (if it still listens) with `err`.
-    pub(crate) fn fail(self, err: Error) {
+    /// Answers the caller (if it still listens) with `err`; the answer
+    /// slot goes back to `pool` if the caller left.
+    pub(crate) fn fail(self, err: Error, pool: &Pool<Res>) {
         if let Some(reply) = self.reply {
-            let _ = reply.send(Err(err));
+            reply.send(Err(err), pool);
         }
     }
 }
@@ -74,6 +73,8 @@ pub(crate) struct Inner<Req, Res> {
     /// Notified when the last worker exits.
     pub(crate) stopped: Notify,
     pub(crate) aborts: Mutex<Vec<AbortHandle>>,
+    /// The callers' answer slots, reused.
+    pub(crate) pool: crate::sync::Arc<Pool<Res>>,
 }
 
 impl<Req, Res> Inner<Req, Res> {
@@ -93,6 +94,11 @@ impl<Req, Res> Inner<Req, Res> {
             work: Notify::new(),
             stopped: Notify::new(),
             aborts: Mutex::new(Vec::new()),
+            // Enough idle slots for a full queue, every worker's call and as
+            // many answers not yet read by their callers.
+            pool: crate::sync::Arc::new(Pool::new(
+                cfg.capacity.saturating_mul(2).saturating_add(cfg.workers),
+            )),
         }
     }
 }
@@ -274,7 +280,7 @@ enum Skip {
 fn skip_reason<Req, Res>(inner: &Inner<Req, Res>, job: &Job<Req, Res>) -> Option<Skip> {
     if let Some(reply) = &job.reply
         && !inner.detach
-        && reply.is_closed()
+        && reply.caller_gone()
     {
         return Some(Skip::CallerLeft);
     }
@@ -332,7 +338,7 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 let job = this.job.take().expect("a job is running");
                 inner.running.fetch_sub(1, Relaxed);
                 if let Some(result) = result {
-                    answer(job, result);
+                    answer(job, result, &inner.pool);
                 }
             }
             if budget == 0 {
@@ -373,18 +379,21 @@ fn accept<Req, Res>(inner: &Inner<Req, Res>, job: Job<Req, Res>) -> Option<Job<R
         },
         "queue skipped a request before running it"
     );
-    if let Skip::Refused(err) = reason {
-        job.fail(err);
-    }
+    // A caller that left hears nothing; its slot goes back to the pool.
+    job.fail(
+        match reason {
+            Skip::CallerLeft => Error::cancelled(),
+            Skip::Refused(err) => err,
+        },
+        &inner.pool,
+    );
     None
 }
 
 /// Answers the caller of `job` (a fire-and-forget job's failure is logged).
-fn answer<Req, Res>(job: Job<Req, Res>, result: Result<Res, Error>) {
+fn answer<Req, Res>(job: Job<Req, Res>, result: Result<Res, Error>, pool: &Pool<Res>) {
     match job.reply {
-        Some(reply) => {
-            let _ = reply.send(result);
-        }
+        Some(reply) => reply.send(result, pool),
         None => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "queue: a fire-and-forget job failed");
@@ -434,7 +443,7 @@ fn step<Req, B: Backend<Req>>(
         Ok(Poll::Pending) => {
             if !inner.detach
                 && let Some(reply) = job.reply.as_mut()
-                && reply.poll_closed(cx).is_ready()
+                && reply.poll_caller_gone(cx).is_ready()
             {
                 return Step::Abandoned;
             }
