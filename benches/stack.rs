@@ -1,7 +1,13 @@
 //! The five-layer stack, outermost first: request id (set + propagate) →
 //! timeout (1 s) → retry (never) → buffer (1024) → concurrency limit (64),
-//! against the bare inner service; ct and mt, one and 64 callers, ready,
-//! yielding and remote inners.
+//! against the bare inner service.
+//!
+//! - group `stack`: ct and mt, one and 64 callers, ready, yielding and
+//!   remote inners;
+//! - group `stack_callers`: 1 000 and 10 000 callers (ct and mt, ready and
+//!   remote inners), far more than the limit (64) and, at 10 000, than the
+//!   queue bound (1024): with `stack`'s 1 and 64 callers they give the time
+//!   per request against callers that `benches/chart.py` draws.
 //!
 //! - `tower`: tower and tower-http parts (`SetRequestId` + `PropagateRequestId`
 //!   with a v4 UUID, `Timeout`, `Retry` with [`NeverRetry`], `Buffer`,
@@ -20,6 +26,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
+    Case, Group,
     InnerKind::{Ready, Remote, Yield},
     NeverRetry,
     Rt::{Ct, Mt},
@@ -42,32 +49,43 @@ const LIMIT: usize = 64;
 /// Workers of rampart's queue (the `queue` bench's choice).
 const WORKERS: usize = 8;
 
+/// Registers `floor`, `tower` and `rampart` for `case`.
+fn register(g: &mut Group<'_>, case: Case) {
+    bench_floor(g, case);
+    let tower_stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TimeoutLayer::new(TIMEOUT))
+        .layer(RetryLayer::new(NeverRetry))
+        .layer(BufferLayer::new(BOUND))
+        .layer(ConcurrencyLimitLayer::new(LIMIT))
+        .into_inner();
+    bench_layer(g, "tower", case, tower_stack);
+    let retry = rampart::retry::RetryLayer::builder()
+        .build()
+        .expect("valid retry config");
+    let rampart_stack = ServiceBuilder::new()
+        .layer(rampart::context::RequestIdLayer::new())
+        .layer(rampart::timeout::TimeoutLayer::new(TIMEOUT))
+        .layer(retry)
+        .layer(rampart::queue::QueueLayer::<common::Req>::new(
+            BOUND, WORKERS,
+        ))
+        .layer(rampart::limit::ConcurrencyLimitLayer::new(LIMIT))
+        .into_inner();
+    bench_layer(g, "rampart", case, rampart_stack);
+}
+
 fn stack(c: &mut Criterion) {
     let mut g = group(c, "stack");
     for case in cases(&[Ct, Mt], &[Ready, Yield, Remote], &[1, 64]) {
-        bench_floor(&mut g, case);
-        let tower_stack = ServiceBuilder::new()
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(TimeoutLayer::new(TIMEOUT))
-            .layer(RetryLayer::new(NeverRetry))
-            .layer(BufferLayer::new(BOUND))
-            .layer(ConcurrencyLimitLayer::new(LIMIT))
-            .into_inner();
-        bench_layer(&mut g, "tower", case, tower_stack);
-        let retry = rampart::retry::RetryLayer::builder()
-            .build()
-            .expect("valid retry config");
-        let rampart_stack = ServiceBuilder::new()
-            .layer(rampart::context::RequestIdLayer::new())
-            .layer(rampart::timeout::TimeoutLayer::new(TIMEOUT))
-            .layer(retry)
-            .layer(rampart::queue::QueueLayer::<common::Req>::new(
-                BOUND, WORKERS,
-            ))
-            .layer(rampart::limit::ConcurrencyLimitLayer::new(LIMIT))
-            .into_inner();
-        bench_layer(&mut g, "rampart", case, rampart_stack);
+        register(&mut g, case);
+    }
+    g.finish();
+
+    let mut g = group(c, "stack_callers");
+    for case in cases(&[Ct, Mt], &[Ready, Remote], &[1_000, 10_000]) {
+        register(&mut g, case);
     }
     g.finish();
 }

@@ -1,7 +1,7 @@
 //! End to end, in one process over loopback: the full client stack calling
-//! the full server stack under load, and the client stack under a chaos
-//! soak (random failures, `Retry-After`, resets, delays, slow replies and
-//! callers that give up), each bounded in count and time.
+//! the full server stack under load, and a drain in the middle of load,
+//! each bounded in count and time. (The chaos soak of the client stack is
+//! `tests/soak.rs`.)
 //!
 //! Client, outermost first: context propagation → total deadline → retry
 //! (with budget) → concurrency limit → per-attempt timeout → deadline on
@@ -17,7 +17,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,7 +31,6 @@ use rampart::Error;
 use rampart::cancel::{CancelLayer, Shutdown};
 use rampart::prelude::*;
 use rampart::retry::{Jitter, ReplayBody, ReplayHttp};
-use rampart_testkit::{FlakyServer, Reply};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 type HttpClient = Client<HttpConnector, ReplayBody<Full<Bytes>>>;
@@ -368,160 +367,6 @@ fn draw(seed: u64, n: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-#[derive(Default)]
-struct Tally {
-    ok: AtomicUsize,
-    failed_response: AtomicUsize,
-    error: AtomicUsize,
-    caller_gave_up: AtomicUsize,
-    slowest_ms: AtomicU64,
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_soak_every_request_ends_once_within_its_deadline_and_gauges_return_to_zero() {
-    // 3 840 requests: a few seconds in a debug build.
-    soak(120, Duration::from_secs(60)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "long: 50 016 requests; run with --release -- --ignored --nocapture"]
-async fn chaos_soak_50k() {
-    soak(1_563, Duration::from_secs(600)).await;
-}
-
-/// `32 × per_task` requests through the client stack against a faulty
-/// server, bounded by `bound`.
-async fn soak(per_task: usize, bound: Duration) {
-    const TASKS: usize = 32;
-    const SEED: u64 = 21;
-    const TOTAL: Duration = Duration::from_millis(800);
-    const MARGIN: Duration = Duration::from_secs(2);
-    tokio::time::timeout(bound, async {
-        // 5 % resets and 30 % 503 + Retry-After: 0 (seeded), and on top 10 %
-        // of replies delayed 0..100 ms and 3 % delayed 2 s (past the
-        // per-attempt timeout).
-        let server = FlakyServer::builder()
-            .seed(SEED)
-            .reset_ratio(0.05)
-            .failure_ratio(0.3)
-            .retry_after("0")
-            .handler(|rec| {
-                let d = draw(SEED ^ 0xdead, rec.seq as u64) % 100;
-                match d {
-                    0..=2 => Some(Reply::ok().after(Duration::from_secs(2))),
-                    3..=12 => Some(Reply::ok().after(Duration::from_millis(draw(SEED, rec.seq as u64) % 100))),
-                    _ => None,
-                }
-            })
-            .start()
-            .await
-            .unwrap();
-        let (ratio, floor, ttl) = (0.2, 2, Duration::from_secs(60));
-        let client = client_stack(&ClientSettings {
-            total: TOTAL,
-            attempt: Duration::from_millis(250),
-            limit: 16,
-            budget: (ratio, floor, ttl),
-        });
-        let outcomes = Arc::new(
-            (0..TASKS * per_task)
-                .map(|_| AtomicUsize::new(0))
-                .collect::<Vec<_>>(),
-        );
-        let tally = Arc::new(Tally::default());
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|t| {
-                let svc = client.svc.clone();
-                let (outcomes, tally) = (outcomes.clone(), tally.clone());
-                let uri = server.uri("/soak");
-                tokio::spawn(async move {
-                    for i in 0..per_task {
-                        let n = t * per_task + i;
-                        let req = Request::get(uri.clone()).body(Full::default()).unwrap();
-                        let call = svc.clone().oneshot(req);
-                        let begun = Instant::now();
-                        // 10 % of callers give up after 1..200 ms.
-                        let r = if draw(SEED ^ 0xca11, n as u64).is_multiple_of(10) {
-                            let patience = Duration::from_millis(1 + draw(SEED, n as u64) % 200);
-                            tokio::time::timeout(patience, call).await.ok()
-                        } else {
-                            Some(call.await)
-                        };
-                        let took = begun.elapsed();
-                        tally
-                            .slowest_ms
-                            .fetch_max(took.as_millis() as u64, Ordering::SeqCst);
-                        let slot = match r {
-                            None => &tally.caller_gave_up,
-                            Some(Ok(res)) if res.status() == StatusCode::OK => &tally.ok,
-                            Some(Ok(_)) => &tally.failed_response,
-                            Some(Err(e)) => {
-                                assert!(
-                                    matches!(
-                                        e.kind(),
-                                        ErrorKind::DeadlineExceeded
-                                            | ErrorKind::Timeout
-                                            | ErrorKind::RetriesExhausted
-                                            | ErrorKind::Inner
-                                    ),
-                                    "unexpected error kind {:?}: {e}",
-                                    e.kind()
-                                );
-                                &tally.error
-                            }
-                        };
-                        slot.fetch_add(1, Ordering::SeqCst);
-                        outcomes[n].fetch_add(1, Ordering::SeqCst);
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("no task panicked");
-        }
-        let elapsed = started.elapsed();
-        let total = TASKS * per_task;
-        let get = |a: &AtomicUsize| a.load(Ordering::SeqCst);
-        let stats = client.retry.stats().unwrap();
-        println!(
-            "soak: {total} requests in {elapsed:?}: {} ok, {} failed responses, {} errors, {} callers gave up; \
-             {} attempts at the server, retry {stats:?}, slowest call {} ms",
-            get(&tally.ok),
-            get(&tally.failed_response),
-            get(&tally.error),
-            get(&tally.caller_gave_up),
-            server.request_count(),
-            tally.slowest_ms.load(Ordering::SeqCst),
-        );
-
-        assert!(
-            outcomes.iter().all(|o| o.load(Ordering::SeqCst) == 1),
-            "every request has exactly one outcome"
-        );
-        assert_eq!(
-            get(&tally.ok) + get(&tally.failed_response) + get(&tally.error) + get(&tally.caller_gave_up),
-            total
-        );
-        assert!(get(&tally.ok) > total / 2, "most requests succeed through the faults");
-        assert!(
-            Duration::from_millis(tally.slowest_ms.load(Ordering::SeqCst)) <= TOTAL + MARGIN,
-            "no call outlives its deadline by more than {MARGIN:?}"
-        );
-        // The budget's bound, per window of `ttl` (one window when the run
-        // is shorter than ttl, where it is exact).
-        let windows = (elapsed.as_secs_f64() / ttl.as_secs_f64()).ceil().max(1.0) as u64;
-        let bound = windows
-            * ((ratio * stats.calls as f64).floor() as u64 + floor as u64 * ttl.as_secs());
-        assert!(stats.retries <= bound, "{} retries > budget bound {bound}", stats.retries);
-        assert!(stats.retries > 0, "the faults were retried");
-        let limit = client.limit.stats();
-        assert_eq!((limit.in_flight, limit.waiting), (0, 0), "client permits returned");
-    })
-    .await
-    .expect("the soak finishes within its bound: nothing hung");
 }
 
 // ---------------------------------------------------------------- measure
