@@ -53,8 +53,10 @@ impl MetricsCapture {
         metrics::with_local_recorder(&self.recorder, f)
     }
 
-    /// What has been recorded so far. Histogram values are drained: a second
-    /// snapshot shows only what came after the first.
+    /// What has been recorded since the previous snapshot. metrics-util's
+    /// debugging recorder resets as it reads: counters and gauges go back
+    /// to zero and histogram values are drained, so take one snapshot at the
+    /// end of a run (or add up successive ones).
     pub fn snapshot(&self) -> MetricsSnapshot {
         let mut values = HashMap::new();
         for (ck, _unit, _desc, value) in self.snapshotter.snapshot().into_vec() {
