@@ -71,6 +71,11 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
+        // Once draining, `call` refuses without touching the inner service:
+        // a caller must not wait for an inner permit only to be refused.
+        if self.config.shutdown.shared.requests.is_closed() {
+            return Poll::Ready(Ok(()));
+        }
         self.inner.poll_ready(cx).map_err(Error::from_inner)
     }
 

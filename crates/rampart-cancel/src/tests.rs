@@ -550,3 +550,37 @@ async fn under_mixed_load_every_admitted_request_is_accounted_for_once_and_nothi
     // gave up during it) are in the report.
     assert_eq!(report.cancelled(), reasons.len() - at_drain);
 }
+
+/// An inner service that is never ready, as a saturated limit below.
+#[derive(Clone)]
+struct NeverReady;
+
+impl Service<()> for NeverReady {
+    type Response = ();
+    type Error = Error;
+    type Future = std::future::Ready<Result<(), Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Pending
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        unreachable!("never ready, never called")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_draining_a_caller_is_refused_at_once_without_waiting_for_the_inner_to_be_ready() {
+    let layer = CancelLayer::new();
+    let shutdown = layer.shutdown();
+    let mut svc = layer.layer(NeverReady);
+    // Before the drain, readiness is the inner's: still pending.
+    assert!(poll_once(pin!(svc.ready())).is_pending());
+
+    let report = shutdown.drain(Duration::from_secs(5)).await;
+    assert_eq!(report.in_flight_at_start(), 0);
+    let refused = tokio::time::timeout(Duration::from_secs(1), svc.oneshot(()))
+        .await
+        .expect("a refused call must not wait for the inner's readiness");
+    assert_eq!(refused.unwrap_err().kind(), ErrorKind::Closed);
+}
