@@ -32,8 +32,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(res) = res.body(()) else { return };
     let classify = HttpOrGrpcClassify::default();
-    let outcome = Classify::<Request<()>, Response<()>>::classify_request(&classify, &req)
-        .classify(Ok(&res));
+    let outcome =
+        Classify::<Request<()>, Response<()>>::classify_request(&classify, &req).classify(Ok(&res));
     if let Outcome::Retryable { after: Some(d) } = outcome {
         assert!(d <= Duration::from_secs(60), "{d:?}");
     }

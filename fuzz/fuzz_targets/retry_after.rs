@@ -15,6 +15,9 @@ fuzz_target!(|data: &[u8]| {
     if let Some(d) = parse_retry_after(value, now) {
         assert!(d <= MAX_DURATION, "{d:?}");
         let secs = Duration::from_secs(d.as_secs());
-        assert_eq!(parse_retry_after(encode_retry_after(secs).as_bytes(), now), Some(secs));
+        assert_eq!(
+            parse_retry_after(encode_retry_after(secs).as_bytes(), now),
+            Some(secs)
+        );
     }
 });
