@@ -3,7 +3,7 @@
 //! zero.
 #![cfg(feature = "metrics")]
 // Exact values are the point: the paused clock makes every one exact.
-#![allow(clippy::float_cmp)]
+#![allow(clippy::float_cmp, clippy::many_single_char_names)]
 
 use rampart_core::{Context, ErrorKind};
 use rampart_queue::{Queue, QueueLayer};
