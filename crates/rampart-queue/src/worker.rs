@@ -33,13 +33,15 @@ pub(crate) struct Job<Req, Res> {
 }
 
 impl<Req, Res> Job<Req, Res> {
-    /// A job not queued yet.
+    /// A job about to be queued, stamped now (a caller that has to wait
+    /// for space stamps it again once it has a place).
+    #[inline]
     pub(crate) fn new(req: Req, ctx: Option<Context>) -> Self {
         Job {
             req: Some(req),
             ctx,
             reply: None,
-            stamp: Stamp::default(),
+            stamp: Stamp::now(),
         }
     }
 
@@ -363,8 +365,9 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
         let this = self.project();
         debug_assert!(this.job.is_none(), "one job at a time");
         if let Some(job) = accept(this.inner, job) {
-            this.inner.call_started();
+            // Stored first: a call in between would copy the job once more.
             *this.job = Some(job);
+            this.inner.call_started();
         }
     }
 
@@ -407,8 +410,9 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 return Poll::Ready(());
             };
             if let Some(job) = accept(inner, job) {
-                inner.call_started();
+                // Stored first: a call in between would copy the job once more.
                 *this.job = Some(job);
+                inner.call_started();
             }
         }
     }

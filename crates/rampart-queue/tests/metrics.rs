@@ -228,6 +228,30 @@ async fn max_wait_and_try_submit_on_a_full_queue_count_as_sheds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_wait_is_measured_from_enqueue_not_from_the_wait_for_space() {
+    let cap = MetricsCapture::new();
+    let svc: Q = cap.install(|| QueueLayer::new(1, 1).name("space").layer(timed()));
+    let mut t = Tally::new(&cap, "space");
+    // a runs 0..30; b is queued at 0 and runs 30..40; c waits for space
+    // until the worker takes b (t=30), is queued then, and is taken at 40.
+    let a = tokio::spawn(svc.clone().oneshot(30));
+    settle().await;
+    let b = tokio::spawn(svc.clone().oneshot(10));
+    settle().await;
+    let c = tokio::spawn(svc.clone().oneshot(1));
+    settle().await;
+    assert_eq!(t.update().gauges(), (1.0, 1.0, 1.0));
+    for (h, want) in [(a, 30), (b, 10), (c, 1)] {
+        assert_eq!(h.await.unwrap().unwrap(), want);
+    }
+    settle().await;
+    t.update();
+    assert_eq!(t.waits, [0.0, 0.030, 0.010]);
+    assert_eq!(t.get(COMPLETED), 3.0);
+    assert_eq!(t.gauges(), (0.0, 0.0, 1.0));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_panicking_call_counts_as_panicked_not_completed() {
     let cap = MetricsCapture::new();
     let mock = MockService::new(|n: u64| {
