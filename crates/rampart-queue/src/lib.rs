@@ -75,7 +75,7 @@
 //! current thread, 8 workers: 4 968 / 6 466 / 3 736 instructions per
 //! request on the ready, yielding and 64-caller cases, against 4 993 /
 //! 6 492 / 3 711 before metrics existed). With it and no recorder
-//! installed: +235 / +233 / +234 (`benches/metrics_cost.py`), about half of
+//! installed: +235 / +231 / +232 (`benches/metrics_cost.py`), about half of
 //! it the two clock reads of the wait histogram (one when a request is
 //! queued, one when a worker takes it); no allocation or lock.
 //!
