@@ -88,7 +88,7 @@
 //! | `rampart.queue.shed` | counter | requests refused with `Overloaded` because the queue was full: shed mode, [`Queue::try_submit`], or `max_wait` passed while waiting for space ([`Stats::shed`]) |
 //! | `rampart.queue.skipped` | counter | queued requests never run: the caller left, or the request was cancelled or past its deadline, before a worker took it ([`Stats::skipped`]) |
 //! | `rampart.queue.panicked` | counter | calls whose inner service panicked: the call failed, the worker kept serving ([`Stats::panicked`]) |
-//! | `rampart.queue.wait.duration` | histogram, seconds | time from enqueue until a worker took the request off the queue, one sample per request taken (run or skipped); requests failed by a drain deadline while queued record none |
+//! | `rampart.queue.wait.duration` | histogram, seconds | time from enqueue until a worker took the request off the queue (a caller that waited for space is queued when it gets a place), one sample per request taken (run or skipped); requests failed by a drain deadline while queued record none |
 //!
 //! # Features
 //!
