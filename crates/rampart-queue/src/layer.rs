@@ -2,6 +2,7 @@
 
 use crate::config::{MAX_CAPACITY, QueueConfig, WhenFull};
 use crate::queue::Queue;
+use rampart_core::telemetry::LayerName;
 use rampart_core::{BoxError, ConfigError};
 use std::fmt;
 use std::marker::PhantomData;
@@ -35,6 +36,7 @@ pub struct SharedService;
 /// the request type, usually inferred.
 pub struct QueueLayer<Req, M = PerWorker> {
     config: QueueConfig,
+    name: LayerName,
     _marker: PhantomData<fn(Req) -> M>,
 }
 
@@ -42,6 +44,7 @@ impl<Req, M> Clone for QueueLayer<Req, M> {
     fn clone(&self) -> Self {
         QueueLayer {
             config: self.config.clone(),
+            name: self.name.clone(),
             _marker: PhantomData,
         }
     }
@@ -51,6 +54,7 @@ impl<Req, M> fmt::Debug for QueueLayer<Req, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QueueLayer")
             .field("config", &self.config)
+            .field("name", &self.name)
             .finish()
     }
 }
@@ -67,6 +71,7 @@ impl<Req> QueueLayer<Req> {
                 workers: workers.max(1),
                 ..QueueConfig::default()
             },
+            name: LayerName::default(),
             _marker: PhantomData,
         }
     }
@@ -75,6 +80,7 @@ impl<Req> QueueLayer<Req> {
     pub fn builder() -> QueueBuilder<Req> {
         QueueBuilder {
             config: QueueConfig::default(),
+            name: LayerName::default(),
             _marker: PhantomData,
         }
     }
@@ -84,6 +90,7 @@ impl<Req> QueueLayer<Req> {
         config.check()?;
         Ok(QueueLayer {
             config,
+            name: LayerName::default(),
             _marker: PhantomData,
         })
     }
@@ -93,6 +100,30 @@ impl<Req, M> QueueLayer<Req, M> {
     /// The configuration.
     pub fn config(&self) -> &QueueConfig {
         &self.config
+    }
+
+    /// Names the layer: the `layer` label of its metrics and the `layer`
+    /// field of its tracing events (default `"default"`); the same as
+    /// [`QueueBuilder::name`]. Name each queue after what it protects
+    /// (`"emails"`), never after request data.
+    ///
+    /// Each queue this layer builds registers its metric handles, with the
+    /// `metrics` recorder installed then, when [`layer`](Layer::layer)
+    /// builds it; queues of the same name add up in the same series.
+    ///
+    /// ```
+    /// use rampart_queue::QueueLayer;
+    /// let layer = QueueLayer::<u32>::new(16, 2).name("emails");
+    /// assert_eq!(layer.layer_name(), "emails");
+    /// ```
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The layer's name (see [`name`](Self::name)).
+    pub fn layer_name(&self) -> &str {
+        self.name.as_str()
     }
 
     /// Sheds (`Overloaded`) instead of waiting when the queue is full.
@@ -113,6 +144,7 @@ impl<Req, M> QueueLayer<Req, M> {
     pub fn shared_service(self) -> QueueLayer<Req, SharedService> {
         QueueLayer {
             config: self.config,
+            name: self.name,
             _marker: PhantomData,
         }
     }
@@ -132,7 +164,7 @@ where
     ///
     /// When called outside a Tokio runtime.
     fn layer(&self, inner: S) -> Self::Service {
-        Queue::per_worker(inner, &self.config)
+        Queue::per_worker(inner, &self.config, self.name.clone())
     }
 }
 
@@ -150,7 +182,7 @@ where
     ///
     /// When called outside a Tokio runtime.
     fn layer(&self, inner: S) -> Self::Service {
-        Queue::shared(inner, &self.config)
+        Queue::shared(inner, &self.config, self.name.clone())
     }
 }
 
@@ -158,6 +190,7 @@ where
 /// values.
 pub struct QueueBuilder<Req> {
     config: QueueConfig,
+    name: LayerName,
     _marker: PhantomData<fn(Req)>,
 }
 
@@ -165,11 +198,20 @@ impl<Req> fmt::Debug for QueueBuilder<Req> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QueueBuilder")
             .field("config", &self.config)
+            .field("name", &self.name)
             .finish()
     }
 }
 
 impl<Req> QueueBuilder<Req> {
+    /// Names the layer: the `layer` label of its metrics and the `layer`
+    /// field of its tracing events (default `"default"`). Name each queue
+    /// after what it protects (`"emails"`), never after request data.
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// The most requests waiting for a worker (1 to [`MAX_CAPACITY`](crate::MAX_CAPACITY); default 1024).
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.config.capacity = capacity;
@@ -215,6 +257,6 @@ impl<Req> QueueBuilder<Req> {
     /// Checks the values: `capacity` and `workers` at least 1, `max_wait`
     /// not zero.
     pub fn build(self) -> Result<QueueLayer<Req>, ConfigError> {
-        QueueLayer::from_config(self.config)
+        Ok(QueueLayer::from_config(self.config)?.name(self.name))
     }
 }

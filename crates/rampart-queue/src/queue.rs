@@ -3,9 +3,11 @@
 
 use crate::config::{MAX_CAPACITY, QueueConfig, WhenFull};
 use crate::future::{Bounds, ResponseFuture, State};
+use crate::metrics::Stamp;
 use crate::slot::{Answer, Pool};
 use crate::stats::{Drained, Stats};
 use crate::worker::{Backend, Inner, Job, Owned, Shared, worker};
+use rampart_core::telemetry::LayerName;
 use rampart_core::{BoxError, Context, Error};
 use std::fmt;
 use std::pin::pin;
@@ -62,15 +64,34 @@ fn try_reserve<Req, Res>(inner: &Inner<Req, Res>) -> Result<bool, Error> {
 }
 
 /// Queues a job whose place is reserved, and wakes an idle worker.
+// Inlined: with the `metrics` feature the compiler stops inlining it on
+// its own, and the call copies the job once more (measured under
+// callgrind: 40 instructions per request more).
+#[allow(clippy::inline_always)]
+#[inline(always)]
 fn push<Req, Res>(
     tx: &async_channel::Sender<Job<Req, Res>>,
     inner: &Inner<Req, Res>,
     job: Job<Req, Res>,
 ) -> Result<(), Error> {
+    // Counted before a worker can take it, so the gauge never dips below 0.
+    inner.metrics.depth.increment(1.0);
     // Never full: the reserved places are as many as the channel's slots.
-    tx.try_send(job).map_err(|_| Error::closed())?;
+    if tx.try_send(job).is_err() {
+        inner.metrics.depth.decrement(1.0);
+        return Err(Error::closed());
+    }
     inner.work.notify_one();
     Ok(())
+}
+
+/// Counts and logs a request refused because the queue was full.
+#[cold]
+fn shed<Req, Res>(inner: &Inner<Req, Res>, why: &'static str) -> Error {
+    inner.counters.shed.fetch_add(1, Relaxed);
+    inner.metrics.shed.increment(1);
+    tracing::debug!(layer = %inner.name, why, "queue shed a request");
+    Error::overloaded(inner.retry_after)
 }
 
 /// Waits for a place (first come, first served: tokio's semaphore), for at
@@ -89,14 +110,14 @@ async fn wait_and_push<Req, Res>(
         None => acquire.await,
         Some(at) => {
             let Ok(permit) = tokio::time::timeout_at(at, acquire).await else {
-                inner.counters.shed.fetch_add(1, Relaxed);
-                tracing::debug!("queue shed a request: max_wait passed while full");
-                return Err(Error::overloaded(inner.retry_after));
+                return Err(shed(&inner, "max_wait passed while full"));
             };
             permit
         }
     };
     permit.map_err(|_| Error::closed())?.forget();
+    // Its wait in the queue starts now.
+    job.stamp = Stamp::now();
     let answer = answer.then(|| {
         let (reply, answer) = Pool::pair(&inner.pool);
         job.reply = Some(reply);
@@ -148,7 +169,7 @@ where
             workers: workers.max(1),
             ..QueueConfig::default()
         };
-        Queue::per_worker(service, &cfg)
+        Queue::per_worker(service, &cfg, LayerName::default())
     }
 
     /// A queue of `capacity` requests in front of `workers` workers that
@@ -172,18 +193,18 @@ where
             workers: workers.max(1),
             ..QueueConfig::default()
         };
-        Queue::shared(service, &cfg)
+        Queue::shared(service, &cfg, LayerName::default())
     }
 
-    /// `cfg` must be checked.
-    pub(crate) fn per_worker<S>(service: S, cfg: &QueueConfig) -> Self
+    /// `cfg` must be checked; the metrics are registered under `name`.
+    pub(crate) fn per_worker<S>(service: S, cfg: &QueueConfig, name: LayerName) -> Self
     where
         S: Service<Req, Response = Res> + Clone + Send + 'static,
         S::Error: Into<BoxError>,
         S::Future: Send,
     {
         let mut service = Some(service);
-        Queue::spawn(cfg, |i| {
+        Queue::spawn(cfg, name, |i| {
             // The last worker takes the original: n workers, n - 1 clones.
             let s = if i + 1 == cfg.workers {
                 service.take().expect("the original is taken last")
@@ -194,18 +215,18 @@ where
         })
     }
 
-    /// `cfg` must be checked.
-    pub(crate) fn shared<S>(service: S, cfg: &QueueConfig) -> Self
+    /// `cfg` must be checked; the metrics are registered under `name`.
+    pub(crate) fn shared<S>(service: S, cfg: &QueueConfig, name: LayerName) -> Self
     where
         S: Service<Req, Response = Res> + Send + 'static,
         S::Error: Into<BoxError>,
         S::Future: Send,
     {
         let service = Arc::new(Mutex::new(service));
-        Queue::spawn(cfg, |_| Shared(Arc::clone(&service)))
+        Queue::spawn(cfg, name, |_| Shared(Arc::clone(&service)))
     }
 
-    fn spawn<B>(cfg: &QueueConfig, mut backend: impl FnMut(usize) -> B) -> Self
+    fn spawn<B>(cfg: &QueueConfig, name: LayerName, mut backend: impl FnMut(usize) -> B) -> Self
     where
         B: Backend<Req, Response = Res>,
         B::Future: Send,
@@ -214,7 +235,7 @@ where
             panic!("rampart-queue: a Queue must be built inside a Tokio runtime");
         };
         let (tx, rx) = async_channel::bounded(cfg.capacity);
-        let inner = Arc::new(Inner::new(rx, cfg));
+        let inner = Arc::new(Inner::new(rx, cfg, name));
         let aborts = (0..cfg.workers)
             .map(|i| {
                 rt.spawn(worker(Arc::clone(&inner), backend(i)))
@@ -229,6 +250,13 @@ where
 }
 
 impl<Req, Res> Queue<Req, Res> {
+    /// The name of the layer that built this queue (`"default"` when it was
+    /// given none, or for [`Queue::new`]): the `layer` label of its metrics
+    /// and the `layer` field of its tracing events.
+    pub fn layer_name(&self) -> &str {
+        self.handle.inner.name.as_str()
+    }
+
     /// A snapshot of the queue's counters.
     pub fn stats(&self) -> Stats {
         let c = &self.handle.inner.counters;
@@ -257,7 +285,11 @@ impl<Req, Res> Queue<Req, Res> {
         // Idle workers wake, find the queue closed (once empty) and stop.
         self.handle.inner.work.notify_waiters();
         if closed {
-            tracing::debug!(queued = self.handle.inner.rx.len(), "queue closed");
+            tracing::debug!(
+                layer = %self.handle.inner.name,
+                queued = self.handle.inner.rx.len(),
+                "queue closed"
+            );
         }
         closed
     }
@@ -309,18 +341,12 @@ impl<Req, Res> Queue<Req, Res> {
         {
             h.abort();
         }
-        let mut queued = 0;
-        while let Ok(job) = self.handle.inner.rx.try_recv() {
-            job.fail(Error::closed(), &self.handle.inner.pool);
-            queued += 1;
-        }
+        let mut queued = self.fail_queued();
         self.stopped().await;
         // A worker may have taken a job between the abort and its stop.
-        while let Ok(job) = self.handle.inner.rx.try_recv() {
-            job.fail(Error::closed(), &self.handle.inner.pool);
-            queued += 1;
-        }
+        queued += self.fail_queued();
         tracing::debug!(
+            layer = %self.handle.inner.name,
             queued_dropped = queued,
             running_dropped = running,
             "queue drain deadline: workers stopped"
@@ -331,6 +357,19 @@ impl<Req, Res> Queue<Req, Res> {
             running_dropped: running,
             took: started.elapsed(),
         }
+    }
+
+    /// Fails every queued job with `Closed` (a drain deadline); returns how
+    /// many.
+    fn fail_queued(&self) -> usize {
+        let inner = &self.handle.inner;
+        let mut n = 0;
+        while let Ok(job) = inner.rx.try_recv() {
+            inner.metrics.depth.decrement(1.0);
+            job.fail(Error::closed(), &inner.pool);
+            n += 1;
+        }
+        n
     }
 
     /// Accepts a job without waiting for its result (the producer side of
@@ -346,11 +385,7 @@ impl<Req, Res> Queue<Req, Res> {
         }
         let deadline = ctx.as_ref().and_then(Context::deadline);
         let cancel = ctx.as_ref().and_then(Context::cancellation).cloned();
-        let job = Job {
-            req: Some(req),
-            ctx,
-            reply: None,
-        };
+        let job = Job::new(req, ctx);
         if try_reserve(&self.handle.inner)? {
             return push(&self.handle.tx, &self.handle.inner, job);
         }
@@ -391,16 +426,11 @@ impl<Req, Res> Queue<Req, Res> {
         if let Some(err) = refused(ctx.as_ref()) {
             return Err(err);
         }
-        let job = Job {
-            req: Some(req),
-            ctx,
-            reply: None,
-        };
+        let job = Job::new(req, ctx);
         if try_reserve(&self.handle.inner)? {
             push(&self.handle.tx, &self.handle.inner, job)
         } else {
-            self.handle.inner.counters.shed.fetch_add(1, Relaxed);
-            Err(Error::overloaded(self.handle.inner.retry_after))
+            Err(shed(&self.handle.inner, "full"))
         }
     }
 }
@@ -442,11 +472,7 @@ where
                 ctx.cancellation().map(|t| t.clone().cancelled_owned()),
             );
         }
-        let mut job = Job {
-            req: Some(req),
-            ctx,
-            reply: None,
-        };
+        let mut job = Job::new(req, ctx);
         let reserved = match try_reserve(&self.handle.inner) {
             Ok(reserved) => reserved,
             Err(e) => return ResponseFuture::failed(e),
@@ -461,11 +487,7 @@ where
         } else {
             match self.handle.inner.when_full {
                 WhenFull::Shed => {
-                    self.handle.inner.counters.shed.fetch_add(1, Relaxed);
-                    tracing::debug!("queue shed a request: full");
-                    return ResponseFuture::failed(Error::overloaded(
-                        self.handle.inner.retry_after,
-                    ));
+                    return ResponseFuture::failed(shed(&self.handle.inner, "full"));
                 }
                 WhenFull::Wait => State::Sending {
                     send: Box::pin(wait_and_push(

@@ -3,9 +3,11 @@
 
 use crate::config::{QueueConfig, WhenFull};
 use crate::error::Panicked;
+use crate::metrics::{Metrics, Stamp};
 use crate::slot::{Pool, Reply};
 use async_channel::TryRecvError;
 use pin_project_lite::pin_project;
+use rampart_core::telemetry::LayerName;
 use rampart_core::{BoxError, Context, Error, Scoped};
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -26,9 +28,23 @@ pub(crate) struct Job<Req, Res> {
     pub(crate) ctx: Option<Context>,
     /// `None` for a fire-and-forget job ([`Queue::submit`](crate::Queue::submit)).
     pub(crate) reply: Option<Reply<Res>>,
+    /// When it was queued (zero-sized without the `metrics` feature).
+    pub(crate) stamp: Stamp,
 }
 
 impl<Req, Res> Job<Req, Res> {
+    /// A job about to be queued, stamped now (a caller that has to wait
+    /// for space stamps it again once it has a place).
+    #[inline]
+    pub(crate) fn new(req: Req, ctx: Option<Context>) -> Self {
+        Job {
+            req: Some(req),
+            ctx,
+            reply: None,
+            stamp: Stamp::now(),
+        }
+    }
+
     /// Answers the caller (if it still listens) with `err`; the answer
     /// slot goes back to `pool` if the caller left.
     pub(crate) fn fail(self, err: Error, pool: &Pool<Res>) {
@@ -63,6 +79,11 @@ pub(crate) struct Inner<Req, Res> {
     pub(crate) running: AtomicUsize,
     pub(crate) live: AtomicUsize,
     pub(crate) counters: Counters,
+    /// The name of the queue's layer: the `layer` label of its metrics and
+    /// the `layer` field of its tracing events.
+    pub(crate) name: LayerName,
+    /// The metric handles, registered when the queue was built.
+    pub(crate) metrics: Metrics,
     /// Places in the queue (`capacity` permits): taken by a caller before it
     /// queues a job, given back by the worker that takes the job off. Its
     /// waiters are the callers waiting for space, first come first served.
@@ -78,7 +99,14 @@ pub(crate) struct Inner<Req, Res> {
 }
 
 impl<Req, Res> Inner<Req, Res> {
-    pub(crate) fn new(rx: async_channel::Receiver<Job<Req, Res>>, cfg: &QueueConfig) -> Self {
+    pub(crate) fn new(
+        rx: async_channel::Receiver<Job<Req, Res>>,
+        cfg: &QueueConfig,
+        name: LayerName,
+    ) -> Self {
+        let metrics = Metrics::new(&name);
+        // Counted live from now on (as `live`), until their `LiveGuard`s drop.
+        metrics.workers.increment(cfg.workers as f64);
         Inner {
             rx,
             capacity: cfg.capacity,
@@ -90,6 +118,8 @@ impl<Req, Res> Inner<Req, Res> {
             running: AtomicUsize::new(0),
             live: AtomicUsize::new(cfg.workers),
             counters: Counters::default(),
+            name,
+            metrics,
             space: Arc::new(Semaphore::new(cfg.capacity)),
             work: Notify::new(),
             stopped: Notify::new(),
@@ -99,6 +129,31 @@ impl<Req, Res> Inner<Req, Res> {
             pool: crate::sync::Arc::new(Pool::new(
                 cfg.capacity.saturating_mul(2).saturating_add(cfg.workers),
             )),
+        }
+    }
+
+    /// A worker starts running a call.
+    #[inline]
+    fn call_started(&self) {
+        self.running.fetch_add(1, Relaxed);
+        self.metrics.running.increment(1.0);
+    }
+
+    /// A worker's call ended (answered, abandoned or dropped).
+    #[inline]
+    fn call_ended(&self) {
+        self.running.fetch_sub(1, Relaxed);
+        self.metrics.running.decrement(1.0);
+    }
+}
+
+impl<Req, Res> Drop for Inner<Req, Res> {
+    /// Jobs still queued when the queue goes (its workers were aborted, or
+    /// the runtime shut down) leave the depth gauge.
+    fn drop(&mut self) {
+        let left = self.rx.len();
+        if left > 0 {
+            self.metrics.depth.decrement(left as f64);
         }
     }
 }
@@ -214,7 +269,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if this.job.is_some() {
-                this.inner.running.fetch_sub(1, Relaxed);
+                this.inner.call_ended();
             }
         }
     }
@@ -226,6 +281,7 @@ struct LiveGuard<Req, Res>(Arc<Inner<Req, Res>>);
 
 impl<Req, Res> Drop for LiveGuard<Req, Res> {
     fn drop(&mut self) {
+        self.0.metrics.workers.decrement(1.0);
         if self.0.live.fetch_sub(1, Relaxed) == 1 {
             self.0.stopped.notify_waiters();
         }
@@ -265,7 +321,7 @@ pub(crate) async fn worker<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Respon
         runner.as_mut().start(job);
         poll_fn(|cx| runner.as_mut().poll_run(cx)).await;
     }
-    tracing::debug!("queue worker stopped: queue closed and empty");
+    tracing::debug!(layer = %inner.name, "queue worker stopped: queue closed and empty");
 }
 
 /// Why a job is not run.
@@ -309,8 +365,9 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
         let this = self.project();
         debug_assert!(this.job.is_none(), "one job at a time");
         if let Some(job) = accept(this.inner, job) {
-            this.inner.running.fetch_add(1, Relaxed);
+            // Stored first: a call in between would copy the job once more.
             *this.job = Some(job);
+            this.inner.call_started();
         }
     }
 
@@ -327,7 +384,10 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                     Step::Pending => return Poll::Pending,
                     Step::Abandoned => {
                         inner.counters.abandoned.fetch_add(1, Relaxed);
-                        tracing::debug!("queue dropped a running call: its caller left");
+                        tracing::debug!(
+                            layer = %inner.name,
+                            "queue dropped a running call: its caller left"
+                        );
                         None
                     }
                     Step::Done(result) => Some(result),
@@ -336,9 +396,9 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 // caller hears of it; a panic while dropping it stays here.
                 let _ = catch_unwind(AssertUnwindSafe(|| this.call.set(Call::Idle)));
                 let job = this.job.take().expect("a job is running");
-                inner.running.fetch_sub(1, Relaxed);
+                inner.call_ended();
                 if let Some(result) = result {
-                    answer(job, result, &inner.pool);
+                    answer(inner, job, result);
                 }
             }
             if budget == 0 {
@@ -350,8 +410,9 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 return Poll::Ready(());
             };
             if let Some(job) = accept(inner, job) {
-                inner.running.fetch_add(1, Relaxed);
+                // Stored first: a call in between would copy the job once more.
                 *this.job = Some(job);
+                inner.call_started();
             }
         }
     }
@@ -361,6 +422,7 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
 fn take<Req, Res>(inner: &Inner<Req, Res>) -> Result<Job<Req, Res>, TryRecvError> {
     let job = inner.rx.try_recv()?;
     inner.space.add_permits(1);
+    inner.metrics.taken(job.stamp);
     Ok(job)
 }
 
@@ -371,7 +433,9 @@ fn accept<Req, Res>(inner: &Inner<Req, Res>, job: Job<Req, Res>) -> Option<Job<R
         return Some(job);
     };
     inner.counters.skipped.fetch_add(1, Relaxed);
+    inner.metrics.skipped.increment(1);
     tracing::debug!(
+        layer = %inner.name,
         request_id = ?job.ctx.as_ref().and_then(Context::request_id),
         reason = match &reason {
             Skip::CallerLeft => "caller left",
@@ -391,12 +455,16 @@ fn accept<Req, Res>(inner: &Inner<Req, Res>, job: Job<Req, Res>) -> Option<Job<R
 }
 
 /// Answers the caller of `job` (a fire-and-forget job's failure is logged).
-fn answer<Req, Res>(job: Job<Req, Res>, result: Result<Res, Error>, pool: &Pool<Res>) {
+fn answer<Req, Res>(inner: &Inner<Req, Res>, job: Job<Req, Res>, result: Result<Res, Error>) {
     match job.reply {
-        Some(reply) => reply.send(result, pool),
+        Some(reply) => reply.send(result, &inner.pool),
         None => {
             if let Err(e) = result {
-                tracing::debug!(error = %e, "queue: a fire-and-forget job failed");
+                tracing::debug!(
+                    layer = %inner.name,
+                    error = %e,
+                    "queue: a fire-and-forget job failed"
+                );
             }
         }
     }
@@ -451,15 +519,18 @@ fn step<Req, B: Backend<Req>>(
         }
         Ok(Poll::Ready(Ok(res))) => {
             inner.counters.completed.fetch_add(1, Relaxed);
+            inner.metrics.completed.increment(1);
             Ok(res)
         }
         Ok(Poll::Ready(Err(e))) => {
             inner.counters.completed.fetch_add(1, Relaxed);
+            inner.metrics.completed.increment(1);
             inner.counters.failed.fetch_add(1, Relaxed);
             Err(Error::from_inner(e))
         }
         Err(payload) => {
             inner.counters.panicked.fetch_add(1, Relaxed);
+            inner.metrics.panicked.increment(1);
             let panicked = Panicked::from_payload(&*payload);
             // The context for the log (the broken call is dropped next,
             // without it).
@@ -468,6 +539,7 @@ fn step<Req, B: Backend<Req>>(
                 _ => job.ctx.as_ref().and_then(Context::request_id).cloned(),
             };
             tracing::warn!(
+                layer = %inner.name,
                 request_id = ?request_id,
                 message = panicked.message(),
                 "queue worker: the inner service panicked; this request fails, the worker keeps serving"

@@ -1,0 +1,85 @@
+//! The metric handles of a queue, registered once when the queue is built
+//! (with the `metrics` recorder installed then), under the layer's name,
+//! and shared by its handles and workers through [`Inner`](crate::worker::Inner).
+//!
+//! Without the `metrics` feature every handle and [`Stamp`] is a
+//! zero-sized no-op: a request pays nothing.
+
+use rampart_core::telemetry::{Counter, Gauge, Histogram, LayerName};
+
+/// Requests waiting in the queue for a worker (gauge).
+pub(crate) const DEPTH: &str = "rampart.queue.depth";
+/// Calls a worker is running now (gauge).
+pub(crate) const RUNNING: &str = "rampart.queue.running";
+/// Live workers (gauge).
+pub(crate) const WORKERS: &str = "rampart.queue.workers";
+/// Calls a worker ran to an outcome, success or error (counter).
+pub(crate) const COMPLETED: &str = "rampart.queue.completed";
+/// Requests refused because the queue was full (counter).
+pub(crate) const SHED: &str = "rampart.queue.shed";
+/// Queued requests never run (counter).
+pub(crate) const SKIPPED: &str = "rampart.queue.skipped";
+/// Calls whose inner service panicked (counter).
+pub(crate) const PANICKED: &str = "rampart.queue.panicked";
+/// Time from enqueue until a worker took the request, in seconds
+/// (histogram).
+pub(crate) const WAIT_DURATION: &str = "rampart.queue.wait.duration";
+
+/// The handles of one queue. The gauges move by deltas (never `set`), so
+/// that queues sharing a name add up in one series.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    pub(crate) depth: Gauge,
+    pub(crate) running: Gauge,
+    pub(crate) workers: Gauge,
+    pub(crate) completed: Counter,
+    pub(crate) shed: Counter,
+    pub(crate) skipped: Counter,
+    pub(crate) panicked: Counter,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    wait: Histogram,
+}
+
+impl Metrics {
+    /// Registers the handles under `name`.
+    pub(crate) fn new(name: &LayerName) -> Metrics {
+        Metrics {
+            depth: Gauge::new(DEPTH, name),
+            running: Gauge::new(RUNNING, name),
+            workers: Gauge::new(WORKERS, name),
+            completed: Counter::new(COMPLETED, name),
+            shed: Counter::new(SHED, name),
+            skipped: Counter::new(SKIPPED, name),
+            panicked: Counter::new(PANICKED, name),
+            wait: Histogram::new(WAIT_DURATION, name),
+        }
+    }
+
+    /// A worker took a job stamped `stamp` off the queue.
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn taken(&self, stamp: Stamp) {
+        self.depth.decrement(1.0);
+        #[cfg(feature = "metrics")]
+        if let Some(at) = stamp.0 {
+            self.wait.record_duration(at.elapsed());
+        }
+    }
+}
+
+/// When a job was queued: kept (one clock read per request) only with the
+/// `metrics` feature, for `rampart.queue.wait.duration`; zero-sized
+/// without it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Stamp(#[cfg(feature = "metrics")] Option<tokio::time::Instant>);
+
+impl Stamp {
+    /// Now.
+    #[inline]
+    pub(crate) fn now() -> Stamp {
+        #[cfg(feature = "metrics")]
+        return Stamp(Some(tokio::time::Instant::now()));
+        #[cfg(not(feature = "metrics"))]
+        Stamp()
+    }
+}
