@@ -45,12 +45,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rampart::BoxError;
 use rampart::cancel::Shutdown;
 use rampart::limit::HeaderKey;
 use rampart::prelude::*;
 use rampart::retry::{Jitter, ReplayBody};
 use rampart::timeout::DeadlineHeaders;
-use rampart::BoxError;
 use tokio::net::TcpListener;
 use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
 
@@ -78,15 +78,13 @@ async fn work(uri: Uri) -> String {
     let ms = query(&uri, "ms").unwrap_or(10).min(5_000);
     let token = Context::current().and_then(|c| c.cancellation().cloned());
     let sleep = tokio::time::sleep(Duration::from_millis(ms));
-    match token {
-        Some(t) => tokio::select! {
-            () = sleep => format!("slept {ms} ms\n"),
-            () = t.cancelled() => "cancelled\n".to_owned(),
-        },
-        None => {
-            sleep.await;
-            format!("slept {ms} ms\n")
-        }
+    let Some(token) = token else {
+        sleep.await;
+        return format!("slept {ms} ms\n");
+    };
+    tokio::select! {
+        () = sleep => format!("slept {ms} ms\n"),
+        () = token.cancelled() => "cancelled\n".to_owned(),
     }
 }
 
@@ -176,7 +174,10 @@ fn app(prometheus: PrometheusHandle, shutdown: &Shutdown) -> Result<Router, BoxE
         .layer(RequestIdLayer::new().name("edge"))
         .handle_errors()
         .layer(CancelLayer::with_shutdown(shutdown).name("server"))
-        .layer(DeadlineLayer::from_headers(Duration::from_secs(2), DeadlineHeaders::new()).name("server"))
+        .layer(
+            DeadlineLayer::from_headers(Duration::from_secs(2), DeadlineHeaders::new())
+                .name("server"),
+        )
         .layer(KeyedRateLimitLayer::new(Quota::per_second(nz(50)), tenant).name("tenants"))
         .layer(RateLimitLayer::new(Quota::per_second(nz(1_000))).name("server"))
         .limit_concurrency_per_key(
@@ -253,7 +254,10 @@ async fn load(addr: SocketAddr) -> Result<(), BoxError> {
     let seen = burst(&raw, addr, 3, "/account?id=3", &[("x-tenant", "c")]).await;
     println!("  3 at once on one account (keyed lock): {seen:?}");
     let (status, body) = get_raw(&raw, addr, "/search", &[("x-tenant", "d")]).await?;
-    println!("  a search over 3 replicas, one slow: {status} {}", body.trim());
+    println!(
+        "  a search over 3 replicas, one slow: {status} {}",
+        body.trim()
+    );
     for (what, headers) in [
         (
             "a 100 ms deadline on 2 s of work",
@@ -261,7 +265,10 @@ async fn load(addr: SocketAddr) -> Result<(), BoxError> {
         ),
         ("a deadline already spent", &[("x-request-timeout-ms", "0")]),
         ("a malformed deadline", &[("x-request-timeout-ms", "soon")]),
-        ("a caller's request id", &[("x-request-id", "metrics-demo-1")]),
+        (
+            "a caller's request id",
+            &[("x-request-id", "metrics-demo-1")],
+        ),
         ("a hostile request id", &[("x-request-id", "evil\"id")]),
     ] {
         let headers = [headers, &[("x-tenant", "e")]].concat();
@@ -293,7 +300,15 @@ async fn load(addr: SocketAddr) -> Result<(), BoxError> {
     // A slow call (each attempt times out), a flaky route (retries
     // succeed), then a dead one (retries give up, the circuit opens and
     // refuses the last calls).
-    for path in ["/work?ms=1000", "/flaky", "/flaky", "/flaky", "/down", "/down", "/down"] {
+    for path in [
+        "/work?ms=1000",
+        "/flaky",
+        "/flaky",
+        "/flaky",
+        "/down",
+        "/down",
+        "/down",
+    ] {
         let req = Request::get(format!("http://{addr}{path}"))
             .header("x-tenant", "client")
             .body(Empty::<Bytes>::new())?;
@@ -320,7 +335,10 @@ fn guide_metrics() -> Vec<(String, String)> {
         .filter_map(|l| l.strip_prefix("//! | `rampart."))
         .filter_map(|row| {
             let (name, rest) = row.split_once('`')?;
-            let kind = rest.trim_start_matches([' ', '|']).split([',', ' ']).next()?;
+            let kind = rest
+                .trim_start_matches([' ', '|'])
+                .split([',', ' '])
+                .next()?;
             Some((format!("rampart.{name}"), kind.to_owned()))
         })
         .collect()
@@ -364,7 +382,11 @@ fn check(scrape: &str) -> Vec<String> {
             );
         }
     }
-    println!("{} metrics in the table, {} missing", metrics.len(), missing.len());
+    println!(
+        "{} metrics in the table, {} missing",
+        metrics.len(),
+        missing.len()
+    );
     missing
 }
 
@@ -406,7 +428,10 @@ async fn run(prometheus: PrometheusHandle) -> Result<Vec<String>, BoxError> {
         report.cancelled()
     );
     drop(raw);
-    if tokio::time::timeout(Duration::from_secs(2), server).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .is_err()
+    {
         println!("the listener still had idle connections; leaving them");
     }
     Ok(missing)

@@ -196,9 +196,9 @@
 //! | `rampart.rate.wait.duration` | histogram, seconds | `layer` | [`RateLimitLayer`](crate::rate::RateLimitLayer), [`KeyedRateLimitLayer`](crate::rate::KeyedRateLimitLayer) | time an admitted request waited for its slot, recorded when the wait ends, is cancelled or is dropped |
 //! | `rampart.rate.keys` | gauge | `layer` | [`KeyedRateLimitLayer`](crate::rate::KeyedRateLimitLayer) (its [`KeyedStore`](crate::rate::KeyedStore)) | keys the store holds (idle ones not yet swept included) |
 //!
-//! A keyed layer records all its keys together under its one name. The
-//! `rampart.queue.*` rows need the queue's metrics (`rampart-queue`'s
-//! `metrics` feature, turned on by the facade's). Each crate's own
+//! A keyed layer records all its keys together under its one name (keys
+//! are never labels). The facade's `metrics` feature turns on the
+//! `metrics` feature of every pattern crate. Each crate's own
 //! documentation ("Metrics" section) gives the finer points, and the
 //! tracing events of every layer carry the same name in their `layer`
 //! field.

@@ -65,13 +65,13 @@
 //! serves them to Prometheus.
 
 pub use rampart_core as core;
+pub use rampart_core::classify::{
+    self, GrpcClassify, HttpClassify, HttpOrGrpcClassify, Idempotent,
+};
 /// The metric handles every layer records through, the `layer` label and
 /// [`LayerName`](telemetry::LayerName) (zero-sized no-ops without the
 /// `metrics` feature; the table of metrics is in the [guide](guide#metrics)).
 pub use rampart_core::telemetry;
-pub use rampart_core::classify::{
-    self, GrpcClassify, HttpClassify, HttpOrGrpcClassify, Idempotent,
-};
 pub use rampart_core::{
     BoxError, CancellationToken, Classify, ClassifyResult, ConfigError, Context, Error, ErrorKind,
     InContextExt, Outcome, RequestId, codec, grpc, spawn, spawn_blocking,

@@ -11,6 +11,8 @@
 //! The table is parsed out of `src/guide.rs` when the test runs, so the test
 //! fails as soon as the table and the code drift apart.
 #![cfg(all(feature = "metrics", feature = "full"))]
+// Gauges move by whole units: comparing them to 0.0 is exact.
+#![allow(clippy::float_cmp)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -111,7 +113,10 @@ fn guide_table() -> BTreeMap<String, Row> {
             let key = code_spans(key).remove(0);
             labels.insert(key, code_spans(values).into_iter().collect());
         }
-        assert!(labels.contains_key("layer"), "{name}: every metric has `layer`");
+        assert!(
+            labels.contains_key("layer"),
+            "{name}: every metric has `layer`"
+        );
         assert!(
             table.insert(name.clone(), Row { kind, labels }).is_none(),
             "{name} is listed twice"
@@ -324,7 +329,10 @@ async fn drive_every_layer(recorder: &DebuggingRecorder) -> Vec<Series> {
     // Request id: generated, accepted, refused. Context: missing, expired.
     request_id.clone().oneshot(Request::new(())).await.unwrap();
     for id in ["req-1", "bad\tid"] {
-        let req = Request::get("/").header("x-request-id", id).body(()).unwrap();
+        let req = Request::get("/")
+            .header("x-request-id", id)
+            .body(())
+            .unwrap();
         request_id.clone().oneshot(req).await.unwrap();
     }
     propagate_ctx
@@ -351,7 +359,10 @@ async fn drive_every_layer(recorder: &DebuggingRecorder) -> Vec<Series> {
     );
     let drain = tokio::spawn(async move { shutdown.drain(Duration::from_secs(1)).await });
     settle().await;
-    assert_eq!(cancel.oneshot(5).await.unwrap_err().kind(), ErrorKind::Closed);
+    assert_eq!(
+        cancel.oneshot(5).await.unwrap_err().kind(),
+        ErrorKind::Closed
+    );
     drain.await.unwrap();
 
     // Queue (capacity 1, one worker, shed mode): one runs, one waits, the
@@ -500,7 +511,6 @@ async fn the_guide_table_lists_exactly_the_metrics_the_layers_register() {
         missing.is_empty(),
         "in the guide's table but registered by no layer: {missing:?}"
     );
-
 }
 
 #[test]
@@ -510,9 +520,15 @@ fn the_guide_table_parses_labels_and_their_values() {
     assert_eq!(exhausted.kind, "counter");
     assert_eq!(
         exhausted.labels["reason"],
-        ["cancelled", "deadline", "max_attempts", "max_elapsed", "not_replayable"]
-            .map(str::to_owned)
-            .into()
+        [
+            "cancelled",
+            "deadline",
+            "max_attempts",
+            "max_elapsed",
+            "not_replayable"
+        ]
+        .map(str::to_owned)
+        .into()
     );
     assert!(exhausted.labels["layer"].is_empty());
     assert_eq!(table["rampart.limit.wait.duration"].kind, "histogram");
