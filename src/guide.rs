@@ -94,7 +94,11 @@
 //!   builder: every series carries the label `layer = <name>`
 //!   (`"default"` for a layer without one, [`telemetry::UNNAMED`](crate::telemetry::UNNAMED)).
 //!   Two layers given the same name add up in the same series. Labels never
-//!   carry request data (no key, tenant, route or id).
+//!   carry request data (no key, tenant, route or id). A layer named after
+//!   it was made (`TimeoutLayer::new(d).name("x")`) registers its series
+//!   again under the name; the `"default"` series `new()` registered stay
+//!   at zero in the exporter. A builder's `.name(..)`, before `build()`,
+//!   registers under the name only.
 //! - **Units**: durations are histograms in seconds named `*.duration`.
 //!   Prometheus exporters write the names with `_` for `.`
 //!   (`rampart_retry_attempts`) and add `_sum`, `_count` and `_bucket` or
