@@ -53,11 +53,25 @@
 //! | `hyper-util` | | hyper-util's client connect errors count as "never sent" |
 //! | `tonic` | | rampart failures reach a tonic client as the right `tonic::Status` ([`GrpcStatusLayer`]) |
 //! | `serde` | | `serde::Deserialize` for the configs |
+//! | `metrics` | | every layer records metrics on the [`metrics`](https://docs.rs/metrics) facade, labelled by the layer's `.name(..)` (off by default, free when off; names and labels in the [guide](guide#metrics)) |
+//!
+//! ## Metrics
+//!
+//! With the `metrics` feature, install a recorder (such as
+//! `metrics-exporter-prometheus`) *before* building the stack, and name the
+//! layers you want to tell apart with `.name("payments")`. The
+//! [guide](guide#metrics) lists every metric rampart records, with its
+//! kind, unit, labels and the layer that records it; `examples/metrics.rs`
+//! serves them to Prometheus.
 
 pub use rampart_core as core;
 pub use rampart_core::classify::{
     self, GrpcClassify, HttpClassify, HttpOrGrpcClassify, Idempotent,
 };
+/// The metric handles every layer records through, the `layer` label and
+/// [`LayerName`](telemetry::LayerName) (zero-sized no-ops without the
+/// `metrics` feature; the table of metrics is in the [guide](guide#metrics)).
+pub use rampart_core::telemetry;
 pub use rampart_core::{
     BoxError, CancellationToken, Classify, ClassifyResult, ConfigError, Context, Error, ErrorKind,
     InContextExt, Outcome, RequestId, codec, grpc, spawn, spawn_blocking,
