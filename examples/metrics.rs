@@ -191,7 +191,7 @@ fn app(prometheus: PrometheusHandle, shutdown: &Shutdown) -> Result<Router, BoxE
                 .name("server")
                 .build()?,
         )
-        .queue(8, 4);
+        .layer(QueueLayer::new(8, 4).name("server"));
     // The stack wraps the routes as one service, built once. Not
     // `routes.layer(stack)`: axum applies a `Router::layer` to each route
     // again for every connection, and each application of a `QueueLayer`

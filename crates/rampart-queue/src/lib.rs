@@ -50,6 +50,17 @@
 //!   The caller's `Context` (request id, deadline) is in scope inside the
 //!   worker while it runs that caller's request.
 //!
+//! **One queue per `layer()` call.** The queue and its workers are built
+//! when [`Layer::layer`](tower_layer::Layer::layer) wraps the inner service
+//! (as tower's `Buffer` is), and shared by every clone of the service it
+//! returns. Build the stack once around the whole router
+//! (`ServiceBuilder::new().queue(..).service(router)`, or
+//! `Router::fallback_service` / `Router::route_service` with that
+//! service), not with axum's `Router::layer` / `route_layer`: axum applies
+//! those to each route, and may apply them again as the router is
+//! prepared for each connection, so every application builds a queue and
+//! spawns workers of its own.
+//!
 //! The channel is [`async-channel`](https://docs.rs/async-channel)'s bounded
 //! multi-consumer queue (its slots are allocated once, when the queue is
 //! built); places in it are a `tokio::sync::Semaphore`'s permits, so callers
