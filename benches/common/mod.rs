@@ -431,6 +431,13 @@ pub(crate) fn main(benches: &[fn(&mut Criterion)]) {
     c.final_summary();
 }
 
+/// Whether the binary runs in probe mode ([`PROBE_ENV`] set): cases that
+/// exist only for callgrind (ablations) are registered only then, so
+/// criterion runs never time them.
+pub(crate) fn probing() -> bool {
+    probe_target().is_some()
+}
+
 /// The probe target from [`PROBE_ENV`], if set and not empty.
 fn probe_target() -> Option<String> {
     std::env::var(PROBE_ENV).ok().filter(|s| !s.is_empty())

@@ -110,32 +110,52 @@
 //! Measured with `benches/timeout.rs` (the inner service boxed and cloned
 //! per call, callers in spawned tasks) under callgrind, instructions per
 //! request over the bare service (`floor`), current-thread runtime, against
-//! tower's `Timeout` in the same run:
+//! tower's `Timeout` in the same binary (2026-12-05; floor 738 / 2149 /
+//! 3142):
 //!
 //! | inner | tower `Timeout` | rampart `TimeoutLayer` | ratio |
 //! |---|---|---|---|
-//! | ready on the first poll | +190 | +228 | 1.20 |
-//! | yields once | +992 | +1207 | 1.22 |
-//! | answered by another task (`remote`) | +719 | +937 | 1.30 |
+//! | ready on the first poll | +178 | +216 | 1.21 |
+//! | yields once | +871 | +1077 | 1.24 |
+//! | answered by another task (`remote`) | +717 | +923 | 1.29 |
 //!
-//! (`../shared/tools/bench-instructions timeout`; floor 738 / 2315 / 3138.)
-//! So rampart is still above tower here, short of the targets of issue 11
-//! (ready ≤ 0.6×, pending ≤ 1.0×); wall time on the shared 2-core machine
-//! does not separate the two (`cargo bench --bench timeout`).
+//! Short of issue 11's targets (ready ≤ 0.6×, pending ≤ 1.0×); wall time
+//! on the shared 2-core machine does not separate the two
+//! (`cargo bench --bench timeout`). An ablation in the same binary
+//! (stripped timeouts, `benches/README.md`, "Ablation") says what each
+//! piece costs and where the floor of these semantics lies:
+//!
+//! | piece (each added to the one before) | ready | yield | remote |
+//! |---|---|---|---|
+//! | a layer that wraps the service and its future, nothing else | +77 | +105 | +105 |
+//! | one clock read in `call()` | +36 | +41 | +41 |
+//! | the request `Context`'s deadline, read in `call()` | +16 | +16 | +16 |
+//! | the timer: deadline, a second clock read, `sleep_until`, at the first `Pending` | +6 | +855 | +701 |
+//! | = least a timeout with this clock can cost | +135 | +1017 | +863 |
+//!
+//! So 0.6× tower's ready cost (107) is below what wrapping a service and
+//! reading the clock once already cost here (113), and on a pending inner
+//! the semantics alone cost 1.17× (yield) and 1.20× (remote) tower's:
+//! tower reads the clock once, this timer twice (at `call()`, and when it
+//! is armed, so that a deadline that passed during the first poll fires on
+//! that poll), plus the context lookup. What rampart adds above that floor
+//! (+81 ready, +60 pending) is the readiness gate (its check in
+//! `poll_ready` and `call`, the drop of its empty slot), the deadline
+//! arithmetic in `call()` (`Instant + Duration`, about 35 instructions),
+//! the error kinds and two `memcpy` calls of the request and of
+//! `Oneshot`'s state that tower's layout lets the compiler elide. Computing
+//! the deadline only when the timer is armed (the clock reading, the
+//! timeout and the context's deadline kept instead) removed the arithmetic
+//! from the ready path but the larger, tagged timer cost as much in moves
+//! and drop glue, and 75–100 more on the pending path: not kept.
 //!
 //! No allocation is added on any of these paths (1 per request for the
 //! ready and yielding inner, 3 for the remote one, as the bare service).
 //! On the ready path rampart reads the clock and the context's deadline
 //! and builds no timer (tower builds a `Sleep`, reading the runtime
-//! handle); the context lookup costs about 11 instructions (measured by
-//! removing it). The excess is not in the timing work: callgrind shows
-//! libc `memcpy` called 5 times per request (tower: 2), moving the larger
-//! response future (timer, deadline and error kind inline: 136 bytes,
-//! tower's 128) through `Oneshot`. Keeping the service at tower's size
-//! (the timeout as nanoseconds, the readiness wait in one optional box)
-//! took 94 instructions off the ready path. A pending call also pays one
-//! clock read when arming, so that a deadline already passed fires on that
-//! poll instead of one driver turn later.
+//! handle). A pending call also pays one clock read when arming, so that a
+//! deadline already passed fires on that poll instead of one driver turn
+//! later.
 //!
 //! The layers need a tokio runtime with its time driver enabled, as
 //! `tokio::time::sleep` does.
