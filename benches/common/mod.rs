@@ -404,7 +404,8 @@ where
     S::Error: fmt::Debug,
 {
     for _ in 0..n {
-        let res = svc.clone().oneshot(make_req()).await;
+        let req = make_req();
+        let res = svc.clone().oneshot(req).await;
         std::hint::black_box(res.expect("service returned an error"));
     }
 }
