@@ -25,6 +25,7 @@ use crate::timer::deadline_from;
 use pin_project_lite::pin_project;
 use rampart_core::ErrorKind;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -63,7 +64,44 @@ pin_project! {
 #[derive(Debug)]
 pub(crate) struct ReadyGate<S> {
     inner: S,
-    wait: Option<Pin<Box<Wait>>>,
+    wait: WaitSlot,
+}
+
+/// The boxed wait, if the service ever waited. Dropping an empty slot is
+/// one inline test: the box's drop glue runs out of line, and only for a
+/// service that once waited (measured under callgrind: an out-of-line
+/// `drop_in_place` call on every dropped clone otherwise).
+#[derive(Debug, Default)]
+struct WaitSlot(ManuallyDrop<Option<Pin<Box<Wait>>>>);
+
+impl Drop for WaitSlot {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            drop_wait(std::mem::take(&mut self.0));
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_wait(wait: ManuallyDrop<Option<Pin<Box<Wait>>>>) {
+    drop(ManuallyDrop::into_inner(wait));
+}
+
+impl std::ops::Deref for WaitSlot {
+    type Target = Option<Pin<Box<Wait>>>;
+    #[inline]
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WaitSlot {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl<S: Clone> Clone for ReadyGate<S> {
@@ -75,7 +113,10 @@ impl<S: Clone> Clone for ReadyGate<S> {
 
 impl<S> ReadyGate<S> {
     pub(crate) fn new(inner: S) -> Self {
-        ReadyGate { inner, wait: None }
+        ReadyGate {
+            inner,
+            wait: WaitSlot::default(),
+        }
     }
 
     pub(crate) fn get_ref(&self) -> &S {
@@ -87,7 +128,9 @@ impl<S> ReadyGate<S> {
     }
 
     pub(crate) fn into_inner(self) -> S {
-        self.inner
+        let ReadyGate { inner, wait } = self;
+        drop(wait);
+        inner
     }
 
     /// The inner service's readiness, waited for at most `timeout` (or up
@@ -110,7 +153,7 @@ impl<S> ReadyGate<S> {
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => {
-                if let Some(w) = &mut self.wait {
+                if let Some(w) = &mut *self.wait {
                     *w.as_mut().project().active = false;
                 }
                 Poll::Ready(Err(e))
@@ -133,7 +176,7 @@ impl<S> ReadyGate<S> {
         if !self.wait.as_ref().is_some_and(|w| w.active) {
             let now = Instant::now();
             let (at, kind) = deadline_from(now, timeout, own);
-            let wait = match &mut self.wait {
+            let wait = match &mut *self.wait {
                 Some(w) => {
                     w.as_mut().project().timer.reset(at);
                     w
@@ -153,7 +196,7 @@ impl<S> ReadyGate<S> {
                 return Poll::Ready(());
             }
         }
-        let Some(wait) = &mut self.wait else {
+        let Some(wait) = &mut *self.wait else {
             unreachable!("an active wait has its timer")
         };
         let w = wait.as_mut().project();
@@ -173,7 +216,7 @@ impl<S> ReadyGate<S> {
     /// How the call being made starts; resets the wait for the next one.
     #[inline]
     pub(crate) fn start(&mut self) -> Start {
-        match &mut self.wait {
+        match &mut *self.wait {
             Some(w) if w.active => {
                 let w = w.as_mut().project();
                 *w.active = false;
