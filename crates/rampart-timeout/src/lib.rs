@@ -110,28 +110,30 @@
 //! Measured with `benches/timeout.rs` (the inner service boxed and cloned
 //! per call, callers in spawned tasks) under callgrind, instructions per
 //! request over the bare service (`floor`), current-thread runtime, against
-//! tower's `Timeout` in the same binary (2026-12-05; floor 738 / 2149 /
-//! 3142):
+//! tower's `Timeout` in the same binary (2026-12-05; floor 705 / 2117 /
+//! 3110):
 //!
 //! | inner | tower `Timeout` | rampart `TimeoutLayer` | ratio |
 //! |---|---|---|---|
-//! | ready on the first poll | +178 | +216 | 1.21 |
-//! | yields once | +871 | +1077 | 1.24 |
-//! | answered by another task (`remote`) | +717 | +923 | 1.29 |
+//! | ready on the first poll | +178 | +172 | 0.97 |
+//! | yields once | +870 | +1029 | 1.18 |
+//! | answered by another task (`remote`) | +716 | +875 | 1.22 |
 //!
-//! Short of issue 11's targets (ready ≤ 0.6×, pending ≤ 1.0×); wall time
-//! on the shared 2-core machine does not separate the two
-//! (`cargo bench --bench timeout`). An ablation in the same binary
-//! (stripped timeouts, `benches/README.md`, "Ablation") says what each
-//! piece costs and where the floor of these semantics lies:
+//! (It was 1.21 / 1.24 / 1.29 before the bench built the request before
+//! cloning the service, as a server does, and before the readiness slot
+//! dropped inline; see `benches/README.md`.) Short of issue 11's targets
+//! (ready ≤ 0.6×, pending ≤ 1.0×); wall time on the shared 2-core machine
+//! does not separate the two (`cargo bench --bench timeout`). An ablation
+//! in the same binary (stripped timeouts, `benches/README.md`, "Ablation")
+//! says what each piece costs and where the floor of these semantics lies:
 //!
 //! | piece (each added to the one before) | ready | yield | remote |
 //! |---|---|---|---|
-//! | a layer that wraps the service and its future, nothing else | +77 | +105 | +105 |
+//! | a layer that wraps the service and its future, nothing else | +77 | +104 | +104 |
 //! | one clock read in `call()` | +36 | +41 | +41 |
 //! | the request `Context`'s deadline, read in `call()` | +16 | +16 | +16 |
 //! | the timer: deadline, a second clock read, `sleep_until`, at the first `Pending` | +6 | +855 | +701 |
-//! | = least a timeout with this clock can cost | +135 | +1017 | +863 |
+//! | = least a timeout with this clock can cost | +135 | +1016 | +862 |
 //!
 //! So 0.6× tower's ready cost (107) is below what wrapping a service and
 //! reading the clock once already cost here (113), and on a pending inner
@@ -139,15 +141,18 @@
 //! tower reads the clock once, this timer twice (at `call()`, and when it
 //! is armed, so that a deadline that passed during the first poll fires on
 //! that poll), plus the context lookup. What rampart adds above that floor
-//! (+81 ready, +60 pending) is the readiness gate (its check in
-//! `poll_ready` and `call`, the drop of its empty slot), the deadline
-//! arithmetic in `call()` (`Instant + Duration`, about 35 instructions),
-//! the error kinds and two `memcpy` calls of the request and of
-//! `Oneshot`'s state that tower's layout lets the compiler elide. Computing
-//! the deadline only when the timer is armed (the clock reading, the
-//! timeout and the context's deadline kept instead) removed the arithmetic
-//! from the ready path but the larger, tagged timer cost as much in moves
-//! and drop glue, and 75–100 more on the pending path: not kept.
+//! (+37 ready, +13 pending) is one `memcpy` call (29 instructions: the
+//! response future is 136 bytes, tower's 128, because the error kind of an
+//! armed timer has no room beside the `Sleep`, and a move above 128 bytes
+//! is a call; with the request handed on first, the future's move is the
+//! copy instead of the request's, measured the same), the deadline
+//! arithmetic in `call()` and the readiness gate's test. Computing the
+//! deadline only when the timer is armed (the clock reading, the timeout
+//! and the context's deadline kept instead) took the arithmetic off the
+//! ready path but cost 100 more on the pending path (larger tagged timer,
+//! its moves and drop glue): not kept. Keeping the timeout as a `Duration`
+//! (one word more in `Timeout`) measured 9–10 fewer on every path; the
+//! service stays at two words besides the inner one (`tests/size.rs`).
 //!
 //! No allocation is added on any of these paths (1 per request for the
 //! ready and yielding inner, 3 for the remote one, as the bare service).
