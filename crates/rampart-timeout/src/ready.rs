@@ -71,8 +71,14 @@ pub(crate) struct ReadyGate<S> {
 /// one inline test: the box's drop glue runs out of line, and only for a
 /// service that once waited (measured under callgrind: an out-of-line
 /// `drop_in_place` call on every dropped clone otherwise).
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct WaitSlot(ManuallyDrop<Option<Pin<Box<Wait>>>>);
+
+impl std::fmt::Debug for WaitSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 impl Drop for WaitSlot {
     #[inline]
@@ -128,9 +134,7 @@ impl<S> ReadyGate<S> {
     }
 
     pub(crate) fn into_inner(self) -> S {
-        let ReadyGate { inner, wait } = self;
-        drop(wait);
-        inner
+        self.inner
     }
 
     /// The inner service's readiness, waited for at most `timeout` (or up
@@ -240,5 +244,58 @@ impl<S> ReadyGate<S> {
         S: Service<Req>,
     {
         self.inner.call(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Kind, Metrics};
+    use rampart_core::telemetry::LayerName;
+    use std::future::poll_fn;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Never ready; remembers being dropped.
+    struct NeverReady(Arc<AtomicBool>);
+
+    impl Drop for NeverReady {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Service<()> for NeverReady {
+        type Response = ();
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<(), Self::Error>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+        fn call(&mut self, (): ()) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gate_that_waited_drops_its_boxed_timer_and_its_service() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let mut gate = ReadyGate::new(NeverReady(Arc::clone(&dropped)));
+        let metrics = Metrics::new(&LayerName::default(), Kind::Timeout { limit_ns: 0 });
+        let first = poll_fn(|cx| {
+            Poll::Ready(gate.poll_ready::<()>(
+                cx,
+                Duration::from_secs(1),
+                ErrorKind::Timeout,
+                &metrics,
+            ))
+        })
+        .await;
+        assert!(first.is_pending());
+        assert!(gate.wait.is_some(), "the wait's timer is kept in the slot");
+        // The slot's own drop runs the boxed wait's (its `Sleep`), out of
+        // line; the service goes with it.
+        drop(gate);
+        assert!(dropped.load(Ordering::SeqCst));
     }
 }
