@@ -122,8 +122,13 @@
 //! (It was 1.21 / 1.24 / 1.29 before the bench built the request before
 //! cloning the service, as a server does, and before the readiness slot
 //! dropped inline; see `benches/README.md`.) Short of issue 11's targets
-//! (ready ≤ 0.6×, pending ≤ 1.0×); wall time on the shared 2-core machine
-//! does not separate the two (`cargo bench --bench timeout`). An ablation
+//! (ready ≤ 0.6×, pending ≤ 1.0×). Wall time, medians of one
+//! `cargo bench --bench timeout` run on the shared 2-core machine (noisy:
+//! trust the instructions), floor / tower / rampart per request: ready
+//! 69.5 / 105.0 / 85.3 ns (0.45), yield 295 / 433 / 453 ns (1.14), remote
+//! 355 / 465 / 487 ns (1.20). `../shared/tools/bench-instructions timeout`
+//! (all bench binaries built together, so other code generation) gave
+//! 0.98 / 1.17 / 1.24 in the same state. An ablation
 //! in the same binary (stripped timeouts, `benches/README.md`, "Ablation")
 //! says what each piece costs and where the floor of these semantics lies:
 //!
