@@ -153,9 +153,11 @@
 //! copy instead of the request's, measured the same), the deadline
 //! arithmetic in `call()` and the readiness gate's test. Computing the
 //! deadline only when the timer is armed (the clock reading, the timeout
-//! and the context's deadline kept instead) took the arithmetic off the
-//! ready path but cost 100 more on the pending path (larger tagged timer,
-//! its moves and drop glue): not kept. Keeping the timeout as a `Duration`
+//! and the context's deadline kept in the unarmed timer instead) took the
+//! arithmetic off the ready path, but writing the larger unarmed state
+//! cost as much there (ready −2 to 0) and the pending path paid 66 to 97
+//! more (two layouts tried: the error kind beside the timer, or in two
+//! armed variants): not kept. Keeping the timeout as a `Duration`
 //! (one word more in `Timeout`) measured 9–10 fewer on every path; the
 //! service stays at two words besides the inner one (`tests/size.rs`).
 //!
