@@ -404,7 +404,8 @@ where
     S::Error: fmt::Debug,
 {
     for _ in 0..n {
-        let res = svc.clone().oneshot(make_req()).await;
+        let req = make_req();
+        let res = svc.clone().oneshot(req).await;
         std::hint::black_box(res.expect("service returned an error"));
     }
 }
@@ -429,6 +430,13 @@ pub(crate) fn main(benches: &[fn(&mut Criterion)]) {
         bench(&mut c);
     }
     c.final_summary();
+}
+
+/// Whether the binary runs in probe mode ([`PROBE_ENV`] set): cases that
+/// exist only for callgrind (ablations) are registered only then, so
+/// criterion runs never time them.
+pub(crate) fn probing() -> bool {
+    probe_target().is_some()
 }
 
 /// The probe target from [`PROBE_ENV`], if set and not empty.

@@ -110,32 +110,64 @@
 //! Measured with `benches/timeout.rs` (the inner service boxed and cloned
 //! per call, callers in spawned tasks) under callgrind, instructions per
 //! request over the bare service (`floor`), current-thread runtime, against
-//! tower's `Timeout` in the same run:
+//! tower's `Timeout` in the same binary (2026-12-05; floor 705 / 2117 /
+//! 3110):
 //!
 //! | inner | tower `Timeout` | rampart `TimeoutLayer` | ratio |
 //! |---|---|---|---|
-//! | ready on the first poll | +190 | +228 | 1.20 |
-//! | yields once | +992 | +1207 | 1.22 |
-//! | answered by another task (`remote`) | +719 | +937 | 1.30 |
+//! | ready on the first poll | +178 | +172 | 0.97 |
+//! | yields once | +870 | +1029 | 1.18 |
+//! | answered by another task (`remote`) | +716 | +875 | 1.22 |
 //!
-//! (`../shared/tools/bench-instructions timeout`; floor 738 / 2315 / 3138.)
-//! So rampart is still above tower here, short of the targets of issue 11
-//! (ready ≤ 0.6×, pending ≤ 1.0×); wall time on the shared 2-core machine
-//! does not separate the two (`cargo bench --bench timeout`).
+//! (It was 1.21 / 1.24 / 1.29 before the bench built the request before
+//! cloning the service, as a server does, and before the readiness slot
+//! dropped inline; see `benches/README.md`.) Short of issue 11's targets
+//! (ready ≤ 0.6×, pending ≤ 1.0×). Wall time, medians of one
+//! `cargo bench --bench timeout` run on the shared 2-core machine (noisy:
+//! trust the instructions), floor / tower / rampart per request: ready
+//! 69.5 / 105.0 / 85.3 ns (0.45), yield 295 / 433 / 453 ns (1.14), remote
+//! 355 / 465 / 487 ns (1.20). `../shared/tools/bench-instructions timeout`
+//! (all bench binaries built together, so other code generation) gave
+//! 0.98 / 1.17 / 1.24 in the same state. An ablation
+//! in the same binary (stripped timeouts, `benches/README.md`, "Ablation")
+//! says what each piece costs and where the floor of these semantics lies:
+//!
+//! | piece (each added to the one before) | ready | yield | remote |
+//! |---|---|---|---|
+//! | a layer that wraps the service and its future, nothing else | +77 | +104 | +104 |
+//! | one clock read in `call()` | +36 | +41 | +41 |
+//! | the request `Context`'s deadline, read in `call()` | +16 | +16 | +16 |
+//! | the timer: deadline, a second clock read, `sleep_until`, at the first `Pending` | +6 | +855 | +701 |
+//! | = least a timeout with this clock can cost | +135 | +1016 | +862 |
+//!
+//! So 0.6× tower's ready cost (107) is below what wrapping a service and
+//! reading the clock once already cost here (113), and on a pending inner
+//! the semantics alone cost 1.17× (yield) and 1.20× (remote) tower's:
+//! tower reads the clock once, this timer twice (at `call()`, and when it
+//! is armed, so that a deadline that passed during the first poll fires on
+//! that poll), plus the context lookup. What rampart adds above that floor
+//! (+37 ready, +13 pending) is one `memcpy` call (29 instructions: the
+//! response future is 136 bytes, tower's 128, because the error kind of an
+//! armed timer has no room beside the `Sleep`, and a move above 128 bytes
+//! is a call; with the request handed on first, the future's move is the
+//! copy instead of the request's, measured the same), the deadline
+//! arithmetic in `call()` and the readiness gate's test. Computing the
+//! deadline only when the timer is armed (the clock reading, the timeout
+//! and the context's deadline kept in the unarmed timer instead) took the
+//! arithmetic off the ready path, but writing the larger unarmed state
+//! cost as much there (ready −2 to 0) and the pending path paid 66 to 97
+//! more (two layouts tried: the error kind beside the timer, or in two
+//! armed variants): not kept. Keeping the timeout as a `Duration`
+//! (one word more in `Timeout`) measured 9–10 fewer on every path; the
+//! service stays at two words besides the inner one (`tests/size.rs`).
 //!
 //! No allocation is added on any of these paths (1 per request for the
 //! ready and yielding inner, 3 for the remote one, as the bare service).
 //! On the ready path rampart reads the clock and the context's deadline
 //! and builds no timer (tower builds a `Sleep`, reading the runtime
-//! handle); the context lookup costs about 11 instructions (measured by
-//! removing it). The excess is not in the timing work: callgrind shows
-//! libc `memcpy` called 5 times per request (tower: 2), moving the larger
-//! response future (timer, deadline and error kind inline: 136 bytes,
-//! tower's 128) through `Oneshot`. Keeping the service at tower's size
-//! (the timeout as nanoseconds, the readiness wait in one optional box)
-//! took 94 instructions off the ready path. A pending call also pays one
-//! clock read when arming, so that a deadline already passed fires on that
-//! poll instead of one driver turn later.
+//! handle). A pending call also pays one clock read when arming, so that a
+//! deadline already passed fires on that poll instead of one driver turn
+//! later.
 //!
 //! The layers need a tokio runtime with its time driver enabled, as
 //! `tokio::time::sleep` does.

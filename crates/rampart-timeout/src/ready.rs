@@ -25,6 +25,7 @@ use crate::timer::deadline_from;
 use pin_project_lite::pin_project;
 use rampart_core::ErrorKind;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -63,7 +64,50 @@ pin_project! {
 #[derive(Debug)]
 pub(crate) struct ReadyGate<S> {
     inner: S,
-    wait: Option<Pin<Box<Wait>>>,
+    wait: WaitSlot,
+}
+
+/// The boxed wait, if the service ever waited. Dropping an empty slot is
+/// one inline test: the box's drop glue runs out of line, and only for a
+/// service that once waited (measured under callgrind: an out-of-line
+/// `drop_in_place` call on every dropped clone otherwise).
+#[derive(Default)]
+struct WaitSlot(ManuallyDrop<Option<Pin<Box<Wait>>>>);
+
+impl std::fmt::Debug for WaitSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Drop for WaitSlot {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            drop_wait(std::mem::take(&mut self.0));
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_wait(wait: ManuallyDrop<Option<Pin<Box<Wait>>>>) {
+    drop(ManuallyDrop::into_inner(wait));
+}
+
+impl std::ops::Deref for WaitSlot {
+    type Target = Option<Pin<Box<Wait>>>;
+    #[inline]
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WaitSlot {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl<S: Clone> Clone for ReadyGate<S> {
@@ -75,7 +119,10 @@ impl<S: Clone> Clone for ReadyGate<S> {
 
 impl<S> ReadyGate<S> {
     pub(crate) fn new(inner: S) -> Self {
-        ReadyGate { inner, wait: None }
+        ReadyGate {
+            inner,
+            wait: WaitSlot::default(),
+        }
     }
 
     pub(crate) fn get_ref(&self) -> &S {
@@ -110,7 +157,7 @@ impl<S> ReadyGate<S> {
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => {
-                if let Some(w) = &mut self.wait {
+                if let Some(w) = &mut *self.wait {
                     *w.as_mut().project().active = false;
                 }
                 Poll::Ready(Err(e))
@@ -133,7 +180,7 @@ impl<S> ReadyGate<S> {
         if !self.wait.as_ref().is_some_and(|w| w.active) {
             let now = Instant::now();
             let (at, kind) = deadline_from(now, timeout, own);
-            let wait = match &mut self.wait {
+            let wait = match &mut *self.wait {
                 Some(w) => {
                     w.as_mut().project().timer.reset(at);
                     w
@@ -153,7 +200,7 @@ impl<S> ReadyGate<S> {
                 return Poll::Ready(());
             }
         }
-        let Some(wait) = &mut self.wait else {
+        let Some(wait) = &mut *self.wait else {
             unreachable!("an active wait has its timer")
         };
         let w = wait.as_mut().project();
@@ -173,7 +220,7 @@ impl<S> ReadyGate<S> {
     /// How the call being made starts; resets the wait for the next one.
     #[inline]
     pub(crate) fn start(&mut self) -> Start {
-        match &mut self.wait {
+        match &mut *self.wait {
             Some(w) if w.active => {
                 let w = w.as_mut().project();
                 *w.active = false;
@@ -197,5 +244,58 @@ impl<S> ReadyGate<S> {
         S: Service<Req>,
     {
         self.inner.call(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Kind, Metrics};
+    use rampart_core::telemetry::LayerName;
+    use std::future::poll_fn;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Never ready; remembers being dropped.
+    struct NeverReady(Arc<AtomicBool>);
+
+    impl Drop for NeverReady {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Service<()> for NeverReady {
+        type Response = ();
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<(), Self::Error>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+        fn call(&mut self, (): ()) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gate_that_waited_drops_its_boxed_timer_and_its_service() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let mut gate = ReadyGate::new(NeverReady(Arc::clone(&dropped)));
+        let metrics = Metrics::new(&LayerName::default(), Kind::Timeout { limit_ns: 0 });
+        let first = poll_fn(|cx| {
+            Poll::Ready(gate.poll_ready::<()>(
+                cx,
+                Duration::from_secs(1),
+                ErrorKind::Timeout,
+                &metrics,
+            ))
+        })
+        .await;
+        assert!(first.is_pending());
+        assert!(gate.wait.is_some(), "the wait's timer is kept in the slot");
+        // The slot's own drop runs the boxed wait's (its `Sleep`), out of
+        // line; the service goes with it.
+        drop(gate);
+        assert!(dropped.load(Ordering::SeqCst));
     }
 }
