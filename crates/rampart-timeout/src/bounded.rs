@@ -64,7 +64,10 @@ where
             BoundedProj::Fired => panic!("timeout future polled after it completed"),
         };
         if let Poll::Ready(res) = fut.poll(cx) {
-            return Poll::Ready(res.map_err(Error::from_inner));
+            return Poll::Ready(match res {
+                Ok(v) => Ok(v),
+                Err(e) => Err(inner_failed(e, *kind, fire)),
+            });
         }
         if timer.poll_expired(cx).is_pending() {
             return Poll::Pending;
@@ -75,6 +78,20 @@ where
         self.set(Bounded::Fired);
         Poll::Ready(Err(Error::new(kind)))
     }
+}
+
+/// The inner call failed. A `DeadlineExceeded` from inside, under a layer
+/// whose own clock is that deadline (an inner queue or limit that gave up
+/// at the same deadline first), is this layer's deadline passing: counted
+/// as its own.
+#[cold]
+#[inline(never)]
+fn inner_failed<E: Into<BoxError>>(e: E, kind: ErrorKind, fire: &Fire) -> Error {
+    let e = Error::from_inner(e);
+    if kind == ErrorKind::DeadlineExceeded && e.kind() == ErrorKind::DeadlineExceeded {
+        fire.deadline_passed_inside();
+    }
+    e
 }
 
 impl<F> std::fmt::Debug for Bounded<F> {

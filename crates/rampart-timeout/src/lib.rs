@@ -184,7 +184,7 @@
 //! | name | kind | recorded by | meaning |
 //! |---|---|---|---|
 //! | `rampart.timeout.fired` | counter | [`TimeoutLayer`] | calls failed with `Timeout` (during the call or the wait for readiness) |
-//! | `rampart.deadline.exceeded` | counter | [`DeadlineLayer`], [`TimeoutLayer`] | calls failed with `DeadlineExceeded` because the deadline passed while they ran or waited for readiness (for a `TimeoutLayer`: the request's deadline came before its timeout) |
+//! | `rampart.deadline.exceeded` | counter | [`DeadlineLayer`], [`TimeoutLayer`] | calls failed with `DeadlineExceeded` because the deadline passed while they ran or waited for readiness, including a call a layer inside failed with `DeadlineExceeded` first (a queue or limit that gave up at the same deadline) (for a `TimeoutLayer`: the request's deadline came before its timeout) |
 //! | `rampart.deadline.expired_on_arrival` | counter | [`DeadlineLayer`], [`PropagateDeadlineLayer`] | requests whose deadline had already passed, failed without calling the inner service (nothing sent) |
 //! | `rampart.deadline.header.malformed` | counter | [`DeadlineLayer::from_headers`] | requests with a deadline header it could not use, ignored or rejected per [`OnMalformed`] |
 //!

@@ -284,6 +284,20 @@ impl Fire {
     }
 }
 
+#[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+impl Fire {
+    /// The inner call failed with `DeadlineExceeded` before this layer's
+    /// timer fired (a layer inside gave up at the same deadline): counted
+    /// as the deadline passing here, without a second event.
+    #[inline]
+    pub(crate) fn deadline_passed_inside(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics
+            .counter(ErrorKind::DeadlineExceeded)
+            .increment(1);
+    }
+}
+
 impl std::fmt::Debug for Fire {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Fire")

@@ -201,3 +201,30 @@ async fn two_timeout_layers_with_different_names_record_separately() {
     assert_eq!(s.counter(FIRED, "slow"), Some(0));
     assert_eq!(s.counter(FIRED, "default"), Some(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_an_inner_layer_hits_first_is_counted_by_the_deadline_layer() {
+    // A queue or limit inside gives up at the request's deadline and
+    // answers `DeadlineExceeded` before the deadline layer's own timer
+    // fires: the operator still sees the deadline in the deadline layer's
+    // counter.
+    let cap = MetricsCapture::new();
+    let layer = cap.install(|| DeadlineLayer::new(ms(100)).name("edge"));
+    let inner = tower::service_fn(|(): ()| async {
+        tokio::time::sleep(ms(100)).await;
+        Err::<u8, _>(rampart_core::Error::deadline_exceeded())
+    });
+    let err = within_an_hour(layer.layer(inner).oneshot(()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    // An inner failure of another kind is not a deadline.
+    let other = tower::service_fn(|(): ()| async { Err::<u8, _>(rampart_core::Error::closed()) });
+    let err = within_an_hour(layer.layer(other).oneshot(()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed);
+
+    let s = cap.snapshot();
+    assert_eq!(counters(&s, "edge")[1], Some(1));
+}
