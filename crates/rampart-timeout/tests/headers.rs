@@ -326,3 +326,31 @@ proptest! {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_grpc_web_header_is_answered_in_grpc_web_with_the_requests_content_type() {
+    let (mock, _) = recording();
+    let req = Request::post("/pkg.Svc/Method")
+        .header("content-type", "application/grpc-web+proto")
+        .header("grpc-timeout", "soon")
+        .body(())
+        .unwrap();
+    let res = server(OnMalformed::Reject)
+        .layer(mock.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "application/grpc-web+proto"
+    );
+    assert_eq!(
+        res.headers().get("grpc-status").unwrap(),
+        &HeaderValue::from(Code::InvalidArgument as i32)
+    );
+    assert_eq!(
+        res.headers().get("grpc-message").unwrap(),
+        "malformed grpc-timeout"
+    );
+    assert_eq!(mock.calls(), 0);
+}

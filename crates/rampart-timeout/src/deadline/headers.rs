@@ -2,8 +2,8 @@
 //! what to do with a malformed one ([`OnMalformed`]).
 
 use http::{HeaderValue, Response};
-use rampart_core::Error;
 use rampart_core::codec::{DeadlineHeaders, GRPC_MESSAGE};
+use rampart_core::{Error, ErrorFormat};
 
 /// The plain [`DeadlineLayer`](crate::DeadlineLayer): the deadline comes from
 /// the budget and the current [`Context`](rampart_core::Context) only, for
@@ -50,16 +50,15 @@ impl FromHeaders {
 }
 
 /// The answer to a request whose deadline header was rejected: core's
-/// mapping of [`Error::invalid_request`], saying which header was wrong.
-pub(crate) fn reject<B: Default>(grpc: bool) -> Response<B> {
-    if grpc {
-        let mut res = Error::invalid_request().to_grpc_response();
+/// mapping of [`Error::invalid_request`] in the request's own format (HTTP,
+/// gRPC, or gRPC-Web with its content type), saying which header was wrong.
+pub(crate) fn reject<B: Default>(format: &ErrorFormat) -> Response<B> {
+    let mut res = Error::invalid_request().to_response(format);
+    if !matches!(format, ErrorFormat::Http) {
         res.headers_mut().insert(
             &GRPC_MESSAGE,
             HeaderValue::from_static("malformed grpc-timeout"),
         );
-        res
-    } else {
-        Error::invalid_request().to_http_response()
     }
+    res
 }

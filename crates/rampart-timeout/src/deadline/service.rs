@@ -8,7 +8,7 @@ use crate::ready::{ReadyGate, Start};
 use crate::timer::Timer;
 use rampart_core::codec::{MalformedDeadline, deadline_after};
 use rampart_core::grpc::is_grpc_request;
-use rampart_core::{BoxError, Context, Error, ErrorKind};
+use rampart_core::{BoxError, Context, Error, ErrorFormat, ErrorKind};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -184,7 +184,7 @@ where
                         grpc,
                         "malformed deadline header rejected"
                     );
-                    return DeadlineFuture::done(Ok(headers::reject(grpc)));
+                    return DeadlineFuture::done(Ok(headers::reject(&ErrorFormat::of(&req))));
                 }
             },
         };
