@@ -1,6 +1,6 @@
 //! [`RateLimit`]: one bucket, decided in `poll_ready`.
 
-use crate::store::{LocalStore, RateStore};
+use crate::store::{Decision, LocalStore, RateStore};
 use crate::wait::{Settled, Shared, Wait};
 use pin_project_lite::pin_project;
 use rampart_core::{BoxError, Error};
@@ -152,14 +152,19 @@ where
             let mut check = shared.store.check(&(), &shared.quota, Duration::ZERO);
             let mut noop = Context::from_waker(std::task::Waker::noop());
             let d = match Pin::new(&mut check).poll(&mut noop) {
+                // The hot path: admitted with no wait, nothing built.
+                Poll::Ready(Ok(Decision::Admit { wait })) if wait.is_zero() => {
+                    shared.admitted_now();
+                    return ResponseFuture::called(self.inner.call(req));
+                }
                 Poll::Ready(d) => d,
                 Poll::Pending => Err(Error::from_inner(
                     "a rate store declared IMMEDIATE did not answer at once",
                 )),
             };
-            return match shared.settle(d, Duration::ZERO) {
-                Settled::Refused(e) => ResponseFuture::refused(e),
-                Settled::Go | Settled::Wait(_) => ResponseFuture::called(self.inner.call(req)),
+            return match shared.settle_cold(d) {
+                Some(e) => ResponseFuture::refused(e),
+                None => ResponseFuture::called(self.inner.call(req)),
             };
         }
         match std::mem::replace(&mut self.gate, Gate::Idle) {

@@ -74,6 +74,7 @@ pub trait RateStore: Send + Sync + 'static {
     }
 }
 
+#[inline]
 fn decide(tat: u64, now: u64, quota: &Quota, max_wait: Duration) -> Step {
     step(
         tat,
@@ -84,6 +85,7 @@ fn decide(tat: u64, now: u64, quota: &Quota, max_wait: Duration) -> Step {
     )
 }
 
+#[inline]
 fn decision(s: Step) -> Decision {
     match s {
         Step::Admit { wait, .. } => Decision::Admit {
@@ -97,6 +99,7 @@ fn decision(s: Step) -> Decision {
 
 /// Nanoseconds since `epoch` (tokio's clock, so a paused test clock
 /// drives it).
+#[inline]
 fn since(epoch: Instant) -> u64 {
     nanos(Instant::now().saturating_duration_since(epoch))
 }
@@ -119,6 +122,7 @@ impl LocalStore {
     }
 
     /// The decision at `now` ns since the epoch.
+    #[inline]
     pub(crate) fn check_at(&self, now: u64, quota: &Quota, max_wait: Duration) -> Decision {
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
@@ -147,6 +151,7 @@ impl RateStore for LocalStore {
     type Future = Ready<Result<Decision, Error>>;
     const IMMEDIATE: bool = true;
 
+    #[inline]
     fn check<K: Hash + ?Sized>(&self, _key: &K, quota: &Quota, max_wait: Duration) -> Self::Future {
         ready(Ok(self.check_at(since(self.epoch), quota, max_wait)))
     }

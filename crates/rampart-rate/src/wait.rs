@@ -83,6 +83,25 @@ impl<St> Shared<St> {
         }
     }
 
+    /// Counts a request admitted at once: all that the hot path (an
+    /// immediate store admitting with no wait) does besides calling.
+    #[inline]
+    pub(crate) fn admitted_now(&self) {
+        self.metrics.admitted.increment(1);
+    }
+
+    /// [`settle`](Self::settle) off the hot path of a decision taken in
+    /// `call` with no wait allowed: the refusal (or `None`, go). Kept out
+    /// of line so that `call` stays small.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn settle_cold(&self, d: Result<Decision, Error>) -> Option<Error> {
+        match self.settle(d, Duration::ZERO) {
+            Settled::Refused(e) => Some(e),
+            Settled::Go | Settled::Wait(_) => None,
+        }
+    }
+
     /// Go, wait or refuse, given the store's answer under `bound`.
     pub(crate) fn settle(&self, d: Result<Decision, Error>, bound: Duration) -> Settled {
         match d {
