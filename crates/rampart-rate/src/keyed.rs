@@ -79,10 +79,12 @@ where
     type Error = Error;
     type Future = KeyedResponseFuture<S, Req, St>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(Error::from_inner)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
         let bound = shared.wait_bound();
@@ -247,6 +249,7 @@ where
 {
     type Output = Result<S::Response, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         loop {
