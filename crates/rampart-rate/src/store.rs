@@ -88,6 +88,10 @@ fn decide(tat: u64, now: u64, quota: &Quota, max_wait: Duration) -> Step {
 #[inline]
 fn decision(s: Step) -> Decision {
     match s {
+        // No division for the common case: admitted with no wait.
+        Step::Admit { wait: 0, .. } => Decision::Admit {
+            wait: Duration::ZERO,
+        },
         Step::Admit { wait, .. } => Decision::Admit {
             wait: Duration::from_nanos(wait),
         },

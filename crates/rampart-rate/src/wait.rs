@@ -71,10 +71,18 @@ impl<St> Shared<St> {
     /// The longest the current request may wait: `max_wait`, shortened to
     /// what is left of its [`Context`] deadline. Zero (the default) never
     /// looks the context up.
+    #[inline]
     pub(crate) fn wait_bound(&self) -> Duration {
         if self.max_wait.is_zero() {
             return Duration::ZERO;
         }
+        self.deadline_bound()
+    }
+
+    /// [`wait_bound`](Self::wait_bound) with a `max_wait`: looks the
+    /// context up.
+    #[inline(never)]
+    fn deadline_bound(&self) -> Duration {
         match Context::current_deadline() {
             Some(at) => self
                 .max_wait
