@@ -122,7 +122,12 @@ where
     /// Any decision but an admission with no wait: off the hot path.
     #[cold]
     #[inline(never)]
-    fn settled<Req>(&mut self, d: Result<Decision, Error>, bound: Duration, req: Req) -> State<S, Req, St>
+    fn settled<Req>(
+        &mut self,
+        d: Result<Decision, Error>,
+        bound: Duration,
+        req: Req,
+    ) -> State<S, Req, St>
     where
         S: Service<Req> + Clone,
     {
