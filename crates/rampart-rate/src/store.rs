@@ -169,17 +169,17 @@ const SWEEP_EVERY: u32 = 1024;
 ///
 /// Keys are hashed with a per-store random seed (so clients cannot aim at
 /// one shard) and only the 64-bit hash is kept. The hash is foldhash's
-/// `quality` variant, seeded per store (foldhash is hashbrown's default
-/// hasher): about 10
-/// instructions for a short key where std's SipHash-1-3 takes about 120,
-/// a third of what the keyed limiter adds to a request. It is not a
-/// cryptographic hash: two keys share a bucket only if their 64-bit hashes
-/// collide under a seed the clients never see. A key whose bucket has
-/// refilled is *idle*: its state is the same as a key never seen, so
-/// dropping it changes no decision. Each shard drops its idle keys every
-/// 1 024 checks and whenever it is full, so memory follows the number of
-/// keys active within one `burst × interval`, not the number ever seen.
-/// [`KeyedStore::sweep`] drops them on demand.
+/// `quality` variant (foldhash is hashbrown's default hasher), seeded per
+/// store: about 10 instructions for a short key where std's SipHash-1-3
+/// takes about 120, a third of what the keyed limiter adds to a request.
+/// It is not a cryptographic hash: two keys share a bucket only if their
+/// 64-bit hashes collide under a seed the clients never see.
+///
+/// A key whose bucket has refilled is *idle*: its state is the same as a
+/// key never seen, so dropping it changes no decision. Each shard drops its
+/// idle keys every 1 024 checks and whenever it is full, so memory follows
+/// the number of keys active within one `burst × interval`, not the number
+/// ever seen. [`KeyedStore::sweep`] drops them on demand.
 ///
 /// When a shard is full of keys that are all still active, a request with
 /// a new key is refused with [`ErrorKind::Overloaded`](rampart_core::ErrorKind::Overloaded)
