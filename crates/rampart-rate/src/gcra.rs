@@ -18,6 +18,7 @@ pub(crate) enum Step {
 }
 
 /// One GCRA decision. Saturating: no input overflows.
+#[inline]
 pub(crate) fn step(tat: u64, now: u64, interval: u64, span: u64, max_wait: u64) -> Step {
     let new_tat = tat.max(now).saturating_add(interval);
     let wait = (new_tat - now).saturating_sub(span);

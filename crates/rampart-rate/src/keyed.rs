@@ -2,7 +2,7 @@
 
 use crate::KeyExtractor;
 use crate::service::ResponseFuture;
-use crate::store::{KeyedStore, RateStore};
+use crate::store::{Decision, KeyedStore, RateStore};
 use crate::wait::{Settled, Shared, Wait};
 use pin_project_lite::pin_project;
 use rampart_core::{BoxError, Error};
@@ -79,10 +79,12 @@ where
     type Error = Error;
     type Future = KeyedResponseFuture<S, Req, St>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(Error::from_inner)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
         let bound = shared.wait_bound();
@@ -92,26 +94,57 @@ where
         // An in-process store has decided already: no waker is needed.
         let mut noop = Context::from_waker(Waker::noop());
         let state = match Pin::new(&mut check).poll(&mut noop) {
-            Poll::Ready(d) => match shared.settle(d, bound) {
-                Settled::Go => State::Called {
+            // The hot path: admitted with no wait, nothing built.
+            Poll::Ready(Ok(Decision::Admit { wait })) if wait.is_zero() => {
+                shared.admitted_now();
+                State::Called {
                     fut: ResponseFuture::called(self.inner.call(req)),
-                },
-                Settled::Refused(e) => State::Called {
-                    fut: ResponseFuture::refused(e),
-                },
-                Settled::Wait(wait) => State::Waiting {
-                    wait,
+                }
+            }
+            Poll::Ready(d) => self.settled(d, bound, req),
+            Poll::Pending => State::Slow {
+                slow: Box::new(Slow::Checking {
+                    check,
+                    bound,
+                    shared: Arc::clone(&self.shared),
                     call: Some((self.inner.clone(), req)),
-                },
-            },
-            Poll::Pending => State::Checking {
-                check,
-                bound,
-                shared: Arc::clone(&self.shared),
-                call: Some((self.inner.clone(), req)),
+                }),
             },
         };
         KeyedResponseFuture { state }
+    }
+}
+
+impl<S, E, St> KeyedRateLimit<S, E, St>
+where
+    St: RateStore,
+{
+    /// Any decision but an admission with no wait: off the hot path.
+    #[cold]
+    #[inline(never)]
+    fn settled<Req>(
+        &mut self,
+        d: Result<Decision, Error>,
+        bound: Duration,
+        req: Req,
+    ) -> State<S, Req, St>
+    where
+        S: Service<Req> + Clone,
+    {
+        match self.shared.settle(d, bound) {
+            Settled::Go => State::Called {
+                fut: ResponseFuture::called(self.inner.call(req)),
+            },
+            Settled::Refused(e) => State::Called {
+                fut: ResponseFuture::refused(e),
+            },
+            Settled::Wait(wait) => State::Slow {
+                slow: Box::new(Slow::Waiting {
+                    wait,
+                    call: Some((self.inner.clone(), req)),
+                }),
+            },
+        }
     }
 }
 
@@ -135,14 +168,70 @@ pin_project! {
         St: RateStore,
     {
         Called { #[pin] fut: ResponseFuture<S::Future> },
-        Checking {
-            check: St::Future,
-            bound: Duration,
-            shared: Arc<Shared<St>>,
-            call: Option<(S, Req)>,
-        },
-        Waiting { wait: Wait, call: Option<(S, Req)> },
-        Readying { call: Option<(S, Req)> },
+        // Checking with a store that answers later, waiting for a slot, or
+        // driving the inner service ready after that: boxed, off the hot
+        // path, so the response future stays as small as the inner one
+        // (the request and a clone of the service are held here).
+        Slow { slow: Box<Slow<S, Req, St>> },
+    }
+}
+
+enum Slow<S, Req, St: RateStore> {
+    Checking {
+        check: St::Future,
+        bound: Duration,
+        shared: Arc<Shared<St>>,
+        call: Option<(S, Req)>,
+    },
+    Waiting {
+        wait: Wait,
+        call: Option<(S, Req)>,
+    },
+    Readying {
+        call: Option<(S, Req)>,
+    },
+}
+
+impl<S, Req, St> Slow<S, Req, St>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    St: RateStore,
+{
+    /// Runs the slow states to the inner call (or a refusal).
+    fn poll_call(&mut self, cx: &mut Context<'_>) -> Poll<ResponseFuture<S::Future>> {
+        loop {
+            *self = match self {
+                Slow::Checking {
+                    check,
+                    bound,
+                    shared,
+                    call,
+                } => {
+                    let d = ready!(Pin::new(check).poll(cx));
+                    match shared.settle(d, *bound) {
+                        Settled::Go => Slow::Readying { call: call.take() },
+                        Settled::Wait(wait) => Slow::Waiting {
+                            wait,
+                            call: call.take(),
+                        },
+                        Settled::Refused(e) => return Poll::Ready(ResponseFuture::refused(e)),
+                    }
+                }
+                Slow::Waiting { wait, call } => match ready!(wait.as_mut().poll(cx)) {
+                    Ok(()) => Slow::Readying { call: call.take() },
+                    Err(e) => return Poll::Ready(ResponseFuture::refused(e)),
+                },
+                Slow::Readying { call } => {
+                    let (svc, _) = call.as_mut().expect("polled after completion");
+                    if let Err(e) = ready!(svc.poll_ready(cx)) {
+                        return Poll::Ready(ResponseFuture::refused(Error::from_inner(e)));
+                    }
+                    let (mut svc, req) = call.take().expect("polled after completion");
+                    return Poll::Ready(ResponseFuture::called(svc.call(req)));
+                }
+            };
+        }
     }
 }
 
@@ -165,45 +254,15 @@ where
 {
     type Output = Result<S::Response, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         loop {
             let next = match state.as_mut().project() {
                 StateProj::Called { fut } => return fut.poll(cx),
-                StateProj::Checking {
-                    check,
-                    bound,
-                    shared,
-                    call,
-                } => {
-                    let d = ready!(Pin::new(check).poll(cx));
-                    match shared.settle(d, *bound) {
-                        Settled::Go => State::Readying { call: call.take() },
-                        Settled::Wait(wait) => State::Waiting {
-                            wait,
-                            call: call.take(),
-                        },
-                        Settled::Refused(e) => State::Called {
-                            fut: ResponseFuture::refused(e),
-                        },
-                    }
-                }
-                StateProj::Waiting { wait, call } => match ready!(wait.as_mut().poll(cx)) {
-                    Ok(()) => State::Readying { call: call.take() },
-                    Err(e) => State::Called {
-                        fut: ResponseFuture::refused(e),
-                    },
-                },
-                StateProj::Readying { call } => {
-                    let (svc, _) = call.as_mut().expect("polled after completion");
-                    ready!(svc.poll_ready(cx)).map_err(Error::from_inner)?;
-                    let (mut svc, req) = call.take().expect("polled after completion");
-                    State::Called {
-                        fut: ResponseFuture::called(svc.call(req)),
-                    }
-                }
+                StateProj::Slow { slow } => ready!(slow.poll_call(cx)),
             };
-            state.set(next);
+            state.set(State::Called { fut: next });
         }
     }
 }

@@ -93,6 +93,32 @@
 //! [`RateStore::register_metrics`]. Every tracing event carries the same
 //! name in its `layer` field (`debug` for each refusal).
 //!
+//! # Cost
+//!
+//! An admitted call with the in-process stores allocates nothing and adds
+//! one clock read, one GCRA step and (keyed) one hash and one uncontended
+//! shard lock. Under callgrind on the `rate` bench (`benches/rate.rs`,
+//! current-thread, one caller, inner service ready at once; ~10
+//! instructions ≈ 1 ns there), over the bare service (767 instructions):
+//! [`RateLimitLayer`] +303 instructions, governor's direct limiter +230;
+//! [`KeyedRateLimitLayer`] +403, governor's keyed (`dashmap`) limiter +398;
+//! with an inner answered by another task, +308 / +233 and +403 / +395.
+//! Of the +303, the clock read and its conversion to nanoseconds since the
+//! store's epoch are ~106 instructions (measured by replacing it with a
+//! constant), of which tokio's `Instant::now` adds 14 over std's with
+//! tokio's `test-util` feature on (its check for a paused clock; without
+//! the feature tokio's `Instant::now` is std's). tokio's clock is kept so
+//! that a paused test clock drives the limiter. In wall-clock terms the
+//! read is ~22 ns with std's or tokio's `Instant` and ~14 ns with quanta's
+//! TSC clock on the 2-core development VM (governor's default clock; the
+//! bench builds governor without it, so both read the same clock there).
+//! Of the ~70 instructions over governor: 14 are tokio's clock (above),
+//! 16 (40 keyed) the typed refusal's presence (a response future that is
+//! either the inner call or the refusal with its exact `retry_after`:
+//! measured by removing the refused variant), and the rest drop glue and
+//! branches spread over the service's state (callgrind puts 13 on dropping
+//! its gate, the `Arc` of the shared state and the `poll_ready` outcome).
+//!
 //! # Features
 //!
 //! - `metrics`: record the metrics above.

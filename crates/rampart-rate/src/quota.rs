@@ -115,12 +115,14 @@ impl Quota {
     }
 
     /// The interval in nanoseconds, capped at [`MAX_SPAN`] (146 years).
+    #[inline]
     pub(crate) fn interval_nanos(&self) -> u64 {
         nanos(self.interval).min(MAX_SPAN)
     }
 
     /// How far ahead of the schedule a client may run: `burst × interval`,
     /// capped at [`MAX_SPAN`].
+    #[inline]
     pub(crate) fn span_nanos(&self) -> u64 {
         self.interval_nanos()
             .saturating_mul(u64::from(self.burst.get()))
@@ -134,6 +136,7 @@ impl Quota {
 pub(crate) const MAX_SPAN: u64 = u64::MAX / 4;
 
 /// A duration in whole nanoseconds, saturated to `u64` (584 years).
+#[inline]
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

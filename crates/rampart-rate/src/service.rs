@@ -1,6 +1,6 @@
 //! [`RateLimit`]: one bucket, decided in `poll_ready`.
 
-use crate::store::{LocalStore, RateStore};
+use crate::store::{Decision, LocalStore, RateStore};
 use crate::wait::{Settled, Shared, Wait};
 use pin_project_lite::pin_project;
 use rampart_core::{BoxError, Error};
@@ -30,34 +30,110 @@ use tower_service::Service;
 /// services do.
 pub struct RateLimit<S, St: RateStore = LocalStore> {
     inner: S,
-    shared: Arc<Shared<St>>,
-    gate: Gate<St::Future>,
+    /// The layer's shared state, and where the decision taken in
+    /// `poll_ready` stands. One 16-byte field: the service is the inner
+    /// service plus two words, as small as a bare limiter around it, so
+    /// moving it (`oneshot`, axum's clone per request) costs no more.
+    gate: Gate<St>,
 }
 
-enum Gate<F> {
-    Idle,
-    /// A store that answers later (a remote one): boxed, off the common
-    /// path, so the service stays small.
-    /// (The mutex is never locked, only reached through `get_mut`: it makes
-    /// the service `Sync`, as axum requires, for any `Send` store future.)
-    Checking(Box<std::sync::Mutex<(F, Duration)>>),
+enum Gate<St: RateStore> {
+    /// Nothing decided (always, when the decision is taken in `call`).
+    Idle(Arc<Shared<St>>),
+    /// Admitted in `poll_ready`; now readying the inner service.
+    Admitted(Arc<Shared<St>>),
+    /// Refused, waiting for a slot, or asking a store that answers later:
+    /// boxed, off the common path.
+    Pending(Box<Pending<St>>),
+    /// Only between taking the state out and putting the next one in (no
+    /// user code runs then).
+    Moving,
+}
+
+struct Pending<St: RateStore> {
+    shared: Arc<Shared<St>>,
+    state: PendingState<St::Future>,
+}
+
+enum PendingState<F> {
+    /// A store that answers later (a remote one), with the bound it was
+    /// asked under. (The mutex is never locked, only reached through
+    /// `get_mut`: it makes the service `Sync`, as axum requires, for any
+    /// `Send` store future.)
+    Checking(std::sync::Mutex<(F, Duration)>),
     Waiting(Wait),
-    Admitted,
     Refused(Error),
 }
 
+impl<St: RateStore> Gate<St> {
+    #[inline]
+    fn shared(&self) -> &Arc<Shared<St>> {
+        match self {
+            Gate::Idle(s) | Gate::Admitted(s) => s,
+            Gate::Pending(p) => &p.shared,
+            Gate::Moving => unreachable!("`RateLimit`'s state is put back before any use"),
+        }
+    }
+
+    /// The shared state, leaving [`Gate::Moving`] behind.
+    fn take_shared(&mut self) -> Arc<Shared<St>> {
+        match std::mem::replace(self, Gate::Moving) {
+            Gate::Idle(s) | Gate::Admitted(s) => s,
+            Gate::Pending(p) => p.shared,
+            Gate::Moving => unreachable!("`RateLimit`'s state is put back before any use"),
+        }
+    }
+
+    /// Moves to what `settled` says.
+    fn enter(&mut self, settled: Settled) {
+        let shared = self.take_shared();
+        *self = match settled {
+            Settled::Go => Gate::Admitted(shared),
+            Settled::Wait(w) => Gate::pending(shared, PendingState::Waiting(w)),
+            Settled::Refused(e) => Gate::pending(shared, PendingState::Refused(e)),
+        };
+    }
+
+    /// The outcome of `poll_ready` for `call` (go, or the refusal),
+    /// back to [`Gate::Idle`]; `None` if `poll_ready` has not decided.
+    fn take_outcome(&mut self) -> Option<Result<(), Error>> {
+        let (gate, outcome) = match std::mem::replace(self, Gate::Moving) {
+            Gate::Admitted(shared) => (Gate::Idle(shared), Some(Ok(()))),
+            Gate::Pending(p) => match *p {
+                Pending {
+                    shared,
+                    state: PendingState::Refused(e),
+                } => (Gate::Idle(shared), Some(Err(e))),
+                p => (Gate::Pending(Box::new(p)), None),
+            },
+            gate => (gate, None),
+        };
+        *self = gate;
+        outcome
+    }
+
+    fn pending(shared: Arc<Shared<St>>, state: PendingState<St::Future>) -> Self {
+        Gate::Pending(Box::new(Pending { shared, state }))
+    }
+}
+
 impl<S, St: RateStore> RateLimit<S, St> {
+    #[inline]
+    fn shared(&self) -> &Shared<St> {
+        self.gate.shared()
+    }
+
     /// An in-process store and no waiting: the decision needs no state
     /// between `poll_ready` and `call`, so it is taken in `call`.
+    #[inline]
     fn decides_in_call(&self) -> bool {
-        St::IMMEDIATE && self.shared.max_wait.is_zero()
+        St::IMMEDIATE && self.shared().max_wait.is_zero()
     }
 
     pub(crate) fn new(inner: S, shared: Arc<Shared<St>>) -> Self {
         RateLimit {
             inner,
-            shared,
-            gate: Gate::Idle,
+            gate: Gate::Idle(shared),
         }
     }
 
@@ -80,7 +156,7 @@ impl<S, St: RateStore> RateLimit<S, St> {
 impl<S: Clone, St: RateStore> Clone for RateLimit<S, St> {
     /// A clone shares the bucket; it has not been polled ready.
     fn clone(&self) -> Self {
-        RateLimit::new(self.inner.clone(), Arc::clone(&self.shared))
+        RateLimit::new(self.inner.clone(), Arc::clone(self.gate.shared()))
     }
 }
 
@@ -88,7 +164,7 @@ impl<S: fmt::Debug, St: RateStore> fmt::Debug for RateLimit<S, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
-            .field("quota", &self.shared.quota)
+            .field("quota", &self.shared().quota)
             .finish_non_exhaustive()
     }
 }
@@ -103,69 +179,77 @@ where
     type Error = Error;
     type Future = ResponseFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if self.decides_in_call() {
             return self.inner.poll_ready(cx).map_err(Error::from_inner);
         }
         loop {
             let settled = match &mut self.gate {
-                Gate::Admitted => return self.inner.poll_ready(cx).map_err(Error::from_inner),
-                Gate::Refused(_) => return Poll::Ready(Ok(())),
-                Gate::Idle => {
+                Gate::Admitted(_) => return self.inner.poll_ready(cx).map_err(Error::from_inner),
+                Gate::Idle(shared) => {
                     // The common path: an in-process store answers at once,
                     // and nothing is stored but the outcome.
-                    let shared = &*self.shared;
                     let bound = shared.wait_bound();
                     let mut check = shared.store.check(&(), &shared.quota, bound);
                     match Pin::new(&mut check).poll(cx) {
                         Poll::Ready(d) => shared.settle(d, bound),
                         Poll::Pending => {
-                            self.gate =
-                                Gate::Checking(Box::new(std::sync::Mutex::new((check, bound))));
+                            let shared = self.gate.take_shared();
+                            self.gate = Gate::pending(
+                                shared,
+                                PendingState::Checking(std::sync::Mutex::new((check, bound))),
+                            );
                             return Poll::Pending;
                         }
                     }
                 }
-                Gate::Checking(pending) => {
-                    let (check, bound) = pending
-                        .get_mut()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let d = ready!(Pin::new(check).poll(cx));
-                    self.shared.settle(d, *bound)
-                }
-                Gate::Waiting(w) => match ready!(w.as_mut().poll(cx)) {
-                    Ok(()) => Settled::Go,
-                    Err(e) => Settled::Refused(e),
+                Gate::Pending(p) => match &mut p.state {
+                    PendingState::Refused(_) => return Poll::Ready(Ok(())),
+                    PendingState::Checking(pending) => {
+                        let (check, bound) = pending
+                            .get_mut()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let d = ready!(Pin::new(check).poll(cx));
+                        p.shared.settle(d, *bound)
+                    }
+                    PendingState::Waiting(w) => match ready!(w.as_mut().poll(cx)) {
+                        Ok(()) => Settled::Go,
+                        Err(e) => Settled::Refused(e),
+                    },
                 },
+                Gate::Moving => unreachable!("`RateLimit`'s state is put back before any use"),
             };
-            self.gate = match settled {
-                Settled::Go => Gate::Admitted,
-                Settled::Wait(w) => Gate::Waiting(w),
-                Settled::Refused(e) => Gate::Refused(e),
-            };
+            self.gate.enter(settled);
         }
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         if self.decides_in_call() {
-            let shared = &*self.shared;
+            let shared = self.gate.shared();
             let mut check = shared.store.check(&(), &shared.quota, Duration::ZERO);
             let mut noop = Context::from_waker(std::task::Waker::noop());
             let d = match Pin::new(&mut check).poll(&mut noop) {
+                // The hot path: admitted with no wait, nothing built.
+                Poll::Ready(Ok(Decision::Admit { wait })) if wait.is_zero() => {
+                    shared.admitted_now();
+                    return ResponseFuture::called(self.inner.call(req));
+                }
                 Poll::Ready(d) => d,
                 Poll::Pending => Err(Error::from_inner(
                     "a rate store declared IMMEDIATE did not answer at once",
                 )),
             };
-            return match shared.settle(d, Duration::ZERO) {
-                Settled::Refused(e) => ResponseFuture::refused(e),
-                Settled::Go | Settled::Wait(_) => ResponseFuture::called(self.inner.call(req)),
+            return match shared.settle_cold(d) {
+                Some(e) => ResponseFuture::refused(e),
+                None => ResponseFuture::called(self.inner.call(req)),
             };
         }
-        match std::mem::replace(&mut self.gate, Gate::Idle) {
-            Gate::Admitted => ResponseFuture::called(self.inner.call(req)),
-            Gate::Refused(e) => ResponseFuture::refused(e),
-            _ => panic!("`RateLimit::call` before `poll_ready`"),
+        match self.gate.take_outcome() {
+            Some(Ok(())) => ResponseFuture::called(self.inner.call(req)),
+            Some(Err(e)) => ResponseFuture::refused(e),
+            None => panic!("`RateLimit::call` before `poll_ready`"),
         }
     }
 }
@@ -187,6 +271,7 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
+    #[inline]
     pub(crate) fn called(fut: F) -> Self {
         ResponseFuture {
             inner: Inner::Called { fut },
@@ -217,6 +302,7 @@ where
 {
     type Output = Result<T, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().inner.project() {
             Proj::Called { fut } => fut.poll(cx).map_err(Error::from_inner),

@@ -71,15 +71,42 @@ impl<St> Shared<St> {
     /// The longest the current request may wait: `max_wait`, shortened to
     /// what is left of its [`Context`] deadline. Zero (the default) never
     /// looks the context up.
+    #[inline]
     pub(crate) fn wait_bound(&self) -> Duration {
         if self.max_wait.is_zero() {
             return Duration::ZERO;
         }
+        self.deadline_bound()
+    }
+
+    /// [`wait_bound`](Self::wait_bound) with a `max_wait`: looks the
+    /// context up.
+    #[inline(never)]
+    fn deadline_bound(&self) -> Duration {
         match Context::current_deadline() {
             Some(at) => self
                 .max_wait
                 .min(at.saturating_duration_since(Instant::now())),
             None => self.max_wait,
+        }
+    }
+
+    /// Counts a request admitted at once: all that the hot path (an
+    /// immediate store admitting with no wait) does besides calling.
+    #[inline]
+    pub(crate) fn admitted_now(&self) {
+        self.metrics.admitted.increment(1);
+    }
+
+    /// [`settle`](Self::settle) off the hot path of a decision taken in
+    /// `call` with no wait allowed: the refusal (or `None`, go). Kept out
+    /// of line so that `call` stays small.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn settle_cold(&self, d: Result<Decision, Error>) -> Option<Error> {
+        match self.settle(d, Duration::ZERO) {
+            Settled::Refused(e) => Some(e),
+            Settled::Go | Settled::Wait(_) => None,
         }
     }
 
