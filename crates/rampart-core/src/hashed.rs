@@ -1,8 +1,10 @@
 //! Maps keyed by a hash already taken: what the keyed layers (limit,
 //! breaker, lock, rate) store per key.
 //!
-//! Each keyed layer hashes a request's key once, with a `RandomState` of its
-//! own (so clients cannot aim at one bucket), and keeps only that `u64`.
+//! Each keyed layer hashes a request's key once, with a randomly seeded
+//! hasher of its own (std's `RandomState`, or a seeded foldhash in the rate
+//! limiter's store), so clients cannot aim at one bucket, and keeps only
+//! that `u64`.
 //! Hashing the `u64` again to find its map slot would be wasted work:
 //! [`HashedMap`] uses it as it is.
 //!
