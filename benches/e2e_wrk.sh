@@ -4,11 +4,12 @@
 # cancel scope → deadline from headers → concurrency limit), see
 # examples/hello_server.rs, each loaded in turn by wrk on loopback:
 #   wrk -t2 -c64 -d10s --latency http://127.0.0.1:PORT/
-# Prints req/s and p99 for both and the ratios stacked/bare.
+# Alternates bare and stacked ROUNDS times and prints the median req/s
+# and p99 of each and the ratios stacked/bare.
 # Installs wrk with apt-get when missing (Debian/Ubuntu; uses sudo when not root).
 # Bounded in time: every server exits by itself after SERVER_SECS.
 #
-# Usage: benches/e2e_wrk.sh      (env: DURATION=10s CONNS=64 THREADS=2
+# Usage: benches/e2e_wrk.sh      (env: DURATION=10s CONNS=64 THREADS=2 ROUNDS=3
 #                                       BARE_PORT=18080 STACKED_PORT=18081)
 set -euo pipefail
 
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-3}
 BARE_PORT=${BARE_PORT:-18080}
 STACKED_PORT=${STACKED_PORT:-18081}
 # Seconds each server lives at most: the load plus start-up and slack.
@@ -88,13 +90,31 @@ run() {
     RESULT="$reqs $(to_ms "$p99")"
 }
 
-run bare "$BARE_PORT"
-read -r BARE_RPS BARE_P99 <<< "$RESULT"
-run stacked "$STACKED_PORT"
-read -r STACK_RPS STACK_P99 <<< "$RESULT"
+# Alternate bare and stacked ROUNDS times, so a machine whose speed drifts
+# (other jobs) touches both alike; report each one's median.
+BARE=()
+STACKED=()
+for round in $(seq 1 "$ROUNDS"); do
+    run bare "$BARE_PORT"
+    BARE+=("$RESULT")
+    run stacked "$STACKED_PORT"
+    STACKED+=("$RESULT")
+    echo "round $round: bare ${BARE[-1]}, stacked ${STACKED[-1]} (req/s, p99 ms)" >&2
+done
+# median FIELD "a b" "c d" ...: the median of field FIELD (1 = req/s, 2 = p99).
+median() {
+    local field=$1
+    shift
+    printf '%s\n' "$@" | awk -v f="$field" '{print $f}' | sort -g |
+        awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+BARE_RPS=$(median 1 "${BARE[@]}")
+BARE_P99=$(median 2 "${BARE[@]}")
+STACK_RPS=$(median 1 "${STACKED[@]}")
+STACK_P99=$(median 2 "${STACKED[@]}")
 
 echo
-echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency, loopback"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency, loopback, median of $ROUNDS alternating rounds"
 printf '%-8s %12s %10s\n' "server" "req/s" "p99 ms"
 printf '%-8s %12s %10s\n' "bare" "$BARE_RPS" "$BARE_P99"
 printf '%-8s %12s %10s\n' "stacked" "$STACK_RPS" "$STACK_P99"
