@@ -268,6 +268,31 @@ mod loom_tests {
         Arc::new(Pool::new(4))
     }
 
+    /// Takes the one pooled slot for a second request: it starts idle (no
+    /// caller gone, no answer, no stale waker) and carries that request's
+    /// answer, then goes back to the pool.
+    fn second_request_on_the_pooled_slot(pool: &Arc<Pool<u32>>) {
+        assert_eq!(pool.idle(), 1);
+        let (reply, mut answer) = Pool::pair(pool);
+        assert_eq!(pool.idle(), 0, "the pooled slot is reused");
+        assert!(
+            matches!(
+                *answer.slot.as_ref().expect("not taken yet").lock(),
+                State::Waiting {
+                    caller: None,
+                    worker: None
+                }
+            ),
+            "a reused slot starts idle"
+        );
+        assert!(!reply.caller_gone());
+        reply.send(Ok(8), pool);
+        let got = block_on(poll_fn(|cx| answer.poll(cx)));
+        assert_eq!(got.unwrap(), 8);
+        drop(answer);
+        assert_eq!(pool.idle(), 1);
+    }
+
     /// The worker answers while the caller waits: the caller gets the
     /// answer, and the slot is back in the pool exactly once, idle.
     #[test]
@@ -281,17 +306,14 @@ mod loom_tests {
             worker.join().unwrap();
             assert_eq!(got.unwrap(), 7);
             drop(answer);
-            assert_eq!(pool.idle(), 1);
-            let (reply, answer) = Pool::pair(&pool);
-            assert!(!reply.caller_gone());
-            drop((reply, answer));
+            second_request_on_the_pooled_slot(&pool);
         });
     }
 
     /// The caller leaves while the worker answers: whichever comes last
-    /// pools the slot, exactly once.
+    /// pools the slot, exactly once, idle (a second request on it works).
     #[test]
-    fn loom_caller_leaving_during_the_answer_pools_the_slot_once() {
+    fn loom_caller_leaving_during_the_answer_pools_the_slot_once_idle() {
         loom::model(|| {
             let pool = pool();
             let (reply, answer) = Pool::pair(&pool);
@@ -299,7 +321,7 @@ mod loom_tests {
             let worker = thread::spawn(move || reply.send(Ok(7), &p));
             drop(answer);
             worker.join().unwrap();
-            assert_eq!(pool.idle(), 1);
+            second_request_on_the_pooled_slot(&pool);
         });
     }
 
@@ -314,7 +336,7 @@ mod loom_tests {
             assert!(reply.caller_gone());
             caller.join().unwrap();
             reply.send(Ok(1), &pool);
-            assert_eq!(pool.idle(), 1);
+            second_request_on_the_pooled_slot(&pool);
         });
     }
 
@@ -330,7 +352,7 @@ mod loom_tests {
             worker.join().unwrap();
             assert_eq!(got.unwrap_err().kind(), rampart_core::ErrorKind::Closed);
             drop(answer);
-            assert_eq!(pool.idle(), 1);
+            second_request_on_the_pooled_slot(&pool);
         });
     }
 }

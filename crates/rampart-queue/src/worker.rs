@@ -295,8 +295,23 @@ impl<Req, Res> Drop for LiveGuard<Req, Res> {
 /// allocates nothing) rather than on the channel's own `recv`, whose waiting
 /// allocates a listener each time and costs ~1 300 instructions per request
 /// more with 8 idle workers and one caller.
-pub(crate) async fn worker<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, backend: B) {
-    let _live = LiveGuard(Arc::clone(&inner));
+///
+/// Not an `async fn`: the worker's [`LiveGuard`] is made here, before the
+/// task is first polled, so a task dropped unpolled (its runtime shut down
+/// right after the queue was built) still stops counting as live.
+pub(crate) fn worker<Req, B: Backend<Req>>(
+    inner: Arc<Inner<Req, B::Response>>,
+    backend: B,
+) -> impl Future<Output = ()> {
+    let live = LiveGuard(Arc::clone(&inner));
+    async move {
+        let _live = live;
+        work(inner, backend).await;
+    }
+}
+
+/// The body of a [`worker`].
+async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, backend: B) {
     let mut runner = pin!(Runner {
         inner: Arc::clone(&inner),
         backend,

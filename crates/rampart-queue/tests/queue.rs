@@ -608,3 +608,28 @@ async fn callers_waiting_for_space_are_served_first_come_first_served() {
     }
     assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
 }
+
+#[test]
+fn workers_dropped_unpolled_with_their_runtime_stop_counting_as_live() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // The worker tasks are spawned but never polled: the runtime is dropped
+    // right after the queue is built.
+    let svc: Q = rt.block_on(async {
+        Queue::new(service_fn(|n: u32| async move { Ok::<_, Error>(n) }), 4, 2)
+    });
+    drop(rt);
+    let s = svc.stats();
+    assert_eq!((s.workers, s.live_workers), (2, 0));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(1), svc.stopped())
+            .await
+            .expect("stopped() resolves once no worker is live");
+    });
+}

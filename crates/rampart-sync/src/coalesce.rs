@@ -556,11 +556,15 @@ where
         counters.lead();
         // From here on, whatever happens (the inner `call` panics, the call
         // panics, its driver is dropped), the publisher gives the waiters a
-        // result.
-        let publisher = Publisher {
-            map,
-            flight: Arc::clone(&flight),
-            published: false,
+        // result, and the lead, made before the inner `call` so that a panic
+        // in it unwinds through the lead's drop, stops the leader waiting.
+        let mut lead = Lead {
+            call: None,
+            publisher: Some(Publisher {
+                map,
+                flight: Arc::clone(&flight),
+                published: false,
+            }),
         };
         // The call runs in a context of its own, holding the leader's
         // request id only: no caller's cancellation or deadline binds the
@@ -574,10 +578,7 @@ where
         let fut = ctx.scope_call(|| self.inner.call(req));
         let call: Call<S::Response> =
             Box::pin(async move { fut.await.map_err(|e| Arc::new(Error::from_inner(e))) });
-        let lead = Lead {
-            call: Some(call),
-            publisher: Some(publisher),
-        };
+        lead.call = Some(call);
         ResponseFuture::new(flight, Role::Leader(lead))
     }
 }
@@ -660,6 +661,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> Drop for 
 /// Dropped before the call finished, it hands the call to a task of its own
 /// if other callers still wait for it, and drops it otherwise.
 struct Lead<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> {
+    /// The call; `None` only while the inner `call` makes it.
     call: Option<Call<Res>>,
     publisher: Option<Publisher<K, Res>>,
 }
@@ -672,6 +674,11 @@ impl<K: Hash + Eq + Send + Sync + 'static, Res: Send + Sync + 'static> Drop for 
         let counters = Arc::clone(&publisher.map.counters);
         counters.left();
         if publisher.published {
+            return;
+        }
+        if self.call.is_none() {
+            // The inner `call` panicked before giving a call: `publisher`
+            // drops here and fails whoever joined meanwhile.
             return;
         }
         let map = Arc::clone(&publisher.map);

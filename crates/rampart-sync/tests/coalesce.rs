@@ -286,6 +286,28 @@ async fn a_panicking_call_fails_its_waiters_instead_of_leaving_them_hanging() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_inner_call_that_panics_leaves_no_caller_waiting_or_call_in_flight() {
+    let coalesce = by_value();
+    let mut svc = coalesce.layer(service_fn(|k: u32| {
+        assert!(k != 0, "inner service's call panicked");
+        async move { Ok::<_, std::io::Error>(k) }
+    }));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drop(svc.call(0));
+    }));
+    assert!(caught.is_err());
+    let s = coalesce.stats();
+    assert_eq!((s.waiting, s.in_flight, s.abandoned), (0, 0, 0));
+    // The key is free again: a later call is not stuck behind the failed one.
+    assert_eq!(svc.clone().oneshot(3).await.unwrap(), 3);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drop(svc.call(0));
+    }));
+    assert!(caught.is_err());
+    assert_eq!(coalesce.stats().waiting, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_success_is_kept_for_the_time_to_live_and_no_longer() {
     let (seen, gate) = (Arc::new(Seen::default()), Arc::new(Semaphore::new(100)));
     let coalesce = CoalesceLayer::time_to_live(|k: &u32| *k, Duration::from_secs(1));
