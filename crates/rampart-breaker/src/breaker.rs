@@ -11,6 +11,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// A circuit, the instant its clock counts from, and its metric handles.
+///
+/// The circuit owns its share of the `rampart.breaker.state` series (the
+/// code of its last reported state, moved only by its own transitions);
+/// dropping it takes that share off, so circuits that share a name add up
+/// and the series returns to 0 when they are all gone.
 #[derive(Debug)]
 pub(crate) struct Breaker {
     pub(crate) circuit: Circuit,
@@ -142,5 +147,14 @@ impl Breaker {
                 tracing::debug!(layer = %layer, %from, %to, "circuit breaker state changed");
             }
         }
+    }
+}
+
+impl Drop for Breaker {
+    /// Takes the circuit's share off the state series: no caller is left
+    /// to report a transition, so the stored state is the sum of the
+    /// deltas it reported.
+    fn drop(&mut self) {
+        self.metrics.release(self.circuit.stored_state());
     }
 }

@@ -516,6 +516,13 @@ impl Circuit {
         phase(self.state.load(Ordering::Acquire)) == CLOSED
     }
 
+    /// The state as the last swap stored it: the end of the chain of
+    /// reported transitions (an open circuit whose break has passed is
+    /// still open here until a call moves it to half-open and reports it).
+    pub(crate) fn stored_state(&self) -> State {
+        state_of(self.state.load(Ordering::Acquire))
+    }
+
     #[cfg(all(test, rampart_loom))]
     pub(crate) fn raw(&self) -> u64 {
         self.state.load(Ordering::Acquire)
@@ -697,7 +704,8 @@ mod loom_tests {
     /// Racing probes and callers: every transition is reported exactly
     /// once, by the caller whose swap made it, with the states of that
     /// swap, so the state gauge (moved by `code(to) - code(from)` per
-    /// report, in any order) ends at the circuit's final state.
+    /// report, in any order) ends at the circuit's final stored state: the
+    /// share a dropped breaker takes off.
     #[test]
     fn loom_reported_transitions_telescope_to_the_final_state() {
         use crate::metrics::code;
@@ -727,7 +735,8 @@ mod loom_tests {
             let a = spawn(c.clone(), Verdict::Success);
             let b = spawn(c.clone(), Verdict::Failure);
             gauge += a.join().unwrap() + b.join().unwrap();
-            let last = code(state_of(c.raw()));
+            // What a dropped `Breaker` takes off the series.
+            let last = code(c.stored_state());
             assert!((gauge - last).abs() < f64::EPSILON, "{gauge} != {last}");
         });
     }

@@ -43,16 +43,32 @@ struct KeyMap {
     cursor: AtomicUsize,
     /// The handles every circuit of the map records through.
     metrics: Metrics,
-    /// `rampart.breaker.keys`: circuits in the map.
+    /// `rampart.breaker.keys`: circuits in the map. The map owns its share
+    /// (one per circuit it holds) and takes it off when dropped.
     keys_gauge: Gauge,
+}
+
+impl Drop for KeyMap {
+    fn drop(&mut self) {
+        let held: usize = self
+            .shards
+            .iter_mut()
+            .map(|s| s.get_mut().unwrap_or_else(PoisonError::into_inner).len())
+            .sum();
+        if held > 0 {
+            self.keys_gauge.decrement(held as f64);
+        }
+    }
 }
 
 impl KeyMap {
     fn new(settings: Settings, max_keys: usize) -> KeyMap {
         let name = layer_name(settings.name.as_deref());
         let metrics = Metrics::new(&name, false);
+        // The map starts empty: its share of the series is 0 (other layers
+        // of the same name keep theirs).
         let keys_gauge = Gauge::new(KEYS, &name);
-        keys_gauge.set(0.0);
+        keys_gauge.increment(0.0);
         KeyMap {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             keys: AtomicUsize::new(0),

@@ -76,11 +76,11 @@
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
-//! | `rampart.breaker.state` | gauge | `layer` | 0 closed (or forced closed), 1 half-open, 2 open (or forced open); an open circuit whose break is over reads 2 until its next call probes. Not recorded by a keyed layer |
+//! | `rampart.breaker.state` | gauge | `layer` | 0 closed (or forced closed), 1 half-open, 2 open (or forced open); an open circuit whose break is over reads 2 until its next call probes. Circuits sharing a name (every unnamed one is `"default"`) add up: the series is the sum of their codes (two open circuits read 4), each circuit's share leaving with it when it is dropped, so give each circuit its own name to read its state. Not recorded by a keyed layer |
 //! | `rampart.breaker.transitions` | counter | `layer`, `to` = `open` \| `half_open` \| `closed` | state changes (forced ones count as `open` / `closed`) |
 //! | `rampart.breaker.rejected` | counter | `layer` | calls refused without reaching the service |
 //! | `rampart.breaker.calls` | counter | `layer`, `outcome` = `success` \| `failure` | results judged by the classifier (calls and probes; results not counted, such as the caller's cancellation, are left out) |
-//! | `rampart.breaker.keys` | gauge | `layer` | circuits a keyed layer tracks |
+//! | `rampart.breaker.keys` | gauge | `layer` | circuits a keyed layer tracks; keyed layers sharing a name add up, each map's count leaving with it when it is dropped |
 //!
 //! A keyed layer's circuits record together under the keyed layer's name.
 //! Every tracing event carries the same name in its `layer` field: `warn`

@@ -33,13 +33,15 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     /// Registers the handles of a circuit named `name` (with the state
-    /// gauge when `with_state`, starting at 0: closed).
+    /// gauge when `with_state`). The circuit starts closed: its share of
+    /// the state series is 0, so the series is touched but not moved (other
+    /// circuits of the same name keep theirs).
     pub(crate) fn new(name: &LayerName, with_state: bool) -> Metrics {
         let to = |s: &'static str| Counter::with_labels(TRANSITIONS, name, &[("to", s)]);
         let calls = |s: &'static str| Counter::with_labels(CALLS, name, &[("outcome", s)]);
         let state = if with_state {
             let g = Gauge::new(STATE, name);
-            g.set(0.0);
+            g.increment(0.0);
             g
         } else {
             Gauge::default()
@@ -71,6 +73,15 @@ impl Metrics {
         let delta = code(to) - code(from);
         if delta != 0.0 {
             self.state.increment(delta);
+        }
+    }
+
+    /// Takes the share of a circuit whose last reported state is `last`
+    /// off the state series, when the circuit is dropped.
+    pub(crate) fn release(&self, last: State) {
+        let share = code(last);
+        if share != 0.0 {
+            self.state.decrement(share);
         }
     }
 

@@ -1,7 +1,8 @@
 //! What the circuit breakers record on the `metrics` facade, captured
 //! exactly after scripted runs. (A capture's snapshot drains counters and
 //! gauges as well as histograms — metrics-util's debugging recorder swaps
-//! them to zero — so each test takes one snapshot, at the end.)
+//! them to zero — so each test takes one snapshot, at the end, or adds up
+//! the deltas of successive ones.)
 #![cfg(feature = "metrics")]
 
 use rampart_breaker::{CircuitBreakerLayer, KeyedCircuitBreakerLayer, State};
@@ -222,4 +223,168 @@ async fn a_keyed_breaker_built_from_a_builder_records_only_under_its_name() {
     assert_eq!(transitions(&s, "routes", "open"), Some(1));
     assert_eq!(s.gauge("rampart.breaker.state", "routes"), None);
     assert_eq!(layer.overflow_handle().name(), Some("routes"));
+}
+
+/// Gauges read over several snapshots: each snapshot drains the debugging
+/// recorder (a gauge goes back to 0 and later moves are deltas), so the
+/// value of a series is the sum of what every snapshot read of it.
+struct Gauges<'a> {
+    cap: &'a MetricsCapture,
+    series: Vec<(&'static str, &'static str, f64)>,
+}
+
+impl<'a> Gauges<'a> {
+    fn new(cap: &'a MetricsCapture, series: &[(&'static str, &'static str)]) -> Self {
+        Gauges {
+            cap,
+            series: series.iter().map(|&(n, l)| (n, l, 0.0)).collect(),
+        }
+    }
+
+    /// Takes a snapshot and returns the value of every series, in order.
+    fn read(&mut self) -> Vec<f64> {
+        let s = self.cap.snapshot();
+        for (name, layer, total) in &mut self.series {
+            *total += s.gauge(name, layer).unwrap_or(0.0);
+        }
+        self.series.iter().map(|s| s.2).collect()
+    }
+}
+
+/// Trips `layer`'s circuit (consecutive failures of 1) through `svc`.
+async fn trip<S>(svc: &S)
+where
+    S: Service<bool, Response = ()> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    assert!(svc.clone().oneshot(true).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_built_under_the_name_of_an_open_one_leaves_its_share_and_both_recover_to_zero() {
+    // The review's case: "payments" opens, a second "payments" is built
+    // (it used to set the series to 0), the first recovers (it used to
+    // take 2 off that 0, reading -2 with both circuits closed).
+    let cap = MetricsCapture::new();
+    let mut g = Gauges::new(&cap, &[("rampart.breaker.state", "payments")]);
+    let first = cap.install(|| breaker("payments", 1));
+    let svc = first.layer(backend());
+    trip(&svc).await;
+    assert_eq!(first.handle().state(), State::Open);
+    // (No snapshot before the second is built: a snapshot resets the
+    // debugging recorder's gauges, which would hide a `set`.)
+    let second = cap.install(|| breaker("payments", 1));
+    assert_eq!(g.read(), [2.0], "the open circuit keeps its share");
+
+    tokio::time::advance(Duration::from_secs(1)).await;
+    svc.clone().oneshot(false).await.unwrap(); // the probe closes it
+    assert_eq!(first.handle().state(), State::Closed);
+    assert_eq!(second.handle().state(), State::Closed);
+    assert_eq!(g.read(), [0.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_breakers_with_one_name_add_up_and_the_series_returns_to_zero_when_both_are_dropped() {
+    let cap = MetricsCapture::new();
+    let mut g = Gauges::new(&cap, &[("rampart.breaker.state", "shared")]);
+    let (a, b) = cap.install(|| (breaker("shared", 1), breaker("shared", 1)));
+    let (sa, sb) = (a.layer(backend()), b.layer(backend()));
+    trip(&sa).await;
+    assert_eq!(g.read(), [2.0]);
+    b.handle().force_open();
+    assert_eq!(g.read(), [4.0], "open (2) + forced open (2)");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // The next call moves the first circuit to half-open and fails the
+    // probe: open again.
+    trip(&sa).await;
+    assert_eq!(a.handle().state(), State::Open);
+    assert_eq!(g.read(), [4.0]);
+
+    // Dropping a circuit (its layer, services and handles) takes its
+    // share off; the other keeps its own.
+    drop((a, sa));
+    assert_eq!(g.read(), [2.0]);
+    drop((b, sb));
+    assert_eq!(g.read(), [0.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_dropped_while_its_break_has_passed_takes_off_the_share_it_reported() {
+    // The break has passed (state() reads half-open) but no call moved
+    // the circuit: its share is still the open code it reported.
+    let cap = MetricsCapture::new();
+    let mut g = Gauges::new(&cap, &[("rampart.breaker.state", "idle")]);
+    let layer = cap.install(|| breaker("idle", 1));
+    let svc = layer.layer(backend());
+    trip(&svc).await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(layer.handle().state(), State::HalfOpen);
+    assert_eq!(g.read(), [2.0]);
+    drop((layer, svc));
+    assert_eq!(g.read(), [0.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn naming_a_layer_moves_its_circuit_out_of_default_without_touching_the_other_unnamed_ones() {
+    let cap = MetricsCapture::new();
+    let mut g = Gauges::new(
+        &cap,
+        &[
+            ("rampart.breaker.state", "default"),
+            ("rampart.breaker.state", "named"),
+        ],
+    );
+    let unnamed = cap.install(CircuitBreakerLayer::new);
+    unnamed.handle().force_open();
+    assert_eq!(g.read(), [2.0, 0.0]);
+
+    // `new()` then `.name(..)`: the fresh unnamed circuit registers under
+    // "default" for a moment (it used to set the series to 0) and is
+    // dropped by the rename.
+    let renamed = cap.install(|| CircuitBreakerLayer::new().name("named"));
+    assert_eq!(g.read(), [2.0, 0.0]);
+
+    // A circuit renamed after it was forced open (and its handle
+    // dropped): the rename gives it a fresh, closed circuit under the new
+    // name, and the old circuit's share leaves "default" with it.
+    let moving = cap.install(CircuitBreakerLayer::new);
+    moving.handle().force_open();
+    assert_eq!(g.read(), [4.0, 0.0]);
+    let moving = cap.install(|| moving.name("named"));
+    assert_eq!(g.read(), [2.0, 0.0]);
+    moving.handle().force_open();
+    renamed.handle().force_open();
+    assert_eq!(g.read(), [2.0, 4.0]);
+    drop((unnamed, renamed, moving));
+    assert_eq!(g.read(), [0.0, 0.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_breakers_with_one_name_add_up_their_keys_and_give_them_back_when_dropped() {
+    let cap = MetricsCapture::new();
+    let mut g = Gauges::new(&cap, &[("rampart.breaker.keys", "hosts")]);
+    let keyed = || {
+        KeyedCircuitBreakerLayer::try_new(
+            |k: &u32| *k,
+            CircuitBreakerLayer::builder().name("hosts"),
+            10,
+        )
+        .unwrap()
+    };
+    let first = cap.install(keyed);
+    let svc1 = first.layer(service_fn(|_: u32| async { Ok::<_, std::io::Error>(()) }));
+    svc1.clone().oneshot(1).await.unwrap();
+    svc1.clone().oneshot(2).await.unwrap();
+    // A second map of the same name starts empty: it used to set the
+    // series to 0. (No snapshot before: it would hide that.)
+    let second = cap.install(keyed);
+    assert_eq!(g.read(), [2.0]);
+    let svc2 = second.layer(service_fn(|_: u32| async { Ok::<_, std::io::Error>(()) }));
+    svc2.clone().oneshot(1).await.unwrap();
+    assert_eq!(g.read(), [3.0]);
+
+    drop((first, svc1));
+    assert_eq!(g.read(), [1.0]);
+    drop((second, svc2));
+    assert_eq!(g.read(), [0.0]);
 }

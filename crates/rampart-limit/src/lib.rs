@@ -62,11 +62,11 @@
 //! |---|---|---|
 //! | `rampart.limit.in_flight` | gauge | calls holding a permit |
 //! | `rampart.limit.waiting` | gauge | calls waiting in line |
-//! | `rampart.limit.current` | gauge | the current limit: the adaptive limit as it moves, the fixed limit, or a keyed limit's limit per key |
+//! | `rampart.limit.current` | gauge | the current limit: the adaptive limit as it moves, the fixed limit, or a keyed limit's limit per key. Layers sharing a name (every unnamed one is `"default"`) add up: the series is the sum of their limits, each layer's share leaving with it when it is dropped or renamed |
 //! | `rampart.limit.shed` | counter | calls refused at once (shed mode, or the line was full) |
 //! | `rampart.limit.expired` | counter, `reason` = `max_wait` \| `deadline` \| `cancelled` | waits that ended without a permit (a wait whose caller dropped it is not counted) |
 //! | `rampart.limit.wait.duration` | histogram, seconds | time in line of every call that waited, however the wait ended (granted, expired, cancelled, dropped); a call that found a free permit records nothing |
-//! | `rampart.limit.keys` | gauge | keyed: keys tracked (idle keys stay until the map needs room, as in [`KeyedStats::keys`]) |
+//! | `rampart.limit.keys` | gauge | keyed: keys tracked (idle keys stay until the map needs room, as in [`KeyedStats::keys`]); keyed layers sharing a name add up, each map's keys leaving with it when it is dropped or renamed |
 //! | `rampart.limit.keys.rejected` | counter | keyed: calls refused because the key map was full of busy keys |
 //!
 //! # Features

@@ -3,6 +3,8 @@
 //! feature every handle is a zero-sized no-op.
 
 use rampart_core::telemetry::{Counter, Gauge, Histogram, LayerName};
+#[cfg(feature = "metrics")]
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Calls holding a permit (gauge).
 pub(crate) const IN_FLIGHT: &str = "rampart.limit.in_flight";
@@ -45,12 +47,55 @@ impl Reason {
     }
 }
 
+/// A limit's share of `rampart.limit.current`: the gauge moves only by
+/// this limit's changes (`new - old`), never set, and the share is taken
+/// off when the handles are dropped (the layer's state dropped, or the
+/// layer renamed), so limits sharing a name add up.
+#[derive(Debug)]
+pub(crate) struct Current {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    gauge: Gauge,
+    /// The value this limit added to the series (only with the feature).
+    #[cfg(feature = "metrics")]
+    share: AtomicU32,
+}
+
+impl Current {
+    fn new(name: &LayerName, limit: u32) -> Current {
+        let gauge = Gauge::new(CURRENT, name);
+        gauge.increment(f64::from(limit));
+        Current {
+            gauge,
+            #[cfg(feature = "metrics")]
+            share: AtomicU32::new(limit),
+        }
+    }
+
+    /// The limit is now `new` (called on a change only, under the
+    /// adaptive algorithm's lock: not on the call path).
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables, clippy::unused_self))]
+    pub(crate) fn set(&self, new: u32) {
+        #[cfg(feature = "metrics")]
+        {
+            let old = self.share.swap(new, Ordering::Relaxed);
+            self.gauge.increment(f64::from(new) - f64::from(old));
+        }
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        self.gauge.decrement(f64::from(*self.share.get_mut()));
+    }
+}
+
 /// The handles every limit (fixed, adaptive, keyed) records with.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     pub(crate) in_flight: Gauge,
     pub(crate) waiting: Gauge,
-    pub(crate) current: Gauge,
+    pub(crate) current: Current,
     pub(crate) shed: Counter,
     expired_max_wait: Counter,
     expired_deadline: Counter,
@@ -60,21 +105,20 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// Registers the handles under `name`; `current` starts at `limit`.
+    /// Registers the handles under `name`; this limit adds `limit` to
+    /// `current` (its share, taken off when the handles are dropped).
     pub(crate) fn new(name: &LayerName, limit: u32) -> Metrics {
         let expired = |r: Reason| Counter::with_labels(EXPIRED, name, &[("reason", r.as_str())]);
-        let m = Metrics {
+        Metrics {
             in_flight: Gauge::new(IN_FLIGHT, name),
             waiting: Gauge::new(WAITING, name),
-            current: Gauge::new(CURRENT, name),
+            current: Current::new(name, limit),
             shed: Counter::new(SHED, name),
             expired_max_wait: expired(Reason::MaxWait),
             expired_deadline: expired(Reason::Deadline),
             expired_cancelled: expired(Reason::Cancelled),
             wait: Histogram::new(WAIT_DURATION, name),
-        };
-        m.current.set(f64::from(limit));
-        m
+        }
     }
 
     /// Counts a wait that ended without a permit.
@@ -88,7 +132,8 @@ impl Metrics {
     }
 }
 
-/// The handles only a keyed limit has.
+/// The handles only a keyed limit has. The key map owns its share of
+/// `keys` (the keys it holds) and takes it off when dropped or renamed.
 #[derive(Debug)]
 pub(crate) struct KeyedMetrics {
     pub(crate) keys: Gauge,
@@ -96,13 +141,14 @@ pub(crate) struct KeyedMetrics {
 }
 
 impl KeyedMetrics {
-    /// Registers the handles under `name`; `keys` starts at `keys`.
+    /// Registers the handles under `name`, adding `keys` (the map's share)
+    /// to the `keys` series.
     pub(crate) fn new(name: &LayerName, keys: usize) -> KeyedMetrics {
         let m = KeyedMetrics {
             keys: Gauge::new(KEYS, name),
             keys_rejected: Counter::new(KEYS_REJECTED, name),
         };
-        m.keys.set(keys as f64);
+        m.keys.increment(keys as f64);
         m
     }
 }

@@ -69,8 +69,9 @@ impl Counters {
     /// Renames the layer: its metrics are registered again under the new
     /// name (with the recorder installed now). The counts are kept.
     pub(crate) fn rename(&mut self, name: LayerName, limit: u32) {
-        // The series under the old name stays registered: leave it at 0.
-        self.metrics.current.set(0.0);
+        // Dropping the old handles takes this limit's share off the old
+        // series (other layers of that name keep theirs); the new handles
+        // add it to the new one.
         self.metrics = Metrics::new(&name, limit);
         self.name = name;
     }

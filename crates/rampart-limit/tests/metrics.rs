@@ -29,9 +29,8 @@ fn mock() -> MockService<u64, u64> {
 
 /// The values of one layer's metrics, cumulated over snapshots: the
 /// debugging recorder behind `MetricsCapture` hands out counters and gauges
-/// as deltas (each snapshot swaps them to zero), so counters and the
-/// up-and-down gauges are summed, and `current` (set, never 0) keeps its
-/// last set value.
+/// as deltas (each snapshot swaps them to zero), so counters and gauges
+/// (every gauge moves by deltas, `current` included) are summed.
 struct Tally<'a> {
     cap: &'a MetricsCapture,
     layer: &'static str,
@@ -39,7 +38,8 @@ struct Tally<'a> {
     waits: Vec<f64>,
 }
 
-const SUMMED_GAUGES: [&str; 3] = [
+const SUMMED_GAUGES: [&str; 4] = [
+    "rampart.limit.current",
     "rampart.limit.in_flight",
     "rampart.limit.waiting",
     "rampart.limit.keys",
@@ -74,12 +74,6 @@ impl<'a> Tally<'a> {
                 )
                 .unwrap_or(0);
             *self.values.entry(r).or_default() += n as f64;
-        }
-        if let Some(v) = s
-            .gauge("rampart.limit.current", self.layer)
-            .filter(|v| *v != 0.0)
-        {
-            self.values.insert("rampart.limit.current", v);
         }
         self.waits.extend(
             s.histogram("rampart.limit.wait.duration", self.layer)
@@ -297,8 +291,8 @@ async fn layers_with_different_names_record_separately() {
     assert_eq!(s.gauge("rampart.limit.current", "b"), Some(3.0));
     assert_eq!(s.gauge("rampart.limit.in_flight", "a"), Some(0.0));
     assert_eq!(s.gauge("rampart.limit.in_flight", "b"), Some(0.0));
-    // `new(3).name("b")` registered under "default" first: that series is
-    // left at zero, not at the limit.
+    // `new(3).name("b")` registered under "default" first: the rename took
+    // its share back off that series.
     assert_eq!(s.gauge("rampart.limit.current", "default"), Some(0.0));
 }
 
@@ -351,4 +345,156 @@ async fn a_keyed_run_records_keys_sheds_and_key_map_refusals() {
     assert_eq!(t.update().get("rampart.limit.keys"), keys as f64);
     let st = layer.stats();
     assert_eq!((st.shed, st.key_map_full), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_limits_with_one_name_add_up_and_the_series_returns_to_zero_when_both_are_dropped() {
+    let cap = MetricsCapture::new();
+    let mut t = Tally::new(&cap, "shared");
+    let a = cap.install(|| ConcurrencyLimitLayer::new(3).name("shared"));
+    // A second layer of the same name adds its limit (it used to set the
+    // series to its own limit, hiding the first one's). No snapshot in
+    // between: a snapshot resets the recorder's gauges and would hide it.
+    let b = cap.install(|| ConcurrencyLimitLayer::new(5).name("shared"));
+    assert_eq!(t.update().get("rampart.limit.current"), 8.0);
+    let svc = b.layer(mock());
+    svc.clone().oneshot(1).await.unwrap();
+    drop(a);
+    assert_eq!(t.update().get("rampart.limit.current"), 5.0);
+    drop((b, svc));
+    assert_eq!(t.update().get("rampart.limit.current"), 0.0);
+    assert_eq!(t.get("rampart.limit.in_flight"), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adaptive_limit_moves_only_its_own_share_of_a_shared_name() {
+    let cap = MetricsCapture::new();
+    let mut t = Tally::new(&cap, "mixed");
+    let fixed = cap.install(|| ConcurrencyLimitLayer::new(10).name("mixed"));
+    let adaptive = cap.install(|| {
+        ConcurrencyLimitLayer::builder(AimdConfig {
+            initial_limit: 4,
+            min_limit: 2,
+            max_limit: 10,
+            ..AimdConfig::default()
+        })
+        .sample_window(None)
+        .name("mixed")
+        .build()
+        .unwrap()
+    });
+    assert_eq!(t.update().get("rampart.limit.current"), 14.0);
+    let svc = adaptive.layer(MockService::<bool, ()>::new(|_| {
+        MockReply::err("overloaded")
+    }));
+    svc.clone().oneshot(true).await.unwrap_err(); // 4 -> 3
+    assert_eq!(adaptive.limit(), 3);
+    assert_eq!(t.update().get("rampart.limit.current"), 13.0);
+    // The adaptive layer dropped takes its current limit (3) off.
+    drop((adaptive, svc));
+    assert_eq!(t.update().get("rampart.limit.current"), 10.0);
+    drop(fixed);
+    assert_eq!(t.update().get("rampart.limit.current"), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn renaming_a_limit_moves_its_share_and_leaves_the_other_layers_of_the_old_name() {
+    let cap = MetricsCapture::new();
+    let (unnamed, renamed) = cap.install(|| {
+        (
+            ConcurrencyLimitLayer::new(2),
+            // Registered under "default" with 7, then moved to "moved".
+            ConcurrencyLimitLayer::new(7).name("moved"),
+        )
+    });
+    // One snapshot for both names (each snapshot drains every series).
+    let s = cap.snapshot();
+    assert_eq!(s.gauge("rampart.limit.current", "moved"), Some(7.0));
+    // The unnamed layer's 2 stays under "default" (the rename used to set
+    // that series to 0).
+    assert_eq!(s.gauge("rampart.limit.current", "default"), Some(2.0));
+    drop((unnamed, renamed));
+    // Deltas since the snapshot: both series back to 0.
+    let s = cap.snapshot();
+    assert_eq!(s.gauge("rampart.limit.current", "moved"), Some(-7.0));
+    assert_eq!(s.gauge("rampart.limit.current", "default"), Some(-2.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_limits_with_one_name_add_up_keys_and_limits_and_give_them_back_when_dropped() {
+    let cap = MetricsCapture::new();
+    let mut t = Tally::new(&cap, "tenants");
+    let build = || {
+        KeyedConcurrencyLimitLayer::builder(|req: &(u8, u64)| req.0, 2)
+            .max_keys(10)
+            .name("tenants")
+            .build()
+            .unwrap()
+    };
+    let a = cap.install(build);
+    let sa = a.layer(mock_keyed());
+    sa.clone().oneshot((1, 1)).await.unwrap();
+    sa.clone().oneshot((2, 1)).await.unwrap();
+    // A second map of the same name starts empty: it used to set the keys
+    // series to 0 (no snapshot before it: that would hide the `set`).
+    let b = cap.install(build);
+    t.update();
+    assert_eq!(t.get("rampart.limit.keys"), 2.0);
+    assert_eq!(
+        t.get("rampart.limit.current"),
+        4.0,
+        "the limits per key add up"
+    );
+    let sb = b.layer(mock_keyed());
+    sb.clone().oneshot((1, 1)).await.unwrap();
+    t.update();
+    assert_eq!(t.get("rampart.limit.keys"), 3.0);
+    assert_eq!(
+        t.get("rampart.limit.current"),
+        4.0,
+        "the limits per key add up"
+    );
+    drop((a, sa));
+    t.update();
+    assert_eq!(t.get("rampart.limit.keys"), 1.0);
+    assert_eq!(t.get("rampart.limit.current"), 2.0);
+    drop((b, sb));
+    t.update();
+    assert_eq!(t.get("rampart.limit.keys"), 0.0);
+    assert_eq!(t.get("rampart.limit.current"), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn renaming_a_keyed_limit_moves_its_share_of_keys_and_limit() {
+    let cap = MetricsCapture::new();
+    let (other, layer) = cap.install(|| {
+        (
+            KeyedConcurrencyLimitLayer::new(|req: &(u8, u64)| req.0, 3),
+            KeyedConcurrencyLimitLayer::new(|req: &(u8, u64)| req.0, 5).name("renamed"),
+        )
+    });
+    let svc = other.layer(mock_keyed());
+    svc.clone().oneshot((1, 1)).await.unwrap();
+    let s = cap.snapshot();
+    assert_eq!(s.gauge("rampart.limit.current", "default"), Some(3.0));
+    assert_eq!(s.gauge("rampart.limit.keys", "default"), Some(1.0));
+    assert_eq!(s.gauge("rampart.limit.current", "renamed"), Some(5.0));
+    assert_eq!(s.gauge("rampart.limit.keys", "renamed"), Some(0.0));
+    // Deltas since the snapshot: the renamed layer's series back to 0,
+    // the unnamed one's keeps its share until it is dropped.
+    drop(layer);
+    let s = cap.snapshot();
+    assert_eq!(s.gauge("rampart.limit.current", "renamed"), Some(-5.0));
+    assert_eq!(s.gauge("rampart.limit.current", "default"), Some(0.0));
+    drop((other, svc));
+    let s = cap.snapshot();
+    assert_eq!(s.gauge("rampart.limit.current", "default"), Some(-3.0));
+    assert_eq!(s.gauge("rampart.limit.keys", "default"), Some(-1.0));
+}
+
+/// A keyed mock answering `(key, ms)` after `ms` milliseconds.
+fn mock_keyed() -> MockService<(u8, u64), u64> {
+    MockService::new(|(_, ms): (u8, u64)| {
+        MockReply::ok(ms).after(std::time::Duration::from_millis(ms))
+    })
 }

@@ -87,7 +87,7 @@
 //! | `rampart.rate.admitted` | counter | `layer` | requests admitted, at once or after a wait |
 //! | `rampart.rate.rejected` | counter | `layer` | requests refused: rate limited, slot past the deadline, key store full, store error (as [`Stats::rejected`]) |
 //! | `rampart.rate.wait.duration` | histogram (s) | `layer` | time an admitted request waited for its slot, recorded when the wait ends, is cancelled or is dropped |
-//! | `rampart.rate.keys` | gauge | `layer` | keys a [`KeyedStore`] holds (idle ones not yet swept included, as [`KeyedStore::len`]) |
+//! | `rampart.rate.keys` | gauge | `layer` | keys a [`KeyedStore`] holds (idle ones not yet swept included, as [`KeyedStore::len`]); stores whose layers share a name add up, each store's keys leaving with it when it is dropped or its layer renamed |
 //!
 //! A store registers its own metrics through
 //! [`RateStore::register_metrics`]. Every tracing event carries the same

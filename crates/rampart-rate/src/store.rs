@@ -242,6 +242,19 @@ impl KeyedStore {
         self.shards.iter().map(|s| lock(s).tats.len()).sum()
     }
 
+    /// [`len`](Self::len) with the store held exclusively (no lock taken).
+    fn held(&mut self) -> usize {
+        self.shards
+            .iter_mut()
+            .map(|s| {
+                s.get_mut()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .tats
+                    .len()
+            })
+            .sum()
+    }
+
     /// Whether the store holds no key.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -306,9 +319,26 @@ impl RateStore for KeyedStore {
 
     /// Registers `rampart.rate.keys{layer}`, the keys held (idle ones not
     /// yet swept included, as [`len`](KeyedStore::len)).
+    ///
+    /// The store owns its share of the series (the keys it holds), moved
+    /// only by its own inserts and sweeps: registering again (the layer
+    /// renamed) moves the share from the old series to the new one, and
+    /// dropping the store takes it off, so stores whose layers share a
+    /// name add up.
     fn register_metrics(&mut self, layer: &LayerName) {
+        let held = self.held() as f64;
+        self.keys.decrement(held);
         self.keys = Gauge::new(crate::metrics::KEYS, layer);
-        self.keys.set(self.len() as f64);
+        self.keys.increment(held);
+    }
+}
+
+impl Drop for KeyedStore {
+    fn drop(&mut self) {
+        let held = self.held();
+        if held > 0 {
+            self.keys.decrement(held as f64);
+        }
     }
 }
 

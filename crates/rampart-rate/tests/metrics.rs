@@ -2,11 +2,13 @@
 //! after scripted runs on tokio's paused clock. (A capture's snapshot
 //! drains counters and gauges as well as histograms — metrics-util's
 //! debugging recorder swaps them to zero — so each test takes one
-//! snapshot, at the end.)
+//! snapshot, at the end, or reads the deltas of successive ones.)
 #![cfg(feature = "metrics")]
+// Exact values are the point: the gauges move by whole numbers.
+#![allow(clippy::float_cmp)]
 
 use rampart_core::{CancellationToken, Context, ErrorKind};
-use rampart_rate::{KeyedRateLimitLayer, KeyedStore, Quota, RateLimitLayer};
+use rampart_rate::{KeyedRateLimitLayer, KeyedStore, Quota, RateLimitLayer, RateStore};
 use rampart_testkit::MetricsCapture;
 use std::convert::Infallible;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -253,4 +255,75 @@ async fn a_keyed_caller_that_waited_records_its_wait_and_a_full_store_counts_as_
         s.gauge("rampart.rate.keys", "keyed-wait"),
         Some(layer.store().len() as f64)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_keyed_limiters_with_one_name_add_up_and_the_series_returns_to_zero_when_both_are_dropped()
+ {
+    let cap = MetricsCapture::new();
+    // Each snapshot drains the series: later snapshots read deltas, added up.
+    let mut keys = 0.0;
+    let mut read = || {
+        keys += cap
+            .snapshot()
+            .gauge("rampart.rate.keys", "shared")
+            .unwrap_or(0.0);
+        keys
+    };
+    let build = || KeyedRateLimitLayer::new(Quota::per_second(nz(1)), |n: &u32| *n).name("shared");
+    let a = cap.install(build);
+    let sa = a.layer(echo());
+    for i in 0..3 {
+        sa.clone().oneshot(i).await.unwrap();
+    }
+    // A second store of the same name starts empty: it used to set the
+    // series to its own count, 0 (no snapshot before it: a snapshot resets
+    // the recorder's gauges and would hide that).
+    let b = cap.install(build);
+    assert_eq!(read(), 3.0);
+    let sb = b.layer(echo());
+    for i in 0..2 {
+        sb.clone().oneshot(i).await.unwrap();
+    }
+    assert_eq!(read(), 5.0);
+    drop((a, sa));
+    assert_eq!(read(), 2.0);
+    drop((b, sb));
+    assert_eq!(read(), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn renaming_a_keyed_limiter_moves_its_keys_from_the_old_series_to_the_new_one() {
+    let cap = MetricsCapture::new();
+    let quota = Quota::per_second(nz(1));
+    let (other, layer) = cap.install(|| {
+        (
+            KeyedRateLimitLayer::new(quota, |n: &u32| *n),
+            KeyedRateLimitLayer::new(quota, |n: &u32| *n),
+        )
+    });
+    other
+        .store()
+        .check(&1u32, &quota, Duration::ZERO)
+        .await
+        .unwrap();
+    for k in 0..2u32 {
+        layer
+            .store()
+            .check(&k, &quota, Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    let layer = cap.install(|| layer.name("moved"));
+    // One snapshot for both names (each snapshot drains every series).
+    let s = cap.snapshot();
+    assert_eq!(s.gauge("rampart.rate.keys", "moved"), Some(2.0));
+    // The other unnamed store keeps its key under "default".
+    assert_eq!(s.gauge("rampart.rate.keys", "default"), Some(1.0));
+    assert_eq!(layer.store().len(), 2);
+    drop((layer, other));
+    // Deltas since the snapshot: both series back to 0.
+    let s = cap.snapshot();
+    assert_eq!(s.gauge("rampart.rate.keys", "moved"), Some(-2.0));
+    assert_eq!(s.gauge("rampart.rate.keys", "default"), Some(-1.0));
 }

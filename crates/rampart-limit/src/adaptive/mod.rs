@@ -197,7 +197,7 @@ impl Adaptive {
         }
         if new != old {
             sem.set_limit(new);
-            counters.metrics.current.set(f64::from(new));
+            counters.metrics.current.set(new);
             tracing::debug!(
                 layer = %counters.name,
                 algorithm = self.name,

@@ -284,6 +284,18 @@ impl KeyMap {
     }
 }
 
+impl Drop for KeyMap {
+    /// Takes the map's share (the keys it holds) off `rampart.limit.keys`,
+    /// so maps sharing a name add up and the series returns to 0 when all
+    /// are gone.
+    fn drop(&mut self) {
+        let keys = *self.keys.get_mut();
+        if keys > 0 {
+            self.metrics.keys.decrement(keys as f64);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
