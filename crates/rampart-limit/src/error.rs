@@ -29,18 +29,18 @@ pub enum LimitConfigError {
     /// The minimum of an adaptive limit is above its maximum.
     MinAboveMax {
         /// The minimum given.
-        min: u32,
+        min: usize,
         /// The maximum given.
-        max: u32,
+        max: usize,
     },
     /// The initial limit is outside `min..=max`.
     InitialOutOfBounds {
         /// The initial limit given.
-        initial: u32,
+        initial: usize,
         /// The minimum.
-        min: u32,
+        min: usize,
         /// The maximum.
-        max: u32,
+        max: usize,
     },
     /// A factor (smoothing, backoff ratio, tolerance) outside its range or
     /// not a number.
@@ -109,7 +109,7 @@ pub(crate) fn count(n: u32) -> usize {
 }
 
 /// Checks `min <= initial <= max`, each a valid limit.
-pub(crate) fn check_bounds(initial: u32, min: u32, max: u32) -> Result<(), LimitConfigError> {
+pub(crate) fn check_bounds(initial: usize, min: usize, max: usize) -> Result<(), LimitConfigError> {
     check_limit("min_limit", min)?;
     check_limit("max_limit", max)?;
     check_limit("initial_limit", initial)?;

@@ -198,8 +198,8 @@ async fn gradient2_converges_near_capacity_of_a_simulated_server_and_backs_off_o
 /// Plays back a list of limits, one per sample, and records the samples.
 #[derive(Debug)]
 struct Scripted {
-    limits: Vec<u32>,
-    current: u32,
+    limits: Vec<usize>,
+    current: usize,
     seen: Arc<Mutex<Vec<Sample>>>,
 }
 
@@ -207,10 +207,10 @@ impl LimitAlgorithm for Scripted {
     fn name(&self) -> &'static str {
         "scripted"
     }
-    fn limit(&self) -> u32 {
+    fn limit(&self) -> usize {
         self.current
     }
-    fn update(&mut self, s: Sample) -> u32 {
+    fn update(&mut self, s: Sample) -> usize {
         self.seen.lock().unwrap().push(s);
         if !self.limits.is_empty() {
             self.current = self.limits.remove(0);

@@ -19,11 +19,11 @@ use std::time::Duration;
 )]
 pub struct AimdConfig {
     /// The limit to start from (default 20).
-    pub initial_limit: u32,
+    pub initial_limit: usize,
     /// The limit never goes below this (default 20).
-    pub min_limit: u32,
+    pub min_limit: usize,
     /// The limit never goes above this (default 200).
-    pub max_limit: u32,
+    pub max_limit: usize,
     /// On a drop the limit is multiplied by this; in `[0.5, 1.0)` (default
     /// 0.9).
     pub backoff_ratio: f64,
@@ -65,7 +65,7 @@ impl AimdConfig {
 #[derive(Clone, Debug)]
 pub struct Aimd {
     cfg: AimdConfig,
-    limit: u32,
+    limit: usize,
 }
 
 impl LimitAlgorithm for Aimd {
@@ -73,18 +73,18 @@ impl LimitAlgorithm for Aimd {
         "aimd"
     }
 
-    fn min_limit(&self) -> u32 {
+    fn min_limit(&self) -> usize {
         self.cfg.min_limit
     }
 
-    fn limit(&self) -> u32 {
+    fn limit(&self) -> usize {
         self.limit
     }
 
-    fn update(&mut self, s: Sample) -> u32 {
+    fn update(&mut self, s: Sample) -> usize {
         let limit = if s.dropped || s.rtt > self.cfg.timeout {
-            (f64::from(self.limit) * self.cfg.backoff_ratio) as u32
-        } else if u64::from(s.in_flight) * 2 >= u64::from(self.limit) {
+            (self.limit as f64 * self.cfg.backoff_ratio) as usize
+        } else if s.in_flight.saturating_mul(2) >= self.limit {
             self.limit.saturating_add(1)
         } else {
             self.limit
@@ -100,7 +100,7 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn aimd(initial: u32, min: u32, max: u32) -> Aimd {
+    fn aimd(initial: usize, min: usize, max: usize) -> Aimd {
         AimdConfig {
             initial_limit: initial,
             min_limit: min,

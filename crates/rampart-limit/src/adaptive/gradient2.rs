@@ -4,7 +4,7 @@ use super::{LimitAlgorithm, Sample};
 use crate::error::{LimitConfigError, check_bounds, check_factor};
 
 /// Samples averaged plainly before the long RTT turns exponential.
-const WARMUP: u32 = 10;
+const WARMUP: usize = 10;
 
 /// The parameters of [`Gradient2`]; the defaults are Netflix's
 /// `Gradient2Limit`.
@@ -34,18 +34,18 @@ const WARMUP: u32 = 10;
 )]
 pub struct Gradient2Config {
     /// The limit to start from (default 20).
-    pub initial_limit: u32,
+    pub initial_limit: usize,
     /// The limit never goes below this (default 20).
-    pub min_limit: u32,
+    pub min_limit: usize,
     /// The limit never goes above this (default 200).
-    pub max_limit: u32,
+    pub max_limit: usize,
     /// Weight of a new estimate, in `(0, 1]` (default 0.2).
     pub smoothing: f64,
     /// How much the limit may grow per update while latency is low
     /// (default 4).
-    pub queue_size: u32,
+    pub queue_size: usize,
     /// Samples in the long-term RTT average (default 600).
-    pub long_window: u32,
+    pub long_window: usize,
     /// How much slower than the long-term RTT a call may be before the
     /// limit shrinks, at least 1.0 (default 1.5).
     pub rtt_tolerance: f64,
@@ -80,7 +80,7 @@ impl Gradient2Config {
         }
         Ok(Gradient2 {
             cfg: self.clone(),
-            estimate: f64::from(self.initial_limit),
+            estimate: self.initial_limit as f64,
             long_rtt: 0.0,
             samples: 0,
         })
@@ -94,7 +94,7 @@ pub struct Gradient2 {
     estimate: f64,
     /// Seconds.
     long_rtt: f64,
-    samples: u32,
+    samples: usize,
 }
 
 impl Gradient2 {
@@ -106,19 +106,19 @@ impl Gradient2 {
     fn add_long(&mut self, rtt: f64) -> f64 {
         if self.samples < WARMUP {
             self.samples += 1;
-            self.long_rtt += (rtt - self.long_rtt) / f64::from(self.samples);
+            self.long_rtt += (rtt - self.long_rtt) / self.samples as f64;
         } else {
-            let factor = 2.0 / (f64::from(self.cfg.long_window) + 1.0);
+            let factor = 2.0 / (self.cfg.long_window as f64 + 1.0);
             self.long_rtt = self.long_rtt * (1.0 - factor) + rtt * factor;
         }
         self.long_rtt
     }
 
-    fn smooth_to(&mut self, target: f64) -> u32 {
+    fn smooth_to(&mut self, target: f64) -> usize {
         let s = self.cfg.smoothing;
         let next = self.estimate * (1.0 - s) + target * s;
-        self.estimate = next.clamp(f64::from(self.cfg.min_limit), f64::from(self.cfg.max_limit));
-        self.estimate as u32
+        self.estimate = next.clamp(self.cfg.min_limit as f64, self.cfg.max_limit as f64);
+        self.estimate as usize
     }
 }
 
@@ -127,15 +127,15 @@ impl LimitAlgorithm for Gradient2 {
         "gradient2"
     }
 
-    fn min_limit(&self) -> u32 {
+    fn min_limit(&self) -> usize {
         self.cfg.min_limit
     }
 
-    fn limit(&self) -> u32 {
-        self.estimate as u32
+    fn limit(&self) -> usize {
+        self.estimate as usize
     }
 
-    fn update(&mut self, s: Sample) -> u32 {
+    fn update(&mut self, s: Sample) -> usize {
         let short = s.rtt.as_secs_f64();
         let long = if short > 0.0 {
             let long = self.add_long(short);
@@ -150,11 +150,11 @@ impl LimitAlgorithm for Gradient2 {
             // Also a refusal that took no time, which has no RTT to learn.
             return self.smooth_to(self.estimate * 0.5);
         }
-        if short <= 0.0 || f64::from(s.in_flight) < self.estimate / 2.0 {
+        if short <= 0.0 || (s.in_flight as f64) < self.estimate / 2.0 {
             return self.limit();
         }
         let gradient = (self.cfg.rtt_tolerance * long / short).clamp(0.5, 1.0);
-        self.smooth_to(self.estimate * gradient + f64::from(self.cfg.queue_size))
+        self.smooth_to(self.estimate * gradient + self.cfg.queue_size as f64)
     }
 }
 
@@ -167,7 +167,7 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    fn g(initial: u32, min: u32, max: u32) -> Gradient2 {
+    fn g(initial: usize, min: usize, max: usize) -> Gradient2 {
         Gradient2Config {
             initial_limit: initial,
             min_limit: min,

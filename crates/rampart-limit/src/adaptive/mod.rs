@@ -43,6 +43,7 @@ pub use vegas::{Vegas, VegasConfig};
 pub use window::SampleWindow;
 use window::Window;
 
+use crate::error::count;
 use crate::sem::Sem;
 use crate::stats::Counters;
 use rampart_core::Outcome;
@@ -57,14 +58,14 @@ pub struct Sample {
     /// Time from taking the permit to the response.
     pub rtt: Duration,
     /// Permits in use when this call took its permit, counting its own.
-    pub in_flight: u32,
+    pub in_flight: usize,
     /// The result was an overload signal.
     pub dropped: bool,
 }
 
 impl Sample {
     /// A sample.
-    pub fn new(rtt: Duration, in_flight: u32, dropped: bool) -> Sample {
+    pub fn new(rtt: Duration, in_flight: usize, dropped: bool) -> Sample {
         Sample {
             rtt,
             in_flight,
@@ -85,20 +86,25 @@ pub trait LimitAlgorithm: Send + fmt::Debug + 'static {
     /// The floor the limit never goes below (default 1). When a decrease
     /// or a drop leaves the limit there, the layer logs a `warn` event
     /// (once, until the limit rises again).
-    fn min_limit(&self) -> u32 {
+    fn min_limit(&self) -> usize {
         1
     }
     /// The current limit (at least 1).
-    fn limit(&self) -> u32;
+    fn limit(&self) -> usize;
     /// Takes one sample into account and returns the new limit (at least 1;
     /// larger values are clamped to [`MAX_LIMIT`](crate::MAX_LIMIT)).
-    fn update(&mut self, sample: Sample) -> u32;
+    fn update(&mut self, sample: Sample) -> usize;
 }
 
 /// `max(1, floor(log10(n)))`, Netflix's `Log10RootFunction` (applied here
 /// at every size; Netflix switches to a square root from 1000 on).
 pub(crate) fn log10_root(n: f64) -> f64 {
     if n >= 10.0 { n.log10().floor() } else { 1.0 }
+}
+
+/// An algorithm's limit as the semaphore holds it: within `1..=MAX_LIMIT`.
+fn sem_limit(limit: usize) -> u32 {
+    u32::try_from(limit.clamp(1, crate::MAX_LIMIT as usize)).unwrap_or(crate::MAX_LIMIT)
 }
 
 /// The algorithm of an adaptive layer, shared by its clones.
@@ -145,7 +151,7 @@ impl Adaptive {
     }
 
     pub(crate) fn initial_limit(&self) -> u32 {
-        self.lock().algo.limit().clamp(1, crate::MAX_LIMIT)
+        sem_limit(self.lock().algo.limit())
     }
 
     /// Feeds a call that ended at `end` to the algorithm (through the
@@ -166,7 +172,7 @@ impl Adaptive {
             Outcome::Retryable { .. } => true,
             Outcome::Fatal => return,
         };
-        let sample = Sample::new(rtt, in_flight, dropped);
+        let sample = Sample::new(rtt, count(in_flight), dropped);
         let sample = match &self.window {
             // Lock-free unless this call closes a full window.
             Some(w) => match w.add(end, sample) {
@@ -179,8 +185,8 @@ impl Adaptive {
         // updates reach the semaphore in the order they were computed.
         let mut algo = self.lock();
         let old = sem.limit();
-        let new = algo.algo.update(sample).clamp(1, crate::MAX_LIMIT);
-        let floor = algo.algo.min_limit().clamp(1, crate::MAX_LIMIT);
+        let new = sem_limit(algo.algo.update(sample));
+        let floor = sem_limit(algo.algo.min_limit());
         if new > floor {
             algo.at_floor = false;
         } else if !algo.at_floor && (new < old || sample.dropped) {

@@ -27,20 +27,20 @@ use std::time::Duration;
 )]
 pub struct VegasConfig {
     /// The limit to start from (default 20).
-    pub initial_limit: u32,
+    pub initial_limit: usize,
     /// The limit never goes below this (default 1).
-    pub min_limit: u32,
+    pub min_limit: usize,
     /// The limit never goes above this (default 1000).
-    pub max_limit: u32,
+    pub max_limit: usize,
     /// Weight of a new estimate, in `(0, 1]` (default 1.0: no smoothing).
     pub smoothing: f64,
     /// Probe for a new no-load RTT every `probe_multiplier × limit`
     /// samples, jittered (default 30).
-    pub probe_multiplier: u32,
+    pub probe_multiplier: usize,
     /// A fixed α instead of `3 × log10(limit)`.
-    pub alpha: Option<u32>,
+    pub alpha: Option<usize>,
     /// A fixed β instead of `6 × log10(limit)`.
-    pub beta: Option<u32>,
+    pub beta: Option<usize>,
     /// Seed of the probe jitter (default: random per instance).
     pub seed: Option<u64>,
 }
@@ -77,7 +77,7 @@ impl VegasConfig {
         {
             return Err(LimitConfigError::InvalidFactor {
                 field: "alpha",
-                value: f64::from(a),
+                value: a as f64,
                 expected: "alpha <= beta",
             });
         }
@@ -86,7 +86,7 @@ impl VegasConfig {
             .unwrap_or_else(|| RandomState::new().hash_one(0x5eed_u64));
         let mut v = Vegas {
             cfg: self.clone(),
-            estimate: f64::from(self.initial_limit),
+            estimate: self.initial_limit as f64,
             rtt_noload: Duration::ZERO,
             probe_count: 0,
             probe_jitter: 0.0,
@@ -126,18 +126,18 @@ impl Vegas {
     }
 
     fn should_probe(&self) -> bool {
-        self.probe_jitter * f64::from(self.cfg.probe_multiplier) * self.estimate
+        self.probe_jitter * self.cfg.probe_multiplier as f64 * self.estimate
             <= self.probe_count as f64
     }
 
-    fn smooth_to(&mut self, target: f64) -> u32 {
-        let target = target.clamp(f64::from(self.cfg.min_limit), f64::from(self.cfg.max_limit));
+    fn smooth_to(&mut self, target: f64) -> usize {
+        let target = target.clamp(self.cfg.min_limit as f64, self.cfg.max_limit as f64);
         self.estimate = (1.0 - self.cfg.smoothing) * self.estimate + self.cfg.smoothing * target;
         self.current()
     }
 
-    fn current(&self) -> u32 {
-        self.estimate as u32
+    fn current(&self) -> usize {
+        self.estimate as usize
     }
 }
 
@@ -146,15 +146,15 @@ impl LimitAlgorithm for Vegas {
         "vegas"
     }
 
-    fn min_limit(&self) -> u32 {
+    fn min_limit(&self) -> usize {
         self.cfg.min_limit
     }
 
-    fn limit(&self) -> u32 {
+    fn limit(&self) -> usize {
         self.current()
     }
 
-    fn update(&mut self, s: Sample) -> u32 {
+    fn update(&mut self, s: Sample) -> usize {
         if s.rtt.is_zero() {
             // A refusal that took no time: still a drop, but no RTT to learn.
             if s.dropped {
@@ -179,12 +179,12 @@ impl LimitAlgorithm for Vegas {
         let queue = (est * (1.0 - self.rtt_noload.as_secs_f64() / s.rtt.as_secs_f64())).ceil();
         let target = if s.dropped {
             est - l
-        } else if f64::from(s.in_flight) * 2.0 < est {
+        } else if s.in_flight as f64 * 2.0 < est {
             // Not close to the limit: no evidence either way.
             return self.current();
         } else {
-            let alpha = self.cfg.alpha.map_or(3.0 * l, f64::from);
-            let beta = self.cfg.beta.map_or(6.0 * l, f64::from);
+            let alpha = self.cfg.alpha.map_or(3.0 * l, |a| a as f64);
+            let beta = self.cfg.beta.map_or(6.0 * l, |b| b as f64);
             if queue <= l {
                 est + beta
             } else if queue < alpha {
@@ -207,7 +207,7 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    fn vegas(initial: u32) -> Vegas {
+    fn vegas(initial: usize) -> Vegas {
         VegasConfig {
             initial_limit: initial,
             max_limit: 100,

@@ -2,7 +2,7 @@
 
 use super::Sample;
 use crate::error::LimitConfigError;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -31,7 +31,7 @@ pub struct SampleWindow {
     /// The longest window (default 1 s).
     pub max_time: Duration,
     /// Windows with fewer calls are discarded (default 10).
-    pub min_samples: u32,
+    pub min_samples: usize,
     /// Calls faster than this are not counted (default 100 µs).
     pub min_rtt: Duration,
 }
@@ -101,7 +101,7 @@ pub(crate) struct Window {
     timed: AtomicU64,
     /// Drops.
     drops: AtomicU64,
-    max_in_flight: AtomicU32,
+    max_in_flight: AtomicUsize,
 }
 
 /// `closes_at` before the first call: due at once.
@@ -124,7 +124,7 @@ impl Window {
             rtt_overflow: AtomicBool::new(false),
             timed: AtomicU64::new(0),
             drops: AtomicU64::new(0),
-            max_in_flight: AtomicU32::new(0),
+            max_in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -159,8 +159,8 @@ impl Window {
         let sum = self.rtt_sum.swap(0, Ordering::AcqRel);
         let overflow = self.rtt_overflow.swap(false, Ordering::AcqRel);
         let max_in_flight = self.max_in_flight.swap(0, Ordering::AcqRel);
-        let mut timed_n = u32::try_from(timed_n).unwrap_or(u32::MAX);
-        let mut drops = u32::try_from(drops).unwrap_or(u32::MAX);
+        let mut timed_n = usize::try_from(timed_n).unwrap_or(usize::MAX);
+        let mut drops = usize::try_from(drops).unwrap_or(usize::MAX);
         let mut rtt_sum = if overflow {
             Duration::MAX
         } else {
@@ -177,7 +177,9 @@ impl Window {
         let avg = if timed_n == 0 {
             Duration::ZERO
         } else {
-            rtt_sum / timed_n
+            // `Duration` divides by a `u32`; past that many calls the
+            // divisor saturates.
+            rtt_sum / u32::try_from(timed_n).unwrap_or(u32::MAX)
         };
         let span = avg
             .saturating_mul(2)
@@ -257,10 +259,10 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(w.add(t0, Sample::new(10 * MS, 1, false)), None);
         std::thread::scope(|s| {
-            for t in 0..4u32 {
+            for t in 0..4usize {
                 let w = &w;
                 s.spawn(move || {
-                    for i in 0..1000u32 {
+                    for i in 0..1000usize {
                         let drop = t == 3 && i == 500;
                         let s = Sample::new(10 * MS, t * 1000 + i, drop);
                         assert_eq!(w.add(t0 + 50 * MS, s), None, "inside the window");
