@@ -2,8 +2,12 @@
 //! shared state) is built, under the layer's name. Without the `metrics`
 //! feature every handle is a zero-sized no-op.
 
-use rampart_core::telemetry::{Counter, Gauge, Histogram, LayerName};
 #[cfg(feature = "metrics")]
+// Under `--cfg rampart_loom` the share's atomic is loom's (model below).
+#[cfg(all(feature = "metrics", rampart_loom))]
+use loom::sync::atomic::{AtomicU32, Ordering};
+use rampart_core::telemetry::{Counter, Gauge, Histogram, LayerName};
+#[cfg(all(feature = "metrics", not(rampart_loom)))]
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Calls holding a permit (gauge).
@@ -76,17 +80,24 @@ impl Current {
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables, clippy::unused_self))]
     pub(crate) fn set(&self, new: u32) {
         #[cfg(feature = "metrics")]
-        {
-            let old = self.share.swap(new, Ordering::Relaxed);
-            self.gauge.increment(f64::from(new) - f64::from(old));
-        }
+        self.gauge.increment(self.take_share(new));
+    }
+
+    /// Makes `new` this limit's share and returns the change to report:
+    /// whatever order concurrent calls run in, the changes add up to the
+    /// last share minus the first (checked by the loom model below).
+    #[cfg(feature = "metrics")]
+    fn take_share(&self, new: u32) -> f64 {
+        let old = self.share.swap(new, Ordering::Relaxed);
+        f64::from(new) - f64::from(old)
     }
 }
 
 impl Drop for Current {
     fn drop(&mut self) {
         #[cfg(feature = "metrics")]
-        self.gauge.decrement(f64::from(*self.share.get_mut()));
+        self.gauge
+            .decrement(f64::from(self.share.load(Ordering::Relaxed)));
     }
 }
 
@@ -150,5 +161,32 @@ impl KeyedMetrics {
         };
         m.keys.increment(keys as f64);
         m
+    }
+}
+
+#[cfg(all(test, rampart_loom, feature = "metrics"))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Two updates race (and a third from the model's thread): the changes
+    /// they report add up to the final share minus the initial one, so the
+    /// series never drifts, and the drop takes off exactly the final share.
+    #[test]
+    fn loom_racing_changes_telescope_to_the_final_share() {
+        loom::model(|| {
+            let current = Arc::new(Current::new(&LayerName::default(), 10));
+            let spawn = |new| {
+                let current = current.clone();
+                thread::spawn(move || current.take_share(new))
+            };
+            let (a, b) = (spawn(20), spawn(5));
+            let c = current.take_share(7);
+            let sum = a.join().unwrap() + b.join().unwrap() + c;
+            let last = current.share.load(Ordering::Relaxed);
+            assert!([20, 5, 7].contains(&last));
+            assert!((sum - (f64::from(last) - 10.0)).abs() < f64::EPSILON);
+        });
     }
 }
