@@ -3,45 +3,13 @@
 //! time it gets there.
 
 use rampart_limit::{AimdConfig, ConcurrencyLimitLayer};
-use rampart_testkit::{MockReply, MockService};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use rampart_testkit::{EventCapture, MockReply, MockService};
 use tower::{Layer, ServiceExt};
 
-/// A writer collecting everything the fmt subscriber prints.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let out = Captured::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .without_time()
-        .with_writer(move || writer.clone())
-        .finish();
-    (out, tracing::subscriber::set_default(subscriber))
+/// Captures this thread's events (the current-thread runtime's tasks
+/// run on it too).
+fn capture() -> (EventCapture, tracing::subscriber::DefaultGuard) {
+    EventCapture::install()
 }
 
 #[tokio::test(start_paused = true)]

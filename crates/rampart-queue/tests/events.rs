@@ -3,51 +3,15 @@
 //! `warn` event.
 
 use rampart_queue::{Queue, QueueLayer};
-use rampart_testkit::{Gate, MockReply, MockService};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use rampart_testkit::{EventCapture, Gate, MockReply, MockService};
 use tower::{Layer, Service, ServiceExt};
 
 type Q = Queue<u32, u32>;
 
-/// A writer collecting everything the fmt subscriber prints.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// The lines printed so far that contain `needle`.
-    fn lines_with(&self, needle: &str) -> Vec<String> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-/// Captures this thread's events (the current-thread runtime's workers
+/// Captures this thread's events (the current-thread runtime's tasks
 /// run on it too).
-fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let out = Captured::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .without_time()
-        .with_writer(move || writer.clone())
-        .finish();
-    (out, tracing::subscriber::set_default(subscriber))
+fn capture() -> (EventCapture, tracing::subscriber::DefaultGuard) {
+    EventCapture::install()
 }
 
 async fn settle() {

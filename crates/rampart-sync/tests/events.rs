@@ -2,35 +2,14 @@
 
 use rampart_core::{CancellationToken, Context, ErrorKind};
 use rampart_sync::{CoalesceLayer, KeyedLockLayer};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use rampart_testkit::EventCapture;
 use std::time::Duration;
 use tower::{Layer, ServiceExt, service_fn};
 
-/// A writer collecting everything the fmt subscriber prints.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let out = Captured::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .without_time()
-        .with_writer(move || writer.clone())
-        .finish();
-    (out, tracing::subscriber::set_default(subscriber))
+/// Captures this thread's events (the current-thread runtime's tasks
+/// run on it too).
+fn capture() -> (EventCapture, tracing::subscriber::DefaultGuard) {
+    EventCapture::install()
 }
 
 fn slow() -> impl tower::Service<u32, Response = u32, Error = std::io::Error, Future: Send>
@@ -68,7 +47,7 @@ async fn giving_up_on_a_lock_or_a_shared_call_is_a_debug_event_naming_the_layer(
     }
     held.await.unwrap().unwrap();
     led.await.unwrap().unwrap();
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = out.text();
     let gave_up = |what: &str, layer: &str| {
         text.lines().any(|l| {
             l.contains("DEBUG")

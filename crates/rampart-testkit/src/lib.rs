@@ -45,6 +45,7 @@
 //! ```
 
 mod cancel;
+mod events;
 mod metrics;
 mod mock;
 mod server;
@@ -52,6 +53,7 @@ mod server;
 pub use cancel::{
     CancelCheckFailed, DEFAULT_MAX_POLLS, cancel_at_every_poll, cancel_at_every_poll_bounded,
 };
+pub use events::EventCapture;
 pub use metrics::{MetricsCapture, MetricsSnapshot};
 pub use mock::{Gate, MockError, MockFuture, MockReply, MockService, ReadyMode};
 pub use server::{FlakyServer, FlakyServerBuilder, Recorded, Reply, ReplySource};
