@@ -4,7 +4,7 @@ use crate::hook::{CancelInfo, CancelReason};
 use crate::layer::Config;
 use crate::shutdown::Ended;
 use pin_project_lite::pin_project;
-use rampart_core::{BoxError, Error, RequestId, Scoped};
+use rampart_core::{BoxError, Context, Error, RequestId, Scoped};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,10 +15,9 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-/// What a running request holds besides its inner future.
+/// What a running request holds besides its inner future (whose scope
+/// holds the request's context, and in it the request's token).
 pub(crate) struct Running {
-    /// The request's own token (the context's is a clone of it).
-    pub(crate) token: CancellationToken,
     pub(crate) config: Arc<Config>,
     /// Keeps the request counted as in flight by the [`Shutdown`](crate::Shutdown).
     pub(crate) _tracked: TaskTrackerToken,
@@ -52,11 +51,12 @@ pin_project! {
         // `None` once finished (or never, for a refused call).
         #[pin]
         inner: Option<Scoped<F>>,
-        // Registered on the first `Pending`, not before.
+        // Made at the first `Pending`, not before: a request that completes
+        // at its first poll registers with nothing. (Inline: boxing them
+        // saves moving 136 bytes on the ready path, −55 instructions, and
+        // costs an allocation on every pending one, +120.)
         #[pin]
-        watch: Option<WaitForCancellationFutureOwned>,
-        #[pin]
-        watch_stop: Option<OwnedNotified>,
+        watchers: Option<Watchers>,
         running: Option<Running>,
         refused: Option<Error>,
     }
@@ -64,19 +64,49 @@ pin_project! {
     impl<F> PinnedDrop for ResponseFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
-            if this.inner.is_some() {
+            if let Some(scoped) = this.inner.as_ref().get_ref() {
                 // Dropped by the caller before it completed.
                 let running = this.running.take().expect("a running request has its state");
-                let reason = if running.token.is_cancelled() {
+                let reason = if peek(scoped).is_some_and(CancellationToken::is_cancelled) {
                     shutdown_or_token(&running)
                 } else {
-                    running.token.cancel();
+                    cancel_token(scoped);
                     CancelReason::CallerDropped
                 };
                 this.inner.set(None);
                 cancelled(&running, reason);
             }
         }
+    }
+}
+
+/// The request's token, if it was made.
+#[inline]
+fn peek<F>(scoped: &Scoped<F>) -> Option<&CancellationToken> {
+    scoped.context().and_then(Context::peek_cancellation)
+}
+
+/// Cancels the request's token, made now if nobody made it yet: code that
+/// runs while the inner future is dropped (a drop guard in the handler)
+/// and asks for it sees it cancelled.
+#[cold]
+fn cancel_token<F>(scoped: &Scoped<F>) {
+    if let Some(token) = scoped.context().and_then(Context::cancellation) {
+        token.cancel();
+    }
+}
+
+pin_project! {
+    /// What a request that went pending waits on besides its inner future.
+    #[project = WatchersProj]
+    struct Watchers {
+        // The request's token, from the first `Pending` at which it exists
+        // (it may be made on demand later, or never).
+        #[pin]
+        token: Option<WaitForCancellationFutureOwned>,
+        // The shutdown's `cancel_all`.
+        #[pin]
+        stop: OwnedNotified,
     }
 }
 
@@ -93,8 +123,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn running(inner: Scoped<F>, running: Running) -> Self {
         ResponseFuture {
             inner: Some(inner),
-            watch: None,
-            watch_stop: None,
+            watchers: None,
             running: Some(running),
             refused: None,
         }
@@ -103,8 +132,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn refused(error: Error) -> Self {
         ResponseFuture {
             inner: None,
-            watch: None,
-            watch_stop: None,
+            watchers: None,
             running: None,
             refused: Some(error),
         }
@@ -175,11 +203,17 @@ where
             .as_ref()
             .expect("a running request has its state");
         let mut reason = None;
-        if this.watch.is_some() {
+        if this.watchers.is_some() {
+            let scoped = this
+                .inner
+                .as_ref()
+                .get_ref()
+                .as_ref()
+                .expect("checked above");
             if running.config.shutdown.shared.is_stopped() {
-                running.token.cancel();
+                cancel_token(scoped);
                 reason = Some(CancelReason::Shutdown);
-            } else if running.token.is_cancelled() {
+            } else if peek(scoped).is_some_and(CancellationToken::is_cancelled) {
                 reason = Some(CancelReason::Token);
             }
         }
@@ -194,17 +228,23 @@ where
                 running.config.shutdown.shared.ended(Ended::Completed);
                 return Poll::Ready(res.map_err(Error::from_inner));
             }
-            if this.watch.is_none() {
-                // First `Pending`: register the watchers now, not before.
-                this.watch
-                    .set(Some(running.token.clone().cancelled_owned()));
+            if this.watchers.is_none() {
+                // First `Pending`: watch the shutdown now, not before.
                 // Created before the flag is read (in `watch`): a
                 // `cancel_all` in between wakes it.
-                let stop = running.config.shutdown.shared.stop_notified();
-                this.watch_stop.set(Some(stop));
+                this.watchers.set(Some(Watchers {
+                    token: None,
+                    stop: running.config.shutdown.shared.stop_notified(),
+                }));
             }
-            // (Re)registers this task's waker with both.
-            reason = watch(this.watch.as_mut(), this.watch_stop.as_mut(), running, cx);
+            let watchers = this.watchers.as_mut().as_pin_mut().expect("set above");
+            let scoped = this
+                .inner
+                .as_ref()
+                .get_ref()
+                .as_ref()
+                .expect("checked above");
+            reason = watch(watchers.project(), running, scoped, cx);
         }
         let Some(reason) = reason else {
             return Poll::Pending;
@@ -220,23 +260,29 @@ where
     }
 }
 
-/// Polls the watchers: the reason if the request was cancelled.
-fn watch(
-    watch: Pin<&mut Option<WaitForCancellationFutureOwned>>,
-    watch_stop: Pin<&mut Option<OwnedNotified>>,
+/// Polls the watchers (the request's token once it exists, the shutdown):
+/// the reason if the request was cancelled.
+fn watch<F>(
+    mut watchers: WatchersProj<'_>,
     running: &Running,
+    scoped: &Scoped<F>,
     cx: &mut TaskContext<'_>,
 ) -> Option<CancelReason> {
-    if let Some(watch) = watch.as_pin_mut()
-        && watch.poll(cx).is_ready()
+    if watchers.token.is_none()
+        && let Some(token) = peek(scoped)
+    {
+        // The token, once something made it (at the call, or in this poll
+        // or an earlier one).
+        watchers.token.set(Some(token.clone().cancelled_owned()));
+    }
+    if let Some(token) = watchers.token.as_pin_mut()
+        && token.poll(cx).is_ready()
     {
         return Some(shutdown_or_token(running));
     }
-    if let Some(stop) = watch_stop.as_pin_mut()
-        && (running.config.shutdown.shared.is_stopped() || stop.poll(cx).is_ready())
-    {
+    if running.config.shutdown.shared.is_stopped() || watchers.stop.poll(cx).is_ready() {
         // Tell the tasks the request spawned.
-        running.token.cancel();
+        cancel_token(scoped);
         return Some(CancelReason::Shutdown);
     }
     None

@@ -3,7 +3,7 @@
 use crate::future::{ResponseFuture, Running};
 use crate::hook::CancelReason;
 use crate::layer::{CancelLayer, Config};
-use rampart_core::{BoxError, CancellationToken, Context, Error};
+use rampart_core::{BoxError, Context, Error};
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -13,12 +13,14 @@ use tower_service::Service;
 /// Runs every call in a cancellation scope of its own (see the
 /// [crate docs](crate)).
 ///
-/// Each call gets a [`CancellationToken`] of its own — a child of the token
-/// of the caller's [`Context`] when it has one — that the layer's
-/// [`Shutdown`](crate::Shutdown) fires too, and runs (its `call` and every poll of its future) inside a [`Context`]
-/// carrying it, so the handler and the tasks it starts with
-/// [`rampart_core::spawn`] see it through [`Context::current`]. The caller's
-/// request id and deadline are kept.
+/// Each call gets a [`CancellationToken`](rampart_core::CancellationToken)
+/// of its own — a child of the token of the caller's [`Context`] when it
+/// has one, else one made on demand, the first time something asks for it
+/// ([`Context::with_cancellation_on_demand`]) — that the layer's
+/// [`Shutdown`](crate::Shutdown) fires too, and runs (its `call` and every
+/// poll of its future) inside a [`Context`] carrying it, so the handler and
+/// the tasks it starts with [`rampart_core::spawn`] see it through
+/// [`Context::current`]. The caller's request id and deadline are kept.
 #[derive(Clone)]
 pub struct Cancel<S> {
     inner: S,
@@ -92,14 +94,13 @@ where
             return ResponseFuture::refused(Error::closed());
         }
         // The request's token: a child of the caller's token if its context
-        // has one, else a token of its own, which the layer cancels when the
-        // `Shutdown` cancels everything (no parent to lock, no child list
-        // to grow: the common case allocates the token and nothing else).
+        // has one, else a token of its own made on demand — only when
+        // something asks for it (the handler, a clone of the context, a
+        // cancellation to pass on) — so a request nobody asks about costs no
+        // token at all. The layer cancels it when the `Shutdown` cancels
+        // everything (no parent to lock, no child list to grow).
         let (ctx, child_of_caller) = Context::with_current(|outer| match outer {
-            None => (
-                Context::new().with_cancellation(CancellationToken::new()),
-                false,
-            ),
+            None => (Context::new().with_cancellation_on_demand(), false),
             Some(outer) => {
                 // Built field by field: cloning `outer` would clone its
                 // token only to replace it.
@@ -110,9 +111,11 @@ where
                 if let Some(at) = outer.deadline() {
                     ctx = ctx.with_deadline(at);
                 }
+                // A caller's token made on demand is made now, to be the
+                // parent of this one.
                 match outer.cancellation() {
                     Some(parent) => (ctx.with_cancellation(parent.child_token()), true),
-                    None => (ctx.with_cancellation(CancellationToken::new()), false),
+                    None => (ctx.with_cancellation_on_demand(), false),
                 }
             }
         });
@@ -126,10 +129,6 @@ where
             );
             return ResponseFuture::refused(Error::cancelled());
         }
-        let token = ctx
-            .cancellation()
-            .expect("the request's context has a token")
-            .clone();
         let started = if self.config.hooks.is_empty() {
             None
         } else {
@@ -137,7 +136,6 @@ where
         };
         self.config.metrics.admitted();
         let running = Running {
-            token,
             config: self.config.clone(),
             _tracked: tracked,
             started,

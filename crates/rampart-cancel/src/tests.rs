@@ -584,3 +584,97 @@ async fn once_draining_a_caller_is_refused_at_once_without_waiting_for_the_inner
         .expect("a refused call must not wait for the inner's readiness");
     assert_eq!(refused.unwrap_err().kind(), ErrorKind::Closed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_nobody_asks_about_makes_no_token_and_completes() {
+    let (layer, seen) = recording(CancelLayer::new());
+    let svc = layer.layer(service_fn(|()| async {
+        tokio::task::yield_now().await;
+        let made = Context::with_current(|c| c.unwrap().peek_cancellation().is_some());
+        Ok::<_, Error>(made)
+    }));
+    assert!(!svc.clone().oneshot(()).await.unwrap(), "no token was made");
+    assert!(seen.lock().unwrap().is_empty());
+    assert_eq!(layer.shutdown().in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_first_made_after_the_request_went_pending_is_watched_when_it_fires() {
+    let (layer, seen) = recording(CancelLayer::new());
+    let svc = layer.layer(service_fn(|()| async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Made only now, two polls in; a task cancels it a second later.
+        let token = current_token();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            token.cancel();
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok::<_, Error>(())
+    }));
+    let started = Instant::now();
+    let err = svc.oneshot(()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled);
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert_eq!(reasons(&seen), [CancelReason::Token]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_cancels_a_token_made_after_the_first_pending_for_the_tasks_holding_it() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = Arc::new(Mutex::new(Some(tx)));
+    let layer = CancelLayer::new();
+    let shutdown = layer.shutdown().clone();
+    let svc = layer.layer(service_fn(move |()| {
+        let tx = tx.clone();
+        async move {
+            tokio::task::yield_now().await;
+            rampart_core::spawn(async move {
+                current_token().cancelled().await;
+                let _ = tx.lock().unwrap().take().unwrap().send(());
+            });
+            std::future::pending::<Result<(), Error>>().await
+        }
+    }));
+    let call = tokio::spawn(svc.oneshot(()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = shutdown.drain(Duration::ZERO).await;
+    assert_eq!(report.cancelled(), 1);
+    assert_eq!(
+        call.await.unwrap().unwrap_err().kind(),
+        ErrorKind::Cancelled
+    );
+    tokio::time::timeout(Duration::from_secs(1), rx)
+        .await
+        .expect("the spawned task saw the shutdown")
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drop_guard_in_the_handler_sees_the_token_cancelled_when_the_caller_leaves() {
+    struct Guard(Arc<Mutex<Option<bool>>>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            // Asks for the token only while being dropped: nobody made it
+            // before, and it is cancelled all the same.
+            let cancelled = Context::with_current(|c| {
+                c.and_then(Context::cancellation)
+                    .map(CancellationToken::is_cancelled)
+            });
+            *self.0.lock().unwrap() = cancelled;
+        }
+    }
+    let saw = Arc::new(Mutex::new(None));
+    let kept = saw.clone();
+    let svc = CancelLayer::new().layer(service_fn(move |()| {
+        let guard = Guard(kept.clone());
+        async move {
+            let _guard = guard;
+            std::future::pending::<Result<(), Error>>().await
+        }
+    }));
+    let mut call = Box::pin(svc.oneshot(()));
+    assert!(poll_once(call.as_mut()).is_pending());
+    drop(call);
+    assert_eq!(*saw.lock().unwrap(), Some(true));
+}

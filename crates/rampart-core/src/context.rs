@@ -39,6 +39,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::mem;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -119,7 +120,50 @@ impl Drop for Entered<'_> {
 pub struct Context {
     request_id: Option<RequestId>,
     deadline: Option<Instant>,
-    cancel: Option<CancellationToken>,
+    cancel: CancelSlot,
+}
+
+/// A context's cancellation token: none, one given, or one of its own made
+/// the first time something needs it
+/// ([`Context::with_cancellation_on_demand`]).
+#[derive(Debug, Default)]
+enum CancelSlot {
+    #[default]
+    None,
+    Token(CancellationToken),
+    OnDemand(OnceLock<CancellationToken>),
+}
+
+impl CancelSlot {
+    /// The token, made now if it is made on demand and nobody asked yet.
+    #[inline]
+    fn get(&self) -> Option<&CancellationToken> {
+        match self {
+            CancelSlot::None => None,
+            CancelSlot::Token(t) => Some(t),
+            CancelSlot::OnDemand(cell) => Some(cell.get_or_init(CancellationToken::new)),
+        }
+    }
+
+    /// The token if it exists, without making one.
+    #[inline]
+    fn peek(&self) -> Option<&CancellationToken> {
+        match self {
+            CancelSlot::None => None,
+            CancelSlot::Token(t) => Some(t),
+            CancelSlot::OnDemand(cell) => cell.get(),
+        }
+    }
+}
+
+impl Clone for CancelSlot {
+    /// A clone shares the token: one made on demand is made now.
+    fn clone(&self) -> Self {
+        match self.get() {
+            Some(t) => CancelSlot::Token(t.clone()),
+            None => CancelSlot::None,
+        }
+    }
 }
 
 pin_project! {
@@ -172,6 +216,13 @@ impl<F> Scoped<F> {
     #[inline]
     pub fn take_context(self: Pin<&mut Self>) -> Option<Context> {
         self.project().ctx.take()
+    }
+
+    /// The scope's context, between polls (e.g. to read a token made on
+    /// demand while the inner future ran).
+    #[inline]
+    pub fn context(&self) -> Option<&Context> {
+        self.ctx.as_ref()
     }
 }
 
@@ -296,10 +347,14 @@ impl Context {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let cancel = match other.cancel {
+            CancelSlot::None => self.cancel,
+            theirs => theirs,
+        };
         Context {
             request_id: other.request_id.or(self.request_id),
             deadline,
-            cancel: other.cancel.or(self.cancel),
+            cancel,
         }
     }
 
@@ -352,23 +407,56 @@ impl Context {
         self.with_deadline(crate::codec::deadline_after(Instant::now(), timeout))
     }
 
-    /// The request's cancellation token.
+    /// The request's cancellation token. A context whose token is made on
+    /// demand ([`Context::with_cancellation_on_demand`]) makes it now, if
+    /// nobody did before.
     #[inline]
     pub fn cancellation(&self) -> Option<&CancellationToken> {
-        self.cancel.as_ref()
+        self.cancel.get()
+    }
+
+    /// The request's cancellation token if it exists, without making one
+    /// that is made on demand: `None` then means nobody holds it, so nobody
+    /// can be waiting on it or have cancelled it.
+    #[inline]
+    pub fn peek_cancellation(&self) -> Option<&CancellationToken> {
+        self.cancel.peek()
     }
 
     /// Sets the cancellation token.
     #[inline]
     pub fn with_cancellation(mut self, token: CancellationToken) -> Context {
-        self.cancel = Some(token);
+        self.cancel = CancelSlot::Token(token);
         self
     }
 
-    /// True when the cancellation token fired.
+    /// Gives the context a cancellation token of its own (a new root token)
+    /// that is made only when something needs it: the first call to
+    /// [`Context::cancellation`] on it, or a clone of the context (a clone
+    /// shares the token, so it is made then: [`Context::current`],
+    /// [`spawn`], a layer that stores the context). A request nothing asks
+    /// about costs no token: no allocation and no lock.
+    ///
+    /// ```
+    /// use rampart_core::Context;
+    ///
+    /// let ctx = Context::new().with_cancellation_on_demand();
+    /// assert!(ctx.peek_cancellation().is_none()); // not made yet
+    /// let copy = ctx.clone(); // shares it: made now
+    /// ctx.cancellation().unwrap().cancel();
+    /// assert!(copy.is_cancelled());
+    /// ```
+    #[inline]
+    pub fn with_cancellation_on_demand(mut self) -> Context {
+        self.cancel = CancelSlot::OnDemand(OnceLock::new());
+        self
+    }
+
+    /// True when the cancellation token fired (a token made on demand that
+    /// was never made has not).
     pub fn is_cancelled(&self) -> bool {
         self.cancel
-            .as_ref()
+            .peek()
             .is_some_and(CancellationToken::is_cancelled)
     }
 
