@@ -114,6 +114,7 @@
 //! - `metrics`: the metrics above.
 
 mod config;
+mod core;
 mod error;
 mod future;
 mod layer;

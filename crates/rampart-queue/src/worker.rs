@@ -2,10 +2,10 @@
 //! at a time to completion.
 
 use crate::config::{QueueConfig, WhenFull};
+use crate::core::{Core, Taken};
 use crate::error::Panicked;
 use crate::metrics::{Metrics, Stamp};
 use crate::slot::{Pool, Reply};
-use async_channel::TryRecvError;
 use pin_project_lite::pin_project;
 use rampart_core::telemetry::LayerName;
 use rampart_core::{BoxError, Context, Error, Scoped};
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tower_service::Service;
 
@@ -67,9 +67,9 @@ pub(crate) struct Counters {
 
 /// State shared by every handle of one queue and by its workers.
 pub(crate) struct Inner<Req, Res> {
-    /// The workers' end of the channel (shared by all of them); also used
-    /// to count the queued and to fail what is left at a drain deadline.
-    pub(crate) rx: async_channel::Receiver<Job<Req, Res>>,
+    /// The queued jobs and the callers waiting for space, under one lock
+    /// (held only to move a job in or out).
+    core: crate::sync::Mutex<Core<Job<Req, Res>>>,
     pub(crate) capacity: usize,
     pub(crate) workers: usize,
     pub(crate) when_full: WhenFull,
@@ -84,10 +84,6 @@ pub(crate) struct Inner<Req, Res> {
     pub(crate) name: LayerName,
     /// The metric handles, registered when the queue was built.
     pub(crate) metrics: Metrics,
-    /// Places in the queue (`capacity` permits): taken by a caller before it
-    /// queues a job, given back by the worker that takes the job off. Its
-    /// waiters are the callers waiting for space, first come first served.
-    pub(crate) space: Arc<Semaphore>,
     /// Wakes an idle worker: one per accepted job (`notify_one`), all of
     /// them on close (`notify_waiters`).
     pub(crate) work: Notify,
@@ -99,16 +95,12 @@ pub(crate) struct Inner<Req, Res> {
 }
 
 impl<Req, Res> Inner<Req, Res> {
-    pub(crate) fn new(
-        rx: async_channel::Receiver<Job<Req, Res>>,
-        cfg: &QueueConfig,
-        name: LayerName,
-    ) -> Self {
+    pub(crate) fn new(cfg: &QueueConfig, name: LayerName) -> Self {
         let metrics = Metrics::new(&name);
         // Counted live from now on (as `live`), until their `LiveGuard`s drop.
         metrics.workers.increment(cfg.workers as f64);
         Inner {
-            rx,
+            core: crate::sync::Mutex::new(Core::new(cfg.capacity)),
             capacity: cfg.capacity,
             workers: cfg.workers,
             when_full: cfg.when_full,
@@ -120,7 +112,6 @@ impl<Req, Res> Inner<Req, Res> {
             counters: Counters::default(),
             name,
             metrics,
-            space: Arc::new(Semaphore::new(cfg.capacity)),
             work: Notify::new(),
             stopped: Notify::new(),
             aborts: Mutex::new(Vec::new()),
@@ -130,6 +121,31 @@ impl<Req, Res> Inner<Req, Res> {
                 cfg.capacity.saturating_mul(2).saturating_add(cfg.workers),
             )),
         }
+    }
+
+    /// The queue, locked (nothing panics under the lock; a poisoned one
+    /// still holds a consistent queue).
+    pub(crate) fn core(&self) -> crate::sync::MutexGuard<'_, Core<Job<Req, Res>>> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stops accepting: the callers waiting for space fail with `Closed`,
+    /// idle workers wake (and stop once the queue is empty). Returns
+    /// whether it was open.
+    pub(crate) fn close(&self) -> bool {
+        let (was_open, waiters) = self.core().close();
+        for job in waiters {
+            job.fail(Error::closed(), &self.pool);
+        }
+        self.work.notify_waiters();
+        if was_open {
+            tracing::debug!(
+                layer = %self.name,
+                queued = self.core().len(),
+                "queue closed"
+            );
+        }
+        was_open
     }
 
     /// A worker starts running a call.
@@ -151,7 +167,7 @@ impl<Req, Res> Drop for Inner<Req, Res> {
     /// Jobs still queued when the queue goes (its workers were aborted, or
     /// the runtime shut down) leave the depth gauge.
     fn drop(&mut self) {
-        let left = self.rx.len();
+        let left = self.core().len();
         if left > 0 {
             self.metrics.depth.decrement(left as f64);
         }
@@ -325,9 +341,9 @@ async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, backend
             let mut idle = pin!(inner.work.notified());
             idle.as_mut().enable();
             match take(&inner) {
-                Ok(job) => job,
-                Err(TryRecvError::Closed) => break,
-                Err(TryRecvError::Empty) => {
+                Some(job) => job,
+                None if inner.core().is_closed() => break,
+                None => {
                     idle.await;
                     continue;
                 }
@@ -421,7 +437,7 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 return Poll::Pending;
             }
             budget -= 1;
-            let Ok(job) = take(inner) else {
+            let Some(job) = take(inner) else {
                 return Poll::Ready(());
             };
             if let Some(job) = accept(inner, job) {
@@ -433,12 +449,24 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
     }
 }
 
-/// Takes the next job off the queue and gives its place back.
-fn take<Req, Res>(inner: &Inner<Req, Res>) -> Result<Job<Req, Res>, TryRecvError> {
-    let job = inner.rx.try_recv()?;
-    inner.space.add_permits(1);
+/// Takes the next job off the queue; the first caller waiting for space
+/// (if any) gets the place it freed, and its wait in the queue starts now.
+fn take<Req, Res>(inner: &Inner<Req, Res>) -> Option<Job<Req, Res>> {
+    let Taken {
+        job,
+        promoted,
+        placed,
+    } = inner.core().take(|next| next.stamp = Stamp::now())?;
     inner.metrics.taken(job.stamp);
-    Ok(job)
+    if promoted {
+        inner.metrics.depth.increment(1.0);
+        // An idle worker takes it if this one is busy with `job`.
+        inner.work.notify_one();
+        if let Some(placed) = placed {
+            let _ = placed.send(());
+        }
+    }
+    Some(job)
 }
 
 /// `job`, unless it is skipped: its caller left, or it was cancelled or
