@@ -31,10 +31,10 @@ impl WaitingForSpace {
     }
 }
 
-pub(crate) enum State<Res> {
+pub(crate) enum State<Req, Res> {
     /// Waiting for space, queued or running: waiting for the worker's
     /// answer.
-    Waiting { answer: Answer<Res> },
+    Waiting { answer: Answer<Req, Res> },
     /// Refused at call time.
     Failed { err: Option<Error> },
 }
@@ -127,14 +127,14 @@ pin_project! {
     /// skipped if not started, and dropped if running (unless the queue is
     /// detached).
     #[must_use = "futures do nothing unless polled"]
-    pub struct ResponseFuture<Res> {
-        state: State<Res>,
+    pub struct ResponseFuture<Req, Res> {
+        state: State<Req, Res>,
         bounds: Option<Pin<Box<Bounds>>>,
         // Set while the job may still wait for space.
         waiting: Option<WaitingForSpace>,
     }
 
-    impl<Res> PinnedDrop for ResponseFuture<Res> {
+    impl<Req, Res> PinnedDrop for ResponseFuture<Req, Res> {
         /// A caller that leaves while its job waits for space takes it back
         /// (never queued); the answer half goes first, so the job's slot
         /// returns to the pool.
@@ -148,7 +148,7 @@ pin_project! {
     }
 }
 
-impl<Res> fmt::Debug for ResponseFuture<Res> {
+impl<Req, Res> fmt::Debug for ResponseFuture<Req, Res> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Waiting { .. } if self.waiting.is_some() => {
@@ -164,9 +164,9 @@ impl<Res> fmt::Debug for ResponseFuture<Res> {
     }
 }
 
-impl<Res> ResponseFuture<Res> {
+impl<Req, Res> ResponseFuture<Req, Res> {
     pub(crate) fn new(
-        state: State<Res>,
+        state: State<Req, Res>,
         bounds: Option<Pin<Box<Bounds>>>,
         waiting: Option<WaitingForSpace>,
     ) -> Self {
@@ -182,7 +182,7 @@ impl<Res> ResponseFuture<Res> {
     }
 }
 
-impl<Res> Future for ResponseFuture<Res> {
+impl<Req, Res> Future for ResponseFuture<Req, Res> {
     type Output = Result<Res, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {

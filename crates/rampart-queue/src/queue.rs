@@ -393,7 +393,8 @@ impl<Req, Res> Queue<Req, Res> {
         let cancel = ctx.as_ref().and_then(Context::cancellation).cloned();
         let inner = &self.handle.inner;
         let mut placed = None;
-        let ticket = match offer(inner, Job::new(req, ctx), true, || {
+        let job = Job::new(inner.pool.unanswered(req, ctx));
+        let ticket = match offer(inner, job, true, || {
             let (tx, rx) = oneshot::channel();
             placed = Some(rx);
             Some(tx)
@@ -453,7 +454,8 @@ impl<Req, Res> Queue<Req, Res> {
         if let Some(err) = refused(ctx.as_ref()) {
             return Err(err);
         }
-        offer(&self.handle.inner, Job::new(req, ctx), false, || None).map(drop)
+        let inner = &self.handle.inner;
+        offer(inner, Job::new(inner.pool.unanswered(req, ctx)), false, || None).map(drop)
     }
 }
 
@@ -476,7 +478,7 @@ where
 {
     type Response = Res;
     type Error = Error;
-    type Future = ResponseFuture<Res>;
+    type Future = ResponseFuture<Req, Res>;
 
     fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
@@ -494,10 +496,9 @@ where
                 ctx.cancellation().map(|t| t.clone().cancelled_owned()),
             );
         }
-        let mut job = Job::new(req, ctx);
         let inner = &self.handle.inner;
-        let (reply, answer) = Pool::pair(&inner.pool);
-        job.reply = Some(reply);
+        let (reply, answer) = Pool::pair(&inner.pool, req, ctx);
+        let job = Job::new(reply);
         let wait = inner.when_full == WhenFull::Wait;
         let waiting = match offer(inner, job, wait, || None) {
             Ok(Offer::Queued) => None,

@@ -20,38 +20,40 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tower_service::Service;
 
-/// One accepted request.
+/// One accepted request, as it moves through the queue: a pointer to its
+/// slot (which holds the request and its context until a worker takes
+/// them, then the answer).
 pub(crate) struct Job<Req, Res> {
-    /// Taken when the inner service is called.
-    pub(crate) req: Option<Req>,
-    /// The caller's context, in scope while the call runs.
-    pub(crate) ctx: Option<Context>,
-    /// `None` for a fire-and-forget job ([`Queue::submit`](crate::Queue::submit)).
-    pub(crate) reply: Option<Reply<Res>>,
+    pub(crate) reply: Reply<Req, Res>,
     /// When it was queued (zero-sized without the `metrics` feature).
     pub(crate) stamp: Stamp,
 }
 
 impl<Req, Res> Job<Req, Res> {
     /// A job about to be queued, stamped now (a caller that has to wait
-    /// for space stamps it again once it has a place).
+    /// for space is stamped again once it has a place).
     #[inline]
-    pub(crate) fn new(req: Req, ctx: Option<Context>) -> Self {
+    pub(crate) fn new(reply: Reply<Req, Res>) -> Self {
         Job {
-            req: Some(req),
-            ctx,
-            reply: None,
+            reply,
             stamp: Stamp::now(),
         }
     }
 
     /// Answers the caller (if it still listens) with `err`; the answer
     /// slot goes back to `pool` if the caller left.
-    pub(crate) fn fail(self, err: Error, pool: &Pool<Res>) {
-        if let Some(reply) = self.reply {
-            reply.send(Err(err), pool);
-        }
+    pub(crate) fn fail(self, err: Error, pool: &Pool<Req, Res>) {
+        self.reply.send(Err(err), pool);
     }
+}
+
+/// The job a worker runs: its request and context taken out of the slot.
+pub(crate) struct Running<Req, Res> {
+    reply: Reply<Req, Res>,
+    /// Taken when the inner service is called.
+    req: Option<Req>,
+    /// The caller's context, in scope while the call runs.
+    ctx: Option<Context>,
 }
 
 /// Counters behind [`Stats`](crate::Stats).
@@ -91,7 +93,7 @@ pub(crate) struct Inner<Req, Res> {
     pub(crate) stopped: Notify,
     pub(crate) aborts: Mutex<Vec<AbortHandle>>,
     /// The callers' answer slots, reused.
-    pub(crate) pool: crate::sync::Arc<Pool<Res>>,
+    pub(crate) pool: crate::sync::Arc<Pool<Req, Res>>,
 }
 
 impl<Req, Res> Inner<Req, Res> {
@@ -276,7 +278,7 @@ pin_project! {
         inner: Arc<Inner<Req, B::Response>>,
         backend: B,
         // The job being run; `None` when idle.
-        job: Option<Job<Req, B::Response>>,
+        job: Option<Running<Req, B::Response>>,
         #[pin]
         call: Call<B::Future>,
     }
@@ -364,14 +366,11 @@ enum Skip {
     Refused(Error),
 }
 
-fn skip_reason<Req, Res>(inner: &Inner<Req, Res>, job: &Job<Req, Res>) -> Option<Skip> {
-    if let Some(reply) = &job.reply
-        && !inner.detach
-        && reply.caller_gone()
-    {
+fn skip_reason(detach: bool, gone: bool, ctx: Option<&Context>) -> Option<Skip> {
+    if gone && !detach {
         return Some(Skip::CallerLeft);
     }
-    let ctx = job.ctx.as_ref()?;
+    let ctx = ctx?;
     if ctx.is_cancelled() {
         Some(Skip::Refused(Error::cancelled()))
     } else if ctx.is_expired() {
@@ -469,17 +468,23 @@ fn take<Req, Res>(inner: &Inner<Req, Res>) -> Option<Job<Req, Res>> {
     Some(job)
 }
 
-/// `job`, unless it is skipped: its caller left, or it was cancelled or
-/// passed its deadline (then its caller is told so).
-fn accept<Req, Res>(inner: &Inner<Req, Res>, job: Job<Req, Res>) -> Option<Job<Req, Res>> {
-    let Some(reason) = skip_reason(inner, &job) else {
-        return Some(job);
+/// `job`, its request and context taken out, unless it is skipped: its
+/// caller left, or it was cancelled or passed its deadline (then its
+/// caller is told so).
+fn accept<Req, Res>(inner: &Inner<Req, Res>, job: Job<Req, Res>) -> Option<Running<Req, Res>> {
+    let (req, ctx, gone) = job.reply.take_work();
+    let Some(reason) = skip_reason(inner.detach, gone, ctx.as_ref()) else {
+        return Some(Running {
+            reply: job.reply,
+            req,
+            ctx,
+        });
     };
     inner.counters.skipped.fetch_add(1, Relaxed);
     inner.metrics.skipped.increment(1);
     tracing::debug!(
         layer = %inner.name,
-        request_id = ?job.ctx.as_ref().and_then(Context::request_id),
+        request_id = ?ctx.as_ref().and_then(Context::request_id),
         reason = match &reason {
             Skip::CallerLeft => "caller left",
             Skip::Refused(_) => "cancelled or past its deadline",
@@ -494,23 +499,22 @@ fn accept<Req, Res>(inner: &Inner<Req, Res>, job: Job<Req, Res>) -> Option<Job<R
         },
         &inner.pool,
     );
+    drop((req, ctx));
     None
 }
 
 /// Answers the caller of `job` (a fire-and-forget job's failure is logged).
-fn answer<Req, Res>(inner: &Inner<Req, Res>, job: Job<Req, Res>, result: Result<Res, Error>) {
-    match job.reply {
-        Some(reply) => reply.send(result, &inner.pool),
-        None => {
-            if let Err(e) = result {
-                tracing::debug!(
-                    layer = %inner.name,
-                    error = %e,
-                    "queue: a fire-and-forget job failed"
-                );
-            }
-        }
+fn answer<Req, Res>(inner: &Inner<Req, Res>, job: Running<Req, Res>, result: Result<Res, Error>) {
+    if !job.reply.wants_answer()
+        && let Err(e) = &result
+    {
+        tracing::debug!(
+            layer = %inner.name,
+            error = %e,
+            "queue: a fire-and-forget job failed"
+        );
     }
+    job.reply.send(result, &inner.pool);
 }
 
 /// Polls the running job: calls the inner service once it is ready (in the
@@ -519,7 +523,7 @@ fn answer<Req, Res>(inner: &Inner<Req, Res>, job: Job<Req, Res>, result: Result<
 fn step<Req, B: Backend<Req>>(
     inner: &Inner<Req, B::Response>,
     backend: &mut B,
-    job: &mut Job<Req, B::Response>,
+    job: &mut Running<Req, B::Response>,
     mut call: Pin<&mut Call<B::Future>>,
     cx: &mut TaskContext<'_>,
 ) -> Step<B::Response> {
@@ -553,8 +557,8 @@ fn step<Req, B: Backend<Req>>(
     let result = match polled {
         Ok(Poll::Pending) => {
             if !inner.detach
-                && let Some(reply) = job.reply.as_mut()
-                && reply.poll_caller_gone(cx).is_ready()
+                && job.reply.wants_answer()
+                && job.reply.poll_caller_gone(cx).is_ready()
             {
                 return Step::Abandoned;
             }
