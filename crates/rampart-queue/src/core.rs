@@ -122,11 +122,17 @@ impl<J> Core<J> {
         ticket
     }
 
-    /// Takes the job at the front of the queue, and moves the first waiter
-    /// (if any) into the place it freed, calling `placed_now` on that job
-    /// (to stamp the start of its wait in the queue).
-    pub(crate) fn take(&mut self, placed_now: impl FnOnce(&mut J)) -> Option<Taken<J>> {
+    /// Takes the job at the front of the queue (calling `now` once it has
+    /// one: the time it was taken), and moves the first waiter (if any)
+    /// into the place it freed, calling `placed` on that job with the same
+    /// time (the start of its wait in the queue).
+    pub(crate) fn take<S: Copy>(
+        &mut self,
+        now: impl FnOnce() -> S,
+        placed: impl FnOnce(&mut J, S),
+    ) -> Option<(Taken<J>, S)> {
         let job = self.queued.pop_front()?;
+        let now = now();
         let mut taken = Taken {
             job,
             promoted: false,
@@ -136,7 +142,7 @@ impl<J> Core<J> {
             while let Some(w) = self.waiting.pop_front() {
                 if let Some(mut next) = w.job {
                     self.live_waiters -= 1;
-                    placed_now(&mut next);
+                    placed(&mut next, now);
                     self.queued.push_back(next);
                     taken.promoted = true;
                     taken.placed = w.placed;
@@ -145,7 +151,7 @@ impl<J> Core<J> {
             }
         }
         self.trim();
-        Some(taken)
+        Some((taken, now))
     }
 
     /// The waiter of `ticket` gives up: its job, if it still waits for
@@ -224,7 +230,7 @@ mod tests {
         };
         c.wait(j, None);
         let mut order = Vec::new();
-        while let Some(t) = c.take(|_| {}) {
+        while let Some(t) = c.take(|| (), |_, ()| {}).map(|t| t.0) {
             order.push(t.job);
             assert!(c.len() <= 1);
             // A newcomer waits behind the waiters still there.
@@ -244,11 +250,15 @@ mod tests {
         assert_eq!(c.leave(a), Some(1));
         assert_eq!(c.leave(a), None);
         assert_eq!(c.waiting(), 1);
-        let t = c.take(|j| *j += 10).unwrap();
+        let t = c.take(|| 10, |j, n| *j += n).map(|t| t.0).unwrap();
         assert_eq!((t.job, t.promoted), (0, true));
         assert_eq!(c.leave(b), None, "b was moved into the queue");
-        assert_eq!(c.take(|_| {}).unwrap().job, 12, "stamped when placed");
-        assert!(c.take(|_| {}).is_none());
+        assert_eq!(
+            c.take(|| (), |_, ()| {}).map(|t| t.0).unwrap().job,
+            12,
+            "stamped when placed"
+        );
+        assert!(c.take(|| (), |_, ()| {}).map(|t| t.0).is_none());
     }
 
     #[test]
@@ -305,7 +315,12 @@ mod loom_tests {
             };
             let w = Arc::clone(&core);
             let worker = thread::spawn(move || {
-                let t = w.lock().unwrap().take(|_| {}).unwrap();
+                let t = w
+                    .lock()
+                    .unwrap()
+                    .take(|| (), |_, ()| {})
+                    .map(|t| t.0)
+                    .unwrap();
                 assert_eq!(t.job, 0);
                 t.promoted
             });
@@ -317,11 +332,11 @@ mod loom_tests {
                 Some(j) => {
                     assert_eq!(j, 1);
                     assert!(!promoted);
-                    assert!(c.take(|_| {}).is_none());
+                    assert!(c.take(|| (), |_, ()| {}).map(|t| t.0).is_none());
                 }
                 None => {
                     assert!(promoted);
-                    assert_eq!(c.take(|_| {}).unwrap().job, 1);
+                    assert_eq!(c.take(|| (), |_, ()| {}).map(|t| t.0).unwrap().job, 1);
                 }
             }
             assert_eq!(c.waiting(), 0);
@@ -357,7 +372,7 @@ mod loom_tests {
             let w = Arc::clone(&core);
             let worker = thread::spawn(move || {
                 let mut got = Vec::new();
-                if let Some(t) = w.lock().unwrap().take(|_| {}) {
+                if let Some(t) = w.lock().unwrap().take(|| (), |_, ()| {}).map(|t| t.0) {
                     got.push(t.job);
                 }
                 got
@@ -367,7 +382,7 @@ mod loom_tests {
             }
             let mut got = worker.join().unwrap();
             let mut c = core.lock().unwrap();
-            while let Some(t) = c.take(|_| {}) {
+            while let Some(t) = c.take(|| (), |_, ()| {}).map(|t| t.0) {
                 got.push(t.job);
             }
             got.sort_unstable();

@@ -4,6 +4,7 @@
 use crate::config::{MAX_CAPACITY, QueueConfig, WhenFull};
 use crate::core::Refused;
 use crate::future::{Bounds, ResponseFuture, State, WaitingForSpace};
+use crate::metrics::{Stamp, expired_at};
 use crate::slot::Pool;
 use crate::stats::{Drained, Stats};
 use crate::worker::{Backend, Inner, Job, Owned, Shared, worker};
@@ -386,14 +387,16 @@ impl<Req, Res> Queue<Req, Res> {
     /// runs in the current [`Context`]; its outcome is logged, not returned.
     pub async fn submit(&self, req: Req) -> Result<(), Error> {
         let ctx = Context::current();
-        if let Some(err) = refused(ctx.as_ref()) {
+        // One clock reading for the wait histogram and the deadline check.
+        let now = Stamp::now();
+        if let Some(err) = refused(ctx.as_ref(), now) {
             return Err(err);
         }
         let deadline = ctx.as_ref().and_then(Context::deadline);
         let cancel = ctx.as_ref().and_then(Context::cancellation).cloned();
         let inner = &self.handle.inner;
         let mut placed = None;
-        let job = Job::new(inner.pool.unanswered(req, ctx));
+        let job = Job::new(inner.pool.unanswered(req, ctx), now);
         let ticket = match offer(inner, job, true, || {
             let (tx, rx) = oneshot::channel();
             placed = Some(rx);
@@ -451,20 +454,29 @@ impl<Req, Res> Queue<Req, Res> {
     /// once with `Overloaded` when the queue is full, `Closed` when closed.
     pub fn try_submit(&self, req: Req) -> Result<(), Error> {
         let ctx = Context::current();
-        if let Some(err) = refused(ctx.as_ref()) {
+        // One clock reading for the wait histogram and the deadline check.
+        let now = Stamp::now();
+        if let Some(err) = refused(ctx.as_ref(), now) {
             return Err(err);
         }
         let inner = &self.handle.inner;
-        offer(inner, Job::new(inner.pool.unanswered(req, ctx)), false, || None).map(drop)
+        offer(
+            inner,
+            Job::new(inner.pool.unanswered(req, ctx), now),
+            false,
+            || None,
+        )
+        .map(drop)
     }
 }
 
-/// A request already cancelled or past its deadline is refused at once.
-fn refused(ctx: Option<&Context>) -> Option<Error> {
+/// A request already cancelled or past its deadline (at `now`) is refused
+/// at once.
+fn refused(ctx: Option<&Context>, now: Stamp) -> Option<Error> {
     let ctx = ctx?;
     if ctx.is_cancelled() {
         Some(Error::cancelled())
-    } else if ctx.is_expired() {
+    } else if expired_at(ctx, now) {
         Some(Error::deadline_exceeded())
     } else {
         None
@@ -486,9 +498,11 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let ctx = Context::current();
+        // One clock reading for the wait histogram and the deadline check.
+        let now = Stamp::now();
         let mut bounds = None;
         if let Some(ctx) = &ctx {
-            if let Some(err) = refused(Some(ctx)) {
+            if let Some(err) = refused(Some(ctx), now) {
                 return ResponseFuture::failed(err);
             }
             bounds = Bounds::new(
@@ -498,7 +512,7 @@ where
         }
         let inner = &self.handle.inner;
         let (reply, answer) = Pool::pair(&inner.pool, req, ctx);
-        let job = Job::new(reply);
+        let job = Job::new(reply, now);
         let wait = inner.when_full == WhenFull::Wait;
         let waiting = match offer(inner, job, wait, || None) {
             Ok(Offer::Queued) => None,
@@ -507,7 +521,10 @@ where
                 if let Some(at) = inner.max_wait.and_then(|w| Instant::now().checked_add(w)) {
                     bounds = Some(Bounds::with_give_up(bounds, at));
                 }
-                Some(WaitingForSpace::new(Arc::clone(inner) as Arc<dyn Leave>, ticket))
+                Some(WaitingForSpace::new(
+                    Arc::clone(inner) as Arc<dyn Leave>,
+                    ticket,
+                ))
             }
             Err(e) => return ResponseFuture::failed(e),
         };

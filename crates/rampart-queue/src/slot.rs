@@ -114,7 +114,11 @@ impl<Req, Res> Pool<Req, Res> {
 
     /// A slot holding `req` and `ctx`, from the pool (or new).
     fn slot(&self, req: Req, ctx: Option<Context>, state: State<Res>) -> Arc<Slot<Req, Res>> {
-        let reused = self.free.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let reused = self
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         let slot = reused.unwrap_or_else(|| Arc::new(Slot::new()));
         {
             let mut cell = slot.lock();

@@ -4,7 +4,7 @@
 use crate::config::{QueueConfig, WhenFull};
 use crate::core::{Core, Taken};
 use crate::error::Panicked;
-use crate::metrics::{Metrics, Stamp};
+use crate::metrics::{Metrics, Stamp, expired_at};
 use crate::slot::{Pool, Reply};
 use pin_project_lite::pin_project;
 use rampart_core::telemetry::LayerName;
@@ -30,14 +30,11 @@ pub(crate) struct Job<Req, Res> {
 }
 
 impl<Req, Res> Job<Req, Res> {
-    /// A job about to be queued, stamped now (a caller that has to wait
-    /// for space is stamped again once it has a place).
+    /// A job about to be queued, stamped `stamp` (now; a caller that has
+    /// to wait for space is stamped again once it has a place).
     #[inline]
-    pub(crate) fn new(reply: Reply<Req, Res>) -> Self {
-        Job {
-            reply,
-            stamp: Stamp::now(),
-        }
+    pub(crate) fn new(reply: Reply<Req, Res>, stamp: Stamp) -> Self {
+        Job { reply, stamp }
     }
 
     /// Answers the caller (if it still listens) with `err`; the answer
@@ -366,14 +363,14 @@ enum Skip {
     Refused(Error),
 }
 
-fn skip_reason(detach: bool, gone: bool, ctx: Option<&Context>) -> Option<Skip> {
+fn skip_reason(detach: bool, gone: bool, ctx: Option<&Context>, now: Stamp) -> Option<Skip> {
     if gone && !detach {
         return Some(Skip::CallerLeft);
     }
     let ctx = ctx?;
     if ctx.is_cancelled() {
         Some(Skip::Refused(Error::cancelled()))
-    } else if ctx.is_expired() {
+    } else if expired_at(ctx, now) {
         Some(Skip::Refused(Error::deadline_exceeded()))
     } else {
         None
@@ -391,7 +388,7 @@ enum Step<Res> {
 
 impl<Req, B: Backend<Req>> Runner<Req, B> {
     /// Takes `job` unless it is to be skipped.
-    fn start(self: Pin<&mut Self>, job: Job<Req, B::Response>) {
+    fn start(self: Pin<&mut Self>, job: (Job<Req, B::Response>, Stamp)) {
         let this = self.project();
         debug_assert!(this.job.is_none(), "one job at a time");
         if let Some(job) = accept(this.inner, job) {
@@ -450,13 +447,20 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
 
 /// Takes the next job off the queue; the first caller waiting for space
 /// (if any) gets the place it freed, and its wait in the queue starts now.
-fn take<Req, Res>(inner: &Inner<Req, Res>) -> Option<Job<Req, Res>> {
-    let Taken {
-        job,
-        promoted,
-        placed,
-    } = inner.core().take(|next| next.stamp = Stamp::now())?;
-    inner.metrics.taken(job.stamp);
+/// Returns the job and when it was taken (a clock reading with the
+/// `metrics` feature, reused for the job's deadline check).
+fn take<Req, Res>(inner: &Inner<Req, Res>) -> Option<(Job<Req, Res>, Stamp)> {
+    let (
+        Taken {
+            job,
+            promoted,
+            placed,
+        },
+        now,
+    ) = inner
+        .core()
+        .take(Stamp::now, |next, now| next.stamp = now)?;
+    inner.metrics.taken(job.stamp, now);
     if promoted {
         inner.metrics.depth.increment(1.0);
         // An idle worker takes it if this one is busy with `job`.
@@ -465,15 +469,18 @@ fn take<Req, Res>(inner: &Inner<Req, Res>) -> Option<Job<Req, Res>> {
             let _ = placed.send(());
         }
     }
-    Some(job)
+    Some((job, now))
 }
 
 /// `job`, its request and context taken out, unless it is skipped: its
 /// caller left, or it was cancelled or passed its deadline (then its
 /// caller is told so).
-fn accept<Req, Res>(inner: &Inner<Req, Res>, job: Job<Req, Res>) -> Option<Running<Req, Res>> {
+fn accept<Req, Res>(
+    inner: &Inner<Req, Res>,
+    (job, now): (Job<Req, Res>, Stamp),
+) -> Option<Running<Req, Res>> {
     let (req, ctx, gone) = job.reply.take_work();
-    let Some(reason) = skip_reason(inner.detach, gone, ctx.as_ref()) else {
+    let Some(reason) = skip_reason(inner.detach, gone, ctx.as_ref(), now) else {
         return Some(Running {
             reply: job.reply,
             req,
