@@ -191,16 +191,18 @@ impl<Req, Res> Reply<Req, Res> {
         self.answered
     }
 
-    /// Takes the request and its context out of the slot, and tells
-    /// whether the caller dropped its response future (never for a
-    /// fire-and-forget job).
-    pub(crate) fn take_work(&self) -> (Option<Req>, Option<Context>, bool) {
+    /// Moves the request and its context out of the slot into `req` and
+    /// `ctx` (both `None`), and tells whether the caller dropped its
+    /// response future (never for a fire-and-forget job).
+    pub(crate) fn take_work_into(&self, req: &mut Option<Req>, ctx: &mut Option<Context>) -> bool {
         let Some(slot) = &self.slot else {
-            return (None, None, false);
+            return false;
         };
         let mut cell = slot.lock();
-        let gone = self.answered && matches!(cell.state, State::CallerGone);
-        (cell.req.take(), cell.ctx.take(), gone)
+        // Swapped with the empty places: no copy through a temporary.
+        std::mem::swap(req, &mut cell.req);
+        std::mem::swap(ctx, &mut cell.ctx);
+        self.answered && matches!(cell.state, State::CallerGone)
     }
 
     /// True once the caller dropped its response future (tests).
@@ -376,7 +378,8 @@ mod loom_tests {
             "a reused slot starts idle"
         );
         assert!(!reply.caller_gone());
-        let (req, _, gone) = reply.take_work();
+        let (mut req, mut ctx) = (None, None);
+        let gone = reply.take_work_into(&mut req, &mut ctx);
         assert_eq!((req, gone), (Some(2), false), "it holds this request");
         reply.send(Ok(8), pool);
         let got = block_on(poll_fn(|cx| answer.poll(cx)));

@@ -44,9 +44,12 @@ impl<Req, Res> Job<Req, Res> {
     }
 }
 
-/// The job a worker runs: its request and context taken out of the slot.
+/// The job a worker runs: its request and context taken out of the slot
+/// (in place: the runner keeps one, so the request is copied once, from
+/// the slot into it).
 pub(crate) struct Running<Req, Res> {
-    reply: Reply<Req, Res>,
+    /// `None` when idle.
+    reply: Option<Reply<Req, Res>>,
     /// Taken when the inner service is called.
     req: Option<Req>,
     /// The caller's context, in scope while the call runs.
@@ -274,8 +277,8 @@ pin_project! {
     struct Runner<Req, B: Backend<Req>> {
         inner: Arc<Inner<Req, B::Response>>,
         backend: B,
-        // The job being run; `None` when idle.
-        job: Option<Running<Req, B::Response>>,
+        // The job being run (idle when its reply is `None`).
+        job: Running<Req, B::Response>,
         #[pin]
         call: Call<B::Future>,
     }
@@ -283,7 +286,7 @@ pin_project! {
     impl<Req, B: Backend<Req>> PinnedDrop for Runner<Req, B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if this.job.is_some() {
+            if this.job.reply.is_some() {
                 this.inner.call_ended();
             }
         }
@@ -330,7 +333,11 @@ async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, backend
     let mut runner = pin!(Runner {
         inner: Arc::clone(&inner),
         backend,
-        job: None,
+        job: Running {
+            reply: None,
+            req: None,
+            ctx: None,
+        },
         call: Call::Idle,
     });
     loop {
@@ -390,10 +397,7 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
     /// Takes `job` unless it is to be skipped.
     fn start(self: Pin<&mut Self>, job: (Job<Req, B::Response>, Stamp)) {
         let this = self.project();
-        debug_assert!(this.job.is_none(), "one job at a time");
-        if let Some(job) = accept(this.inner, job) {
-            // Stored first: a call in between would copy the job once more.
-            *this.job = Some(job);
+        if accept(this.inner, job, this.job) {
             this.inner.call_started();
         }
     }
@@ -405,8 +409,8 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
         let inner = &**this.inner;
         let mut budget = BUDGET;
         loop {
-            if let Some(job) = this.job.as_mut() {
-                let step = step(inner, this.backend, job, this.call.as_mut(), cx);
+            if this.job.reply.is_some() {
+                let step = step(inner, this.backend, this.job, this.call.as_mut(), cx);
                 let result = match step {
                     Step::Pending => return Poll::Pending,
                     Step::Abandoned => {
@@ -422,10 +426,13 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 // The call is dropped in the caller's context, before the
                 // caller hears of it; a panic while dropping it stays here.
                 let _ = catch_unwind(AssertUnwindSafe(|| this.call.set(Call::Idle)));
-                let job = this.job.take().expect("a job is running");
+                let reply = this.job.reply.take().expect("a job is running");
+                // Left by a `poll_ready` error (or a panic before the call).
+                this.job.req = None;
+                this.job.ctx = None;
                 inner.call_ended();
                 if let Some(result) = result {
-                    answer(inner, job, result);
+                    answer(inner, reply, result);
                 }
             }
             if budget == 0 {
@@ -436,9 +443,7 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
             let Some(job) = take(inner) else {
                 return Poll::Ready(());
             };
-            if let Some(job) = accept(inner, job) {
-                // Stored first: a call in between would copy the job once more.
-                *this.job = Some(job);
+            if accept(inner, job, this.job) {
                 inner.call_started();
             }
         }
@@ -472,26 +477,26 @@ fn take<Req, Res>(inner: &Inner<Req, Res>) -> Option<(Job<Req, Res>, Stamp)> {
     Some((job, now))
 }
 
-/// `job`, its request and context taken out, unless it is skipped: its
-/// caller left, or it was cancelled or passed its deadline (then its
-/// caller is told so).
+/// Makes `job` the one `running` runs (its request and context moved
+/// from the slot into `running`), unless it is skipped: its caller left,
+/// or it was cancelled or passed its deadline (then its caller is told
+/// so). Returns whether it runs.
 fn accept<Req, Res>(
     inner: &Inner<Req, Res>,
     (job, now): (Job<Req, Res>, Stamp),
-) -> Option<Running<Req, Res>> {
-    let (req, ctx, gone) = job.reply.take_work();
-    let Some(reason) = skip_reason(inner.detach, gone, ctx.as_ref(), now) else {
-        return Some(Running {
-            reply: job.reply,
-            req,
-            ctx,
-        });
+    running: &mut Running<Req, Res>,
+) -> bool {
+    debug_assert!(running.reply.is_none(), "one job at a time");
+    let gone = job.reply.take_work_into(&mut running.req, &mut running.ctx);
+    let Some(reason) = skip_reason(inner.detach, gone, running.ctx.as_ref(), now) else {
+        running.reply = Some(job.reply);
+        return true;
     };
     inner.counters.skipped.fetch_add(1, Relaxed);
     inner.metrics.skipped.increment(1);
     tracing::debug!(
         layer = %inner.name,
-        request_id = ?ctx.as_ref().and_then(Context::request_id),
+        request_id = ?running.ctx.as_ref().and_then(Context::request_id),
         reason = match &reason {
             Skip::CallerLeft => "caller left",
             Skip::Refused(_) => "cancelled or past its deadline",
@@ -506,13 +511,14 @@ fn accept<Req, Res>(
         },
         &inner.pool,
     );
-    drop((req, ctx));
-    None
+    running.req = None;
+    running.ctx = None;
+    false
 }
 
 /// Answers the caller of `job` (a fire-and-forget job's failure is logged).
-fn answer<Req, Res>(inner: &Inner<Req, Res>, job: Running<Req, Res>, result: Result<Res, Error>) {
-    if !job.reply.wants_answer()
+fn answer<Req, Res>(inner: &Inner<Req, Res>, reply: Reply<Req, Res>, result: Result<Res, Error>) {
+    if !reply.wants_answer()
         && let Err(e) = &result
     {
         tracing::debug!(
@@ -521,7 +527,7 @@ fn answer<Req, Res>(inner: &Inner<Req, Res>, job: Running<Req, Res>, result: Res
             "queue: a fire-and-forget job failed"
         );
     }
-    job.reply.send(result, &inner.pool);
+    reply.send(result, &inner.pool);
 }
 
 /// Polls the running job: calls the inner service once it is ready (in the
@@ -564,8 +570,9 @@ fn step<Req, B: Backend<Req>>(
     let result = match polled {
         Ok(Poll::Pending) => {
             if !inner.detach
-                && job.reply.wants_answer()
-                && job.reply.poll_caller_gone(cx).is_ready()
+                && let Some(reply) = job.reply.as_mut()
+                && reply.wants_answer()
+                && reply.poll_caller_gone(cx).is_ready()
             {
                 return Step::Abandoned;
             }
