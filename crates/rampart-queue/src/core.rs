@@ -21,6 +21,7 @@
 //! --release -p rampart-queue --lib loom`).
 
 use std::collections::VecDeque;
+use std::task::Waker;
 use tokio::sync::oneshot;
 
 /// A caller waiting for space.
@@ -47,9 +48,10 @@ pub(crate) enum Refused<J> {
 pub(crate) struct Taken<J> {
     /// The job at the front of the queue.
     pub(crate) job: J,
-    /// Whether a waiter's job was moved into the place it freed (an idle
-    /// worker is then notified for it).
+    /// Whether a waiter's job was moved into the place it freed.
     pub(crate) promoted: bool,
+    /// An idle worker to wake for that job (outside the lock).
+    pub(crate) wake: Option<Waker>,
     /// A submitter to tell that its job got its place (outside the lock).
     pub(crate) placed: Option<oneshot::Sender<()>>,
 }
@@ -63,11 +65,19 @@ pub(crate) struct Core<J> {
     live_waiters: usize,
     next_ticket: u64,
     closed: bool,
+    /// The wakers of idle workers, by worker id: a worker that finds the
+    /// queue empty leaves its waker here under the lock, and the next job
+    /// queued takes one and wakes it (none while every worker is busy: a
+    /// busy worker looks at the queue again before it goes idle).
+    idle_wakers: Vec<Option<Waker>>,
+    /// The ids whose waker is set, most recently idle last.
+    idle: Vec<usize>,
 }
 
 impl<J> Core<J> {
-    /// An empty, open queue of `capacity` places (allocated now).
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// An empty, open queue of `capacity` places (allocated now), for
+    /// `workers` workers.
+    pub(crate) fn new(capacity: usize, workers: usize) -> Self {
         Core {
             queued: VecDeque::with_capacity(capacity),
             capacity,
@@ -75,7 +85,44 @@ impl<J> Core<J> {
             live_waiters: 0,
             next_ticket: 0,
             closed: false,
+            idle_wakers: vec![None; workers],
+            idle: Vec::with_capacity(workers),
         }
+    }
+
+    /// Worker `id` found the queue empty (and open): it waits for work,
+    /// woken through `waker` by the next job queued.
+    pub(crate) fn set_idle(&mut self, id: usize, waker: &Waker) {
+        match &mut self.idle_wakers[id] {
+            Some(w) => {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+            }
+            none => {
+                *none = Some(waker.clone());
+                self.idle.push(id);
+            }
+        }
+    }
+
+    /// Worker `id` took a job: no longer idle (if it was polled before a
+    /// job woke it).
+    pub(crate) fn set_busy(&mut self, id: usize) {
+        if self.idle_wakers[id].take().is_some() {
+            self.idle.retain(|&i| i != id);
+        }
+    }
+
+    /// A job was queued: the waker of an idle worker to wake for it (it
+    /// counts as busy from now on), if any.
+    fn hand_to_idle(&mut self) -> Option<Waker> {
+        while let Some(id) = self.idle.pop() {
+            if let Some(w) = self.idle_wakers[id].take() {
+                return Some(w);
+            }
+        }
+        None
     }
 
     /// Jobs in the queue (never more than the capacity).
@@ -93,8 +140,9 @@ impl<J> Core<J> {
     }
 
     /// Queues `job` if there is a place and nobody waits for one (a new
-    /// job never passes a waiting caller).
-    pub(crate) fn push(&mut self, job: J) -> Result<(), Refused<J>> {
+    /// job never passes a waiting caller); then the waker of an idle
+    /// worker to wake for it, if one is idle.
+    pub(crate) fn push(&mut self, job: J) -> Result<Option<Waker>, Refused<J>> {
         if self.closed {
             return Err(Refused::Closed(job));
         }
@@ -102,7 +150,7 @@ impl<J> Core<J> {
             return Err(Refused::Full(job));
         }
         self.queued.push_back(job);
-        Ok(())
+        Ok(self.hand_to_idle())
     }
 
     /// Puts `job` behind the callers already waiting for space (after
@@ -136,6 +184,7 @@ impl<J> Core<J> {
         let mut taken = Taken {
             job,
             promoted: false,
+            wake: None,
             placed: None,
         };
         if self.live_waiters > 0 {
@@ -145,6 +194,7 @@ impl<J> Core<J> {
                     placed(&mut next, now);
                     self.queued.push_back(next);
                     taken.promoted = true;
+                    taken.wake = self.hand_to_idle();
                     taken.placed = w.placed;
                     break;
                 }
@@ -184,14 +234,17 @@ impl<J> Core<J> {
     }
 
     /// Closes the queue: nothing is queued from now on; the callers
-    /// waiting for space are handed back (to fail with `Closed`). Returns
-    /// whether it was open.
-    pub(crate) fn close(&mut self) -> (bool, Vec<J>) {
+    /// waiting for space are handed back (to fail with `Closed`), and the
+    /// idle workers' wakers (to wake: they stop once the queue is empty).
+    /// Returns whether it was open.
+    pub(crate) fn close(&mut self) -> (bool, Vec<J>, Vec<Waker>) {
         let was_open = !self.closed;
         self.closed = true;
         self.live_waiters = 0;
         let left = self.waiting.drain(..).filter_map(|w| w.job).collect();
-        (was_open, left)
+        self.idle.clear();
+        let idle = self.idle_wakers.iter_mut().filter_map(Option::take).collect();
+        (was_open, left, idle)
     }
 
     /// Takes every queued job (a drain deadline fails them).
@@ -200,12 +253,12 @@ impl<J> Core<J> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(rampart_loom)))]
 mod tests {
     use super::*;
 
     fn core(cap: usize) -> Core<u32> {
-        Core::new(cap)
+        Core::new(cap, 2)
     }
 
     #[test]
@@ -277,11 +330,33 @@ mod tests {
     }
 
     #[test]
+    fn a_job_wakes_one_idle_worker_and_none_while_all_are_busy() {
+        let mut c = core(4);
+        assert!(c.push(0).ok().unwrap().is_none(), "no worker idle");
+        let w = Waker::noop().clone();
+        c.set_idle(0, &w);
+        c.set_idle(0, &w);
+        c.set_idle(1, &w);
+        assert!(c.push(1).ok().unwrap().is_some());
+        assert!(c.push(2).ok().unwrap().is_some());
+        assert!(c.push(3).ok().unwrap().is_none(), "both idle workers were taken");
+        // A worker polled and given a job before a wake is busy again.
+        c.set_idle(1, &w);
+        c.set_busy(1);
+        let t = c.wait(4, None);
+        let (taken, ()) = c.take(|| (), |_, ()| {}).unwrap();
+        assert!(taken.promoted && taken.wake.is_none());
+        assert_eq!(c.leave(t), None);
+        c.set_idle(0, &w);
+        assert_eq!(c.close().2.len(), 1, "close wakes the idle worker");
+    }
+
+    #[test]
     fn close_refuses_new_jobs_and_hands_back_the_waiters() {
         let mut c = core(1);
         c.push(0).ok().unwrap();
         let a = c.wait(1, None);
-        let (was_open, left) = c.close();
+        let (was_open, left, _) = c.close();
         assert!(was_open);
         assert_eq!(left, [1]);
         assert_eq!(c.leave(a), None);
@@ -304,7 +379,7 @@ mod loom_tests {
     #[test]
     fn loom_a_waiter_leaving_while_a_worker_frees_a_place_is_placed_or_handed_back_once() {
         loom::model(|| {
-            let core = Arc::new(Mutex::new(Core::new(1)));
+            let core = Arc::new(Mutex::new(Core::new(1, 1)));
             let ticket = {
                 let mut c = core.lock().unwrap();
                 c.push(0u32).ok().unwrap();
@@ -343,6 +418,38 @@ mod loom_tests {
         });
     }
 
+    /// A worker that finds the queue empty waits with its waker in the
+    /// queue while a caller queues a job: the worker is woken (or sees the
+    /// job at once) and takes it; no wake-up is lost.
+    #[test]
+    fn loom_a_job_queued_while_a_worker_goes_idle_reaches_it() {
+        loom::model(|| {
+            let core = Arc::new(Mutex::new(Core::new(1, 1)));
+            let c = Arc::clone(&core);
+            let caller = thread::spawn(move || {
+                let wake = c.lock().unwrap().push(7u32).ok().unwrap();
+                if let Some(w) = wake {
+                    w.wake();
+                }
+            });
+            let got = loom::future::block_on(std::future::poll_fn(|cx| {
+                let mut c = core.lock().unwrap();
+                match c.take(|| (), |_, ()| {}) {
+                    Some((t, ())) => {
+                        c.set_busy(0);
+                        std::task::Poll::Ready(t.job)
+                    }
+                    None => {
+                        c.set_idle(0, cx.waker());
+                        std::task::Poll::Pending
+                    }
+                }
+            }));
+            caller.join().unwrap();
+            assert_eq!(got, 7);
+        });
+    }
+
     /// Two callers race for the one free place while a worker frees
     /// another: both get a place in the end (one queued at once, or moved
     /// in when the worker frees one), the capacity is never exceeded, and
@@ -350,7 +457,7 @@ mod loom_tests {
     #[test]
     fn loom_callers_racing_for_places_are_each_queued_once_within_capacity() {
         loom::model(|| {
-            let core = Arc::new(Mutex::new(Core::new(1)));
+            let core = Arc::new(Mutex::new(Core::new(1, 1)));
             core.lock().unwrap().push(0u32).ok().unwrap();
             let callers: Vec<_> = [1u32, 2]
                 .into_iter()
@@ -359,7 +466,7 @@ mod loom_tests {
                     thread::spawn(move || {
                         let mut c = c.lock().unwrap();
                         match c.push(n) {
-                            Ok(()) => {}
+                            Ok(_) => {}
                             Err(Refused::Full(j)) => {
                                 c.wait(j, None);
                             }

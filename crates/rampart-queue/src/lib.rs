@@ -71,7 +71,9 @@
 //! takes them, then the answer; slots come from a pool and are reused, so
 //! a call whose [`Context`](rampart_core::Context) has neither a deadline
 //! nor a cancellation token (or that has no context) allocates nothing in
-//! the steady state. Idle workers wait on a `tokio::sync::Notify`.
+//! the steady state. An idle worker leaves its waker in the queue, and
+//! the next job queued wakes it; while every worker is busy, queuing a job
+//! wakes nobody.
 //!
 //! Callers that find the queue full wait behind it, first come first
 //! served, each with its job already in its slot: when a worker takes a

@@ -48,12 +48,6 @@ impl<Req, Res> Drop for Handle<Req, Res> {
     }
 }
 
-/// A job was queued: count it and wake an idle worker.
-#[inline]
-fn queued<Req, Res>(inner: &Inner<Req, Res>) {
-    inner.work.notify_one();
-}
-
 /// Counts and logs a request refused because the queue was full.
 #[cold]
 pub(crate) fn shed<Req, Res>(inner: &Inner<Req, Res>, why: &'static str) -> Error {
@@ -65,7 +59,7 @@ pub(crate) fn shed<Req, Res>(inner: &Inner<Req, Res>, why: &'static str) -> Erro
 
 /// Where a job went when offered to the queue.
 enum Offer {
-    /// Queued (an idle worker was woken).
+    /// Queued (an idle worker, if any, was woken).
     Queued,
     /// Waiting for space behind the other waiters, with this ticket.
     Waiting(u64),
@@ -85,9 +79,12 @@ fn offer<Req, Res>(
     inner.metrics.depth.increment(1.0);
     let mut core = inner.core();
     let refused = match core.push(job) {
-        Ok(()) => {
+        Ok(wake) => {
             drop(core);
-            queued(inner);
+            // An idle worker, if any (none while all are busy).
+            if let Some(w) = wake {
+                w.wake();
+            }
             return Ok(Offer::Queued);
         }
         Err(Refused::Full(job)) if wait => {
@@ -252,7 +249,7 @@ where
         let inner = Arc::new(Inner::new(cfg, name));
         let aborts = (0..cfg.workers)
             .map(|i| {
-                rt.spawn(worker(Arc::clone(&inner), backend(i)))
+                rt.spawn(worker(Arc::clone(&inner), i, backend(i)))
                     .abort_handle()
             })
             .collect();

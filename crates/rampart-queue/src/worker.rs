@@ -86,9 +86,6 @@ pub(crate) struct Inner<Req, Res> {
     pub(crate) name: LayerName,
     /// The metric handles, registered when the queue was built.
     pub(crate) metrics: Metrics,
-    /// Wakes an idle worker: one per accepted job (`notify_one`), all of
-    /// them on close (`notify_waiters`).
-    pub(crate) work: Notify,
     /// Notified when the last worker exits.
     pub(crate) stopped: Notify,
     pub(crate) aborts: Mutex<Vec<AbortHandle>>,
@@ -102,7 +99,7 @@ impl<Req, Res> Inner<Req, Res> {
         // Counted live from now on (as `live`), until their `LiveGuard`s drop.
         metrics.workers.increment(cfg.workers as f64);
         Inner {
-            core: crate::sync::Mutex::new(Core::new(cfg.capacity)),
+            core: crate::sync::Mutex::new(Core::new(cfg.capacity, cfg.workers)),
             capacity: cfg.capacity,
             workers: cfg.workers,
             when_full: cfg.when_full,
@@ -114,7 +111,6 @@ impl<Req, Res> Inner<Req, Res> {
             counters: Counters::default(),
             name,
             metrics,
-            work: Notify::new(),
             stopped: Notify::new(),
             aborts: Mutex::new(Vec::new()),
             // Enough idle slots for a full queue, every worker's call and as
@@ -135,11 +131,14 @@ impl<Req, Res> Inner<Req, Res> {
     /// idle workers wake (and stop once the queue is empty). Returns
     /// whether it was open.
     pub(crate) fn close(&self) -> bool {
-        let (was_open, waiters) = self.core().close();
+        let (was_open, waiters, idle) = self.core().close();
         for job in waiters {
             job.fail(Error::closed(), &self.pool);
         }
-        self.work.notify_waiters();
+        // Idle workers wake, find the queue closed (once empty) and stop.
+        for w in idle {
+            w.wake();
+        }
         if was_open {
             tracing::debug!(
                 layer = %self.name,
@@ -309,27 +308,27 @@ impl<Req, Res> Drop for LiveGuard<Req, Res> {
 /// A worker task: waits for a job, runs it and whatever else is queued,
 /// until the channel is closed and empty.
 ///
-/// Idle workers wait on a `tokio::sync::Notify` (intrusive: waiting
-/// allocates nothing) rather than on the channel's own `recv`, whose waiting
-/// allocates a listener each time and costs ~1 300 instructions per request
-/// more with 8 idle workers and one caller.
+/// An idle worker leaves its waker in the queue (one place per worker:
+/// waiting allocates nothing) and is woken by the next job queued; while
+/// every worker is busy, queuing a job wakes nobody.
 ///
 /// Not an `async fn`: the worker's [`LiveGuard`] is made here, before the
 /// task is first polled, so a task dropped unpolled (its runtime shut down
 /// right after the queue was built) still stops counting as live.
 pub(crate) fn worker<Req, B: Backend<Req>>(
     inner: Arc<Inner<Req, B::Response>>,
+    id: usize,
     backend: B,
 ) -> impl Future<Output = ()> {
     let live = LiveGuard(Arc::clone(&inner));
     async move {
         let _live = live;
-        work(inner, backend).await;
+        work(inner, id, backend).await;
     }
 }
 
-/// The body of a [`worker`].
-async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, backend: B) {
+/// The body of [`worker`] number `id`.
+async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, id: usize, backend: B) {
     let mut runner = pin!(Runner {
         inner: Arc::clone(&inner),
         backend,
@@ -341,19 +340,16 @@ async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, backend
         call: Call::Idle,
     });
     loop {
-        // The runner left the queue empty: register as idle, then look
-        // again (a job sent in between is seen here or wakes this worker).
-        let job = {
-            let mut idle = pin!(inner.work.notified());
-            idle.as_mut().enable();
-            match take(&inner) {
-                Some(job) => job,
-                None if inner.core().is_closed() => break,
-                None => {
-                    idle.await;
-                    continue;
-                }
-            }
+        // The runner left the queue empty: look again, and wait as idle
+        // (the waker left in the queue under the same lock hold, so the
+        // next job queued wakes this worker or another idle one).
+        let Some(job) = poll_fn(|cx| take(&inner, Some((id, cx))).map_or_else(
+            || if inner.core().is_closed() { Poll::Ready(None) } else { Poll::Pending },
+            |job| Poll::Ready(Some(job)),
+        ))
+        .await
+        else {
+            break;
         };
         runner.as_mut().start(job);
         poll_fn(|cx| runner.as_mut().poll_run(cx)).await;
@@ -440,7 +436,7 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 return Poll::Pending;
             }
             budget -= 1;
-            let Some(job) = take(inner) else {
+            let Some(job) = take(inner, None) else {
                 return Poll::Ready(());
             };
             if accept(inner, job, this.job) {
@@ -454,22 +450,41 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
 /// (if any) gets the place it freed, and its wait in the queue starts now.
 /// Returns the job and when it was taken (a clock reading with the
 /// `metrics` feature, reused for the job's deadline check).
-fn take<Req, Res>(inner: &Inner<Req, Res>) -> Option<(Job<Req, Res>, Stamp)> {
+///
+/// With `idle` (worker id and its task's context), a worker that finds the
+/// queue empty and open leaves its waker in the queue, under the same lock
+/// hold; one that takes a job is counted busy.
+fn take<Req, Res>(
+    inner: &Inner<Req, Res>,
+    idle: Option<(usize, &TaskContext<'_>)>,
+) -> Option<(Job<Req, Res>, Stamp)> {
     let (
         Taken {
             job,
             promoted,
+            wake,
             placed,
         },
         now,
-    ) = inner
-        .core()
-        .take(Stamp::now, |next, now| next.stamp = now)?;
+    ) = {
+        let mut core = inner.core();
+        let taken = core.take(Stamp::now, |next, now| next.stamp = now);
+        if let Some((id, cx)) = idle {
+            if taken.is_some() {
+                core.set_busy(id);
+            } else if !core.is_closed() {
+                core.set_idle(id, cx.waker());
+            }
+        }
+        taken?
+    };
     inner.metrics.taken(job.stamp, now);
     if promoted {
         inner.metrics.depth.increment(1.0);
         // An idle worker takes it if this one is busy with `job`.
-        inner.work.notify_one();
+        if let Some(w) = wake {
+            w.wake();
+        }
         if let Some(placed) = placed {
             let _ = placed.send(());
         }
