@@ -94,11 +94,8 @@ impl<J> Core<J> {
     /// woken through `waker` by the next job queued.
     pub(crate) fn set_idle(&mut self, id: usize, waker: &Waker) {
         match &mut self.idle_wakers[id] {
-            Some(w) => {
-                if !w.will_wake(waker) {
-                    *w = waker.clone();
-                }
-            }
+            // Cloned only if it would not wake the same task.
+            Some(w) => w.clone_from(waker),
             none => {
                 *none = Some(waker.clone());
                 self.idle.push(id);
@@ -243,7 +240,11 @@ impl<J> Core<J> {
         self.live_waiters = 0;
         let left = self.waiting.drain(..).filter_map(|w| w.job).collect();
         self.idle.clear();
-        let idle = self.idle_wakers.iter_mut().filter_map(Option::take).collect();
+        let idle = self
+            .idle_wakers
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
         (was_open, left, idle)
     }
 
@@ -339,7 +340,10 @@ mod tests {
         c.set_idle(1, &w);
         assert!(c.push(1).ok().unwrap().is_some());
         assert!(c.push(2).ok().unwrap().is_some());
-        assert!(c.push(3).ok().unwrap().is_none(), "both idle workers were taken");
+        assert!(
+            c.push(3).ok().unwrap().is_none(),
+            "both idle workers were taken"
+        );
         // A worker polled and given a job before a wake is busy again.
         c.set_idle(1, &w);
         c.set_busy(1);

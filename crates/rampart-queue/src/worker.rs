@@ -343,10 +343,18 @@ async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, id: usi
         // The runner left the queue empty: look again, and wait as idle
         // (the waker left in the queue under the same lock hold, so the
         // next job queued wakes this worker or another idle one).
-        let Some(job) = poll_fn(|cx| take(&inner, Some((id, cx))).map_or_else(
-            || if inner.core().is_closed() { Poll::Ready(None) } else { Poll::Pending },
-            |job| Poll::Ready(Some(job)),
-        ))
+        let Some(job) = poll_fn(|cx| {
+            take(&inner, Some((id, cx))).map_or_else(
+                || {
+                    if inner.core().is_closed() {
+                        Poll::Ready(None)
+                    } else {
+                        Poll::Pending
+                    }
+                },
+                |job| Poll::Ready(Some(job)),
+            )
+        })
         .await
         else {
             break;
