@@ -64,8 +64,9 @@
 //! The queue is a `VecDeque` of `capacity` places under one lock, held
 //! only to move a job in or out (measured against `async-channel`'s
 //! bounded queue with a `tokio::sync::Semaphore` for the places: about
-//! 900 instructions per request fewer on `benches/queue.rs`, and a waiting
-//! caller no longer costs more than a queued one; loom-checked). A job is
+//! 850 instructions per request fewer on `benches/queue.rs` at 64 callers,
+//! and a waiting caller no longer costs more than a queued one;
+//! loom-checked). A job is
 //! a pointer to an answer slot (a `std::sync::Mutex` per slot,
 //! loom-checked) that holds the request and its context until a worker
 //! takes them, then the answer; slots come from a pool and are reused, so
@@ -103,16 +104,16 @@
 //!
 //! Cost: without the feature the handles are zero-sized and a job keeps its
 //! size; nothing is recorded or paid. With it and no recorder installed
-//! (`benches/queue.rs` under callgrind, current thread, 8 workers): +174 /
-//! +177 instructions per request on the ready inner at 1 / 64 callers, of
-//! which about 155 are the wait histogram's two clock readings (one when
-//! a request is queued, one when a worker takes it) and their difference:
+//! (`benches/queue.rs` under callgrind, current thread, 8 workers, ready
+//! inner): +299 / +261 instructions per request at 1 / 64 callers. About
+//! 150 of them are the wait histogram's two clock readings (one when a
+//! request is queued, one when a worker takes it) and their difference:
 //! the `metrics` facade does not say whether a recorder listens, so they
-//! are taken anyway. The five gauge and counter updates are the other
-//! ~20 (measured by leaving the readings out). A request with a deadline
-//! pays no clock reading of its own: the queue's deadline checks (at the
-//! call and when a worker takes it) use the same readings. No allocation
-//! or lock.
+//! are taken anyway. The gauge and counter updates are 20 to 40; the rest
+//! is the bench's inner service no longer inlined into the worker's loop
+//! (see `benches/README.md`). A request with a deadline pays no clock
+//! reading of its own: the queue's deadline checks (at the call and when a
+//! worker takes it) use the same readings. No allocation or lock.
 //!
 //! | name | kind | meaning |
 //! |---|---|---|
