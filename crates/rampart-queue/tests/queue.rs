@@ -704,3 +704,52 @@ async fn callers_that_leave_while_waiting_for_space_are_never_run_and_close_fail
     assert_eq!(mock.calls(), 2, "only the running and the queued call ran");
     assert_eq!(svc.stats().queued, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_submission_waiting_for_space_resolves_when_placed_and_is_withdrawn_when_it_gives_up() {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let mock = MockService::new(move |n: u32| MockReply::ok(n).after_gate(&g));
+    let svc: Q = QueueLayer::builder()
+        .capacity(1)
+        .workers(1)
+        .max_wait(Duration::from_millis(50))
+        .build()
+        .unwrap()
+        .layer(mock.clone());
+    tokio::spawn(svc.clone().oneshot(1));
+    settle().await;
+    svc.submit(2).await.unwrap();
+    settle().await;
+    // Full: 1 running, 2 queued. A submission past max_wait is shed.
+    let start = Instant::now();
+    let e = svc.submit(3).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Overloaded);
+    assert_eq!(start.elapsed(), Duration::from_millis(50));
+    // One past its deadline ends with it.
+    let ctx = Context::new().with_timeout(Duration::from_millis(20));
+    let e = ctx.scope(svc.submit(4)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadlineExceeded);
+    // One dropped while waiting is withdrawn.
+    let dropped = tokio::spawn({
+        let svc = svc.clone();
+        async move { svc.submit(5).await }
+    });
+    settle().await;
+    assert_eq!(svc.stats().waiting, 1);
+    dropped.abort();
+    settle().await;
+    assert_eq!(svc.stats().waiting, 0);
+    // One that waits gets its place when the worker frees one.
+    let placed = tokio::spawn({
+        let svc = svc.clone();
+        async move { svc.submit(6).await }
+    });
+    settle().await;
+    assert!(!placed.is_finished());
+    gate.open();
+    placed.await.unwrap().unwrap();
+    settle().await;
+    assert_eq!(mock.calls(), 3, "1, 2 and 6 ran; 3, 4 and 5 never did");
+    assert_eq!(svc.stats().shed, 1);
+}
