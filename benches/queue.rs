@@ -4,9 +4,9 @@
 //!
 //! - group `queue`: 1 caller (latency) and 64 callers (throughput), ct and
 //!   mt, with the ready, yielding and remote inners;
-//! - group `queue_many_callers`: 1 000 and 10 000 callers (ready and remote
-//!   inners, ct and mt), to show that the cost per request stays flat when
-//!   far more callers than the bound wait for space.
+//! - group `queue_many_callers`: 1 000 and 10 000 callers (ready, yielding
+//!   and remote inners, ct and mt), to show that the cost per request stays
+//!   flat when far more callers than the bound wait for space.
 //!
 //! Each queue is built inside the case's runtime (its workers are spawned
 //! there) once per benchmark, and cloned per request. rampart's queue runs
@@ -44,7 +44,7 @@ fn queue(c: &mut Criterion) {
     g.finish();
 
     let mut g = group(c, "queue_many_callers");
-    for case in cases(&[Ct, Mt], &[Ready, Remote], &[1_000, 10_000]) {
+    for case in cases(&[Ct, Mt], &[Ready, Yield, Remote], &[1_000, 10_000]) {
         bench_floor(&mut g, case);
         bench_layer(&mut g, "tower", case, BufferLayer::new(BOUND));
         bench_layer(&mut g, "rampart", case, rampart());

@@ -61,21 +61,35 @@
 //! prepared for each connection, so every application builds a queue and
 //! spawns workers of its own.
 //!
-//! The channel is [`async-channel`](https://docs.rs/async-channel)'s bounded
-//! multi-consumer queue (its slots are allocated once, when the queue is
-//! built); places in it are a `tokio::sync::Semaphore`'s permits, so callers
-//! waiting for space are served first come, first served; idle workers wait
-//! on a `tokio::sync::Notify`. A caller's answer comes back through an
-//! answer slot (a `std::sync::Mutex` per slot, loom-checked) taken from a
-//! pool and reused, so a call whose [`Context`](rampart_core::Context) has
-//! neither a deadline nor a cancellation token (or that has no context)
-//! allocates nothing in the steady state. A call allocates a box when it
-//! has to wait for space, and one when its context has a deadline or a
-//! cancellation token, which it then waits on beside its answer (the timer
-//! and the token's wait: about 200 bytes on x86-64, kept out of the 32-byte
-//! response future); a token is also cloned (an `Arc` count and a short
-//! lock in `tokio-util`). Under a server stack with cancellation, draining
-//! or deadlines, that is every call.
+//! The queue is a `VecDeque` of `capacity` places under one lock, held
+//! only to move a job in or out (measured against `async-channel`'s
+//! bounded queue with a `tokio::sync::Semaphore` for the places: about
+//! 850 instructions per request fewer on `benches/queue.rs` at 64 callers,
+//! and a waiting caller no longer costs more than a queued one;
+//! loom-checked). A job is
+//! a pointer to an answer slot (a `std::sync::Mutex` per slot,
+//! loom-checked) that holds the request and its context until a worker
+//! takes them, then the answer; slots come from a pool and are reused, so
+//! a call whose [`Context`](rampart_core::Context) has neither a deadline
+//! nor a cancellation token (or that has no context) allocates nothing in
+//! the steady state. An idle worker leaves its waker in the queue, and
+//! the next job queued wakes it; while every worker is busy, queuing a job
+//! wakes nobody.
+//!
+//! Callers that find the queue full wait behind it, first come first
+//! served, each with its job already in its slot: when a worker takes a
+//! job off the queue, it moves the first waiter's job into the place it
+//! freed, under the same lock, without waking that caller (who is woken
+//! once, by its answer, as a queued caller is). A waiter that gives up
+//! (`max_wait`, its deadline or token, or its future dropped) takes its
+//! job back unless a worker already gave it a place; the job never runs.
+//! A call allocates a box when its context has a deadline or a
+//! cancellation token (or when it waits for space with a `max_wait`),
+//! which it then waits on beside its answer (the timer and the token's
+//! wait: about 200 bytes on x86-64, kept out of the response future); a
+//! token is also cloned (an `Arc` count and a short lock in
+//! `tokio-util`). Under a server stack with cancellation, draining or
+//! deadlines, that is every call.
 //!
 //! # Metrics
 //!
@@ -89,13 +103,17 @@
 //! shed or skipped request, `warn` for a panic).
 //!
 //! Cost: without the feature the handles are zero-sized and a job keeps its
-//! size; nothing is recorded or paid (`benches/queue.rs` under callgrind,
-//! current thread, 8 workers: 4 968 / 6 466 / 3 736 instructions per
-//! request on the ready, yielding and 64-caller cases, against 4 993 /
-//! 6 492 / 3 711 before metrics existed). With it and no recorder
-//! installed: +235 / +231 / +232 (`benches/metrics_cost.py`), about half of
-//! it the two clock reads of the wait histogram (one when a request is
-//! queued, one when a worker takes it); no allocation or lock.
+//! size; nothing is recorded or paid. With it and no recorder installed
+//! (`benches/queue.rs` under callgrind, current thread, 8 workers, ready
+//! inner): +299 / +261 instructions per request at 1 / 64 callers. About
+//! 150 of them are the wait histogram's two clock readings (one when a
+//! request is queued, one when a worker takes it) and their difference:
+//! the `metrics` facade does not say whether a recorder listens, so they
+//! are taken anyway. The gauge and counter updates are 20 to 40; the rest
+//! is the bench's inner service no longer inlined into the worker's loop
+//! (see `benches/README.md`). A request with a deadline pays no clock
+//! reading of its own: the queue's deadline checks (at the call and when a
+//! worker takes it) use the same readings. No allocation or lock.
 //!
 //! | name | kind | meaning |
 //! |---|---|---|
@@ -114,6 +132,7 @@
 //! - `metrics`: the metrics above.
 
 mod config;
+mod core;
 mod error;
 mod future;
 mod layer;

@@ -55,14 +55,14 @@ impl Metrics {
         }
     }
 
-    /// A worker took a job stamped `stamp` off the queue.
+    /// A worker took a job stamped `stamp` off the queue at `now`.
     #[inline]
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn taken(&self, stamp: Stamp) {
+    pub(crate) fn taken(&self, stamp: Stamp, now: Stamp) {
         self.depth.decrement(1.0);
         #[cfg(feature = "metrics")]
-        if let Some(at) = stamp.0 {
-            self.wait.record_duration(at.elapsed());
+        if let (Some(at), Some(now)) = (stamp.0, now.0) {
+            self.wait.record_duration(now.saturating_duration_since(at));
         }
     }
 }
@@ -82,4 +82,24 @@ impl Stamp {
         #[cfg(not(feature = "metrics"))]
         Stamp()
     }
+
+    /// The clock reading behind the stamp, if one was taken (with the
+    /// `metrics` feature): a deadline check at the same moment reuses it
+    /// rather than reading the clock again.
+    #[inline]
+    pub(crate) fn instant(self) -> Option<tokio::time::Instant> {
+        #[cfg(feature = "metrics")]
+        return self.0;
+        #[cfg(not(feature = "metrics"))]
+        None
+    }
+}
+
+/// Whether `ctx` is past its deadline at the moment `at` was stamped (the
+/// clock is read only if the stamp has no reading and there is a
+/// deadline).
+#[inline]
+pub(crate) fn expired_at(ctx: &rampart_core::Context, at: Stamp) -> bool {
+    ctx.deadline()
+        .is_some_and(|d| d <= at.instant().unwrap_or_else(tokio::time::Instant::now))
 }

@@ -2,9 +2,10 @@
 //! submits fire-and-forget jobs, closes, drains and reports.
 
 use crate::config::{MAX_CAPACITY, QueueConfig, WhenFull};
-use crate::future::{Bounds, ResponseFuture, State};
-use crate::metrics::Stamp;
-use crate::slot::{Answer, Pool};
+use crate::core::Refused;
+use crate::future::{Bounds, ResponseFuture, State, WaitingForSpace};
+use crate::metrics::{Stamp, expired_at};
+use crate::slot::Pool;
 use crate::stats::{Drained, Stats};
 use crate::worker::{Backend, Inner, Job, Owned, Shared, worker};
 use rampart_core::telemetry::LayerName;
@@ -15,7 +16,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
-use tokio::sync::TryAcquireError;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -38,93 +39,104 @@ pub struct Queue<Req, Res> {
 /// What every clone of a [`Queue`] shares; dropping the last one closes
 /// the queue (the workers finish what is queued and stop).
 struct Handle<Req, Res> {
-    tx: async_channel::Sender<Job<Req, Res>>,
     inner: Arc<Inner<Req, Res>>,
 }
 
 impl<Req, Res> Drop for Handle<Req, Res> {
     fn drop(&mut self) {
-        self.tx.close();
-        self.inner.space.close();
-        self.inner.work.notify_waiters();
+        self.inner.close();
     }
-}
-
-/// Reserves a place in the queue now: `Ok(false)` when it is full.
-fn try_reserve<Req, Res>(inner: &Inner<Req, Res>) -> Result<bool, Error> {
-    match inner.space.try_acquire() {
-        Ok(permit) => {
-            // Given back by the worker that takes the job off the queue.
-            permit.forget();
-            Ok(true)
-        }
-        Err(TryAcquireError::NoPermits) => Ok(false),
-        Err(TryAcquireError::Closed) => Err(Error::closed()),
-    }
-}
-
-/// Queues a job whose place is reserved, and wakes an idle worker.
-// Inlined: with the `metrics` feature the compiler stops inlining it on
-// its own, and the call copies the job once more (measured under
-// callgrind: 40 instructions per request more).
-#[allow(clippy::inline_always)]
-#[inline(always)]
-fn push<Req, Res>(
-    tx: &async_channel::Sender<Job<Req, Res>>,
-    inner: &Inner<Req, Res>,
-    job: Job<Req, Res>,
-) -> Result<(), Error> {
-    // Counted before a worker can take it, so the gauge never dips below 0.
-    inner.metrics.depth.increment(1.0);
-    // Never full: the reserved places are as many as the channel's slots.
-    if tx.try_send(job).is_err() {
-        inner.metrics.depth.decrement(1.0);
-        return Err(Error::closed());
-    }
-    inner.work.notify_one();
-    Ok(())
 }
 
 /// Counts and logs a request refused because the queue was full.
 #[cold]
-fn shed<Req, Res>(inner: &Inner<Req, Res>, why: &'static str) -> Error {
+pub(crate) fn shed<Req, Res>(inner: &Inner<Req, Res>, why: &'static str) -> Error {
     inner.counters.shed.fetch_add(1, Relaxed);
     inner.metrics.shed.increment(1);
     tracing::debug!(layer = %inner.name, why, "queue shed a request");
     Error::overloaded(inner.retry_after)
 }
 
-/// Waits for a place (first come, first served: tokio's semaphore), for at
-/// most the queue's `max_wait` (then `Overloaded`), and queues `job`; with
-/// `answer`, the job gets an answer slot (taken only now, so callers
-/// waiting for space hold none) and the caller's half is returned.
-async fn wait_and_push<Req, Res>(
-    tx: async_channel::Sender<Job<Req, Res>>,
-    inner: Arc<Inner<Req, Res>>,
-    mut job: Job<Req, Res>,
-    answer: bool,
-) -> Result<Option<Answer<Res>>, Error> {
-    let give_up_at = inner.max_wait.and_then(|w| Instant::now().checked_add(w));
-    let acquire = Arc::clone(&inner.space).acquire_owned();
-    let permit = match give_up_at {
-        None => acquire.await,
-        Some(at) => {
-            let Ok(permit) = tokio::time::timeout_at(at, acquire).await else {
-                return Err(shed(&inner, "max_wait passed while full"));
-            };
-            permit
+/// Where a job went when offered to the queue.
+enum Offer {
+    /// Queued (an idle worker, if any, was woken).
+    Queued,
+    /// Waiting for space behind the other waiters, with this ticket.
+    Waiting(u64),
+}
+
+/// Offers `job` to the queue: queued if there is a place, else refused
+/// (`Closed`, or `Overloaded` when `wait` is false: the job is dropped,
+/// its caller told), else left waiting for space; `placed` is told when a
+/// waiting job gets its place.
+fn offer<Req, Res>(
+    inner: &Inner<Req, Res>,
+    job: Job<Req, Res>,
+    wait: bool,
+    placed: impl FnOnce() -> Option<oneshot::Sender<()>>,
+) -> Result<Offer, Error> {
+    // Counted before a worker can take it, so the gauge never dips below 0.
+    inner.metrics.depth.increment(1.0);
+    let mut core = inner.core();
+    let refused = match core.push(job) {
+        Ok(wake) => {
+            drop(core);
+            // An idle worker, if any (none while all are busy).
+            if let Some(w) = wake {
+                w.wake();
+            }
+            return Ok(Offer::Queued);
         }
+        Err(Refused::Full(job)) if wait => {
+            let ticket = core.wait(job, placed());
+            drop(core);
+            inner.metrics.depth.decrement(1.0);
+            return Ok(Offer::Waiting(ticket));
+        }
+        Err(Refused::Full(job)) => (job, false),
+        Err(Refused::Closed(job)) => (job, true),
     };
-    permit.map_err(|_| Error::closed())?.forget();
-    // Its wait in the queue starts now.
-    job.stamp = Stamp::now();
-    let answer = answer.then(|| {
-        let (reply, answer) = Pool::pair(&inner.pool);
-        job.reply = Some(reply);
-        answer
-    });
-    push(&tx, &inner, job)?;
-    Ok(answer)
+    drop(core);
+    inner.metrics.depth.decrement(1.0);
+    let (job, closed) = refused;
+    let err = if closed {
+        Error::closed()
+    } else {
+        shed(inner, "full")
+    };
+    // The caller gets `err` from here; its answer slot goes back.
+    job.fail(Error::cancelled(), &inner.pool);
+    Err(err)
+}
+
+/// Takes back the job of a caller that waited for space and gives up
+/// (`max_wait`, its deadline or cancellation, or its future dropped):
+/// true if it still waited (its job is dropped, never queued), false if a
+/// worker had already given it a place (or the queue closed).
+pub(crate) trait Leave: Send + Sync {
+    fn leave(&self, ticket: u64) -> bool;
+    /// Counts a shed for `max_wait` and returns its error.
+    fn shed_max_wait(&self) -> Error;
+}
+
+/// See [`Leave::leave`].
+fn leave<Req, Res>(inner: &Inner<Req, Res>, ticket: u64) -> bool {
+    let Some(job) = inner.core().leave(ticket) else {
+        return false;
+    };
+    // Its answer slot goes back to the pool (the caller is leaving).
+    job.fail(Error::cancelled(), &inner.pool);
+    true
+}
+
+impl<Req: Send, Res: Send> Leave for Inner<Req, Res> {
+    fn leave(&self, ticket: u64) -> bool {
+        leave(self, ticket)
+    }
+
+    fn shed_max_wait(&self) -> Error {
+        shed(self, "max_wait passed while full")
+    }
 }
 
 impl<Req, Res> Clone for Queue<Req, Res> {
@@ -234,17 +246,16 @@ where
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             panic!("rampart-queue: a Queue must be built inside a Tokio runtime");
         };
-        let (tx, rx) = async_channel::bounded(cfg.capacity);
-        let inner = Arc::new(Inner::new(rx, cfg, name));
+        let inner = Arc::new(Inner::new(cfg, name));
         let aborts = (0..cfg.workers)
             .map(|i| {
-                rt.spawn(worker(Arc::clone(&inner), backend(i)))
+                rt.spawn(worker(Arc::clone(&inner), i, backend(i)))
                     .abort_handle()
             })
             .collect();
         *inner.aborts.lock().unwrap_or_else(PoisonError::into_inner) = aborts;
         Queue {
-            handle: Arc::new(Handle { tx, inner }),
+            handle: Arc::new(Handle { inner }),
         }
     }
 }
@@ -260,11 +271,13 @@ impl<Req, Res> Queue<Req, Res> {
     /// A snapshot of the queue's counters.
     pub fn stats(&self) -> Stats {
         let c = &self.handle.inner.counters;
+        let core = self.handle.inner.core();
         Stats {
             capacity: self.handle.inner.capacity,
             workers: self.handle.inner.workers,
             live_workers: self.handle.inner.live.load(Relaxed),
-            queued: self.handle.inner.rx.len(),
+            queued: core.len(),
+            waiting: core.waiting(),
             running: self.handle.inner.running.load(Relaxed),
             completed: c.completed.load(Relaxed),
             failed: c.failed.load(Relaxed),
@@ -280,24 +293,13 @@ impl<Req, Res> Queue<Req, Res> {
     /// queued still runs; every worker stops once the queue is empty.
     /// Returns `false` if it was already closed.
     pub fn close(&self) -> bool {
-        let closed = self.handle.tx.close();
-        self.handle.inner.space.close();
-        // Idle workers wake, find the queue closed (once empty) and stop.
-        self.handle.inner.work.notify_waiters();
-        if closed {
-            tracing::debug!(
-                layer = %self.handle.inner.name,
-                queued = self.handle.inner.rx.len(),
-                "queue closed"
-            );
-        }
-        closed
+        self.handle.inner.close()
     }
 
     /// True once [`close`](Queue::close) was called (or every handle was
     /// dropped).
     pub fn is_closed(&self) -> bool {
-        self.handle.tx.is_closed()
+        self.handle.inner.core().is_closed()
     }
 
     /// Resolves when every worker has stopped (after [`close`](Queue::close)
@@ -363,11 +365,13 @@ impl<Req, Res> Queue<Req, Res> {
     /// many.
     fn fail_queued(&self) -> usize {
         let inner = &self.handle.inner;
-        let mut n = 0;
-        while let Ok(job) = inner.rx.try_recv() {
-            inner.metrics.depth.decrement(1.0);
+        let jobs = inner.core().take_all();
+        let n = jobs.len();
+        if n > 0 {
+            inner.metrics.depth.decrement(n as f64);
+        }
+        for job in jobs {
             job.fail(Error::closed(), &inner.pool);
-            n += 1;
         }
         n
     }
@@ -380,24 +384,29 @@ impl<Req, Res> Queue<Req, Res> {
     /// runs in the current [`Context`]; its outcome is logged, not returned.
     pub async fn submit(&self, req: Req) -> Result<(), Error> {
         let ctx = Context::current();
-        if let Some(err) = refused(ctx.as_ref()) {
+        // One clock reading for the wait histogram and the deadline check.
+        let now = Stamp::now();
+        if let Some(err) = refused(ctx.as_ref(), now) {
             return Err(err);
         }
         let deadline = ctx.as_ref().and_then(Context::deadline);
         let cancel = ctx.as_ref().and_then(Context::cancellation).cloned();
-        let job = Job::new(req, ctx);
-        if try_reserve(&self.handle.inner)? {
-            return push(&self.handle.tx, &self.handle.inner, job);
-        }
-        let send = async {
-            wait_and_push(
-                self.handle.tx.clone(),
-                Arc::clone(&self.handle.inner),
-                job,
-                false,
-            )
-            .await
-            .map(drop)
+        let inner = &self.handle.inner;
+        let mut placed = None;
+        let job = Job::new(inner.pool.unanswered(req, ctx), now);
+        let ticket = match offer(inner, job, true, || {
+            let (tx, rx) = oneshot::channel();
+            placed = Some(rx);
+            Some(tx)
+        })? {
+            Offer::Queued => return Ok(()),
+            Offer::Waiting(ticket) => ticket,
+        };
+        let mut placed = placed.expect("a waiting submission is told when placed");
+        // Takes the job back if this future is dropped while it waits.
+        let mut waiting = LeaveOnDrop {
+            inner: &**inner,
+            ticket: Some(ticket),
         };
         let cancelled = async {
             match &cancel {
@@ -411,36 +420,60 @@ impl<Req, Res> Queue<Req, Res> {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let give_up = async {
+            match inner.max_wait.and_then(|w| Instant::now().checked_add(w)) {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let err = tokio::select! {
             biased;
-            r = send => r,
-            () = cancelled => Err(Error::cancelled()),
-            () = timer => Err(Error::deadline_exceeded()),
+            r = &mut placed => {
+                waiting.ticket = None;
+                return r.map_err(|_| Error::closed());
+            }
+            () = cancelled => Error::cancelled(),
+            () = timer => Error::deadline_exceeded(),
+            () = give_up => Error::overloaded(inner.retry_after),
+        };
+        if waiting.leave() {
+            if err.kind() == rampart_core::ErrorKind::Overloaded {
+                return Err(shed(inner, "max_wait passed while full"));
+            }
+            return Err(err);
         }
+        // A worker gave it a place just now (told next), or the queue
+        // closed (the sender is dropped).
+        placed.await.map_err(|_| Error::closed())
     }
 
     /// Accepts a job without waiting for space or for its result: fails at
     /// once with `Overloaded` when the queue is full, `Closed` when closed.
     pub fn try_submit(&self, req: Req) -> Result<(), Error> {
         let ctx = Context::current();
-        if let Some(err) = refused(ctx.as_ref()) {
+        // One clock reading for the wait histogram and the deadline check.
+        let now = Stamp::now();
+        if let Some(err) = refused(ctx.as_ref(), now) {
             return Err(err);
         }
-        let job = Job::new(req, ctx);
-        if try_reserve(&self.handle.inner)? {
-            push(&self.handle.tx, &self.handle.inner, job)
-        } else {
-            Err(shed(&self.handle.inner, "full"))
-        }
+        let inner = &self.handle.inner;
+        offer(
+            inner,
+            Job::new(inner.pool.unanswered(req, ctx), now),
+            false,
+            || None,
+        )
+        .map(drop)
     }
 }
 
-/// A request already cancelled or past its deadline is refused at once.
-fn refused(ctx: Option<&Context>) -> Option<Error> {
+/// A request already cancelled or past its deadline (at `now`) is refused
+/// at once.
+fn refused(ctx: Option<&Context>, now: Stamp) -> Option<Error> {
     let ctx = ctx?;
     if ctx.is_cancelled() {
         Some(Error::cancelled())
-    } else if ctx.is_expired() {
+    } else if expired_at(ctx, now) {
         Some(Error::deadline_exceeded())
     } else {
         None
@@ -454,7 +487,7 @@ where
 {
     type Response = Res;
     type Error = Error;
-    type Future = ResponseFuture<Res>;
+    type Future = ResponseFuture<Req, Res>;
 
     fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
@@ -462,9 +495,11 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let ctx = Context::current();
+        // One clock reading for the wait histogram and the deadline check.
+        let now = Stamp::now();
         let mut bounds = None;
         if let Some(ctx) = &ctx {
-            if let Some(err) = refused(Some(ctx)) {
+            if let Some(err) = refused(Some(ctx), now) {
                 return ResponseFuture::failed(err);
             }
             bounds = Bounds::new(
@@ -472,33 +507,44 @@ where
                 ctx.cancellation().map(|t| t.clone().cancelled_owned()),
             );
         }
-        let mut job = Job::new(req, ctx);
-        let reserved = match try_reserve(&self.handle.inner) {
-            Ok(reserved) => reserved,
+        let inner = &self.handle.inner;
+        let (reply, answer) = Pool::pair(&inner.pool, req, ctx);
+        let job = Job::new(reply, now);
+        let wait = inner.when_full == WhenFull::Wait;
+        let waiting = match offer(inner, job, wait, || None) {
+            Ok(Offer::Queued) => None,
+            Ok(Offer::Waiting(ticket)) => {
+                // The wait for space ends at `max_wait` (then `Overloaded`).
+                if let Some(at) = inner.max_wait.and_then(|w| Instant::now().checked_add(w)) {
+                    bounds = Some(Bounds::with_give_up(bounds, at));
+                }
+                Some(WaitingForSpace::new(
+                    Arc::clone(inner) as Arc<dyn Leave>,
+                    ticket,
+                ))
+            }
             Err(e) => return ResponseFuture::failed(e),
         };
-        let state = if reserved {
-            let (reply, answer) = Pool::pair(&self.handle.inner.pool);
-            job.reply = Some(reply);
-            if let Err(e) = push(&self.handle.tx, &self.handle.inner, job) {
-                return ResponseFuture::failed(e);
-            }
-            State::Waiting { answer }
-        } else {
-            match self.handle.inner.when_full {
-                WhenFull::Shed => {
-                    return ResponseFuture::failed(shed(&self.handle.inner, "full"));
-                }
-                WhenFull::Wait => State::Sending {
-                    send: Box::pin(wait_and_push(
-                        self.handle.tx.clone(),
-                        Arc::clone(&self.handle.inner),
-                        job,
-                        true,
-                    )),
-                },
-            }
-        };
-        ResponseFuture::new(state, bounds)
+        ResponseFuture::new(State::Waiting { answer }, bounds, waiting)
+    }
+}
+
+/// Takes a waiting submission's job back when its future is dropped (or
+/// gives up) before a worker gave it a place.
+struct LeaveOnDrop<'a, Req, Res> {
+    inner: &'a Inner<Req, Res>,
+    ticket: Option<u64>,
+}
+
+impl<Req, Res> LeaveOnDrop<'_, Req, Res> {
+    /// True if the job still waited and was taken back.
+    fn leave(&mut self) -> bool {
+        self.ticket.take().is_some_and(|t| leave(self.inner, t))
+    }
+}
+
+impl<Req, Res> Drop for LeaveOnDrop<'_, Req, Res> {
+    fn drop(&mut self) {
+        self.leave();
     }
 }

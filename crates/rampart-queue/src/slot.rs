@@ -21,7 +21,7 @@
 //! --release -p rampart-queue --lib loom`).
 
 use crate::sync::{Arc, Mutex};
-use rampart_core::Error;
+use rampart_core::{Context, Error};
 use std::sync::PoisonError;
 use std::task::{Context as TaskContext, Poll, Waker};
 
@@ -46,32 +46,64 @@ impl<Res> State<Res> {
     };
 }
 
-/// One answer slot.
-pub(crate) struct Slot<Res> {
-    state: Mutex<State<Res>>,
+/// What a slot holds: the request until a worker takes it, then the
+/// answer.
+struct Cell<Req, Res> {
+    state: State<Res>,
+    /// The request and its caller's context, until a worker takes them
+    /// (kept here, not in the job, so that the job moved through the queue
+    /// is a pointer).
+    req: Option<Req>,
+    ctx: Option<Context>,
 }
 
-impl<Res> Slot<Res> {
+impl<Req, Res> std::ops::Deref for Cell<Req, Res> {
+    type Target = State<Res>;
+    fn deref(&self) -> &State<Res> {
+        &self.state
+    }
+}
+
+impl<Req, Res> std::ops::DerefMut for Cell<Req, Res> {
+    fn deref_mut(&mut self) -> &mut State<Res> {
+        &mut self.state
+    }
+}
+
+/// One answer slot.
+pub(crate) struct Slot<Req, Res> {
+    cell: Mutex<Cell<Req, Res>>,
+}
+
+impl<Req, Res> Slot<Req, Res> {
     fn new() -> Self {
         Slot {
-            state: Mutex::new(State::IDLE),
+            cell: Mutex::new(Cell {
+                state: State::IDLE,
+                req: None,
+                ctx: None,
+            }),
         }
     }
 
-    fn lock(&self) -> crate::sync::MutexGuard<'_, State<Res>> {
+    fn lock(&self) -> crate::sync::MutexGuard<'_, Cell<Req, Res>> {
         // Nothing panics under the lock; a poisoned one still holds a
         // consistent state.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.cell.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
+/// A request and its context taken out of a slot (dropped by the caller,
+/// outside the lock).
+type Work<Req> = (Option<Req>, Option<Context>);
+
 /// Idle slots, reused.
-pub(crate) struct Pool<Res> {
-    free: Mutex<Vec<Arc<Slot<Res>>>>,
+pub(crate) struct Pool<Req, Res> {
+    free: Mutex<Vec<Arc<Slot<Req, Res>>>>,
     max: usize,
 }
 
-impl<Res> Pool<Res> {
+impl<Req, Res> Pool<Req, Res> {
     /// A pool that keeps at most `max` idle slots (allocated on demand).
     pub(crate) fn new(max: usize) -> Self {
         Pool {
@@ -80,17 +112,35 @@ impl<Res> Pool<Res> {
         }
     }
 
-    /// A fresh pair of halves on one slot: the caller's and the worker's.
-    pub(crate) fn pair(pool: &Arc<Self>) -> (Reply<Res>, Answer<Res>) {
-        let reused = pool
+    /// A slot holding `req` and `ctx`, from the pool (or new).
+    fn slot(&self, req: Req, ctx: Option<Context>, state: State<Res>) -> Arc<Slot<Req, Res>> {
+        let reused = self
             .free
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
         let slot = reused.unwrap_or_else(|| Arc::new(Slot::new()));
+        {
+            let mut cell = slot.lock();
+            cell.state = state;
+            cell.req = Some(req);
+            cell.ctx = ctx;
+        }
+        slot
+    }
+
+    /// A fresh pair of halves on one slot holding `req` and `ctx`: the
+    /// caller's and the worker's.
+    pub(crate) fn pair(
+        pool: &Arc<Self>,
+        req: Req,
+        ctx: Option<Context>,
+    ) -> (Reply<Req, Res>, Answer<Req, Res>) {
+        let slot = pool.slot(req, ctx, State::IDLE);
         (
             Reply {
                 slot: Some(Arc::clone(&slot)),
+                answered: true,
             },
             Answer {
                 slot: Some(slot),
@@ -99,8 +149,18 @@ impl<Res> Pool<Res> {
         )
     }
 
-    /// Takes back a slot both halves are done with (its state is idle).
-    fn put(&self, slot: Arc<Slot<Res>>) {
+    /// The worker's half alone, for a job nobody waits on
+    /// (fire-and-forget): its outcome is dropped and the slot pooled.
+    pub(crate) fn unanswered(&self, req: Req, ctx: Option<Context>) -> Reply<Req, Res> {
+        Reply {
+            slot: Some(self.slot(req, ctx, State::CallerGone)),
+            answered: false,
+        }
+    }
+
+    /// Takes back a slot both halves are done with (its state is idle, its
+    /// request taken).
+    fn put(&self, slot: Arc<Slot<Req, Res>>) {
         let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
         if free.len() < self.max {
             free.push(slot);
@@ -118,17 +178,39 @@ impl<Res> Pool<Res> {
 }
 
 /// The worker's half: answers the caller, tells whether it left.
-pub(crate) struct Reply<Res> {
+pub(crate) struct Reply<Req, Res> {
     /// `None` once answered.
-    slot: Option<Arc<Slot<Res>>>,
+    slot: Option<Arc<Slot<Req, Res>>>,
+    /// False for a fire-and-forget job (nobody waits for its outcome).
+    answered: bool,
 }
 
-impl<Res> Reply<Res> {
-    /// True once the caller dropped its response future.
+impl<Req, Res> Reply<Req, Res> {
+    /// False for a fire-and-forget job.
+    pub(crate) fn wants_answer(&self) -> bool {
+        self.answered
+    }
+
+    /// Moves the request and its context out of the slot into `req` and
+    /// `ctx` (both `None`), and tells whether the caller dropped its
+    /// response future (never for a fire-and-forget job).
+    pub(crate) fn take_work_into(&self, req: &mut Option<Req>, ctx: &mut Option<Context>) -> bool {
+        let Some(slot) = &self.slot else {
+            return false;
+        };
+        let mut cell = slot.lock();
+        // Swapped with the empty places: no copy through a temporary.
+        std::mem::swap(req, &mut cell.req);
+        std::mem::swap(ctx, &mut cell.ctx);
+        self.answered && matches!(cell.state, State::CallerGone)
+    }
+
+    /// True once the caller dropped its response future (tests).
+    #[cfg(all(test, rampart_loom))]
     pub(crate) fn caller_gone(&self) -> bool {
         self.slot
             .as_ref()
-            .is_some_and(|s| matches!(*s.lock(), State::CallerGone))
+            .is_some_and(|s| matches!(s.lock().state, State::CallerGone))
     }
 
     /// `Ready` once the caller dropped its response future; until then the
@@ -138,7 +220,7 @@ impl<Res> Reply<Res> {
             return Poll::Pending;
         };
         let mut state = slot.lock();
-        match &mut *state {
+        match &mut state.state {
             State::CallerGone => Poll::Ready(()),
             State::Waiting { worker, .. } => {
                 if !worker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -152,31 +234,38 @@ impl<Res> Reply<Res> {
 
     /// Leaves `result` for the caller and wakes it; if the caller left, the
     /// result is dropped and the slot goes back to `pool`.
-    pub(crate) fn send(mut self, result: Result<Res, Error>, pool: &Pool<Res>) {
+    pub(crate) fn send(mut self, result: Result<Res, Error>, pool: &Pool<Req, Res>) {
         let slot = self.slot.take().expect("a reply is sent once");
-        let mut state = slot.lock();
-        match std::mem::replace(&mut *state, State::Answered(result)) {
+        let mut cell = slot.lock();
+        match std::mem::replace(&mut cell.state, State::Answered(result)) {
             State::Waiting { caller, .. } => {
-                drop(state);
+                // A job failed before a worker took it leaves its request
+                // to be dropped here.
+                let work: Work<Req> = (cell.req.take(), cell.ctx.take());
+                drop(cell);
                 drop(slot);
                 if let Some(w) = caller {
                     w.wake();
                 }
+                drop(work);
             }
             State::CallerGone => {
-                let State::Answered(result) = std::mem::replace(&mut *state, State::IDLE) else {
+                let State::Answered(result) = std::mem::replace(&mut cell.state, State::IDLE)
+                else {
                     unreachable!("set just above")
                 };
-                drop(state);
+                let work: Work<Req> = (cell.req.take(), cell.ctx.take());
+                drop(cell);
                 pool.put(slot);
                 drop(result);
+                drop(work);
             }
             State::Answered(_) => unreachable!("a reply is sent once"),
         }
     }
 }
 
-impl<Res> Drop for Reply<Res> {
+impl<Req, Res> Drop for Reply<Req, Res> {
     /// Dropped unanswered (a drain deadline, or the queue dropped with jobs
     /// in it): the caller gets `Closed`. A slot whose caller left is freed
     /// (not pooled: no pool at hand; this is not the common path).
@@ -186,9 +275,11 @@ impl<Res> Drop for Reply<Res> {
         };
         let mut state = slot.lock();
         if let State::Waiting { caller, .. } =
-            std::mem::replace(&mut *state, State::Answered(Err(Error::closed())))
+            std::mem::replace(&mut state.state, State::Answered(Err(Error::closed())))
         {
+            let work: Work<Req> = (state.req.take(), state.ctx.take());
             drop(state);
+            drop(work);
             if let Some(w) = caller {
                 w.wake();
             }
@@ -197,19 +288,19 @@ impl<Res> Drop for Reply<Res> {
 }
 
 /// The caller's half: the outcome, once the worker left it.
-pub(crate) struct Answer<Res> {
+pub(crate) struct Answer<Req, Res> {
     /// `None` once the answer was taken (the slot is back in the pool).
-    slot: Option<Arc<Slot<Res>>>,
-    pool: Arc<Pool<Res>>,
+    slot: Option<Arc<Slot<Req, Res>>>,
+    pool: Arc<Pool<Req, Res>>,
 }
 
-impl<Res> Answer<Res> {
+impl<Req, Res> Answer<Req, Res> {
     /// `Ready` with the outcome once the worker answered; until then the
     /// task of `cx` is woken when it does.
     pub(crate) fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Res, Error>> {
         let slot = self.slot.as_ref().expect("an answer is taken once");
         let mut state = slot.lock();
-        match &mut *state {
+        match &mut state.state {
             State::Waiting { caller, .. } => {
                 if !caller.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     *caller = Some(cx.waker().clone());
@@ -217,7 +308,8 @@ impl<Res> Answer<Res> {
                 Poll::Pending
             }
             State::Answered(_) => {
-                let State::Answered(result) = std::mem::replace(&mut *state, State::IDLE) else {
+                let State::Answered(result) = std::mem::replace(&mut state.state, State::IDLE)
+                else {
                     unreachable!("matched above")
                 };
                 drop(state);
@@ -230,7 +322,7 @@ impl<Res> Answer<Res> {
     }
 }
 
-impl<Res> Drop for Answer<Res> {
+impl<Req, Res> Drop for Answer<Req, Res> {
     /// The caller leaves: before the answer, the worker is told (and woken
     /// if it watches); after it, the unread answer is dropped and the slot
     /// goes back to the pool.
@@ -239,7 +331,7 @@ impl<Res> Drop for Answer<Res> {
             return;
         };
         let mut state = slot.lock();
-        match std::mem::replace(&mut *state, State::CallerGone) {
+        match std::mem::replace(&mut state.state, State::CallerGone) {
             State::Waiting { worker, .. } => {
                 drop(state);
                 if let Some(w) = worker {
@@ -247,7 +339,7 @@ impl<Res> Drop for Answer<Res> {
                 }
             }
             State::Answered(result) => {
-                *state = State::IDLE;
+                state.state = State::IDLE;
                 drop(state);
                 self.pool.put(slot);
                 drop(result);
@@ -264,20 +356,20 @@ mod loom_tests {
     use loom::thread;
     use std::future::poll_fn;
 
-    fn pool() -> Arc<Pool<u32>> {
+    fn pool() -> Arc<Pool<u32, u32>> {
         Arc::new(Pool::new(4))
     }
 
     /// Takes the one pooled slot for a second request: it starts idle (no
     /// caller gone, no answer, no stale waker) and carries that request's
     /// answer, then goes back to the pool.
-    fn second_request_on_the_pooled_slot(pool: &Arc<Pool<u32>>) {
+    fn second_request_on_the_pooled_slot(pool: &Arc<Pool<u32, u32>>) {
         assert_eq!(pool.idle(), 1);
-        let (reply, mut answer) = Pool::pair(pool);
+        let (reply, mut answer) = Pool::pair(pool, 2, None);
         assert_eq!(pool.idle(), 0, "the pooled slot is reused");
         assert!(
             matches!(
-                *answer.slot.as_ref().expect("not taken yet").lock(),
+                answer.slot.as_ref().expect("not taken yet").lock().state,
                 State::Waiting {
                     caller: None,
                     worker: None
@@ -286,6 +378,9 @@ mod loom_tests {
             "a reused slot starts idle"
         );
         assert!(!reply.caller_gone());
+        let (mut req, mut ctx) = (None, None);
+        let gone = reply.take_work_into(&mut req, &mut ctx);
+        assert_eq!((req, gone), (Some(2), false), "it holds this request");
         reply.send(Ok(8), pool);
         let got = block_on(poll_fn(|cx| answer.poll(cx)));
         assert_eq!(got.unwrap(), 8);
@@ -299,7 +394,7 @@ mod loom_tests {
     fn loom_answer_reaches_a_waiting_caller_and_the_slot_is_pooled_once() {
         loom::model(|| {
             let pool = pool();
-            let (reply, mut answer) = Pool::pair(&pool);
+            let (reply, mut answer) = Pool::pair(&pool, 1, None);
             let p = Arc::clone(&pool);
             let worker = thread::spawn(move || reply.send(Ok(7), &p));
             let got = block_on(poll_fn(|cx| answer.poll(cx)));
@@ -316,7 +411,7 @@ mod loom_tests {
     fn loom_caller_leaving_during_the_answer_pools_the_slot_once_idle() {
         loom::model(|| {
             let pool = pool();
-            let (reply, answer) = Pool::pair(&pool);
+            let (reply, answer) = Pool::pair(&pool, 1, None);
             let p = Arc::clone(&pool);
             let worker = thread::spawn(move || reply.send(Ok(7), &p));
             drop(answer);
@@ -330,7 +425,7 @@ mod loom_tests {
     fn loom_worker_watching_sees_the_caller_leave() {
         loom::model(|| {
             let pool = pool();
-            let (mut reply, answer) = Pool::pair(&pool);
+            let (mut reply, answer) = Pool::pair(&pool, 1, None);
             let caller = thread::spawn(move || drop(answer));
             block_on(poll_fn(|cx| reply.poll_caller_gone(cx)));
             assert!(reply.caller_gone());
@@ -346,7 +441,7 @@ mod loom_tests {
     fn loom_reply_dropped_unanswered_gives_closed() {
         loom::model(|| {
             let pool = pool();
-            let (reply, mut answer) = Pool::pair(&pool);
+            let (reply, mut answer) = Pool::pair(&pool, 1, None);
             let worker = thread::spawn(move || drop(reply));
             let got = block_on(poll_fn(|cx| answer.poll(cx)));
             worker.join().unwrap();

@@ -16,6 +16,9 @@ pub struct Stats {
     pub live_workers: usize,
     /// Requests waiting for a worker now (never more than `capacity`).
     pub queued: usize,
+    /// Callers waiting for space now (the queue was full when they came;
+    /// each gets the next place freed, first come first served).
+    pub waiting: usize,
     /// Calls running now (never more than `workers`).
     pub running: usize,
     /// Calls the inner service finished (with a response or an error).

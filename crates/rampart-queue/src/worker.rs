@@ -2,10 +2,10 @@
 //! at a time to completion.
 
 use crate::config::{QueueConfig, WhenFull};
+use crate::core::{Core, Taken};
 use crate::error::Panicked;
-use crate::metrics::{Metrics, Stamp};
+use crate::metrics::{Metrics, Stamp, expired_at};
 use crate::slot::{Pool, Reply};
-use async_channel::TryRecvError;
 use pin_project_lite::pin_project;
 use rampart_core::telemetry::LayerName;
 use rampart_core::{BoxError, Context, Error, Scoped};
@@ -16,42 +16,44 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tower_service::Service;
 
-/// One accepted request.
+/// One accepted request, as it moves through the queue: a pointer to its
+/// slot (which holds the request and its context until a worker takes
+/// them, then the answer).
 pub(crate) struct Job<Req, Res> {
-    /// Taken when the inner service is called.
-    pub(crate) req: Option<Req>,
-    /// The caller's context, in scope while the call runs.
-    pub(crate) ctx: Option<Context>,
-    /// `None` for a fire-and-forget job ([`Queue::submit`](crate::Queue::submit)).
-    pub(crate) reply: Option<Reply<Res>>,
+    pub(crate) reply: Reply<Req, Res>,
     /// When it was queued (zero-sized without the `metrics` feature).
     pub(crate) stamp: Stamp,
 }
 
 impl<Req, Res> Job<Req, Res> {
-    /// A job about to be queued, stamped now (a caller that has to wait
-    /// for space stamps it again once it has a place).
+    /// A job about to be queued, stamped `stamp` (now; a caller that has
+    /// to wait for space is stamped again once it has a place).
     #[inline]
-    pub(crate) fn new(req: Req, ctx: Option<Context>) -> Self {
-        Job {
-            req: Some(req),
-            ctx,
-            reply: None,
-            stamp: Stamp::now(),
-        }
+    pub(crate) fn new(reply: Reply<Req, Res>, stamp: Stamp) -> Self {
+        Job { reply, stamp }
     }
 
     /// Answers the caller (if it still listens) with `err`; the answer
     /// slot goes back to `pool` if the caller left.
-    pub(crate) fn fail(self, err: Error, pool: &Pool<Res>) {
-        if let Some(reply) = self.reply {
-            reply.send(Err(err), pool);
-        }
+    pub(crate) fn fail(self, err: Error, pool: &Pool<Req, Res>) {
+        self.reply.send(Err(err), pool);
     }
+}
+
+/// The job a worker runs: its request and context taken out of the slot
+/// (in place: the runner keeps one, so the request is copied once, from
+/// the slot into it).
+pub(crate) struct Running<Req, Res> {
+    /// `None` when idle.
+    reply: Option<Reply<Req, Res>>,
+    /// Taken when the inner service is called.
+    req: Option<Req>,
+    /// The caller's context, in scope while the call runs.
+    ctx: Option<Context>,
 }
 
 /// Counters behind [`Stats`](crate::Stats).
@@ -67,9 +69,9 @@ pub(crate) struct Counters {
 
 /// State shared by every handle of one queue and by its workers.
 pub(crate) struct Inner<Req, Res> {
-    /// The workers' end of the channel (shared by all of them); also used
-    /// to count the queued and to fail what is left at a drain deadline.
-    pub(crate) rx: async_channel::Receiver<Job<Req, Res>>,
+    /// The queued jobs and the callers waiting for space, under one lock
+    /// (held only to move a job in or out).
+    core: crate::sync::Mutex<Core<Job<Req, Res>>>,
     pub(crate) capacity: usize,
     pub(crate) workers: usize,
     pub(crate) when_full: WhenFull,
@@ -84,31 +86,20 @@ pub(crate) struct Inner<Req, Res> {
     pub(crate) name: LayerName,
     /// The metric handles, registered when the queue was built.
     pub(crate) metrics: Metrics,
-    /// Places in the queue (`capacity` permits): taken by a caller before it
-    /// queues a job, given back by the worker that takes the job off. Its
-    /// waiters are the callers waiting for space, first come first served.
-    pub(crate) space: Arc<Semaphore>,
-    /// Wakes an idle worker: one per accepted job (`notify_one`), all of
-    /// them on close (`notify_waiters`).
-    pub(crate) work: Notify,
     /// Notified when the last worker exits.
     pub(crate) stopped: Notify,
     pub(crate) aborts: Mutex<Vec<AbortHandle>>,
     /// The callers' answer slots, reused.
-    pub(crate) pool: crate::sync::Arc<Pool<Res>>,
+    pub(crate) pool: crate::sync::Arc<Pool<Req, Res>>,
 }
 
 impl<Req, Res> Inner<Req, Res> {
-    pub(crate) fn new(
-        rx: async_channel::Receiver<Job<Req, Res>>,
-        cfg: &QueueConfig,
-        name: LayerName,
-    ) -> Self {
+    pub(crate) fn new(cfg: &QueueConfig, name: LayerName) -> Self {
         let metrics = Metrics::new(&name);
         // Counted live from now on (as `live`), until their `LiveGuard`s drop.
         metrics.workers.increment(cfg.workers as f64);
         Inner {
-            rx,
+            core: crate::sync::Mutex::new(Core::new(cfg.capacity, cfg.workers)),
             capacity: cfg.capacity,
             workers: cfg.workers,
             when_full: cfg.when_full,
@@ -120,8 +111,6 @@ impl<Req, Res> Inner<Req, Res> {
             counters: Counters::default(),
             name,
             metrics,
-            space: Arc::new(Semaphore::new(cfg.capacity)),
-            work: Notify::new(),
             stopped: Notify::new(),
             aborts: Mutex::new(Vec::new()),
             // Enough idle slots for a full queue, every worker's call and as
@@ -130,6 +119,34 @@ impl<Req, Res> Inner<Req, Res> {
                 cfg.capacity.saturating_mul(2).saturating_add(cfg.workers),
             )),
         }
+    }
+
+    /// The queue, locked (nothing panics under the lock; a poisoned one
+    /// still holds a consistent queue).
+    pub(crate) fn core(&self) -> crate::sync::MutexGuard<'_, Core<Job<Req, Res>>> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stops accepting: the callers waiting for space fail with `Closed`,
+    /// idle workers wake (and stop once the queue is empty). Returns
+    /// whether it was open.
+    pub(crate) fn close(&self) -> bool {
+        let (was_open, waiters, idle) = self.core().close();
+        for job in waiters {
+            job.fail(Error::closed(), &self.pool);
+        }
+        // Idle workers wake, find the queue closed (once empty) and stop.
+        for w in idle {
+            w.wake();
+        }
+        if was_open {
+            tracing::debug!(
+                layer = %self.name,
+                queued = self.core().len(),
+                "queue closed"
+            );
+        }
+        was_open
     }
 
     /// A worker starts running a call.
@@ -151,7 +168,7 @@ impl<Req, Res> Drop for Inner<Req, Res> {
     /// Jobs still queued when the queue goes (its workers were aborted, or
     /// the runtime shut down) leave the depth gauge.
     fn drop(&mut self) {
-        let left = self.rx.len();
+        let left = self.core().len();
         if left > 0 {
             self.metrics.depth.decrement(left as f64);
         }
@@ -259,8 +276,8 @@ pin_project! {
     struct Runner<Req, B: Backend<Req>> {
         inner: Arc<Inner<Req, B::Response>>,
         backend: B,
-        // The job being run; `None` when idle.
-        job: Option<Job<Req, B::Response>>,
+        // The job being run (idle when its reply is `None`).
+        job: Running<Req, B::Response>,
         #[pin]
         call: Call<B::Future>,
     }
@@ -268,7 +285,7 @@ pin_project! {
     impl<Req, B: Backend<Req>> PinnedDrop for Runner<Req, B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if this.job.is_some() {
+            if this.job.reply.is_some() {
                 this.inner.call_ended();
             }
         }
@@ -291,47 +308,56 @@ impl<Req, Res> Drop for LiveGuard<Req, Res> {
 /// A worker task: waits for a job, runs it and whatever else is queued,
 /// until the channel is closed and empty.
 ///
-/// Idle workers wait on a `tokio::sync::Notify` (intrusive: waiting
-/// allocates nothing) rather than on the channel's own `recv`, whose waiting
-/// allocates a listener each time and costs ~1 300 instructions per request
-/// more with 8 idle workers and one caller.
+/// An idle worker leaves its waker in the queue (one place per worker:
+/// waiting allocates nothing) and is woken by the next job queued; while
+/// every worker is busy, queuing a job wakes nobody.
 ///
 /// Not an `async fn`: the worker's [`LiveGuard`] is made here, before the
 /// task is first polled, so a task dropped unpolled (its runtime shut down
 /// right after the queue was built) still stops counting as live.
 pub(crate) fn worker<Req, B: Backend<Req>>(
     inner: Arc<Inner<Req, B::Response>>,
+    id: usize,
     backend: B,
 ) -> impl Future<Output = ()> {
     let live = LiveGuard(Arc::clone(&inner));
     async move {
         let _live = live;
-        work(inner, backend).await;
+        work(inner, id, backend).await;
     }
 }
 
-/// The body of a [`worker`].
-async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, backend: B) {
+/// The body of [`worker`] number `id`.
+async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, id: usize, backend: B) {
     let mut runner = pin!(Runner {
         inner: Arc::clone(&inner),
         backend,
-        job: None,
+        job: Running {
+            reply: None,
+            req: None,
+            ctx: None,
+        },
         call: Call::Idle,
     });
     loop {
-        // The runner left the queue empty: register as idle, then look
-        // again (a job sent in between is seen here or wakes this worker).
-        let job = {
-            let mut idle = pin!(inner.work.notified());
-            idle.as_mut().enable();
-            match take(&inner) {
-                Ok(job) => job,
-                Err(TryRecvError::Closed) => break,
-                Err(TryRecvError::Empty) => {
-                    idle.await;
-                    continue;
-                }
-            }
+        // The runner left the queue empty: look again, and wait as idle
+        // (the waker left in the queue under the same lock hold, so the
+        // next job queued wakes this worker or another idle one).
+        let Some(job) = poll_fn(|cx| {
+            take(&inner, Some((id, cx))).map_or_else(
+                || {
+                    if inner.core().is_closed() {
+                        Poll::Ready(None)
+                    } else {
+                        Poll::Pending
+                    }
+                },
+                |job| Poll::Ready(Some(job)),
+            )
+        })
+        .await
+        else {
+            break;
         };
         runner.as_mut().start(job);
         poll_fn(|cx| runner.as_mut().poll_run(cx)).await;
@@ -348,17 +374,14 @@ enum Skip {
     Refused(Error),
 }
 
-fn skip_reason<Req, Res>(inner: &Inner<Req, Res>, job: &Job<Req, Res>) -> Option<Skip> {
-    if let Some(reply) = &job.reply
-        && !inner.detach
-        && reply.caller_gone()
-    {
+fn skip_reason(detach: bool, gone: bool, ctx: Option<&Context>, now: Stamp) -> Option<Skip> {
+    if gone && !detach {
         return Some(Skip::CallerLeft);
     }
-    let ctx = job.ctx.as_ref()?;
+    let ctx = ctx?;
     if ctx.is_cancelled() {
         Some(Skip::Refused(Error::cancelled()))
-    } else if ctx.is_expired() {
+    } else if expired_at(ctx, now) {
         Some(Skip::Refused(Error::deadline_exceeded()))
     } else {
         None
@@ -376,12 +399,9 @@ enum Step<Res> {
 
 impl<Req, B: Backend<Req>> Runner<Req, B> {
     /// Takes `job` unless it is to be skipped.
-    fn start(self: Pin<&mut Self>, job: Job<Req, B::Response>) {
+    fn start(self: Pin<&mut Self>, job: (Job<Req, B::Response>, Stamp)) {
         let this = self.project();
-        debug_assert!(this.job.is_none(), "one job at a time");
-        if let Some(job) = accept(this.inner, job) {
-            // Stored first: a call in between would copy the job once more.
-            *this.job = Some(job);
+        if accept(this.inner, job, this.job) {
             this.inner.call_started();
         }
     }
@@ -393,8 +413,8 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
         let inner = &**this.inner;
         let mut budget = BUDGET;
         loop {
-            if let Some(job) = this.job.as_mut() {
-                let step = step(inner, this.backend, job, this.call.as_mut(), cx);
+            if this.job.reply.is_some() {
+                let step = step(inner, this.backend, this.job, this.call.as_mut(), cx);
                 let result = match step {
                     Step::Pending => return Poll::Pending,
                     Step::Abandoned => {
@@ -410,10 +430,13 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 // The call is dropped in the caller's context, before the
                 // caller hears of it; a panic while dropping it stays here.
                 let _ = catch_unwind(AssertUnwindSafe(|| this.call.set(Call::Idle)));
-                let job = this.job.take().expect("a job is running");
+                let reply = this.job.reply.take().expect("a job is running");
+                // Left by a `poll_ready` error (or a panic before the call).
+                this.job.req = None;
+                this.job.ctx = None;
                 inner.call_ended();
                 if let Some(result) = result {
-                    answer(inner, job, result);
+                    answer(inner, reply, result);
                 }
             }
             if budget == 0 {
@@ -421,37 +444,82 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 return Poll::Pending;
             }
             budget -= 1;
-            let Ok(job) = take(inner) else {
+            let Some(job) = take(inner, None) else {
                 return Poll::Ready(());
             };
-            if let Some(job) = accept(inner, job) {
-                // Stored first: a call in between would copy the job once more.
-                *this.job = Some(job);
+            if accept(inner, job, this.job) {
                 inner.call_started();
             }
         }
     }
 }
 
-/// Takes the next job off the queue and gives its place back.
-fn take<Req, Res>(inner: &Inner<Req, Res>) -> Result<Job<Req, Res>, TryRecvError> {
-    let job = inner.rx.try_recv()?;
-    inner.space.add_permits(1);
-    inner.metrics.taken(job.stamp);
-    Ok(job)
+/// Takes the next job off the queue; the first caller waiting for space
+/// (if any) gets the place it freed, and its wait in the queue starts now.
+/// Returns the job and when it was taken (a clock reading with the
+/// `metrics` feature, reused for the job's deadline check).
+///
+/// With `idle` (worker id and its task's context), a worker that finds the
+/// queue empty and open leaves its waker in the queue, under the same lock
+/// hold; one that takes a job is counted busy.
+fn take<Req, Res>(
+    inner: &Inner<Req, Res>,
+    idle: Option<(usize, &TaskContext<'_>)>,
+) -> Option<(Job<Req, Res>, Stamp)> {
+    let (
+        Taken {
+            job,
+            promoted,
+            wake,
+            placed,
+        },
+        now,
+    ) = {
+        let mut core = inner.core();
+        let taken = core.take(Stamp::now, |next, now| next.stamp = now);
+        if let Some((id, cx)) = idle {
+            if taken.is_some() {
+                core.set_busy(id);
+            } else if !core.is_closed() {
+                core.set_idle(id, cx.waker());
+            }
+        }
+        taken?
+    };
+    inner.metrics.taken(job.stamp, now);
+    if promoted {
+        inner.metrics.depth.increment(1.0);
+        // An idle worker takes it if this one is busy with `job`.
+        if let Some(w) = wake {
+            w.wake();
+        }
+        if let Some(placed) = placed {
+            let _ = placed.send(());
+        }
+    }
+    Some((job, now))
 }
 
-/// `job`, unless it is skipped: its caller left, or it was cancelled or
-/// passed its deadline (then its caller is told so).
-fn accept<Req, Res>(inner: &Inner<Req, Res>, job: Job<Req, Res>) -> Option<Job<Req, Res>> {
-    let Some(reason) = skip_reason(inner, &job) else {
-        return Some(job);
+/// Makes `job` the one `running` runs (its request and context moved
+/// from the slot into `running`), unless it is skipped: its caller left,
+/// or it was cancelled or passed its deadline (then its caller is told
+/// so). Returns whether it runs.
+fn accept<Req, Res>(
+    inner: &Inner<Req, Res>,
+    (job, now): (Job<Req, Res>, Stamp),
+    running: &mut Running<Req, Res>,
+) -> bool {
+    debug_assert!(running.reply.is_none(), "one job at a time");
+    let gone = job.reply.take_work_into(&mut running.req, &mut running.ctx);
+    let Some(reason) = skip_reason(inner.detach, gone, running.ctx.as_ref(), now) else {
+        running.reply = Some(job.reply);
+        return true;
     };
     inner.counters.skipped.fetch_add(1, Relaxed);
     inner.metrics.skipped.increment(1);
     tracing::debug!(
         layer = %inner.name,
-        request_id = ?job.ctx.as_ref().and_then(Context::request_id),
+        request_id = ?running.ctx.as_ref().and_then(Context::request_id),
         reason = match &reason {
             Skip::CallerLeft => "caller left",
             Skip::Refused(_) => "cancelled or past its deadline",
@@ -466,23 +534,23 @@ fn accept<Req, Res>(inner: &Inner<Req, Res>, job: Job<Req, Res>) -> Option<Job<R
         },
         &inner.pool,
     );
-    None
+    running.req = None;
+    running.ctx = None;
+    false
 }
 
 /// Answers the caller of `job` (a fire-and-forget job's failure is logged).
-fn answer<Req, Res>(inner: &Inner<Req, Res>, job: Job<Req, Res>, result: Result<Res, Error>) {
-    match job.reply {
-        Some(reply) => reply.send(result, &inner.pool),
-        None => {
-            if let Err(e) = result {
-                tracing::debug!(
-                    layer = %inner.name,
-                    error = %e,
-                    "queue: a fire-and-forget job failed"
-                );
-            }
-        }
+fn answer<Req, Res>(inner: &Inner<Req, Res>, reply: Reply<Req, Res>, result: Result<Res, Error>) {
+    if !reply.wants_answer()
+        && let Err(e) = &result
+    {
+        tracing::debug!(
+            layer = %inner.name,
+            error = %e,
+            "queue: a fire-and-forget job failed"
+        );
     }
+    reply.send(result, &inner.pool);
 }
 
 /// Polls the running job: calls the inner service once it is ready (in the
@@ -491,7 +559,7 @@ fn answer<Req, Res>(inner: &Inner<Req, Res>, job: Job<Req, Res>, result: Result<
 fn step<Req, B: Backend<Req>>(
     inner: &Inner<Req, B::Response>,
     backend: &mut B,
-    job: &mut Job<Req, B::Response>,
+    job: &mut Running<Req, B::Response>,
     mut call: Pin<&mut Call<B::Future>>,
     cx: &mut TaskContext<'_>,
 ) -> Step<B::Response> {
@@ -526,6 +594,7 @@ fn step<Req, B: Backend<Req>>(
         Ok(Poll::Pending) => {
             if !inner.detach
                 && let Some(reply) = job.reply.as_mut()
+                && reply.wants_answer()
                 && reply.poll_caller_gone(cx).is_ready()
             {
                 return Step::Abandoned;

@@ -633,3 +633,123 @@ fn workers_dropped_unpolled_with_their_runtime_stop_counting_as_live() {
             .expect("stopped() resolves once no worker is live");
     });
 }
+
+/// Counts the polls of the future it wraps.
+struct Polls<F> {
+    fut: std::pin::Pin<Box<F>>,
+    polls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<F: std::future::Future> std::future::Future for Polls<F> {
+    type Output = F::Output;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        self.polls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_caller_waiting_for_space_gets_its_place_without_being_woken() {
+    let gate = Gate::new();
+    let (svc, mock) = full_queue(&gate).await;
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let waiter = tokio::spawn(Polls {
+        fut: Box::pin(svc.clone().oneshot(3)),
+        polls: Arc::clone(&polls),
+    });
+    settle().await;
+    assert_eq!(svc.stats().waiting, 1);
+    assert_eq!(polls.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // The running call ends: the worker takes 2 and moves 3 into the
+    // place 2 freed, without waking its caller.
+    gate.open();
+    assert_eq!(waiter.await.unwrap().unwrap(), 3);
+    assert_eq!(
+        polls.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "polled once to wait, once for the answer"
+    );
+    assert_eq!(mock.calls(), 3);
+    assert_eq!(svc.stats().waiting, 0);
+}
+
+#[tokio::test]
+async fn callers_that_leave_while_waiting_for_space_are_never_run_and_close_fails_the_rest() {
+    let gate = Gate::new();
+    let (svc, mock) = full_queue(&gate).await;
+    let leaving: Vec<_> = (10..20)
+        .map(|n| tokio::spawn(svc.clone().oneshot(n)))
+        .collect();
+    let staying = tokio::spawn(svc.clone().oneshot(3));
+    settle().await;
+    assert_eq!(svc.stats().waiting, 11);
+    for h in leaving {
+        h.abort();
+    }
+    settle().await;
+    assert_eq!(svc.stats().waiting, 1, "the callers that left are gone");
+    let last = tokio::spawn(svc.clone().oneshot(4));
+    settle().await;
+    assert_eq!(svc.stats().waiting, 2);
+    svc.close();
+    assert_eq!(svc.stats().waiting, 0);
+    assert_eq!(last.await.unwrap().unwrap_err().kind(), ErrorKind::Closed);
+    assert_eq!(
+        staying.await.unwrap().unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    gate.open();
+    svc.stopped().await;
+    assert_eq!(mock.calls(), 2, "only the running and the queued call ran");
+    assert_eq!(svc.stats().queued, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_submission_waiting_for_space_resolves_when_placed_and_is_withdrawn_when_it_gives_up() {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let mock = MockService::new(move |n: u32| MockReply::ok(n).after_gate(&g));
+    let svc: Q = QueueLayer::builder()
+        .capacity(1)
+        .workers(1)
+        .max_wait(Duration::from_millis(50))
+        .build()
+        .unwrap()
+        .layer(mock.clone());
+    tokio::spawn(svc.clone().oneshot(1));
+    settle().await;
+    svc.submit(2).await.unwrap();
+    settle().await;
+    // Full: 1 running, 2 queued. A submission past max_wait is shed.
+    let start = Instant::now();
+    let e = svc.submit(3).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Overloaded);
+    assert_eq!(start.elapsed(), Duration::from_millis(50));
+    // One past its deadline ends with it.
+    let ctx = Context::new().with_timeout(Duration::from_millis(20));
+    let e = ctx.scope(svc.submit(4)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadlineExceeded);
+    // One dropped while waiting is withdrawn.
+    let dropped = tokio::spawn({
+        let svc = svc.clone();
+        async move { svc.submit(5).await }
+    });
+    settle().await;
+    assert_eq!(svc.stats().waiting, 1);
+    dropped.abort();
+    settle().await;
+    assert_eq!(svc.stats().waiting, 0);
+    // One that waits gets its place when the worker frees one.
+    let placed = tokio::spawn({
+        let svc = svc.clone();
+        async move { svc.submit(6).await }
+    });
+    settle().await;
+    assert!(!placed.is_finished());
+    gate.open();
+    placed.await.unwrap().unwrap();
+    settle().await;
+    assert_eq!(mock.calls(), 3, "1, 2 and 6 ran; 3, 4 and 5 never did");
+    assert_eq!(svc.stats().shed, 1);
+}
