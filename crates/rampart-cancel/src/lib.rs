@@ -114,13 +114,19 @@
 //!
 //! # Cost
 //!
-//! One allocation per request (the token) and no timer. Nothing is
-//! registered anywhere while the inner future answers on its first poll:
-//! the request's token is not put in a server-wide token tree (that locks
-//! the shared parent and grows its child list for every request); the
-//! request watches its token and the [`Shutdown`] only once its inner
-//! future returned `Pending`. Only a caller that brings a token of its own
-//! gets a real child token of it.
+//! No allocation and no timer for a request nothing asks about. The
+//! request's token is made on demand
+//! ([`Context::with_cancellation_on_demand`](rampart_core::Context::with_cancellation_on_demand)):
+//! the first time the handler or a layer asks for it, clones the context
+//! (to spawn, to store it, to narrow its deadline), or when the request is
+//! cancelled (so a drop guard that asks then sees it cancelled). Making it
+//! costs one allocation. Nothing is registered anywhere while the inner
+//! future answers on its first poll: the request's token is not put in a
+//! server-wide token tree (that locks the shared parent and grows its
+//! child list for every request); the request watches the [`Shutdown`],
+//! and its token once it exists, only from its first `Pending`. Only a
+//! caller that brings a token of its own gets a real child token of it,
+//! made at the call.
 
 mod future;
 mod hook;
