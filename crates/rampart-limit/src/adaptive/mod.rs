@@ -203,7 +203,9 @@ impl Adaptive {
         }
         if new != old {
             sem.set_limit(new);
-            counters.metrics.current.set(new);
+            if let Some(m) = counters.metrics() {
+                m.current.set(new);
+            }
             tracing::debug!(
                 layer = %counters.name,
                 algorithm = self.name,
