@@ -47,12 +47,8 @@ impl Breaker {
     /// the state now) under its name, with the recorder installed now,
     /// unless done already (`Layer::layer`).
     pub(crate) fn register_metrics(&self) {
-        self.metrics.register(|| {
-            Metrics::new(
-                &layer_name(self.name()),
-                Some(self.circuit.stored_state()),
-            )
-        });
+        self.metrics
+            .register(|| Metrics::new(&layer_name(self.name()), Some(self.circuit.stored_state())));
     }
 
     /// Registers `metrics` as this circuit's handles unless it has some

@@ -138,10 +138,7 @@ impl KeyMap {
         if let Some(m) = self.metrics.get() {
             metrics.register(|| m.clone());
         }
-        let b = Arc::new(Breaker::with_metrics(
-            self.settings.clone(),
-            metrics,
-        ));
+        let b = Arc::new(Breaker::with_metrics(self.settings.clone(), metrics));
         shard.insert(key, Arc::clone(&b));
         if let Some(g) = self.keys_gauge.get() {
             g.increment(1.0);

@@ -100,7 +100,10 @@ async fn a_failed_probe_reopens_and_the_state_gauge_reads_open() {
 async fn two_named_breakers_record_separately() {
     let cap = MetricsCapture::new();
     let (a, b) = cap.install(|| (breaker("a", 1), breaker("b", 5)));
-    let (sa, sb) = (cap.install(|| a.layer(backend())), cap.install(|| b.layer(backend())));
+    let (sa, sb) = (
+        cap.install(|| a.layer(backend())),
+        cap.install(|| b.layer(backend())),
+    );
 
     assert!(sa.clone().oneshot(true).await.is_err()); // a opens
     assert!(sa.clone().oneshot(false).await.is_err()); // refused
@@ -152,8 +155,14 @@ async fn an_unnamed_breaker_reports_as_default_and_naming_the_layer_relabels_it(
             CircuitBreakerLayer::new().name("renamed"),
         )
     });
-    cap.install(|| unnamed.layer(backend())).oneshot(false).await.unwrap();
-    cap.install(|| renamed.layer(backend())).oneshot(false).await.unwrap();
+    cap.install(|| unnamed.layer(backend()))
+        .oneshot(false)
+        .await
+        .unwrap();
+    cap.install(|| renamed.layer(backend()))
+        .oneshot(false)
+        .await
+        .unwrap();
     let s = cap.snapshot();
     assert_eq!(calls(&s, "default", "success"), Some(1));
     assert_eq!(calls(&s, "renamed", "success"), Some(1));
@@ -168,13 +177,15 @@ async fn a_keyed_breaker_counts_keys_and_sums_its_circuits_under_one_name() {
         KeyedCircuitBreakerLayer::new(|k: &(u32, bool)| k.0, breaker("template", 1), 2)
             .name("per-host")
     });
-    let svc = cap.install(|| layer.layer(service_fn(|(_, fail): (u32, bool)| async move {
-        if fail {
-            Err(std::io::Error::other("down"))
-        } else {
-            Ok(())
-        }
-    })));
+    let svc = cap.install(|| {
+        layer.layer(service_fn(|(_, fail): (u32, bool)| async move {
+            if fail {
+                Err(std::io::Error::other("down"))
+            } else {
+                Ok(())
+            }
+        }))
+    });
 
     svc.clone().oneshot((1, false)).await.unwrap();
     assert!(svc.clone().oneshot((2, true)).await.is_err()); // key 2 opens
@@ -209,13 +220,15 @@ async fn a_keyed_breaker_built_from_a_builder_records_only_under_its_name() {
         )
         .unwrap()
     });
-    let svc = cap.install(|| layer.layer(service_fn(|k: u32| async move {
-        if k == 0 {
-            Err(std::io::Error::other("down"))
-        } else {
-            Ok(())
-        }
-    })));
+    let svc = cap.install(|| {
+        layer.layer(service_fn(|k: u32| async move {
+            if k == 0 {
+                Err(std::io::Error::other("down"))
+            } else {
+                Ok(())
+            }
+        }))
+    });
     assert!(svc.clone().oneshot(0).await.is_err()); // key 0 opens
     svc.clone().oneshot(1).await.unwrap();
     let s = cap.snapshot();
@@ -288,7 +301,10 @@ async fn two_breakers_with_one_name_add_up_and_the_series_returns_to_zero_when_b
     let cap = MetricsCapture::new();
     let mut g = Gauges::new(&cap, &[("rampart.breaker.state", "shared")]);
     let (a, b) = cap.install(|| (breaker("shared", 1), breaker("shared", 1)));
-    let (sa, sb) = (cap.install(|| a.layer(backend())), cap.install(|| b.layer(backend())));
+    let (sa, sb) = (
+        cap.install(|| a.layer(backend())),
+        cap.install(|| b.layer(backend())),
+    );
     trip(&sa).await;
     assert_eq!(g.read(), [2.0]);
     b.handle().force_open();
@@ -376,14 +392,16 @@ async fn keyed_breakers_with_one_name_add_up_their_keys_and_give_them_back_when_
         .unwrap()
     };
     let first = cap.install(keyed);
-    let svc1 = cap.install(|| first.layer(service_fn(|_: u32| async { Ok::<_, std::io::Error>(()) })));
+    let svc1 =
+        cap.install(|| first.layer(service_fn(|_: u32| async { Ok::<_, std::io::Error>(()) })));
     svc1.clone().oneshot(1).await.unwrap();
     svc1.clone().oneshot(2).await.unwrap();
     // A second map of the same name starts empty: it used to set the
     // series to 0. (No snapshot before: it would hide that.)
     let second = cap.install(keyed);
     assert_eq!(g.read(), [2.0]);
-    let svc2 = cap.install(|| second.layer(service_fn(|_: u32| async { Ok::<_, std::io::Error>(()) })));
+    let svc2 =
+        cap.install(|| second.layer(service_fn(|_: u32| async { Ok::<_, std::io::Error>(()) })));
     svc2.clone().oneshot(1).await.unwrap();
     assert_eq!(g.read(), [3.0]);
 

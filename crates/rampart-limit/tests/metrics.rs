@@ -121,7 +121,11 @@ async fn a_scripted_run_records_exact_sheds_expiries_wait_times_and_gauges_back_
 
     // The line is full: two calls shed at once.
     for _ in 0..2 {
-        let e = cap.install(|| layer.layer(mock.clone())).oneshot(1).await.unwrap_err();
+        let e = cap
+            .install(|| layer.layer(mock.clone()))
+            .oneshot(1)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Overloaded);
     }
 
@@ -245,13 +249,15 @@ async fn the_current_gauge_follows_an_adaptive_limit() {
     let mut t = Tally::new(&cap, "adaptive");
     // Nothing is registered before the layer makes a service.
     assert_eq!(t.update().get("rampart.limit.current"), 0.0);
-    let svc = cap.install(|| layer.layer(MockService::<bool, ()>::new(|fail: bool| {
-        if fail {
-            MockReply::err("overloaded")
-        } else {
-            MockReply::ok(())
-        }
-    })));
+    let svc = cap.install(|| {
+        layer.layer(MockService::<bool, ()>::new(|fail: bool| {
+            if fail {
+                MockReply::err("overloaded")
+            } else {
+                MockReply::ok(())
+            }
+        }))
+    });
     // Drops: 4 -> 3 -> 2 (the floor) -> 2.
     for want in [3.0, 2.0, 2.0] {
         svc.clone().oneshot(true).await.unwrap_err();
@@ -281,9 +287,15 @@ async fn layers_with_different_names_record_separately() {
     let held = tokio::spawn(cap.install(|| a.layer(mock.clone())).oneshot(10));
     settle().await;
     for _ in 0..3 {
-        cap.install(|| a.layer(mock.clone())).oneshot(1).await.unwrap_err();
+        cap.install(|| a.layer(mock.clone()))
+            .oneshot(1)
+            .await
+            .unwrap_err();
     }
-    cap.install(|| b.layer(mock.clone())).oneshot(1).await.unwrap();
+    cap.install(|| b.layer(mock.clone()))
+        .oneshot(1)
+        .await
+        .unwrap();
     held.await.unwrap().unwrap();
     let s = cap.snapshot();
     assert_eq!(s.counter("rampart.limit.shed", "a"), Some(3));
@@ -309,9 +321,11 @@ async fn a_keyed_run_records_keys_sheds_and_key_map_refusals() {
             .unwrap()
     });
     let mut t = Tally::new(&cap, "tenants");
-    let svc = cap.install(|| layer.layer(MockService::new(|(_, ms): (u8, u64)| {
-        MockReply::ok(ms).after(std::time::Duration::from_millis(ms))
-    })));
+    let svc = cap.install(|| {
+        layer.layer(MockService::new(|(_, ms): (u8, u64)| {
+            MockReply::ok(ms).after(std::time::Duration::from_millis(ms))
+        }))
+    });
     let call = |key: u8, ms: u64| tokio::spawn(svc.clone().oneshot((key, ms)));
     let one = call(1, 20); // key 1 held 0..20
     let two = call(2, 30); // key 2 held 0..30
@@ -385,9 +399,11 @@ async fn an_adaptive_limit_moves_only_its_own_share_of_a_shared_name() {
         .build()
         .unwrap()
     });
-    let svc = cap.install(|| adaptive.layer(MockService::<bool, ()>::new(|_| {
-        MockReply::err("overloaded")
-    })));
+    let svc = cap.install(|| {
+        adaptive.layer(MockService::<bool, ()>::new(|_| {
+            MockReply::err("overloaded")
+        }))
+    });
     assert_eq!(t.update().get("rampart.limit.current"), 14.0);
     svc.clone().oneshot(true).await.unwrap_err(); // 4 -> 3
     assert_eq!(adaptive.limit(), 3);

@@ -155,7 +155,11 @@ async fn two_named_limiters_record_separately_and_an_unnamed_one_as_default() {
             RateLimitLayer::new(Quota::per_second(nz(1))),
         )
     });
-    let (sa, sb, su) = (cap.install(|| a.layer(echo())), cap.install(|| b.layer(echo())), cap.install(|| unnamed.layer(echo())));
+    let (sa, sb, su) = (
+        cap.install(|| a.layer(echo())),
+        cap.install(|| b.layer(echo())),
+        cap.install(|| unnamed.layer(echo())),
+    );
     for i in 0..3 {
         let _ = sa.clone().oneshot(i).await;
         let _ = sb.clone().oneshot(i).await;

@@ -290,7 +290,10 @@ async fn layers_with_different_names_record_separately() {
             KeyedLockLayer::new(|r: &(u32, u64)| r.0).name("two"),
         )
     });
-    let (svc1, svc2) = (cap.install(|| one.layer(mock())), cap.install(|| two.layer(mock())));
+    let (svc1, svc2) = (
+        cap.install(|| one.layer(mock())),
+        cap.install(|| two.layer(mock())),
+    );
     let held = tokio::spawn(svc1.clone().oneshot((1, 10)));
     settle().await;
     let waits = tokio::spawn(svc1.clone().oneshot((1, 1)));

@@ -190,11 +190,20 @@ async fn two_timeout_layers_with_different_names_record_separately() {
     });
     let mock = MockService::new(|(): ()| MockReply::ok(1u8).after(ms(100)));
     for _ in 0..3 {
-        cap.install(|| fast.layer(mock.clone())).oneshot(()).await.unwrap_err();
-        cap.install(|| slow.layer(mock.clone())).oneshot(()).await.unwrap();
+        cap.install(|| fast.layer(mock.clone()))
+            .oneshot(())
+            .await
+            .unwrap_err();
+        cap.install(|| slow.layer(mock.clone()))
+            .oneshot(())
+            .await
+            .unwrap();
     }
     let unnamed = cap.install(|| TimeoutLayer::new(ms(10)));
-    cap.install(|| unnamed.layer(mock)).oneshot(()).await.unwrap_err();
+    cap.install(|| unnamed.layer(mock))
+        .oneshot(())
+        .await
+        .unwrap_err();
 
     let s = cap.snapshot();
     assert_eq!(s.counter(FIRED, "fast"), Some(3));

@@ -182,9 +182,8 @@ impl KeyMap {
     pub(crate) fn register_metrics(&self) {
         let limit = self.limit;
         self.counters.register_metrics(|| limit);
-        self.metrics.register(|| {
-            KeyedMetrics::new(&self.counters.name, self.keys.load(Ordering::Acquire))
-        });
+        self.metrics
+            .register(|| KeyedMetrics::new(&self.counters.name, self.keys.load(Ordering::Acquire)));
     }
 
     /// The keyed-only metric handles, once registered.
