@@ -447,7 +447,7 @@ async fn run(prometheus: PrometheusHandle) -> Result<Vec<String>, BoxError> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    // 1. The recorder first: layers built before it record nothing.
+    // 1. The recorder first: a stack built before it records nothing.
     let prometheus = PrometheusBuilder::new()
         .set_buckets(&BUCKETS)?
         .install_recorder()?;

@@ -87,18 +87,19 @@
 //! recorded and nothing is paid.
 //!
 //! - **Install the recorder before building the stack.** A layer registers
-//!   its handles once, when it is built, with the recorder installed then;
-//!   a layer built before any recorder records nothing. No handle is
+//!   its handles once, when it wraps its service ([`Layer::layer`](tower::Layer::layer),
+//!   which `ServiceBuilder::service` calls), with the recorder installed
+//!   then; a stack built before any recorder records nothing. No handle is
 //!   registered, no label built and nothing allocated per request.
 //! - **Name each layer** with `.name("payments")` on the layer or its
 //!   builder: every series carries the label `layer = <name>`
 //!   (`"default"` for a layer without one, [`telemetry::UNNAMED`](crate::telemetry::UNNAMED)).
 //!   Two layers given the same name add up in the same series. Labels never
-//!   carry request data (no key, tenant, route or id). A layer named after
-//!   it was made (`TimeoutLayer::new(d).name("x")`) registers its series
-//!   again under the name; the `"default"` series `new()` registered stay
-//!   at zero in the exporter. A builder's `.name(..)`, before `build()`,
-//!   registers under the name only.
+//!   carry request data (no key, tenant, route or id). Building and naming
+//!   a layer register nothing, so a layer named after it was made
+//!   (`TimeoutLayer::new(d).name("x")`) registers under `"x"` only, as a
+//!   builder's `.name(..)` does: no `"default"` series is left in the
+//!   exporter.
 //! - **Units**: durations are histograms in seconds named `*.duration`.
 //!   Prometheus exporters write the names with `_` for `.`
 //!   (`rampart_retry_attempts`) and add `_sum`, `_count` and `_bucket` or
@@ -127,6 +128,9 @@
 //! if rampart::telemetry::ENABLED {
 //!     let scrape = prometheus.render();
 //!     assert!(scrape.contains(r#"rampart_retry_attempts{layer="payments"} 1"#));
+//!     // `TimeoutLayer::new(..).name(..)` registered under its name only.
+//!     assert!(scrape.contains(r#"rampart_timeout_fired{layer="payments"} 0"#));
+//!     assert!(!scrape.contains(r#"layer="default""#));
 //! }
 //! # Ok(())
 //! # }
@@ -134,7 +138,8 @@
 //!
 //! Every metric rampart records, by crate. The labels column lists every
 //! label key and, for the extra ones, every value a layer records; each
-//! value is a series of its own, registered when the layer is built.
+//! value is a series of its own, registered when the layer wraps its
+//! service.
 //! (`tests/metrics.rs` checks this table against what the layers register,
 //! and `examples/metrics.rs` against a real Prometheus scrape.)
 //!

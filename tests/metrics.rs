@@ -534,3 +534,148 @@ fn the_guide_table_parses_labels_and_their_values() {
     assert_eq!(table["rampart.limit.wait.duration"].kind, "histogram");
     assert_eq!(table["rampart.limit.in_flight"].kind, "gauge");
 }
+
+/// Every series registered under `recorder`: (name, `layer` label).
+fn registered_layers(recorder: &DebuggingRecorder) -> Vec<(String, String)> {
+    recorder
+        .snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(ck, _, _, _)| {
+            let (_, key) = ck.into_parts();
+            let layer = key
+                .labels()
+                .find(|l| l.key() == "layer")
+                .map(|l| l.value().to_owned())
+                .unwrap_or_default();
+            (key.name().to_owned(), layer)
+        })
+        .collect()
+}
+
+/// `X::new().name("x")` and then building the service registers series
+/// under `"x"` only, for every layer: naming a layer after it was made
+/// leaves no zero `layer="default"` series in the exporter (handles are
+/// registered when the layer wraps its service, not when it is built or
+/// named).
+#[tokio::test(start_paused = true)]
+async fn a_layer_named_after_new_registers_no_default_series_for_every_layer() {
+    type Build = Box<dyn Fn()>;
+    let keyed = |r: &(u32, u64)| r.0;
+    let cases: Vec<(&str, Build)> = vec![
+        (
+            "retry",
+            Box::new(|| drop(RetryLayer::default().name("x").layer(sleeper()))),
+        ),
+        (
+            "timeout",
+            Box::new(|| drop(TimeoutLayer::new(MS).name("x").layer(sleeper()))),
+        ),
+        (
+            "deadline",
+            Box::new(|| drop(DeadlineLayer::new(MS).name("x").layer(sleeper()))),
+        ),
+        (
+            "deadline from headers",
+            Box::new(|| {
+                let layer = DeadlineLayer::from_headers(MS, DeadlineHeaders::new()).name("x");
+                drop(layer.layer(echo()));
+            }),
+        ),
+        (
+            "propagate deadline",
+            Box::new(|| drop(PropagateDeadlineLayer::new().name("x").layer(echo()))),
+        ),
+        (
+            "concurrency limit",
+            Box::new(|| drop(ConcurrencyLimitLayer::new(4).name("x").layer(sleeper()))),
+        ),
+        (
+            "keyed concurrency limit",
+            Box::new(move || {
+                let layer = KeyedConcurrencyLimitLayer::new(keyed, 2).name("x");
+                drop(layer.layer(keyed_sleeper()));
+            }),
+        ),
+        (
+            "request id",
+            Box::new(|| drop(RequestIdLayer::new().name("x").layer(echo()))),
+        ),
+        (
+            "propagate context",
+            Box::new(|| drop(PropagateContextLayer::new().name("x").layer(echo()))),
+        ),
+        (
+            "cancel",
+            Box::new(|| drop(CancelLayer::new().name("x").layer(sleeper()))),
+        ),
+        (
+            "queue",
+            Box::new(|| drop(QueueLayer::new(4, 1).name("x").layer(sleeper()))),
+        ),
+        (
+            "keyed lock",
+            Box::new(move || drop(KeyedLockLayer::new(keyed).name("x").layer(keyed_sleeper()))),
+        ),
+        (
+            "coalesce",
+            Box::new(move || drop(CoalesceLayer::new(keyed).name("x").layer(keyed_sleeper()))),
+        ),
+        (
+            "fanout",
+            Box::new(|| drop(FanOutLayer::new().name("x").layer(sleeper()))),
+        ),
+        (
+            "circuit breaker",
+            Box::new(|| drop(CircuitBreakerLayer::new().name("x").layer(sleeper()))),
+        ),
+        (
+            "keyed circuit breaker",
+            Box::new(move || {
+                let layer = KeyedCircuitBreakerLayer::new(keyed, CircuitBreakerLayer::new(), 8);
+                drop(layer.name("x").layer(keyed_sleeper()));
+            }),
+        ),
+        (
+            "rate limit",
+            Box::new(|| {
+                let layer = RateLimitLayer::new(Quota::per_second(nz(1))).name("x");
+                drop(layer.layer(sleeper()));
+            }),
+        ),
+        (
+            "keyed rate limit",
+            Box::new(move || {
+                let layer = KeyedRateLimitLayer::new(Quota::per_second(nz(1)), keyed).name("x");
+                drop(layer.layer(keyed_sleeper()));
+            }),
+        ),
+    ];
+    for (what, build) in &cases {
+        let recorder = DebuggingRecorder::new();
+        metrics::with_local_recorder(&recorder, build);
+        let series = registered_layers(&recorder);
+        assert!(
+            series.iter().any(|(_, layer)| layer == "x"),
+            "{what}: nothing registered under its name: {series:?}"
+        );
+        let default: Vec<_> = series.iter().filter(|(_, l)| l != "x").collect();
+        assert!(
+            default.is_empty(),
+            "{what}: series under another name than the one it ended up with: {default:?}"
+        );
+    }
+    // Without the service, a named layer registers nothing at all.
+    let recorder = DebuggingRecorder::new();
+    metrics::with_local_recorder(&recorder, || {
+        drop((
+            RetryLayer::default().name("x"),
+            TimeoutLayer::new(MS).name("x"),
+            ConcurrencyLimitLayer::new(4).name("x"),
+            CircuitBreakerLayer::new().name("x"),
+            RateLimitLayer::new(Quota::per_second(nz(1))).name("x"),
+        ));
+    });
+    assert_eq!(registered_layers(&recorder), []);
+}

@@ -6,7 +6,7 @@ use crate::error::CircuitOpen;
 use crate::metrics::{Metrics, layer_name};
 use crate::stats::{State, Stats};
 use rampart_core::Error;
-use rampart_core::telemetry::UNNAMED;
+use rampart_core::telemetry::{Registered, UNNAMED};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -20,24 +20,41 @@ use tokio::time::Instant;
 pub(crate) struct Breaker {
     pub(crate) circuit: Circuit,
     epoch: Instant,
-    metrics: Metrics,
+    /// Registered when the layer makes its first service
+    /// ([`register_metrics`](Self::register_metrics)); a keyed layer's
+    /// circuits are made with the map's.
+    metrics: Registered<Metrics>,
 }
 
 impl Breaker {
-    /// A circuit of its own, with its own handles (and the state gauge).
+    /// A circuit of its own, its handles (with the state gauge) registered
+    /// by [`register_metrics`](Self::register_metrics).
     pub(crate) fn new(settings: Settings) -> Breaker {
-        let metrics = Metrics::new(&layer_name(settings.name.as_deref()), true);
-        Breaker::with_metrics(settings, metrics)
+        Breaker::with_metrics(settings, Registered::new())
     }
 
     /// A circuit recording through `metrics` (a keyed layer's circuits
-    /// share theirs).
-    pub(crate) fn with_metrics(settings: Settings, metrics: Metrics) -> Breaker {
+    /// share the map's handles).
+    pub(crate) fn with_metrics(settings: Settings, metrics: Registered<Metrics>) -> Breaker {
         Breaker {
             circuit: Circuit::new(settings),
             epoch: Instant::now(),
             metrics,
         }
+    }
+
+    /// Registers the circuit's own handles (with the state gauge, its share
+    /// the state now) under its name, with the recorder installed now,
+    /// unless done already (`Layer::layer`).
+    pub(crate) fn register_metrics(&self) {
+        self.metrics
+            .register(|| Metrics::new(&layer_name(self.name()), Some(self.circuit.stored_state())));
+    }
+
+    /// Registers `metrics` as this circuit's handles unless it has some
+    /// (a keyed layer's overflow circuit, when the map's are registered).
+    pub(crate) fn register_shared(&self, metrics: &Metrics) {
+        self.metrics.register(|| metrics.clone());
     }
 
     /// Milliseconds since the breaker was made (rounded down).
@@ -95,7 +112,9 @@ impl Breaker {
         } else {
             state
         };
-        self.metrics.rejected();
+        if let Some(m) = self.metrics.get() {
+            m.rejected();
+        }
         tracing::debug!(layer = %self.layer(), %state, ?after, "circuit breaker: call refused");
         Error::overloaded(after).with_source(CircuitOpen {
             state,
@@ -105,14 +124,18 @@ impl Breaker {
     }
 
     pub(crate) fn record_call(&self, g: u64, verdict: Verdict, slow: bool) {
-        self.metrics.call(verdict);
+        if let Some(m) = self.metrics.get() {
+            m.call(verdict);
+        }
         if let Some(t) = self.circuit.record_call(g, verdict, slow, || self.now_ms()) {
             self.event(t);
         }
     }
 
     pub(crate) fn record_probe(&self, g: u64, verdict: Verdict) {
-        self.metrics.call(verdict);
+        if let Some(m) = self.metrics.get() {
+            m.call(verdict);
+        }
         if let Some(t) = self.circuit.record_probe(g, verdict, || self.now_ms()) {
             self.event(t);
         }
@@ -135,7 +158,9 @@ impl Breaker {
     /// opens, `info` when it closes, `debug` otherwise.
     pub(crate) fn event(&self, t: Transition) {
         let (from, to) = (t.from, t.to);
-        self.metrics.transition(from, to);
+        if let Some(m) = self.metrics.get() {
+            m.transition(from, to);
+        }
         let layer = self.layer();
         match to {
             State::Open | State::ForcedOpen => {
@@ -155,6 +180,8 @@ impl Drop for Breaker {
     /// to report a transition, so the stored state is the sum of the
     /// deltas it reported.
     fn drop(&mut self) {
-        self.metrics.release(self.circuit.stored_state());
+        if let Some(m) = self.metrics.get() {
+            m.release(self.circuit.stored_state());
+        }
     }
 }

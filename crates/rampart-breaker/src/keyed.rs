@@ -9,7 +9,7 @@ use crate::service::{ResponseFuture, dispatch};
 use crate::stats::State;
 use rampart_core::classify::{Classify, ErrorClassify};
 use rampart_core::hashed::HashedMap;
-use rampart_core::telemetry::{Gauge, UNNAMED};
+use rampart_core::telemetry::{Gauge, Registered, UNNAMED};
 use rampart_core::{BoxError, ConfigError, Error};
 use rampart_limit::KeyExtractor;
 use std::borrow::Cow;
@@ -41,11 +41,13 @@ struct KeyMap {
     /// The shard the next eviction sweep starts at, so sweeps spread over
     /// the whole map instead of always searching the first entries.
     cursor: AtomicUsize,
-    /// The handles every circuit of the map records through.
-    metrics: Metrics,
+    /// The handles every circuit of the map records through, registered
+    /// when the layer makes its first service
+    /// ([`register_metrics`](Self::register_metrics)).
+    metrics: Registered<Metrics>,
     /// `rampart.breaker.keys`: circuits in the map. The map owns its share
     /// (one per circuit it holds) and takes it off when dropped.
-    keys_gauge: Gauge,
+    keys_gauge: Registered<Gauge>,
 }
 
 impl Drop for KeyMap {
@@ -55,31 +57,44 @@ impl Drop for KeyMap {
             .iter_mut()
             .map(|s| s.get_mut().unwrap_or_else(PoisonError::into_inner).len())
             .sum();
-        if held > 0 {
-            self.keys_gauge.decrement(held as f64);
+        if held > 0
+            && let Some(g) = self.keys_gauge.get()
+        {
+            g.decrement(held as f64);
         }
     }
 }
 
 impl KeyMap {
     fn new(settings: Settings, max_keys: usize) -> KeyMap {
-        let name = layer_name(settings.name.as_deref());
-        let metrics = Metrics::new(&name, false);
-        // The map starts empty: its share of the series is 0 (other layers
-        // of the same name keep theirs).
-        let keys_gauge = Gauge::new(KEYS, &name);
-        keys_gauge.increment(0.0);
         KeyMap {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             keys: AtomicUsize::new(0),
             max_keys,
             hasher: RandomState::new(),
-            overflow: Arc::new(Breaker::with_metrics(settings.clone(), metrics.clone())),
+            overflow: Arc::new(Breaker::with_metrics(settings.clone(), Registered::new())),
             settings,
             overflowed: AtomicU64::new(0),
             cursor: AtomicUsize::new(0),
-            metrics,
-            keys_gauge,
+            metrics: Registered::new(),
+            keys_gauge: Registered::new(),
+        }
+    }
+
+    /// Registers the handles under the layer's name, with the recorder
+    /// installed now, unless done already (`Layer::layer`). The map's
+    /// share of the keys series is the circuits it holds (none before its
+    /// first service).
+    fn register_metrics(&self) {
+        let name = layer_name(self.settings.name.as_deref());
+        self.metrics.register(|| Metrics::new(&name, None));
+        self.keys_gauge.register(|| {
+            let g = Gauge::new(KEYS, &name);
+            g.increment(self.keys.load(Ordering::Acquire) as f64);
+            g
+        });
+        if let Some(m) = self.metrics.get() {
+            self.overflow.register_shared(m);
         }
     }
 
@@ -119,12 +134,15 @@ impl KeyMap {
             self.keys.fetch_sub(1, Ordering::AcqRel);
             return Arc::clone(b);
         }
-        let b = Arc::new(Breaker::with_metrics(
-            self.settings.clone(),
-            self.metrics.clone(),
-        ));
+        let metrics = Registered::new();
+        if let Some(m) = self.metrics.get() {
+            metrics.register(|| m.clone());
+        }
+        let b = Arc::new(Breaker::with_metrics(self.settings.clone(), metrics));
         shard.insert(key, Arc::clone(&b));
-        self.keys_gauge.increment(1.0);
+        if let Some(g) = self.keys_gauge.get() {
+            g.increment(1.0);
+        }
         b
     }
 
@@ -153,7 +171,9 @@ impl KeyMap {
                 .map(|(k, _)| *k);
             if let Some(k) = found {
                 shard.remove(&k);
-                self.keys_gauge.decrement(1.0);
+                if let Some(g) = self.keys_gauge.get() {
+                    g.decrement(1.0);
+                }
                 tracing::debug!(
                     layer = %self.layer(),
                     "keyed circuit breaker: key map full, a closed idle key evicted"
@@ -223,9 +243,8 @@ impl<E, C: Clone> KeyedCircuitBreakerLayer<E, C> {
     /// with `K: Hash`, or a [`HeaderKey`](crate::HeaderKey)), each with the
     /// settings and classification of `template` (whose own circuit is not
     /// used), at most `max_keys` of them. The layer takes the template's
-    /// name; with the `metrics` feature the template has registered a
-    /// state gauge of its own that stays at 0: use
-    /// [`try_new`](Self::try_new) with a builder to avoid it.
+    /// name (the template registers no metrics: it never makes a
+    /// service).
     pub fn new(extractor: E, template: CircuitBreakerLayer<C>, max_keys: usize) -> Self {
         KeyedCircuitBreakerLayer {
             map: Arc::new(KeyMap::new(template.settings().clone(), max_keys)),
@@ -275,8 +294,9 @@ impl<E, C> KeyedCircuitBreakerLayer<E, C> {
     /// the template's name, or `"default"`.
     ///
     /// The layer gets a fresh, empty key map under the new name (its
-    /// metric handles are registered with the recorder installed now), so
-    /// name it as it is built, before layering a service: services made
+    /// metric handles are registered when the layer makes its first
+    /// service, with the recorder installed then), so name it as it is
+    /// built, before layering a service: services made
     /// before keep the map they were given.
     ///
     /// ```
@@ -346,6 +366,9 @@ impl<S, E: Clone, C: Clone> Layer<S> for KeyedCircuitBreakerLayer<E, C> {
     type Service = KeyedCircuitBreaker<S, E, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // The first service registers the handles, under the name the
+        // layer ends up with (building and naming it register nothing).
+        self.map.register_metrics();
         KeyedCircuitBreaker {
             inner,
             map: Arc::clone(&self.map),

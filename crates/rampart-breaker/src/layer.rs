@@ -145,8 +145,9 @@ impl<C> CircuitBreakerLayer<C> {
     /// Unnamed, it reports as `"default"`.
     ///
     /// The layer gets a fresh, closed circuit under the new name (its
-    /// metric handles are registered with the recorder installed now), so
-    /// name it as it is built, before taking a [`handle`](Self::handle) or
+    /// metric handles are registered when the layer makes its first
+    /// service, with the recorder installed then), so name it as it is
+    /// built, before taking a [`handle`](Self::handle) or
     /// layering a service: those keep the circuit they were given.
     /// [`CircuitBreakerBuilder::name`] does the same in the builder.
     ///
@@ -177,6 +178,9 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // The first service registers the circuit's handles, under the name
+        // the layer ends up with (building and naming it register nothing).
+        self.breaker.register_metrics();
         CircuitBreaker::from_parts(inner, Arc::clone(&self.breaker), self.classify.clone())
     }
 }

@@ -69,8 +69,9 @@
 //! With the `metrics` feature, each layer records on the
 //! [`metrics`](https://docs.rs/metrics) facade, labelled `layer = <name>`
 //! (given by `.name(..)` on the layer or its builder, `"default"`
-//! otherwise). The handles are registered when the layer is built (install
-//! the recorder first) and each event is one call through a handle: no
+//! otherwise). The handles are registered when the layer makes its first
+//! service, under the name it has then (install the recorder before
+//! building the stack) and each event is one call through a handle: no
 //! allocation, lock or hash is added to a call. Without the feature
 //! nothing is recorded and nothing is paid.
 //!

@@ -1,5 +1,6 @@
 //! The circuit's metric handles (`rampart_core::telemetry`), registered
-//! once when a circuit (or a keyed layer's map) is made; zero-sized no-ops
+//! once, when the layer owning the circuit (or a keyed layer's map) makes
+//! its first service, under the name it has then; zero-sized no-ops
 //! without the `metrics` feature.
 
 use crate::circuit::Verdict;
@@ -32,16 +33,17 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// Registers the handles of a circuit named `name` (with the state
-    /// gauge when `with_state`). The circuit starts closed: its share of
-    /// the state series is 0, so the series is touched but not moved (other
-    /// circuits of the same name keep theirs).
-    pub(crate) fn new(name: &LayerName, with_state: bool) -> Metrics {
+    /// Registers the handles of a circuit named `name`, with the state
+    /// gauge when the circuit's state now is given: the circuit's share of
+    /// the state series is that state's code (0 for a closed circuit: the
+    /// series is touched but not moved; other circuits of the same name
+    /// keep theirs).
+    pub(crate) fn new(name: &LayerName, state: Option<State>) -> Metrics {
         let to = |s: &'static str| Counter::with_labels(TRANSITIONS, name, &[("to", s)]);
         let calls = |s: &'static str| Counter::with_labels(CALLS, name, &[("outcome", s)]);
-        let state = if with_state {
+        let state = if let Some(now) = state {
             let g = Gauge::new(STATE, name);
-            g.increment(0.0);
+            g.increment(code(now));
             g
         } else {
             Gauge::default()

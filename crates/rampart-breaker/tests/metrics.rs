@@ -50,7 +50,7 @@ fn calls(s: &MetricsSnapshot, layer: &str, outcome: &str) -> Option<u64> {
 async fn a_trip_two_refusals_and_a_recovery_are_counted_exactly_and_the_state_returns_to_closed() {
     let cap = MetricsCapture::new();
     let layer = cap.install(|| breaker("payments", 2));
-    let svc = layer.layer(backend());
+    let svc = cap.install(|| layer.layer(backend()));
 
     svc.clone().oneshot(false).await.unwrap();
     for _ in 0..2 {
@@ -82,7 +82,7 @@ async fn a_trip_two_refusals_and_a_recovery_are_counted_exactly_and_the_state_re
 async fn a_failed_probe_reopens_and_the_state_gauge_reads_open() {
     let cap = MetricsCapture::new();
     let layer = cap.install(|| breaker("search", 1));
-    let svc = layer.layer(backend());
+    let svc = cap.install(|| layer.layer(backend()));
 
     assert!(svc.clone().oneshot(true).await.is_err()); // closed -> open
     tokio::time::advance(Duration::from_secs(1)).await;
@@ -100,7 +100,10 @@ async fn a_failed_probe_reopens_and_the_state_gauge_reads_open() {
 async fn two_named_breakers_record_separately() {
     let cap = MetricsCapture::new();
     let (a, b) = cap.install(|| (breaker("a", 1), breaker("b", 5)));
-    let (sa, sb) = (a.layer(backend()), b.layer(backend()));
+    let (sa, sb) = (
+        cap.install(|| a.layer(backend())),
+        cap.install(|| b.layer(backend())),
+    );
 
     assert!(sa.clone().oneshot(true).await.is_err()); // a opens
     assert!(sa.clone().oneshot(false).await.is_err()); // refused
@@ -126,7 +129,7 @@ async fn two_named_breakers_record_separately() {
 async fn forcing_and_resetting_move_the_state_gauge_and_count_transitions() {
     let cap = MetricsCapture::new();
     let layer = cap.install(|| breaker("forced", 3));
-    let svc = layer.layer(backend());
+    let svc = cap.install(|| layer.layer(backend()));
     let h = layer.handle();
 
     h.force_open();
@@ -152,8 +155,14 @@ async fn an_unnamed_breaker_reports_as_default_and_naming_the_layer_relabels_it(
             CircuitBreakerLayer::new().name("renamed"),
         )
     });
-    unnamed.layer(backend()).oneshot(false).await.unwrap();
-    renamed.layer(backend()).oneshot(false).await.unwrap();
+    cap.install(|| unnamed.layer(backend()))
+        .oneshot(false)
+        .await
+        .unwrap();
+    cap.install(|| renamed.layer(backend()))
+        .oneshot(false)
+        .await
+        .unwrap();
     let s = cap.snapshot();
     assert_eq!(calls(&s, "default", "success"), Some(1));
     assert_eq!(calls(&s, "renamed", "success"), Some(1));
@@ -168,13 +177,15 @@ async fn a_keyed_breaker_counts_keys_and_sums_its_circuits_under_one_name() {
         KeyedCircuitBreakerLayer::new(|k: &(u32, bool)| k.0, breaker("template", 1), 2)
             .name("per-host")
     });
-    let svc = layer.layer(service_fn(|(_, fail): (u32, bool)| async move {
-        if fail {
-            Err(std::io::Error::other("down"))
-        } else {
-            Ok(())
-        }
-    }));
+    let svc = cap.install(|| {
+        layer.layer(service_fn(|(_, fail): (u32, bool)| async move {
+            if fail {
+                Err(std::io::Error::other("down"))
+            } else {
+                Ok(())
+            }
+        }))
+    });
 
     svc.clone().oneshot((1, false)).await.unwrap();
     assert!(svc.clone().oneshot((2, true)).await.is_err()); // key 2 opens
@@ -192,8 +203,8 @@ async fn a_keyed_breaker_counts_keys_and_sums_its_circuits_under_one_name() {
     assert_eq!(calls(&s, "per-host", "failure"), Some(1));
     // Several circuits under one name have no single state.
     assert_eq!(s.gauge("rampart.breaker.state", "per-host"), None);
-    // The template's own circuit registered under its name and saw nothing.
-    assert_eq!(calls(&s, "template", "failure"), Some(0));
+    // The template never made a service: nothing registered under its name.
+    assert_eq!(calls(&s, "template", "failure"), None);
 }
 
 #[tokio::test(start_paused = true)]
@@ -209,13 +220,15 @@ async fn a_keyed_breaker_built_from_a_builder_records_only_under_its_name() {
         )
         .unwrap()
     });
-    let svc = layer.layer(service_fn(|k: u32| async move {
-        if k == 0 {
-            Err(std::io::Error::other("down"))
-        } else {
-            Ok(())
-        }
-    }));
+    let svc = cap.install(|| {
+        layer.layer(service_fn(|k: u32| async move {
+            if k == 0 {
+                Err(std::io::Error::other("down"))
+            } else {
+                Ok(())
+            }
+        }))
+    });
     assert!(svc.clone().oneshot(0).await.is_err()); // key 0 opens
     svc.clone().oneshot(1).await.unwrap();
     let s = cap.snapshot();
@@ -268,7 +281,7 @@ async fn a_breaker_built_under_the_name_of_an_open_one_leaves_its_share_and_both
     let cap = MetricsCapture::new();
     let mut g = Gauges::new(&cap, &[("rampart.breaker.state", "payments")]);
     let first = cap.install(|| breaker("payments", 1));
-    let svc = first.layer(backend());
+    let svc = cap.install(|| first.layer(backend()));
     trip(&svc).await;
     assert_eq!(first.handle().state(), State::Open);
     // (No snapshot before the second is built: a snapshot resets the
@@ -288,7 +301,10 @@ async fn two_breakers_with_one_name_add_up_and_the_series_returns_to_zero_when_b
     let cap = MetricsCapture::new();
     let mut g = Gauges::new(&cap, &[("rampart.breaker.state", "shared")]);
     let (a, b) = cap.install(|| (breaker("shared", 1), breaker("shared", 1)));
-    let (sa, sb) = (a.layer(backend()), b.layer(backend()));
+    let (sa, sb) = (
+        cap.install(|| a.layer(backend())),
+        cap.install(|| b.layer(backend())),
+    );
     trip(&sa).await;
     assert_eq!(g.read(), [2.0]);
     b.handle().force_open();
@@ -315,7 +331,7 @@ async fn an_open_circuit_dropped_while_its_break_has_passed_takes_off_the_share_
     let cap = MetricsCapture::new();
     let mut g = Gauges::new(&cap, &[("rampart.breaker.state", "idle")]);
     let layer = cap.install(|| breaker("idle", 1));
-    let svc = layer.layer(backend());
+    let svc = cap.install(|| layer.layer(backend()));
     trip(&svc).await;
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(layer.handle().state(), State::HalfOpen);
@@ -335,27 +351,31 @@ async fn naming_a_layer_moves_its_circuit_out_of_default_without_touching_the_ot
         ],
     );
     let unnamed = cap.install(CircuitBreakerLayer::new);
+    let unnamed_svc = cap.install(|| unnamed.layer(backend()));
     unnamed.handle().force_open();
     assert_eq!(g.read(), [2.0, 0.0]);
 
-    // `new()` then `.name(..)`: the fresh unnamed circuit registers under
-    // "default" for a moment (it used to set the series to 0) and is
-    // dropped by the rename.
+    // `new()` then `.name(..)`: nothing registers under "default"; the
+    // service registers under the name.
     let renamed = cap.install(|| CircuitBreakerLayer::new().name("named"));
+    let renamed_svc = cap.install(|| renamed.layer(backend()));
     assert_eq!(g.read(), [2.0, 0.0]);
 
-    // A circuit renamed after it was forced open (and its handle
-    // dropped): the rename gives it a fresh, closed circuit under the new
-    // name, and the old circuit's share leaves "default" with it.
+    // A circuit renamed after it was forced open (and its service and
+    // handle dropped): the rename gives it a fresh, closed circuit under
+    // the new name, and the old circuit's share leaves "default" with it.
     let moving = cap.install(CircuitBreakerLayer::new);
+    drop(cap.install(|| moving.layer(backend())));
     moving.handle().force_open();
     assert_eq!(g.read(), [4.0, 0.0]);
     let moving = cap.install(|| moving.name("named"));
     assert_eq!(g.read(), [2.0, 0.0]);
+    let moving_svc = cap.install(|| moving.layer(backend()));
     moving.handle().force_open();
     renamed.handle().force_open();
     assert_eq!(g.read(), [2.0, 4.0]);
     drop((unnamed, renamed, moving));
+    drop((unnamed_svc, renamed_svc, moving_svc));
     assert_eq!(g.read(), [0.0, 0.0]);
 }
 
@@ -372,14 +392,16 @@ async fn keyed_breakers_with_one_name_add_up_their_keys_and_give_them_back_when_
         .unwrap()
     };
     let first = cap.install(keyed);
-    let svc1 = first.layer(service_fn(|_: u32| async { Ok::<_, std::io::Error>(()) }));
+    let svc1 =
+        cap.install(|| first.layer(service_fn(|_: u32| async { Ok::<_, std::io::Error>(()) })));
     svc1.clone().oneshot(1).await.unwrap();
     svc1.clone().oneshot(2).await.unwrap();
     // A second map of the same name starts empty: it used to set the
     // series to 0. (No snapshot before: it would hide that.)
     let second = cap.install(keyed);
     assert_eq!(g.read(), [2.0]);
-    let svc2 = second.layer(service_fn(|_: u32| async { Ok::<_, std::io::Error>(()) }));
+    let svc2 =
+        cap.install(|| second.layer(service_fn(|_: u32| async { Ok::<_, std::io::Error>(()) })));
     svc2.clone().oneshot(1).await.unwrap();
     assert_eq!(g.read(), [3.0]);
 

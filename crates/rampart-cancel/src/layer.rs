@@ -26,6 +26,8 @@ pub(crate) struct Config {
     pub(crate) hooks: Vec<Hook>,
     /// The `layer` label of the metrics and field of the tracing events.
     pub(crate) name: LayerName,
+    /// No-ops in a layer's configuration; registered in each service's
+    /// (`Layer::layer`).
     pub(crate) metrics: CancelMetrics,
 }
 
@@ -55,21 +57,21 @@ impl CancelLayer {
     /// A layer whose requests are drained by `shutdown` (several layers,
     /// e.g. one per router or listener, may share one).
     pub fn with_shutdown(shutdown: &Shutdown) -> CancelLayer {
-        let name = LayerName::default();
         CancelLayer {
             config: Arc::new(Config {
                 shutdown: shutdown.clone(),
                 hooks: Vec::new(),
-                metrics: CancelMetrics::new(&name),
-                name,
+                name: LayerName::default(),
+                metrics: CancelMetrics::default(),
             }),
         }
     }
 
     /// Names the layer: the `layer` label of its metrics (feature
     /// `metrics`) and the `layer` field of its tracing events (default
-    /// `"default"`). Its metric handles are registered again, with the
-    /// recorder installed now. The [`Shutdown`] is not renamed (several
+    /// `"default"`). Its metric handles are registered when the layer
+    /// wraps a service, under the name it has then: naming the layer
+    /// registers nothing. The [`Shutdown`] is not renamed (several
     /// layers may share it; see [`Shutdown::named`]).
     ///
     /// ```
@@ -78,13 +80,12 @@ impl CancelLayer {
     /// # drop(layer);
     /// ```
     pub fn name(self, name: impl Into<LayerName>) -> CancelLayer {
-        let name = name.into();
         CancelLayer {
             config: Arc::new(Config {
                 shutdown: self.config.shutdown.clone(),
                 hooks: self.config.hooks.clone(),
-                metrics: CancelMetrics::new(&name),
-                name,
+                name: name.into(),
+                metrics: CancelMetrics::default(),
             }),
         }
     }
@@ -102,7 +103,7 @@ impl CancelLayer {
                 shutdown: self.config.shutdown.clone(),
                 hooks,
                 name: self.config.name.clone(),
-                metrics: self.config.metrics.clone(),
+                metrics: CancelMetrics::default(),
             }),
         }
     }
@@ -150,6 +151,21 @@ impl<S> Layer<S> for CancelLayer {
     type Service = Cancel<S>;
 
     fn layer(&self, inner: S) -> Cancel<S> {
-        Cancel::from_config(inner, self.config.clone())
+        // The service's configuration: the layer's, with the metric handles
+        // registered now under the name the layer ends up with (without the
+        // `metrics` feature they are no-ops either way: the layer's is
+        // shared).
+        let config = if rampart_core::telemetry::ENABLED {
+            let c = &self.config;
+            Arc::new(Config {
+                shutdown: c.shutdown.clone(),
+                hooks: c.hooks.clone(),
+                name: c.name.clone(),
+                metrics: CancelMetrics::new(&c.name),
+            })
+        } else {
+            self.config.clone()
+        };
+        Cancel::from_config(inner, config)
     }
 }

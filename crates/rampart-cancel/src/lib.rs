@@ -70,8 +70,10 @@
 //! With the `metrics` feature the layer records on the
 //! [`metrics`](https://docs.rs/metrics) facade, labelled `layer = <name>`
 //! ([`CancelLayer::name`]; `"default"` otherwise), never by request data.
-//! Handles are registered when the layer is built: install the recorder
-//! first. Without the feature nothing is recorded or paid.
+//! Handles are registered when the layer wraps a service (`Layer::layer`),
+//! under the name the layer has then (naming it registers nothing): install
+//! the recorder before building the stack. Without the feature nothing is
+//! recorded or paid.
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|

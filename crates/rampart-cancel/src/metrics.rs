@@ -1,11 +1,13 @@
 //! The layer's metric handles (see the crate docs' "Metrics" section).
-//! Registered once, when the layer is built or renamed; zero-sized no-ops
-//! without the `metrics` feature.
+//! Registered when the layer wraps a service (`Layer::layer`), under the
+//! name the layer has then; zero-sized no-ops without the `metrics`
+//! feature.
 
 use crate::hook::CancelReason;
 use rampart_core::telemetry::{Counter, Gauge, LayerName};
 
-#[derive(Clone, Debug)]
+/// No-ops by default: a layer's, before it wraps a service.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct CancelMetrics {
     /// Admitted requests not finished yet.
     in_flight: Gauge,

@@ -42,7 +42,7 @@ async fn a_scripted_run_counts_each_cancellation_by_reason_and_the_gauge_ends_at
     let cap = MetricsCapture::new();
     let layer = cap.install(|| CancelLayer::new().name("api"));
     let shutdown = layer.shutdown().clone();
-    let svc = layer.layer(handler());
+    let svc = cap.install(|| layer.layer(handler()));
 
     // Two that complete: one answers, one fails with its own error.
     assert_eq!(svc.clone().oneshot(5).await.unwrap(), 5);
@@ -109,9 +109,7 @@ async fn a_scripted_run_counts_each_cancellation_by_reason_and_the_gauge_ends_at
 #[tokio::test(start_paused = true)]
 async fn the_in_flight_gauge_counts_the_requests_running() {
     let cap = MetricsCapture::new();
-    let svc = cap
-        .install(|| CancelLayer::new().name("api"))
-        .layer(handler());
+    let svc = cap.install(|| CancelLayer::new().name("api").layer(handler()));
     let a = tokio::spawn(svc.clone().oneshot(1_000));
     let b = tokio::spawn(svc.clone().oneshot(2_000));
     tokio::time::sleep(Duration::from_millis(10)).await;

@@ -201,14 +201,15 @@ impl PropagateContextLayer {
             request_id: Some(X_REQUEST_ID.clone()),
             deadline: None,
             overwrite: false,
-            telemetry: Telemetry::new(LayerName::default(), PropagateMetrics::new),
+            telemetry: Telemetry::new(LayerName::default()),
         }
     }
 
     /// Names the layer: the `layer` label of its metrics (feature
     /// `metrics`) and the `layer` field of its tracing events (default
-    /// `"default"`). Its metric handles are registered again, with the
-    /// recorder installed now.
+    /// `"default"`). Its metric handles are registered when the layer
+    /// wraps a service, under the name it has then: naming the layer
+    /// registers nothing.
     ///
     /// ```
     /// use rampart_context::PropagateContextLayer;
@@ -216,7 +217,7 @@ impl PropagateContextLayer {
     /// # drop(layer);
     /// ```
     pub fn name(mut self, name: impl Into<LayerName>) -> Self {
-        self.telemetry = Telemetry::new(name.into(), PropagateMetrics::new);
+        self.telemetry = Telemetry::new(name.into());
         self
     }
 
@@ -301,7 +302,7 @@ impl PropagateContextLayer {
             request_id,
             deadline,
             overwrite: config.overwrite,
-            telemetry: Telemetry::new(name, PropagateMetrics::new),
+            telemetry: Telemetry::new(name),
         })
     }
 
@@ -349,7 +350,12 @@ impl<S> Layer<S> for PropagateContextLayer {
     fn layer(&self, inner: S) -> PropagateContext<S> {
         PropagateContext {
             inner,
-            layer: self.clone(),
+            layer: PropagateContextLayer {
+                request_id: self.request_id.clone(),
+                deadline: self.deadline.clone(),
+                overwrite: self.overwrite,
+                telemetry: self.telemetry.registered(PropagateMetrics::new),
+            },
         }
     }
 }

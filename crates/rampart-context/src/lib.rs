@@ -62,9 +62,10 @@
 //! With the `metrics` feature, each layer records on the
 //! [`metrics`](https://docs.rs/metrics) facade, labelled `layer = <name>`
 //! (`.name("edge")` on the layer or its builder; `"default"` otherwise),
-//! never by request data. Handles are registered when the layer is built:
-//! install the recorder first. Without the feature nothing is recorded and
-//! the layers are as small and fast as without metrics.
+//! never by request data. Handles are registered when the layer wraps a
+//! service (`Layer::layer`), under the name the layer has then: install the
+//! recorder before building the stack. Without the feature nothing is
+//! recorded and the layers are as small and fast as without metrics.
 //!
 //! | name | kind | meaning |
 //! |---|---|---|

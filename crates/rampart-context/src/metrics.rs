@@ -1,12 +1,14 @@
 //! The metric handles of this crate's layers (see the crate docs' "Metrics"
-//! section). Registered once, when a layer is built or renamed; zero-sized
-//! no-ops without the `metrics` feature.
+//! section). Registered when a layer wraps a service (`Layer::layer`),
+//! under the name the layer has then: building and naming a layer register
+//! nothing. Zero-sized no-ops without the `metrics` feature.
 
 use rampart_core::telemetry::{Counter, LayerName};
 use std::sync::Arc;
 
-/// [`RequestIdLayer`](crate::RequestIdLayer)'s handles.
-#[derive(Clone, Debug)]
+/// [`RequestIdLayer`](crate::RequestIdLayer)'s handles (no-ops by
+/// default: a layer's, before it wraps a service).
+#[derive(Clone, Debug, Default)]
 pub(crate) struct RequestIdMetrics {
     /// No incoming id: a new one was generated.
     pub(crate) generated: Counter,
@@ -18,6 +20,7 @@ pub(crate) struct RequestIdMetrics {
 }
 
 impl RequestIdMetrics {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn new(name: &LayerName) -> Self {
         RequestIdMetrics {
             generated: Counter::new("rampart.request_id.generated", name),
@@ -27,8 +30,9 @@ impl RequestIdMetrics {
     }
 }
 
-/// [`PropagateContextLayer`](crate::PropagateContextLayer)'s handles.
-#[derive(Clone, Debug)]
+/// [`PropagateContextLayer`](crate::PropagateContextLayer)'s handles
+/// (no-ops by default: a layer's, before it wraps a service).
+#[derive(Clone, Debug, Default)]
 pub(crate) struct PropagateMetrics {
     /// Calls not sent: the context's deadline had passed.
     pub(crate) expired: Counter,
@@ -68,14 +72,34 @@ impl<M> std::fmt::Debug for Telemetry<M> {
     }
 }
 
-impl<M> Telemetry<M> {
-    /// The handles of a layer named `name` (`make` registers them).
-    pub(crate) fn new(name: LayerName, make: impl FnOnce(&LayerName) -> M) -> Self {
+impl<M: Default> Telemetry<M> {
+    /// A layer named `name`, its handles not registered (no-ops) until
+    /// [`registered`](Self::registered) makes a service's.
+    pub(crate) fn new(name: LayerName) -> Self {
         if !rampart_core::telemetry::ENABLED && !name.is_named() {
             return Telemetry(None);
         }
-        let metrics = make(&name);
-        Telemetry(Some(Arc::new(Named { name, metrics })))
+        Telemetry(Some(Arc::new(Named {
+            name,
+            metrics: M::default(),
+        })))
+    }
+}
+
+impl<M> Telemetry<M> {
+    /// A service's telemetry (`Layer::layer`): the same name, with handles
+    /// `make` registers now, under that name. Without the `metrics`
+    /// feature, the same (nothing is registered).
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn registered(&self, make: impl FnOnce(&LayerName) -> M) -> Self {
+        #[cfg(feature = "metrics")]
+        if let Some(named) = &self.0 {
+            return Telemetry(Some(Arc::new(Named {
+                name: named.name.clone(),
+                metrics: make(&named.name),
+            })));
+        }
+        self.clone()
     }
 
     /// The layer's name (`"default"` when it has none).

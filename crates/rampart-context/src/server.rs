@@ -185,7 +185,7 @@ impl RequestIdLayer {
     /// The default: header `x-request-id`, valid incoming ids accepted.
     pub fn new() -> RequestIdLayer {
         RequestIdLayer {
-            shared: Shared::new(X_REQUEST_ID.clone(), LayerName::default(), None),
+            shared: Shared::new(X_REQUEST_ID.clone(), LayerName::default()),
             accept_incoming: true,
             store_in_extensions: false,
         }
@@ -193,8 +193,9 @@ impl RequestIdLayer {
 
     /// Names the layer: the `layer` label of its metrics (feature
     /// `metrics`) and the `layer` field of its tracing span and events
-    /// (default `"default"`). Its metric handles are registered again,
-    /// with the recorder installed now.
+    /// (default `"default"`). Its metric handles are registered when the
+    /// layer wraps a service, under the name it has then: naming the layer
+    /// registers nothing.
     ///
     /// ```
     /// use rampart_context::RequestIdLayer;
@@ -202,7 +203,7 @@ impl RequestIdLayer {
     /// # drop(layer);
     /// ```
     pub fn name(mut self, name: impl Into<LayerName>) -> Self {
-        self.shared = Shared::new(self.shared.header().clone(), name.into(), None);
+        self.shared = Shared::new(self.shared.header().clone(), name.into());
         self
     }
 
@@ -231,8 +232,8 @@ impl RequestIdLayer {
     /// assert_eq!(layer.header_name(), "x-correlation-id");
     /// ```
     pub fn with_header(mut self, name: HeaderName) -> Self {
-        let (layer_name, metrics) = self.shared.parts();
-        self.shared = Shared::new(name, layer_name, metrics);
+        let layer_name = self.shared.layer_name();
+        self.shared = Shared::new(name, layer_name);
         self
     }
 
@@ -261,7 +262,7 @@ impl RequestIdLayer {
         name: LayerName,
     ) -> Result<RequestIdLayer, ConfigError> {
         Ok(RequestIdLayer {
-            shared: Shared::new(config::header_name(&config.header)?, name, None),
+            shared: Shared::new(config::header_name(&config.header)?, name),
             accept_incoming: config.accept_incoming,
             store_in_extensions: config.store_in_extensions,
         })
@@ -293,17 +294,19 @@ struct Inner {
     /// [`Shared::XRequestId`] and shares nothing.
     x_request_id: bool,
     name: LayerName,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     metrics: RequestIdMetrics,
 }
 
 impl Shared {
-    /// `metrics`: handles already registered under `name`, else registered now.
-    fn new(header: HeaderName, name: LayerName, metrics: Option<RequestIdMetrics>) -> Shared {
+    /// A layer's state: its metric handles are not registered (no-ops)
+    /// until [`registered`](Self::registered) makes a service's.
+    fn new(header: HeaderName, name: LayerName) -> Shared {
         let default_header = header == X_REQUEST_ID;
         if default_header && !name.is_named() && !rampart_core::telemetry::ENABLED {
             return Shared::XRequestId;
         }
-        let metrics = metrics.unwrap_or_else(|| RequestIdMetrics::new(&name));
+        let metrics = RequestIdMetrics::default();
         Shared::Custom(Arc::new(Inner {
             header,
             x_request_id: default_header,
@@ -327,12 +330,28 @@ impl Shared {
         }
     }
 
-    /// The name and the registered handles, to rebuild with another header.
-    fn parts(&self) -> (LayerName, Option<RequestIdMetrics>) {
+    /// The name, to rebuild with another header.
+    fn layer_name(&self) -> LayerName {
         match self {
-            Shared::XRequestId => (LayerName::default(), None),
-            Shared::Custom(inner) => (inner.name.clone(), Some(inner.metrics.clone())),
+            Shared::XRequestId => LayerName::default(),
+            Shared::Custom(inner) => inner.name.clone(),
         }
+    }
+
+    /// A service's state (`Layer::layer`): the same, with the metric
+    /// handles registered under the layer's name with the recorder
+    /// installed now. Without the `metrics` feature, the same state.
+    fn registered(&self) -> Shared {
+        #[cfg(feature = "metrics")]
+        if let Shared::Custom(inner) = self {
+            return Shared::Custom(Arc::new(Inner {
+                header: inner.header.clone(),
+                x_request_id: inner.x_request_id,
+                name: inner.name.clone(),
+                metrics: RequestIdMetrics::new(&inner.name),
+            }));
+        }
+        self.clone()
     }
 
     /// What the response future needs to echo the id: the header alone.
@@ -362,7 +381,11 @@ impl<S> Layer<S> for RequestIdLayer {
     fn layer(&self, inner: S) -> RequestIdService<S> {
         RequestIdService {
             inner,
-            layer: self.clone(),
+            layer: RequestIdLayer {
+                shared: self.shared.registered(),
+                accept_incoming: self.accept_incoming,
+                store_in_extensions: self.store_in_extensions,
+            },
         }
     }
 }

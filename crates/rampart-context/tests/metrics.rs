@@ -45,9 +45,7 @@ fn counts(s: &MetricsSnapshot, layer: &str) -> [Option<u64>; 3] {
 #[tokio::test(start_paused = true)]
 async fn every_request_is_counted_once_as_generated_accepted_or_refused() {
     let cap = MetricsCapture::new();
-    let svc = cap
-        .install(|| RequestIdLayer::new().name("edge"))
-        .layer(echo_service());
+    let svc = cap.install(|| RequestIdLayer::new().name("edge").layer(echo_service()));
     // 2 without an id, 3 valid, 3 refused (control character, too long,
     // sent twice).
     send(&svc, request(&[])).await;
@@ -110,8 +108,8 @@ async fn layers_named_in_their_builders_register_no_series_under_the_default_nam
                 .unwrap(),
         )
     });
-    send(&ids.layer(echo_service()), request(&[])).await;
-    drop(client);
+    send(&cap.install(|| ids.layer(echo_service())), request(&[])).await;
+    drop(cap.install(|| client.layer(echo_service())));
     let s = cap.snapshot();
     assert_eq!(counts(&s, "edge"), [Some(1), Some(0), Some(0)]);
     assert_eq!(counts(&s, "default"), [None, None, None]);

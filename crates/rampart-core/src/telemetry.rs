@@ -8,14 +8,18 @@
 //!
 //! **Cost.** Without the `metrics` feature each handle is a zero-sized type
 //! whose methods are empty: nothing is recorded and nothing is paid. With it,
-//! a layer registers its handles once, when it is built, and each event is
-//! one call through the handle (a branch on "no recorder" when none is
-//! installed).
+//! a layer registers its handles once, when it makes its first service
+//! ([`Layer::layer`](https://docs.rs/tower-layer/latest/tower_layer/trait.Layer.html#tymethod.layer)),
+//! under the name it has then, and each event is one call through the
+//! handle (a branch on "no recorder" when none is installed). Building a
+//! layer and naming it (`X::new().name("payments")`) registers nothing, so
+//! the recorder only ever sees the name the layer ends up with (see
+//! [`Registered`]).
 //!
-//! **Install the recorder before building the stack**: handles are taken
-//! from the recorder installed when the layer is built, as with any
-//! pre-registered `metrics` handle. A layer built before a recorder exists
-//! records nothing.
+//! **Install the recorder before building the stack** (before the layers
+//! wrap their services): handles are taken from the recorder installed when
+//! a layer makes its first service, as with any pre-registered `metrics`
+//! handle. A stack built before a recorder exists records nothing.
 //!
 //! ```
 //! use rampart_core::telemetry::{Counter, LayerName};
@@ -267,6 +271,98 @@ macro_rules! noop_default {
     )*};
 }
 noop_default!(Counter, Gauge, Histogram);
+
+/// A layer's metric handles, registered at most once: when the layer makes
+/// its first service, under the name it has then.
+///
+/// A layer keeps one of these in the state its clones and services share.
+/// Building the layer and naming it register nothing; `Layer::layer` calls
+/// [`register`](Self::register) (the first call registers, later ones and
+/// racing ones find the handles made), and the call path reads them with
+/// [`get`](Self::get): one load and a branch, no lock. Without the
+/// `metrics` feature it holds nothing and [`get`](Self::get) is always
+/// `None`, so the recording code compiles away.
+///
+/// ```
+/// use rampart_core::telemetry::{Counter, LayerName, Registered};
+///
+/// let handles: Registered<Counter> = Registered::new();
+/// assert!(handles.get().is_none()); // built, not registered
+/// let name = LayerName::new("payments");
+/// handles.register(|| Counter::new("rampart.demo.count", &name));
+/// if let Some(c) = handles.get() {
+///     c.increment(1);
+/// }
+/// ```
+pub struct Registered<M> {
+    #[cfg(feature = "metrics")]
+    cell: std::sync::OnceLock<M>,
+    #[cfg(not(feature = "metrics"))]
+    _handles: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<M> Registered<M> {
+    /// Nothing registered yet.
+    #[must_use]
+    pub const fn new() -> Registered<M> {
+        Registered {
+            #[cfg(feature = "metrics")]
+            cell: std::sync::OnceLock::new(),
+            #[cfg(not(feature = "metrics"))]
+            _handles: std::marker::PhantomData,
+        }
+    }
+
+    /// Registers the handles with `make` (with the recorder installed now),
+    /// unless they were registered already. Without the `metrics` feature
+    /// `make` is not called.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn register(&self, make: impl FnOnce() -> M) {
+        #[cfg(feature = "metrics")]
+        self.cell.get_or_init(make);
+    }
+
+    /// The handles, once registered (never without the `metrics` feature).
+    #[inline]
+    #[must_use]
+    pub fn get(&self) -> Option<&M> {
+        #[cfg(feature = "metrics")]
+        return self.cell.get();
+        #[cfg(not(feature = "metrics"))]
+        None
+    }
+
+    /// Whether the handles have been registered.
+    #[must_use]
+    pub fn is_registered(&self) -> bool {
+        self.get().is_some()
+    }
+}
+
+impl<M> Default for Registered<M> {
+    fn default() -> Self {
+        Registered::new()
+    }
+}
+
+impl<M> Clone for Registered<M> {
+    /// Nothing registered: a clone is a new layer's state (renamed or
+    /// reconfigured), which registers its own handles when it makes a
+    /// service.
+    fn clone(&self) -> Self {
+        Registered::new()
+    }
+}
+
+impl<M> fmt::Debug for Registered<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_registered() {
+            "Registered"
+        } else {
+            "Unregistered"
+        })
+    }
+}
 
 /// Whether this build records metrics (the `metrics` feature of
 /// `rampart-core`, which every rampart crate's `metrics` feature enables).

@@ -74,8 +74,9 @@ impl FanOutLayer {
 
     /// Names the layer: the `layer` label of its metrics (feature
     /// `metrics`) and the `layer` field of its tracing events (default
-    /// `"default"`). Its metric handles are registered again, with the
-    /// recorder installed now.
+    /// `"default"`). Its metric handles are registered when the layer
+    /// wraps a service, under the name it has then: naming the layer
+    /// registers nothing.
     ///
     /// ```
     /// use rampart_fanout::FanOutLayer;
@@ -151,7 +152,7 @@ impl<S> Layer<S> for FanOutLayer {
         FanOut {
             inner,
             settings: self.settings,
-            telemetry: self.telemetry.clone(),
+            telemetry: self.telemetry.registered(),
         }
     }
 }

@@ -85,9 +85,10 @@
 //! With the `metrics` feature a [`FanOutLayer`] (and [`FanOut::gather`])
 //! records on the [`metrics`](https://docs.rs/metrics) facade, labelled
 //! `layer = <name>` ([`FanOutLayer::name`]; `"default"` otherwise), never
-//! by request data. Handles are registered when the layer is built: install
-//! the recorder first. [`gather`] and [`wait`] have no name and record
-//! nothing. Without the feature nothing is recorded or paid.
+//! by request data. Handles are registered when the layer wraps a service
+//! (`Layer::layer`), under the name the layer has then: install the
+//! recorder before building the stack. [`gather`] and [`wait`] have no name
+//! and record nothing. Without the feature nothing is recorded or paid.
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|

@@ -1,13 +1,15 @@
 //! The metric handles of [`FanOutLayer`](crate::FanOutLayer) (see the crate
-//! docs' "Metrics" section). Registered once, when the layer is built or
-//! renamed; zero-sized no-ops without the `metrics` feature.
+//! docs' "Metrics" section). Registered when the layer wraps a service
+//! (`Layer::layer`), under the name the layer has then (building and naming
+//! a layer register nothing); zero-sized no-ops without the `metrics`
+//! feature.
 
 use crate::outcome::Reason;
 use rampart_core::telemetry::{Counter, Histogram, LayerName};
 use std::sync::Arc;
 
-/// The handles.
-#[derive(Debug)]
+/// The handles (no-ops by default: a layer's, before it wraps a service).
+#[derive(Debug, Default)]
 pub(crate) struct FanOutMetrics {
     /// Calls sent to the inner service.
     pub(crate) calls: Counter,
@@ -57,6 +59,7 @@ impl DropReason {
 }
 
 impl FanOutMetrics {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     fn new(name: &LayerName) -> Self {
         FanOutMetrics {
             calls: Counter::new("rampart.fanout.calls", name),
@@ -106,13 +109,30 @@ impl PartialEq for Telemetry {
 impl Eq for Telemetry {}
 
 impl Telemetry {
-    /// The handles of a layer named `name`, registered now.
+    /// A layer named `name`, its handles not registered (no-ops) until
+    /// [`registered`](Self::registered) makes a service's.
     pub(crate) fn new(name: LayerName) -> Self {
         if !rampart_core::telemetry::ENABLED && !name.is_named() {
             return Telemetry(None);
         }
-        let metrics = FanOutMetrics::new(&name);
-        Telemetry(Some(Arc::new(Named { name, metrics })))
+        Telemetry(Some(Arc::new(Named {
+            name,
+            metrics: FanOutMetrics::default(),
+        })))
+    }
+
+    /// A service's telemetry (`Layer::layer`): the same name, with the
+    /// handles registered now under it. Without the `metrics` feature, the
+    /// same (nothing is registered).
+    pub(crate) fn registered(&self) -> Self {
+        #[cfg(feature = "metrics")]
+        if let Some(named) = &self.0 {
+            return Telemetry(Some(Arc::new(Named {
+                name: named.name.clone(),
+                metrics: FanOutMetrics::new(&named.name),
+            })));
+        }
+        self.clone()
     }
 
     /// The layer's name (`"default"` when it has none).

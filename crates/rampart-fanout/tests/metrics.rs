@@ -125,8 +125,8 @@ async fn a_failed_poll_ready_counts_as_a_failed_request_and_the_rest_are_not_cal
         inner: service_fn(|ms: u64| async move { Ok::<_, &'static str>(ms) }),
         left: 2,
     };
-    let res = layer
-        .layer(failing)
+    let res = cap
+        .install(|| layer.layer(failing))
         .oneshot(vec![1, 2, 3, 4])
         .await
         .unwrap();

@@ -141,9 +141,9 @@ impl<C> ConcurrencyLimitLayer<C> {
     /// [`LimitBuilder::name`].
     ///
     /// The name belongs to the state every clone shares, and the metric
-    /// handles are registered (with the `metrics` recorder installed now)
-    /// when it is set: name the layer where it is made, before it is
-    /// cloned or wraps a service. A layer whose state is already shared
+    /// handles are registered under it (with the `metrics` recorder
+    /// installed then) when the layer makes its first service: name the
+    /// layer where it is made, before it is cloned or wraps a service. A layer whose state is already shared
     /// keeps its name (a `warn` event says so).
     ///
     /// ```
@@ -154,8 +154,7 @@ impl<C> ConcurrencyLimitLayer<C> {
     pub fn name(mut self, name: impl Into<LayerName>) -> Self {
         let name = name.into();
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            let limit = shared.sem.limit();
-            shared.counters.rename(name, limit);
+            shared.counters.rename(name);
         } else {
             tracing::warn!(
                 layer = %self.shared.counters.name,
@@ -186,6 +185,10 @@ impl<S, C: Clone> Layer<S> for ConcurrencyLimitLayer<C> {
     type Service = ConcurrencyLimit<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // The first service registers the handles, under the name the
+        // layer ends up with (building and naming it register nothing).
+        let sem = &self.shared.sem;
+        self.shared.counters.register_metrics(|| sem.limit());
         ConcurrencyLimit::from_parts(inner, Arc::clone(&self.shared), self.classify.clone())
     }
 }
@@ -317,7 +320,7 @@ impl<C> LimitBuilder<C> {
                 sem: Sem::new(limit),
                 adaptive,
                 policy,
-                counters: Counters::new(self.name, limit),
+                counters: Counters::new(self.name),
             }),
             classify: self.classify,
         })

@@ -1,6 +1,6 @@
-//! The metric handles of a limit, registered once when the layer (or its
-//! shared state) is built, under the layer's name. Without the `metrics`
-//! feature every handle is a zero-sized no-op.
+//! The metric handles of a limit, registered once, when the layer makes its
+//! first service, under the layer's name then (kept in the state its clones
+//! share). Without the `metrics` feature every handle is a zero-sized no-op.
 
 #[cfg(feature = "metrics")]
 // Under `--cfg rampart_loom` the share's atomic is loom's (model below).

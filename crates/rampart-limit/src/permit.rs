@@ -29,7 +29,9 @@ impl<O: Owner> Permit<O> {
     /// Wraps a permit already taken from `owner`'s semaphore.
     #[inline]
     pub(crate) fn taken(owner: Arc<O>) -> Permit<O> {
-        owner.counters().metrics.in_flight.increment(1.0);
+        if let Some(m) = owner.counters().metrics() {
+            m.in_flight.increment(1.0);
+        }
         Permit { owner }
     }
 
@@ -40,7 +42,9 @@ impl<O: Owner> Permit<O> {
 
 impl<O: Owner> Drop for Permit<O> {
     fn drop(&mut self) {
-        self.owner.counters().metrics.in_flight.decrement(1.0);
+        if let Some(m) = self.owner.counters().metrics() {
+            m.in_flight.decrement(1.0);
+        }
         self.owner.sem().release();
     }
 }
@@ -96,7 +100,9 @@ impl<O: Owner> Ticket<O> {
             Admit::Acquired(in_flight) => Joined::Acquired(in_flight),
             Admit::Queued(slot) => {
                 self.slot = Some(slot);
-                owner.counters().metrics.waiting.increment(1.0);
+                if let Some(m) = owner.counters().metrics() {
+                    m.waiting.increment(1.0);
+                }
                 #[cfg(feature = "metrics")]
                 {
                     self.since = Some(tokio::time::Instant::now());
@@ -128,7 +134,9 @@ impl<O: Owner> Ticket<O> {
     #[inline]
     #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
     fn left_line(&self, owner: &O) {
-        let metrics = &owner.counters().metrics;
+        let Some(metrics) = owner.counters().metrics() else {
+            return;
+        };
         metrics.waiting.decrement(1.0);
         #[cfg(feature = "metrics")]
         if let Some(since) = self.since {

@@ -2,7 +2,7 @@
 //! it refused so far.
 
 use crate::metrics::{Metrics, Reason};
-use rampart_core::telemetry::LayerName;
+use rampart_core::telemetry::{LayerName, Registered};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A snapshot of a [`ConcurrencyLimitLayer`](crate::ConcurrencyLimitLayer).
@@ -52,34 +52,52 @@ pub(crate) struct Counters {
     shed: AtomicU64,
     expired: AtomicU64,
     pub(crate) name: LayerName,
-    pub(crate) metrics: Metrics,
+    /// Registered when the layer makes its first service
+    /// ([`register_metrics`](Self::register_metrics)), under `name`.
+    metrics: Registered<Metrics>,
 }
 
 impl Counters {
-    /// Counters for a layer named `name` whose limit is `limit`.
-    pub(crate) fn new(name: LayerName, limit: u32) -> Counters {
+    /// Counters for a layer named `name` (its metric handles are
+    /// registered when it makes its first service).
+    pub(crate) fn new(name: LayerName) -> Counters {
         Counters {
             shed: AtomicU64::new(0),
             expired: AtomicU64::new(0),
-            metrics: Metrics::new(&name, limit),
+            metrics: Registered::new(),
             name,
         }
     }
 
-    /// Renames the layer: its metrics are registered again under the new
-    /// name (with the recorder installed now). The counts are kept.
-    pub(crate) fn rename(&mut self, name: LayerName, limit: u32) {
-        // Dropping the old handles takes this limit's share off the old
-        // series (other layers of that name keep theirs); the new handles
-        // add it to the new one.
-        self.metrics = Metrics::new(&name, limit);
+    /// Registers the metric handles under the layer's name with the
+    /// recorder installed now, the limit being `limit`, unless done already
+    /// (`Layer::layer`: before any service exists nothing records).
+    pub(crate) fn register_metrics(&self, limit: impl FnOnce() -> u32) {
+        self.metrics.register(|| Metrics::new(&self.name, limit()));
+    }
+
+    /// The metric handles, once registered.
+    #[inline]
+    pub(crate) fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.get()
+    }
+
+    /// Renames the layer (the counts are kept). Handles registered under
+    /// the old name, if a service was made and dropped since, are dropped,
+    /// taking this limit's share off the old series (other layers of that
+    /// name keep theirs); the next service registers them under the new
+    /// name.
+    pub(crate) fn rename(&mut self, name: LayerName) {
+        self.metrics = Registered::new();
         self.name = name;
     }
 
     /// Counts a call refused at once.
     pub(crate) fn shed(&self) {
         self.shed.fetch_add(1, Ordering::Relaxed);
-        self.metrics.shed.increment(1);
+        if let Some(m) = self.metrics() {
+            m.shed.increment(1);
+        }
     }
 
     /// Counts a wait that ended without a permit (`Stats::expired` counts
@@ -88,7 +106,9 @@ impl Counters {
         if reason != Reason::Cancelled {
             self.expired.fetch_add(1, Ordering::Relaxed);
         }
-        self.metrics.expired(reason);
+        if let Some(m) = self.metrics() {
+            m.expired(reason);
+        }
     }
 
     pub(crate) fn shed_count(&self) -> u64 {

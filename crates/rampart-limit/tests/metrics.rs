@@ -104,7 +104,7 @@ async fn a_scripted_run_records_exact_sheds_expiries_wait_times_and_gauges_back_
     });
     let mut t = Tally::new(&cap, "payments");
     let mock = mock();
-    let call = |ms: u64| tokio::spawn(layer.layer(mock.clone()).oneshot(ms));
+    let call = |ms: u64| tokio::spawn(cap.install(|| layer.layer(mock.clone())).oneshot(ms));
 
     // t=0: a holds the permit for 30 ms; b waits 30 ms, then runs 100 ms;
     // c waits behind b until its maximum wait (50 ms) passes.
@@ -121,7 +121,11 @@ async fn a_scripted_run_records_exact_sheds_expiries_wait_times_and_gauges_back_
 
     // The line is full: two calls shed at once.
     for _ in 0..2 {
-        let e = layer.layer(mock.clone()).oneshot(1).await.unwrap_err();
+        let e = cap
+            .install(|| layer.layer(mock.clone()))
+            .oneshot(1)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Overloaded);
     }
 
@@ -134,7 +138,7 @@ async fn a_scripted_run_records_exact_sheds_expiries_wait_times_and_gauges_back_
     let f = tokio::spawn(
         Context::new()
             .with_cancellation(token.clone())
-            .scope(layer.layer(mock.clone()).oneshot(1)),
+            .scope(cap.install(|| layer.layer(mock.clone())).oneshot(1)),
     );
     sleep(10 * MS).await;
     token.cancel();
@@ -143,7 +147,7 @@ async fn a_scripted_run_records_exact_sheds_expiries_wait_times_and_gauges_back_
     // t=70..85: a waiter whose request's deadline passes.
     let e = Context::new()
         .with_deadline(Instant::now() + 15 * MS)
-        .scope(layer.layer(mock.clone()).oneshot(1))
+        .scope(cap.install(|| layer.layer(mock.clone())).oneshot(1))
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::DeadlineExceeded);
@@ -184,7 +188,7 @@ async fn a_scripted_run_records_exact_sheds_expiries_wait_times_and_gauges_back_
 async fn a_call_that_finds_a_free_permit_records_no_wait() {
     let cap = MetricsCapture::new();
     let layer = cap.install(|| ConcurrencyLimitLayer::new(4).name("fast"));
-    let svc = layer.layer(mock());
+    let svc = cap.install(|| layer.layer(mock()));
     for _ in 0..3 {
         svc.clone().oneshot(1).await.unwrap();
     }
@@ -209,7 +213,7 @@ async fn a_dropped_waiting_response_future_leaves_the_gauges_at_zero() {
             .unwrap()
     });
     let mut t = Tally::new(&cap, "keyed");
-    let svc = layer.layer(mock());
+    let svc = cap.install(|| layer.layer(mock()));
     let held = tokio::spawn(svc.clone().oneshot(20));
     settle().await;
     let mut waiting = Box::pin(svc.clone().oneshot(1));
@@ -243,14 +247,17 @@ async fn the_current_gauge_follows_an_adaptive_limit() {
         .unwrap()
     });
     let mut t = Tally::new(&cap, "adaptive");
-    assert_eq!(t.update().get("rampart.limit.current"), 4.0);
-    let svc = layer.layer(MockService::<bool, ()>::new(|fail: bool| {
-        if fail {
-            MockReply::err("overloaded")
-        } else {
-            MockReply::ok(())
-        }
-    }));
+    // Nothing is registered before the layer makes a service.
+    assert_eq!(t.update().get("rampart.limit.current"), 0.0);
+    let svc = cap.install(|| {
+        layer.layer(MockService::<bool, ()>::new(|fail: bool| {
+            if fail {
+                MockReply::err("overloaded")
+            } else {
+                MockReply::ok(())
+            }
+        }))
+    });
     // Drops: 4 -> 3 -> 2 (the floor) -> 2.
     for want in [3.0, 2.0, 2.0] {
         svc.clone().oneshot(true).await.unwrap_err();
@@ -277,12 +284,18 @@ async fn layers_with_different_names_record_separately() {
         )
     });
     let mock = mock();
-    let held = tokio::spawn(a.layer(mock.clone()).oneshot(10));
+    let held = tokio::spawn(cap.install(|| a.layer(mock.clone())).oneshot(10));
     settle().await;
     for _ in 0..3 {
-        a.layer(mock.clone()).oneshot(1).await.unwrap_err();
+        cap.install(|| a.layer(mock.clone()))
+            .oneshot(1)
+            .await
+            .unwrap_err();
     }
-    b.layer(mock.clone()).oneshot(1).await.unwrap();
+    cap.install(|| b.layer(mock.clone()))
+        .oneshot(1)
+        .await
+        .unwrap();
     held.await.unwrap().unwrap();
     let s = cap.snapshot();
     assert_eq!(s.counter("rampart.limit.shed", "a"), Some(3));
@@ -291,9 +304,8 @@ async fn layers_with_different_names_record_separately() {
     assert_eq!(s.gauge("rampart.limit.current", "b"), Some(3.0));
     assert_eq!(s.gauge("rampart.limit.in_flight", "a"), Some(0.0));
     assert_eq!(s.gauge("rampart.limit.in_flight", "b"), Some(0.0));
-    // `new(3).name("b")` registered under "default" first: the rename took
-    // its share back off that series.
-    assert_eq!(s.gauge("rampart.limit.current", "default"), Some(0.0));
+    // `new(3).name("b")` registered nothing under "default".
+    assert_eq!(s.gauge("rampart.limit.current", "default"), None);
 }
 
 #[tokio::test(start_paused = true)]
@@ -309,9 +321,11 @@ async fn a_keyed_run_records_keys_sheds_and_key_map_refusals() {
             .unwrap()
     });
     let mut t = Tally::new(&cap, "tenants");
-    let svc = layer.layer(MockService::new(|(_, ms): (u8, u64)| {
-        MockReply::ok(ms).after(std::time::Duration::from_millis(ms))
-    }));
+    let svc = cap.install(|| {
+        layer.layer(MockService::new(|(_, ms): (u8, u64)| {
+            MockReply::ok(ms).after(std::time::Duration::from_millis(ms))
+        }))
+    });
     let call = |key: u8, ms: u64| tokio::spawn(svc.clone().oneshot((key, ms)));
     let one = call(1, 20); // key 1 held 0..20
     let two = call(2, 30); // key 2 held 0..30
@@ -352,14 +366,15 @@ async fn two_limits_with_one_name_add_up_and_the_series_returns_to_zero_when_bot
     let cap = MetricsCapture::new();
     let mut t = Tally::new(&cap, "shared");
     let a = cap.install(|| ConcurrencyLimitLayer::new(3).name("shared"));
+    let sa = cap.install(|| a.layer(mock()));
     // A second layer of the same name adds its limit (it used to set the
     // series to its own limit, hiding the first one's). No snapshot in
     // between: a snapshot resets the recorder's gauges and would hide it.
     let b = cap.install(|| ConcurrencyLimitLayer::new(5).name("shared"));
+    let svc = cap.install(|| b.layer(mock()));
     assert_eq!(t.update().get("rampart.limit.current"), 8.0);
-    let svc = b.layer(mock());
     svc.clone().oneshot(1).await.unwrap();
-    drop(a);
+    drop((a, sa));
     assert_eq!(t.update().get("rampart.limit.current"), 5.0);
     drop((b, svc));
     assert_eq!(t.update().get("rampart.limit.current"), 0.0);
@@ -371,6 +386,7 @@ async fn an_adaptive_limit_moves_only_its_own_share_of_a_shared_name() {
     let cap = MetricsCapture::new();
     let mut t = Tally::new(&cap, "mixed");
     let fixed = cap.install(|| ConcurrencyLimitLayer::new(10).name("mixed"));
+    let fixed_svc = cap.install(|| fixed.layer(mock()));
     let adaptive = cap.install(|| {
         ConcurrencyLimitLayer::builder(AimdConfig {
             initial_limit: 4,
@@ -383,17 +399,19 @@ async fn an_adaptive_limit_moves_only_its_own_share_of_a_shared_name() {
         .build()
         .unwrap()
     });
+    let svc = cap.install(|| {
+        adaptive.layer(MockService::<bool, ()>::new(|_| {
+            MockReply::err("overloaded")
+        }))
+    });
     assert_eq!(t.update().get("rampart.limit.current"), 14.0);
-    let svc = adaptive.layer(MockService::<bool, ()>::new(|_| {
-        MockReply::err("overloaded")
-    }));
     svc.clone().oneshot(true).await.unwrap_err(); // 4 -> 3
     assert_eq!(adaptive.limit(), 3);
     assert_eq!(t.update().get("rampart.limit.current"), 13.0);
     // The adaptive layer dropped takes its current limit (3) off.
     drop((adaptive, svc));
     assert_eq!(t.update().get("rampart.limit.current"), 10.0);
-    drop(fixed);
+    drop((fixed, fixed_svc));
     assert_eq!(t.update().get("rampart.limit.current"), 0.0);
 }
 
@@ -402,9 +420,9 @@ async fn renaming_a_limit_moves_its_share_and_leaves_the_other_layers_of_the_old
     let cap = MetricsCapture::new();
     let (unnamed, renamed) = cap.install(|| {
         (
-            ConcurrencyLimitLayer::new(2),
-            // Registered under "default" with 7, then moved to "moved".
-            ConcurrencyLimitLayer::new(7).name("moved"),
+            ConcurrencyLimitLayer::new(2).layer(mock()),
+            // Registered under "moved" only, when it makes its service.
+            ConcurrencyLimitLayer::new(7).name("moved").layer(mock()),
         )
     });
     // One snapshot for both names (each snapshot drains every series).
@@ -432,12 +450,13 @@ async fn keyed_limits_with_one_name_add_up_keys_and_limits_and_give_them_back_wh
             .unwrap()
     };
     let a = cap.install(build);
-    let sa = a.layer(mock_keyed());
+    let sa = cap.install(|| a.layer(mock_keyed()));
     sa.clone().oneshot((1, 1)).await.unwrap();
     sa.clone().oneshot((2, 1)).await.unwrap();
     // A second map of the same name starts empty: it used to set the keys
     // series to 0 (no snapshot before it: that would hide the `set`).
     let b = cap.install(build);
+    let sb = cap.install(|| b.layer(mock_keyed()));
     t.update();
     assert_eq!(t.get("rampart.limit.keys"), 2.0);
     assert_eq!(
@@ -445,7 +464,6 @@ async fn keyed_limits_with_one_name_add_up_keys_and_limits_and_give_them_back_wh
         4.0,
         "the limits per key add up"
     );
-    let sb = b.layer(mock_keyed());
     sb.clone().oneshot((1, 1)).await.unwrap();
     t.update();
     assert_eq!(t.get("rampart.limit.keys"), 3.0);
@@ -473,7 +491,8 @@ async fn renaming_a_keyed_limit_moves_its_share_of_keys_and_limit() {
             KeyedConcurrencyLimitLayer::new(|req: &(u8, u64)| req.0, 5).name("renamed"),
         )
     });
-    let svc = other.layer(mock_keyed());
+    let svc = cap.install(|| other.layer(mock_keyed()));
+    let renamed_svc = cap.install(|| layer.layer(mock_keyed()));
     svc.clone().oneshot((1, 1)).await.unwrap();
     let s = cap.snapshot();
     assert_eq!(s.gauge("rampart.limit.current", "default"), Some(3.0));
@@ -482,7 +501,7 @@ async fn renaming_a_keyed_limit_moves_its_share_of_keys_and_limit() {
     assert_eq!(s.gauge("rampart.limit.keys", "renamed"), Some(0.0));
     // Deltas since the snapshot: the renamed layer's series back to 0,
     // the unnamed one's keeps its share until it is dropped.
-    drop(layer);
+    drop((layer, renamed_svc));
     let s = cap.snapshot();
     assert_eq!(s.gauge("rampart.limit.current", "renamed"), Some(-5.0));
     assert_eq!(s.gauge("rampart.limit.current", "default"), Some(0.0));

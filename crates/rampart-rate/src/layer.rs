@@ -115,8 +115,8 @@ impl<St, E> RateLimitBuilder<St, E> {
     /// Names the layer: the `layer` label of its metrics (with the
     /// `metrics` feature) and the `layer` field of its tracing events.
     /// Unnamed, it reports as `"default"`. The metric handles are
-    /// registered by [`build`](Self::build), with the recorder installed
-    /// then.
+    /// registered when the layer makes its first service, with the
+    /// recorder installed then.
     pub fn name(mut self, name: impl Into<LayerName>) -> Self {
         self.name = name.into();
         self
@@ -171,8 +171,8 @@ macro_rules! common {
             /// Names the layer: the `layer` label of its metrics (with the
             /// `metrics` feature) and the `layer` field of its tracing
             /// events; unnamed, it reports as `"default"`. The metric
-            /// handles are registered again under the new name, with the
-            /// recorder installed now.
+            /// handles are registered under the name the layer has when it
+            /// makes its first service: naming registers nothing.
             ///
             /// Name the layer as it is built (or use the builder's
             /// `name`): while its state is shared with a clone of the layer
@@ -259,14 +259,20 @@ impl<S, St: RateStore> Layer<S> for RateLimitLayer<St> {
     type Service = RateLimit<S, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // The first service registers the handles, under the name the
+        // layer ends up with (building and naming it register nothing).
+        self.shared.register_metrics();
         RateLimit::new(inner, Arc::clone(&self.shared))
     }
 }
 
-impl<S, E: Clone, St> Layer<S> for KeyedRateLimitLayer<E, St> {
+impl<S, E: Clone, St: RateStore> Layer<S> for KeyedRateLimitLayer<E, St> {
     type Service = KeyedRateLimit<S, E, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // The first service registers the handles, under the name the
+        // layer ends up with (building and naming it register nothing).
+        self.shared.register_metrics();
         KeyedRateLimit::new(inner, self.extractor.clone(), Arc::clone(&self.shared))
     }
 }

@@ -77,8 +77,9 @@
 //! With the `metrics` feature, each layer records on the
 //! [`metrics`](https://docs.rs/metrics) facade, labelled `layer = <name>`
 //! (given by `.name(..)` on the layer or its builder, `"default"`
-//! otherwise). The handles are registered when the layer is built (install
-//! the recorder first); each decision is one call through a handle (no
+//! otherwise). The handles are registered when the layer makes its first
+//! service, under the name it has then (install the recorder before
+//! building the stack); each decision is one call through a handle (no
 //! allocation, lock or hash added to a request). Without the feature
 //! nothing is recorded and nothing is paid.
 //!
@@ -87,7 +88,7 @@
 //! | `rampart.rate.admitted` | counter | `layer` | requests admitted, at once or after a wait |
 //! | `rampart.rate.rejected` | counter | `layer` | requests refused: rate limited, slot past the deadline, key store full, store error (as [`Stats::rejected`]) |
 //! | `rampart.rate.wait.duration` | histogram (s) | `layer` | time an admitted request waited for its slot, recorded when the wait ends, is cancelled or is dropped |
-//! | `rampart.rate.keys` | gauge | `layer` | keys a [`KeyedStore`] holds (idle ones not yet swept included, as [`KeyedStore::len`]); stores whose layers share a name add up, each store's keys leaving with it when it is dropped or its layer renamed |
+//! | `rampart.rate.keys` | gauge | `layer` | keys a [`KeyedStore`] holds (idle ones not yet swept included, as [`KeyedStore::len`]); stores whose layers share a name add up, each store's keys leaving with it when it is dropped |
 //!
 //! A store registers its own metrics through
 //! [`RateStore::register_metrics`]. Every tracing event carries the same

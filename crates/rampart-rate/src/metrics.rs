@@ -31,18 +31,6 @@ impl Metrics {
             wait: Histogram::new(WAIT, name),
         }
     }
-
-    /// Times a wait that starts now; the time is recorded when the timer
-    /// is dropped (the wait ended, was cancelled, or its caller left).
-    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
-    pub(crate) fn wait_timer(&self) -> WaitTimer {
-        WaitTimer {
-            #[cfg(feature = "metrics")]
-            hist: self.wait.clone(),
-            #[cfg(feature = "metrics")]
-            start: tokio::time::Instant::now(),
-        }
-    }
 }
 
 /// Records the time since it was made into `rampart.rate.wait.duration`
@@ -52,6 +40,21 @@ pub(crate) struct WaitTimer {
     hist: Histogram,
     #[cfg(feature = "metrics")]
     start: tokio::time::Instant,
+}
+
+impl WaitTimer {
+    /// Times a wait that starts now, in `metrics`' histogram (none: not
+    /// registered, nothing recorded); the time is recorded when the timer
+    /// is dropped (the wait ended, was cancelled, or its caller left).
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn new(metrics: Option<&Metrics>) -> WaitTimer {
+        WaitTimer {
+            #[cfg(feature = "metrics")]
+            hist: metrics.map(|m| m.wait.clone()).unwrap_or_default(),
+            #[cfg(feature = "metrics")]
+            start: tokio::time::Instant::now(),
+        }
+    }
 }
 
 #[cfg(feature = "metrics")]

@@ -5,7 +5,7 @@ use crate::gcra::{Step, step};
 use crate::quota::{Quota, nanos};
 use rampart_core::Error;
 use rampart_core::hashed::HashedMap;
-use rampart_core::telemetry::{Gauge, LayerName};
+use rampart_core::telemetry::{Gauge, LayerName, Registered};
 use std::future::{Future, Ready, ready};
 use std::hash::{BuildHasher, Hash};
 use std::num::NonZeroUsize;
@@ -65,11 +65,14 @@ pub trait RateStore: Send + Sync + 'static {
     /// Decides one request for `key`.
     fn check<K: Hash + ?Sized>(&self, key: &K, quota: &Quota, max_wait: Duration) -> Self::Future;
 
-    /// Called when a layer is built over this store (and again if the layer
-    /// is renamed), with the layer's name: a store may register metric
-    /// handles under it (`rampart_core::telemetry`), as [`KeyedStore`]
-    /// registers the `rampart.rate.keys` gauge. The default does nothing.
-    fn register_metrics(&mut self, layer: &LayerName) {
+    /// Called once, when the layer built over this store makes its first
+    /// service (`Layer::layer`), with the name the layer has then: a store
+    /// may register metric handles under it (`rampart_core::telemetry`),
+    /// as [`KeyedStore`] registers the `rampart.rate.keys` gauge. Building
+    /// and naming the layer do not call it, so a store never registers
+    /// under a name the layer did not end up with. The default does
+    /// nothing.
+    fn register_metrics(&self, layer: &LayerName) {
         let _ = layer;
     }
 }
@@ -191,9 +194,9 @@ pub struct KeyedStore {
     seed: foldhash::quality::RandomState,
     per_shard: usize,
     shards: Box<[Mutex<Shard>]>,
-    /// `rampart.rate.keys` of the layer the store is in (a no-op until a
-    /// layer registers it).
-    keys: Gauge,
+    /// `rampart.rate.keys` of the layer the store is in (none until the
+    /// layer makes its first service and registers it).
+    keys: Registered<Gauge>,
 }
 
 #[derive(Debug, Default)]
@@ -208,11 +211,13 @@ struct Shard {
 impl Shard {
     /// Drops idle keys (taking them off `keys`); returns the earliest time
     /// a remaining key goes idle.
-    fn sweep(&mut self, now: u64, keys: &Gauge) -> u64 {
+    fn sweep(&mut self, now: u64, keys: &Registered<Gauge>) -> u64 {
         let before = self.tats.len();
         self.tats.retain(|_, tat| *tat > now);
         let dropped = before - self.tats.len();
-        if dropped > 0 {
+        if dropped > 0
+            && let Some(keys) = keys.get()
+        {
             keys.decrement(dropped as f64);
         }
         if self.tats.capacity() > 4 * self.tats.len().max(16) {
@@ -232,7 +237,7 @@ impl KeyedStore {
             seed: foldhash::quality::RandomState::default(),
             per_shard: max_keys.get().div_ceil(SHARDS),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            keys: Gauge::default(),
+            keys: Registered::new(),
         }
     }
 
@@ -294,7 +299,9 @@ impl KeyedStore {
         let s = decide(0, now, quota, max_wait);
         if let Step::Admit { tat, .. } = s {
             shard.tats.insert(hash, tat);
-            self.keys.increment(1.0);
+            if let Some(keys) = self.keys.get() {
+                keys.increment(1.0);
+            }
             // The new key may be the first to go idle.
             shard.full_until = shard.full_until.min(tat);
         }
@@ -321,23 +328,26 @@ impl RateStore for KeyedStore {
     /// yet swept included, as [`len`](KeyedStore::len)).
     ///
     /// The store owns its share of the series (the keys it holds), moved
-    /// only by its own inserts and sweeps: registering again (the layer
-    /// renamed) moves the share from the old series to the new one, and
-    /// dropping the store takes it off, so stores whose layers share a
-    /// name add up.
-    fn register_metrics(&mut self, layer: &LayerName) {
-        let held = self.held() as f64;
-        self.keys.decrement(held);
-        self.keys = Gauge::new(crate::metrics::KEYS, layer);
-        self.keys.increment(held);
+    /// only by its own inserts and sweeps, and dropping the store takes it
+    /// off, so stores whose layers share a name add up. Registered once:
+    /// a later call (the layer renamed after its services were dropped)
+    /// keeps the first name.
+    fn register_metrics(&self, layer: &LayerName) {
+        self.keys.register(|| {
+            let g = Gauge::new(crate::metrics::KEYS, layer);
+            g.increment(self.len() as f64);
+            g
+        });
     }
 }
 
 impl Drop for KeyedStore {
     fn drop(&mut self) {
         let held = self.held();
-        if held > 0 {
-            self.keys.decrement(held as f64);
+        if held > 0
+            && let Some(keys) = self.keys.get()
+        {
+            keys.decrement(held as f64);
         }
     }
 }

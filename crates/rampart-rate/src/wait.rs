@@ -5,10 +5,11 @@ use crate::Stats;
 use crate::metrics::{Metrics, WaitTimer};
 use crate::quota::Quota;
 use crate::store::{Decision, RateStore};
-use rampart_core::telemetry::LayerName;
+use rampart_core::telemetry::{LayerName, Registered};
 use rampart_core::{Context, Error};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -23,35 +24,43 @@ pub(crate) struct Shared<St> {
     waited: AtomicU64,
     /// The `layer` label of the metrics and field of tracing events.
     name: LayerName,
-    metrics: Metrics,
+    /// Registered when the layer makes its first service
+    /// ([`register_metrics`](Self::register_metrics)), under `name`.
+    metrics: Registered<Metrics>,
+    /// The store's [`RateStore::register_metrics`] was called.
+    store_named: Once,
 }
 
 impl<St: RateStore> Shared<St> {
     /// The shared state of a layer named `name`: its metric handles (and
-    /// the store's) are registered here, once.
-    pub(crate) fn new(
-        mut store: St,
-        quota: Quota,
-        max_wait: Duration,
-        name: LayerName,
-    ) -> Shared<St> {
-        store.register_metrics(&name);
+    /// the store's) are registered when the layer makes its first service.
+    pub(crate) fn new(store: St, quota: Quota, max_wait: Duration, name: LayerName) -> Shared<St> {
         Shared {
             store,
             quota,
             max_wait,
             rejected: AtomicU64::new(0),
             waited: AtomicU64::new(0),
-            metrics: Metrics::new(&name),
             name,
+            metrics: Registered::new(),
+            store_named: Once::new(),
         }
     }
 
-    /// Renames a state no one else holds yet: the handles are registered
-    /// again under the new name.
+    /// Registers the handles (and the store's) under the layer's name,
+    /// with the recorder installed now, unless done already
+    /// (`Layer::layer`).
+    pub(crate) fn register_metrics(&self) {
+        self.store_named
+            .call_once(|| self.store.register_metrics(&self.name));
+        self.metrics.register(|| Metrics::new(&self.name));
+    }
+
+    /// Renames a state no one else holds: the handles are registered
+    /// under the new name when the layer makes its next service.
     pub(crate) fn rename(&mut self, name: LayerName) {
-        self.store.register_metrics(&name);
-        self.metrics = Metrics::new(&name);
+        self.metrics = Registered::new();
+        self.store_named = Once::new();
         self.name = name;
     }
 }
@@ -95,7 +104,15 @@ impl<St> Shared<St> {
     /// immediate store admitting with no wait) does besides calling.
     #[inline]
     pub(crate) fn admitted_now(&self) {
-        self.metrics.admitted.increment(1);
+        if let Some(m) = self.metrics.get() {
+            m.admitted.increment(1);
+        }
+    }
+
+    fn rejected_metric(&self) {
+        if let Some(m) = self.metrics.get() {
+            m.rejected.increment(1);
+        }
     }
 
     /// [`settle`](Self::settle) off the hot path of a decision taken in
@@ -114,19 +131,19 @@ impl<St> Shared<St> {
     pub(crate) fn settle(&self, d: Result<Decision, Error>, bound: Duration) -> Settled {
         match d {
             Ok(Decision::Admit { wait }) if wait.is_zero() => {
-                self.metrics.admitted.increment(1);
+                self.admitted_now();
                 Settled::Go
             }
             Ok(Decision::Admit { wait }) => {
-                self.metrics.admitted.increment(1);
+                self.admitted_now();
                 self.waited.fetch_add(1, Ordering::Relaxed);
                 let token = Context::with_current(|c| c.and_then(|c| c.cancellation().cloned()));
-                let timer = self.metrics.wait_timer();
+                let timer = WaitTimer::new(self.metrics.get());
                 Settled::Wait(Box::pin(wait_for(wait, token, timer)))
             }
             Ok(Decision::Reject { retry_after }) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
-                self.metrics.rejected.increment(1);
+                self.rejected_metric();
                 if retry_after <= self.max_wait && bound < self.max_wait {
                     // The wait was allowed, the request's deadline was not.
                     tracing::debug!(
@@ -142,7 +159,7 @@ impl<St> Shared<St> {
             }
             Err(e) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
-                self.metrics.rejected.increment(1);
+                self.rejected_metric();
                 tracing::debug!(layer = %self.name, error = %e, "rate limit: request refused by the store");
                 Settled::Refused(e)
             }

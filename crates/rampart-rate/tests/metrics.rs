@@ -33,7 +33,7 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 async fn a_burst_of_three_then_two_refusals_are_counted_exactly() {
     let cap = MetricsCapture::new();
     let layer = cap.install(|| RateLimitLayer::new(Quota::per_second(nz(3))).name("api"));
-    let svc = layer.layer(echo());
+    let svc = cap.install(|| layer.layer(echo()));
     for i in 0..5 {
         let r = svc.clone().oneshot(i).await;
         assert_eq!(r.is_ok(), i < 3, "call {i}");
@@ -66,7 +66,7 @@ async fn callers_that_waited_record_their_wait_in_seconds() {
             .name("waits")
             .build()
     });
-    let svc = layer.layer(echo());
+    let svc = cap.install(|| layer.layer(echo()));
     let calls: Vec<_> = (0..5)
         .map(|i| tokio::spawn(svc.clone().oneshot(i)))
         .collect();
@@ -99,7 +99,7 @@ async fn a_cancelled_wait_records_the_time_it_waited() {
             .name("cancel")
             .build()
     });
-    let svc = layer.layer(echo());
+    let svc = cap.install(|| layer.layer(echo()));
     svc.clone().oneshot(1).await.unwrap();
     let token = CancellationToken::new();
     let ctx = Context::new().with_cancellation(token.clone());
@@ -128,7 +128,7 @@ async fn a_slot_beyond_the_deadline_counts_as_rejected() {
             .name("deadline")
             .build()
     });
-    let svc = layer.layer(echo());
+    let svc = cap.install(|| layer.layer(echo()));
     svc.clone().oneshot(1).await.unwrap();
     let ctx = Context::new().with_timeout(Duration::from_secs(2));
     let e = ctx.scope(svc.clone().oneshot(2)).await.unwrap_err();
@@ -155,7 +155,11 @@ async fn two_named_limiters_record_separately_and_an_unnamed_one_as_default() {
             RateLimitLayer::new(Quota::per_second(nz(1))),
         )
     });
-    let (sa, sb, su) = (a.layer(echo()), b.layer(echo()), unnamed.layer(echo()));
+    let (sa, sb, su) = (
+        cap.install(|| a.layer(echo())),
+        cap.install(|| b.layer(echo())),
+        cap.install(|| unnamed.layer(echo())),
+    );
     for i in 0..3 {
         let _ = sa.clone().oneshot(i).await;
         let _ = sb.clone().oneshot(i).await;
@@ -181,7 +185,7 @@ async fn a_keyed_limiter_counts_per_key_decisions_and_its_keys_gauge_returns_to_
             .name("tenants")
             .build()
     });
-    let svc = layer.layer(echo());
+    let svc = cap.install(|| layer.layer(echo()));
     // Keys 0, 1, 2 each admit one and refuse their second request.
     for i in 0..6 {
         let r = svc.clone().oneshot(i).await;
@@ -204,7 +208,7 @@ async fn the_keys_gauge_follows_inserts_and_sweeps() {
     let cap = MetricsCapture::new();
     let layer = cap
         .install(|| KeyedRateLimitLayer::new(Quota::per_second(nz(1)), |n: &u32| *n).name("keys"));
-    let svc = layer.layer(echo());
+    let svc = cap.install(|| layer.layer(echo()));
     for i in 0..5 {
         svc.clone().oneshot(i).await.unwrap();
     }
@@ -223,7 +227,7 @@ async fn a_keyed_caller_that_waited_records_its_wait_and_a_full_store_counts_as_
             .name("keyed-wait")
             .build()
     });
-    let svc = layer.layer(echo());
+    let svc = cap.install(|| layer.layer(echo()));
     svc.clone().oneshot(7).await.unwrap();
     svc.clone().oneshot(7).await.unwrap(); // waits 200 ms
     // New keys until one lands in a shard already holding an active key.
@@ -272,7 +276,7 @@ async fn two_keyed_limiters_with_one_name_add_up_and_the_series_returns_to_zero_
     };
     let build = || KeyedRateLimitLayer::new(Quota::per_second(nz(1)), |n: &u32| *n).name("shared");
     let a = cap.install(build);
-    let sa = a.layer(echo());
+    let sa = cap.install(|| a.layer(echo()));
     for i in 0..3 {
         sa.clone().oneshot(i).await.unwrap();
     }
@@ -281,7 +285,7 @@ async fn two_keyed_limiters_with_one_name_add_up_and_the_series_returns_to_zero_
     // the recorder's gauges and would hide that).
     let b = cap.install(build);
     assert_eq!(read(), 3.0);
-    let sb = b.layer(echo());
+    let sb = cap.install(|| b.layer(echo()));
     for i in 0..2 {
         sb.clone().oneshot(i).await.unwrap();
     }
@@ -315,13 +319,17 @@ async fn renaming_a_keyed_limiter_moves_its_keys_from_the_old_series_to_the_new_
             .unwrap();
     }
     let layer = cap.install(|| layer.name("moved"));
+    // The services register the stores' keys, each under the name its
+    // layer ended up with (the renamed one never under "default").
+    let echo = || tower::service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n) });
+    let services = cap.install(|| (other.layer(echo()), layer.layer(echo())));
     // One snapshot for both names (each snapshot drains every series).
     let s = cap.snapshot();
     assert_eq!(s.gauge("rampart.rate.keys", "moved"), Some(2.0));
     // The other unnamed store keeps its key under "default".
     assert_eq!(s.gauge("rampart.rate.keys", "default"), Some(1.0));
     assert_eq!(layer.store().len(), 2);
-    drop((layer, other));
+    drop((layer, other, services));
     // Deltas since the snapshot: both series back to 0.
     let s = cap.snapshot();
     assert_eq!(s.gauge("rampart.rate.keys", "moved"), Some(-2.0));

@@ -140,7 +140,8 @@ impl<C: Clone, R: Clone> RetryLayer<C, R> {
     /// Names the layer: its metrics are labelled `layer = <name>` and its
     /// tracing events carry `layer = <name>` (see
     /// [`RetryBuilder::name`]). With the `metrics` feature, the metric
-    /// handles are registered again, with the recorder installed now.
+    /// handles are registered when the layer makes its first service, under
+    /// the name it has then: naming a layer registers nothing.
     ///
     /// Name the layer before making services with it: services already
     /// made keep the old name. Stats counters ([`RetryBuilder::stats`]) and
@@ -165,6 +166,7 @@ impl<S, C, R> Layer<S> for RetryLayer<C, R> {
     type Service = Retry<S, C, R>;
 
     fn layer(&self, inner: S) -> Retry<S, C, R> {
+        self.shared.policy.register_metrics();
         Retry::new(inner, Arc::clone(&self.shared))
     }
 }

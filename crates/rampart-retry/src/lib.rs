@@ -108,7 +108,7 @@
 //!
 //! With the `metrics` feature the layer records on the
 //! [`metrics`](https://docs.rs/metrics) facade, through whatever recorder
-//! the application installed (install it before building the layer),
+//! the application installed (install it before the layer wraps a service),
 //! every series labelled `layer = <name>` ([`RetryBuilder::name`],
 //! `"default"` without one):
 //!
@@ -120,9 +120,11 @@
 //! | `rampart.retry.budget.rejected` | counter | retryable failures returned because the budget had no token |
 //! | `rampart.retry.backoff.duration` | histogram, seconds | the delay before each retry (zero included; a peer's `Retry-After` when it replaced the backoff) |
 //!
-//! The handles are registered once, when the layer is built, and kept in
-//! its shared configuration: a [`Retry`] service stays one pointer besides
-//! its inner service, with or without the feature. Without it nothing is
+//! The handles are registered once, when the layer makes its first service
+//! (under the name it has then: `RetryLayer::default().name("x")` never
+//! registers a `"default"` series), and kept in its shared configuration: a
+//! [`Retry`] service stays one pointer besides its inner service, with or
+//! without the feature. Without it nothing is
 //! recorded and nothing is paid.
 //!
 //! Every tracing event carries `layer = <name>`: a debug event per retry

@@ -1,6 +1,6 @@
 //! The retry layer's metric handles (`rampart_core::telemetry`), registered
-//! once when the layer is built and kept in its shared policy; zero-sized
-//! no-ops without the `metrics` feature.
+//! once, when the layer makes its first service, and kept in its shared
+//! policy; zero-sized no-ops without the `metrics` feature.
 
 use crate::policy::GiveUp;
 use rampart_core::telemetry::{Counter, Histogram, LayerName};

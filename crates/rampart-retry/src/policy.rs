@@ -6,7 +6,7 @@ use crate::budget::BudgetConfig;
 use crate::metrics::Metrics;
 use crate::stats::Counters;
 use crate::{Budget, ConfigError};
-use rampart_core::telemetry::LayerName;
+use rampart_core::telemetry::{LayerName, Registered};
 use rampart_core::{BoxError, CancellationToken, Context, Error, RequestId};
 use std::cell::Cell;
 use std::num::NonZeroU64;
@@ -164,7 +164,9 @@ pub(crate) struct Policy {
     pub(crate) counters: Option<Arc<Counters>>,
     /// The `layer` label of the metrics and field of the tracing events.
     pub(crate) name: LayerName,
-    metrics: Metrics,
+    /// Registered when the layer makes its first service
+    /// ([`register_metrics`](Self::register_metrics)), under `name`.
+    metrics: Registered<Metrics>,
     dry: Dry,
 }
 
@@ -200,7 +202,7 @@ impl Default for Policy {
             seeded: false,
             budget: None,
             counters: None,
-            metrics: Metrics::new(&LayerName::default()),
+            metrics: Registered::new(),
             name: LayerName::default(),
             dry: Dry::default(),
         }
@@ -233,17 +235,23 @@ impl Policy {
             seeded: config.seed.is_some(),
             budget,
             counters: config.stats.then(Arc::default),
-            metrics: Metrics::new(&name),
+            metrics: Registered::new(),
             name,
             dry: Dry::default(),
         })
     }
 
-    /// Renames the layer: the metric handles are registered again under
-    /// the new name, with the recorder installed now.
+    /// Renames the layer: its metric handles are registered under the new
+    /// name when it makes its first service.
     pub(crate) fn rename(&mut self, name: LayerName) {
-        self.metrics = Metrics::new(&name);
+        self.metrics = Registered::new();
         self.name = name;
+    }
+
+    /// Registers the metric handles under the layer's name, with the
+    /// recorder installed now, unless done already (`Layer::layer`).
+    pub(crate) fn register_metrics(&self) {
+        self.metrics.register(|| Metrics::new(&self.name));
     }
 
     /// When a retry may no longer start, for a call starting now, in
@@ -263,7 +271,9 @@ impl Policy {
         if let Some(c) = &self.counters {
             c.calls.fetch_add(1, Ordering::Relaxed);
         }
-        self.metrics.attempt();
+        if let Some(m) = self.metrics.get() {
+            m.attempt();
+        }
         if let Some(b) = &self.budget {
             b.deposit();
         }
@@ -274,12 +284,16 @@ impl Policy {
         if let Some(c) = &self.counters {
             c.retries.fetch_add(1, Ordering::Relaxed);
         }
-        self.metrics.retry(delay);
+        if let Some(m) = self.metrics.get() {
+            m.retry(delay);
+        }
     }
 
     /// Records a retry attempt being sent to the inner service.
     pub(crate) fn on_attempt(&self) {
-        self.metrics.attempt();
+        if let Some(m) = self.metrics.get() {
+            m.attempt();
+        }
     }
 
     /// Decides whether the failure of attempt `attempt` is retried: the
@@ -363,7 +377,9 @@ impl Policy {
 
     /// Counts a give-up in the metrics, and in the stats if enabled.
     pub(crate) fn count_give_up(&self, why: GiveUp) {
-        self.metrics.give_up(why);
+        if let Some(m) = self.metrics.get() {
+            m.give_up(why);
+        }
         if let Some(c) = &self.counters {
             let counter = if why == GiveUp::Budget {
                 &c.budget_rejections

@@ -63,7 +63,11 @@ async fn three_retries_then_success_record_four_attempts_three_retries_and_the_s
         MockReply::ok(7u8),
     ]);
     let started = Instant::now();
-    let out = layer.layer(svc.clone()).oneshot(1u8).await.unwrap();
+    let out = cap
+        .install(|| layer.layer(svc.clone()))
+        .oneshot(1u8)
+        .await
+        .unwrap();
     assert_eq!(out, 7);
     assert_eq!(svc.calls(), 4);
     // The delays the histogram holds are the ones slept on the paused clock.
@@ -89,7 +93,13 @@ async fn a_success_at_once_is_one_attempt_and_nothing_else() {
     let layer = cap.install(|| RetryLayer::builder().name("x").build().unwrap());
     let svc = MockService::new(|n: u8| MockReply::ok(n));
     for n in 0..5 {
-        assert_eq!(layer.layer(svc.clone()).oneshot(n).await.unwrap(), n);
+        assert_eq!(
+            cap.install(|| layer.layer(svc.clone()))
+                .oneshot(n)
+                .await
+                .unwrap(),
+            n
+        );
     }
     let s = cap.snapshot();
     assert_eq!(s.counter("rampart.retry.attempts", "x"), Some(5));
@@ -113,7 +123,11 @@ async fn running_out_of_attempts_counts_one_give_up_for_max_attempts() {
             .unwrap()
     });
     let svc = MockService::new(|_: u8| MockReply::<u8>::err("down"));
-    let err = layer.layer(svc).oneshot(1).await.unwrap_err();
+    let err = cap
+        .install(|| layer.layer(svc))
+        .oneshot(1)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RetriesExhausted);
 
     let s = cap.snapshot();
@@ -140,7 +154,9 @@ async fn a_retry_that_would_outlive_the_deadline_counts_a_give_up_for_the_deadli
     let svc = MockService::new(|_: u8| MockReply::<u8>::err("down"));
     // 100 ms fits before the deadline, the next 200 ms does not.
     let ctx = Context::new().with_deadline(Instant::now() + Duration::from_millis(250));
-    ctx.scope(layer.layer(svc).oneshot(1)).await.unwrap_err();
+    ctx.scope(cap.install(|| layer.layer(svc)).oneshot(1))
+        .await
+        .unwrap_err();
 
     let s = cap.snapshot();
     assert_eq!(s.counter("rampart.retry.attempts", "x"), Some(2));
@@ -166,7 +182,7 @@ async fn a_request_cancelled_during_the_backoff_counts_a_give_up_and_no_further_
     let svc = MockService::new(|_: u8| MockReply::<u8>::err("down"));
     let token = CancellationToken::new();
     let ctx = Context::new().with_cancellation(token.clone());
-    let call = tokio::spawn(ctx.scope(layer.layer(svc.clone()).oneshot(1)));
+    let call = tokio::spawn(ctx.scope(cap.install(|| layer.layer(svc.clone())).oneshot(1)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     token.cancel();
     let err = call.await.unwrap().unwrap_err();
@@ -194,7 +210,7 @@ async fn budget_rejections_are_counted_apart_from_the_other_give_ups() {
             .unwrap()
     });
     let svc = MockService::new(|_: u8| MockReply::<u8>::err("down"));
-    let retry = layer.layer(svc.clone());
+    let retry = cap.install(|| layer.layer(svc.clone()));
     // Call 1: fails, retried with the only token, fails, refused by the budget.
     // Calls 2 and 3: fail, refused at once.
     for _ in 0..3 {
@@ -230,9 +246,12 @@ async fn two_layers_with_different_names_record_separately() {
     });
     let down = MockService::new(|_: u8| MockReply::<u8>::err("down"));
     let up = MockService::new(|n: u8| MockReply::ok(n));
-    a.layer(down).oneshot(1).await.unwrap_err();
+    cap.install(|| a.layer(down)).oneshot(1).await.unwrap_err();
     for n in 0..3 {
-        b.layer(up.clone()).oneshot(n).await.unwrap();
+        cap.install(|| b.layer(up.clone()))
+            .oneshot(n)
+            .await
+            .unwrap();
     }
 
     let s = cap.snapshot();
@@ -255,9 +274,15 @@ async fn an_unnamed_layer_records_as_default_and_a_renamed_one_under_its_new_nam
     let (unnamed, renamed) =
         cap.install(|| (RetryLayer::default(), RetryLayer::default().name("late")));
     let up = MockService::new(|n: u8| MockReply::ok(n));
-    unnamed.layer(up.clone()).oneshot(1).await.unwrap();
-    renamed.layer(up.clone()).oneshot(1).await.unwrap();
-    renamed.layer(up).oneshot(2).await.unwrap();
+    cap.install(|| unnamed.layer(up.clone()))
+        .oneshot(1)
+        .await
+        .unwrap();
+    cap.install(|| renamed.layer(up.clone()))
+        .oneshot(1)
+        .await
+        .unwrap();
+    cap.install(|| renamed.layer(up)).oneshot(2).await.unwrap();
 
     let s = cap.snapshot();
     assert_eq!(s.counter("rampart.retry.attempts", "default"), Some(1));

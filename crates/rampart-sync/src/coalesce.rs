@@ -36,7 +36,7 @@ use crate::metrics::{CoalesceMetrics, Reason};
 use crate::stats::CoalesceStats;
 use hashbrown::HashTable;
 use pin_project_lite::pin_project;
-use rampart_core::telemetry::LayerName;
+use rampart_core::telemetry::{LayerName, Registered};
 use rampart_core::{BoxError, Context, Error};
 use std::any::Any;
 use std::fmt;
@@ -95,7 +95,8 @@ struct Counters {
     cached: AtomicU64,
     abandoned: AtomicU64,
     name: LayerName,
-    metrics: CoalesceMetrics,
+    /// Registered when the layer makes its first service, under `name`.
+    metrics: Registered<CoalesceMetrics>,
 }
 
 impl Counters {
@@ -107,7 +108,7 @@ impl Counters {
             coalesced: AtomicU64::new(0),
             cached: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
-            metrics: CoalesceMetrics::new(&name),
+            metrics: Registered::new(),
             name,
         }
     }
@@ -117,41 +118,53 @@ impl Counters {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        self.metrics.leaders.increment(1);
-        self.metrics.in_flight.increment(1.0);
-        self.metrics.waiting.increment(1.0);
+        if let Some(m) = self.metrics.get() {
+            m.leaders.increment(1);
+            m.in_flight.increment(1.0);
+            m.waiting.increment(1.0);
+        }
     }
 
     /// A caller joined a shared call in flight.
     fn join(&self) {
         self.coalesced.fetch_add(1, Ordering::Relaxed);
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        self.metrics.coalesced.increment(1);
-        self.metrics.waiting.increment(1.0);
+        if let Some(m) = self.metrics.get() {
+            m.coalesced.increment(1);
+            m.waiting.increment(1.0);
+        }
     }
 
     /// A caller answered from a kept result.
     fn cached(&self) {
         self.cached.fetch_add(1, Ordering::Relaxed);
-        self.metrics.cached.increment(1);
+        if let Some(m) = self.metrics.get() {
+            m.cached.increment(1);
+        }
     }
 
     /// A caller (leader or not) stopped waiting.
     fn left(&self) {
         self.waiting.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.waiting.decrement(1.0);
+        if let Some(m) = self.metrics.get() {
+            m.waiting.decrement(1.0);
+        }
     }
 
     /// A shared call ended (result published).
     fn landed(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.in_flight.decrement(1.0);
+        if let Some(m) = self.metrics.get() {
+            m.in_flight.decrement(1.0);
+        }
     }
 
     /// Every caller of a shared call left.
     fn abandoned(&self) {
         self.abandoned.fetch_add(1, Ordering::Relaxed);
-        self.metrics.abandoned.increment(1);
+        if let Some(m) = self.metrics.get() {
+            m.abandoned.increment(1);
+        }
     }
 }
 
@@ -370,9 +383,9 @@ impl<F> CoalesceLayer<F> {
     /// data (the key is not a label).
     ///
     /// The name belongs to the state every clone shares, and the metric
-    /// handles are registered (with the `metrics` recorder installed now)
-    /// when it is set: name the layer where it is made, before it is
-    /// cloned or wraps a service. A layer whose state is already shared
+    /// handles are registered under it (with the `metrics` recorder
+    /// installed then) when the layer makes its first service: name the
+    /// layer where it is made, before it is cloned or wraps a service. A layer whose state is already shared
     /// keeps its name (a `warn` event says so).
     ///
     /// ```
@@ -385,7 +398,7 @@ impl<F> CoalesceLayer<F> {
         if let Some(counters) =
             Arc::get_mut(&mut self.registry).and_then(|r| Arc::get_mut(&mut r.counters))
         {
-            counters.metrics = CoalesceMetrics::new(&name);
+            counters.metrics = Registered::new();
             counters.name = name;
         } else {
             tracing::warn!(
@@ -442,6 +455,12 @@ impl<S, F: Clone> Layer<S> for CoalesceLayer<F> {
     type Service = Coalesce<S, F>;
 
     fn layer(&self, inner: S) -> Coalesce<S, F> {
+        // The first service registers the handles, under the name the
+        // layer ends up with (building and naming it register nothing).
+        let counters = &self.registry.counters;
+        counters
+            .metrics
+            .register(|| CoalesceMetrics::new(&counters.name));
         Coalesce {
             inner,
             key: self.key.clone(),
@@ -957,7 +976,9 @@ where
             Role::Done => None,
         };
         if let Some(c) = counters {
-            c.metrics.gave_up.count(reason);
+            if let Some(m) = c.metrics.get() {
+                m.gave_up.count(reason);
+            }
             tracing::debug!(layer = %c.name, "gave up waiting for a coalesced call: {what}");
         }
         self.role = Role::Done;

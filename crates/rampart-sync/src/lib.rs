@@ -41,9 +41,10 @@
 //! With the `metrics` feature each layer records on the
 //! [`metrics`](https://docs.rs/metrics) facade, labelled
 //! `layer = <its .name(..)>` (`"default"` unnamed; keys are never labels).
-//! Install the recorder before building the layer: the handles are
-//! registered once, when it is built. Nothing is recorded or paid without
-//! the feature.
+//! Install the recorder before building the stack: the handles are
+//! registered once, when the layer makes its first service, under the name
+//! it has then (building and naming a layer register nothing). Nothing is
+//! recorded or paid without the feature.
 //!
 //! | name | kind | meaning |
 //! |---|---|---|

@@ -24,7 +24,7 @@ use crate::metrics::{LockMetrics, Reason};
 use crate::stats::LockStats;
 use pin_project_lite::pin_project;
 use rampart_core::hashed::HashedMap;
-use rampart_core::telemetry::LayerName;
+use rampart_core::telemetry::{LayerName, Registered};
 use rampart_core::{BoxError, Context, Error};
 use std::collections::hash_map::Entry;
 use std::fmt;
@@ -75,10 +75,17 @@ struct Shared {
     gave_up: AtomicU64,
     /// The `layer` field of events and label of metrics.
     name: LayerName,
-    metrics: LockMetrics,
+    /// Registered when the layer makes its first service, under `name`.
+    metrics: Registered<LockMetrics>,
 }
 
 impl Shared {
+    /// The metric handles, once registered.
+    #[inline]
+    fn metrics(&self) -> Option<&LockMetrics> {
+        self.metrics.get()
+    }
+
     fn hash<K: Hash>(&self, key: &K) -> u64 {
         self.hasher.hash_one(key)
     }
@@ -112,7 +119,9 @@ struct Guard {
 impl Guard {
     /// The guard of a call that holds its key.
     fn holding(shared: &Arc<Shared>, hash: u64) -> Guard {
-        shared.metrics.held.increment(1.0);
+        if let Some(m) = shared.metrics() {
+            m.held.increment(1.0);
+        }
         Guard {
             shared: Arc::clone(shared),
             hash,
@@ -127,8 +136,10 @@ impl Guard {
     fn waiting(shared: &Arc<Shared>, hash: u64) -> Guard {
         shared.waiting.fetch_add(1, Ordering::Relaxed);
         shared.waited.fetch_add(1, Ordering::Relaxed);
-        shared.metrics.waiting.increment(1.0);
-        shared.metrics.waited.increment(1);
+        if let Some(m) = shared.metrics() {
+            m.waiting.increment(1.0);
+            m.waited.increment(1);
+        }
         Guard {
             shared: Arc::clone(shared),
             hash,
@@ -144,13 +155,17 @@ impl Guard {
         self.holding = true;
         self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
         self.left_line();
-        self.shared.metrics.held.increment(1.0);
+        if let Some(m) = self.shared.metrics() {
+            m.held.increment(1.0);
+        }
     }
 
     /// Records that a waiter stopped waiting.
     #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
     fn left_line(&self) {
-        let metrics = &self.shared.metrics;
+        let Some(metrics) = self.shared.metrics() else {
+            return;
+        };
         metrics.waiting.decrement(1.0);
         #[cfg(feature = "metrics")]
         if let Some(since) = self.since {
@@ -162,12 +177,16 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if self.holding {
-            self.shared.metrics.held.decrement(1.0);
+            if let Some(m) = self.shared.metrics() {
+                m.held.decrement(1.0);
+            }
         } else {
             self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
             self.shared.gave_up.fetch_add(1, Ordering::Relaxed);
             self.left_line();
-            self.shared.metrics.gave_up.count(self.why);
+            if let Some(m) = self.shared.metrics() {
+                m.gave_up.count(self.why);
+            }
         }
         let mut map = self.shared.shard(self.hash);
         if let Entry::Occupied(mut e) = map.entry(self.hash) {
@@ -229,7 +248,6 @@ pub struct KeyedLockLayer<F> {
 impl<F> KeyedLockLayer<F> {
     /// Serialises calls by the key `key(&request)` returns.
     pub fn new(key: F) -> KeyedLockLayer<F> {
-        let name = LayerName::default();
         KeyedLockLayer {
             key,
             shared: Arc::new(Shared {
@@ -238,8 +256,8 @@ impl<F> KeyedLockLayer<F> {
                 waiting: AtomicUsize::new(0),
                 waited: AtomicU64::new(0),
                 gave_up: AtomicU64::new(0),
-                metrics: LockMetrics::new(&name),
-                name,
+                name: LayerName::default(),
+                metrics: Registered::new(),
             }),
         }
     }
@@ -249,9 +267,9 @@ impl<F> KeyedLockLayer<F> {
     /// data (the key is not a label).
     ///
     /// The name belongs to the state every clone shares, and the metric
-    /// handles are registered (with the `metrics` recorder installed now)
-    /// when it is set: name the layer where it is made, before it is
-    /// cloned or wraps a service. A layer whose state is already shared
+    /// handles are registered under it (with the `metrics` recorder
+    /// installed then) when the layer makes its first service: name the
+    /// layer where it is made, before it is cloned or wraps a service. A layer whose state is already shared
     /// keeps its name (a `warn` event says so).
     ///
     /// ```
@@ -262,7 +280,7 @@ impl<F> KeyedLockLayer<F> {
     pub fn name(mut self, name: impl Into<LayerName>) -> Self {
         let name = name.into();
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.metrics = LockMetrics::new(&name);
+            shared.metrics = Registered::new();
             shared.name = name;
         } else {
             tracing::warn!(
@@ -325,6 +343,10 @@ impl<S, F: Clone> Layer<S> for KeyedLockLayer<F> {
     type Service = KeyedLock<S, F>;
 
     fn layer(&self, inner: S) -> KeyedLock<S, F> {
+        // The first service registers the handles, under the name the
+        // layer ends up with (building and naming it register nothing).
+        let shared = &self.shared;
+        shared.metrics.register(|| LockMetrics::new(&shared.name));
         KeyedLock {
             inner,
             key: self.key.clone(),

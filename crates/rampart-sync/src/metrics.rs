@@ -1,5 +1,5 @@
-//! The metric handles of a keyed lock and of a coalescer, registered once
-//! when the layer is built, under the layer's name. Without the `metrics`
+//! The metric handles of a keyed lock and of a coalescer, registered once,
+//! when the layer makes its first service, under the layer's name then. Without the `metrics`
 //! feature every handle is a zero-sized no-op.
 
 use rampart_core::telemetry::{Counter, Gauge, Histogram, LayerName};

@@ -118,7 +118,7 @@ async fn a_scripted_keyed_lock_run_records_exact_waits_give_ups_and_gauges_back_
     let cap = MetricsCapture::new();
     let layer = cap.install(|| KeyedLockLayer::new(|r: &(u32, u64)| r.0).name("accounts"));
     let mut t = lock_tally(&cap, "accounts");
-    let svc = layer.layer(mock());
+    let svc = cap.install(|| layer.layer(mock()));
 
     // t=0: a holds key 1 for 30 ms; b waits for it (30 ms) then runs 10 ms;
     // c is cancelled at 10 ms, d's deadline passes at 20 ms, e's caller
@@ -180,7 +180,7 @@ async fn a_dropped_waiting_lock_future_leaves_the_gauges_at_zero() {
     let cap = MetricsCapture::new();
     let layer = cap.install(|| KeyedLockLayer::new(|r: &(u32, u64)| r.0).name("drop"));
     let mut t = lock_tally(&cap, "drop");
-    let svc = layer.layer(mock());
+    let svc = cap.install(|| layer.layer(mock()));
     let held = tokio::spawn(svc.clone().oneshot((7, 10)));
     settle().await;
     // Never polled: dropped while in line.
@@ -209,7 +209,7 @@ async fn a_scripted_coalesce_run_records_leaders_joins_give_ups_and_gauges_back_
     let layer = cap.install(|| CoalesceLayer::new(|r: &(u32, u64)| r.0).name("profiles"));
     let mut t = coalesce_tally(&cap, "profiles");
     let mock = mock();
-    let svc = layer.layer(mock.clone());
+    let svc = cap.install(|| layer.layer(mock.clone()));
 
     // Key 1: a leads a 30 ms call; b and c join it; d joins and is
     // cancelled at 10 ms; e joins and its deadline passes at 20 ms.
@@ -270,7 +270,7 @@ async fn a_kept_result_counts_as_cached() {
         CoalesceLayer::time_to_live(|r: &(u32, u64)| r.0, Duration::from_secs(1)).name("kept")
     });
     let mut t = coalesce_tally(&cap, "kept");
-    let svc = layer.layer(mock());
+    let svc = cap.install(|| layer.layer(mock()));
     svc.clone().oneshot((1, 5)).await.unwrap();
     svc.clone().oneshot((1, 5)).await.unwrap();
     svc.clone().oneshot((1, 5)).await.unwrap();
@@ -290,7 +290,10 @@ async fn layers_with_different_names_record_separately() {
             KeyedLockLayer::new(|r: &(u32, u64)| r.0).name("two"),
         )
     });
-    let (svc1, svc2) = (one.layer(mock()), two.layer(mock()));
+    let (svc1, svc2) = (
+        cap.install(|| one.layer(mock())),
+        cap.install(|| two.layer(mock())),
+    );
     let held = tokio::spawn(svc1.clone().oneshot((1, 10)));
     settle().await;
     let waits = tokio::spawn(svc1.clone().oneshot((1, 1)));

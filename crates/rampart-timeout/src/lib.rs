@@ -176,7 +176,7 @@
 //!
 //! With the `metrics` feature the layers count what they cut short on the
 //! [`metrics`](https://docs.rs/metrics) facade, through whatever recorder
-//! the application installed (install it before building the layers),
+//! the application installed (install it before building the stack),
 //! every series labelled `layer = <name>` (`.name("…")` on each layer,
 //! `"default"` without one). Each layer registers only the series it can
 //! record:
@@ -188,11 +188,12 @@
 //! | `rampart.deadline.expired_on_arrival` | counter | [`DeadlineLayer`], [`PropagateDeadlineLayer`] | requests whose deadline had already passed, failed without calling the inner service (nothing sent) |
 //! | `rampart.deadline.header.malformed` | counter | [`DeadlineLayer::from_headers`] | requests with a deadline header it could not use, ignored or rejected per [`OnMalformed`] |
 //!
-//! The handles are registered once, when a layer is built (or named), and
-//! shared by its services behind one pointer (for a [`Timeout`], the
-//! pointer replaces the timeout it holds, which rides along: the service
-//! keeps its size); a timed response future holds one pointer more, a
-//! reference count per call. Measured under callgrind
+//! The handles are registered when a layer wraps a service (`Layer::layer`,
+//! under the name the layer has then: building and naming a layer register
+//! nothing), and shared by that service's clones behind one pointer (for a
+//! [`Timeout`], the pointer replaces the timeout it holds, which rides
+//! along: the service keeps its size); a timed response future holds one
+//! pointer more, a reference count per call. Measured under callgrind
 //! (`benches/timeout.rs`, current thread, no recorder installed): +35
 //! instructions per request on the ready, yielding and remote paths. Without
 //! the feature the handles are zero-sized: the services and futures are the

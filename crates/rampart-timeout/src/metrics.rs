@@ -1,6 +1,8 @@
 //! The metric handles of the timeout and deadline layers
-//! (`rampart_core::telemetry`), registered once when a layer is built (or
-//! renamed) and shared, behind one pointer, by the services it makes.
+//! (`rampart_core::telemetry`), registered when a layer wraps a service
+//! (`Layer::layer`, under the name the layer has then: building and naming
+//! a layer register nothing) and shared, behind one pointer, by that
+//! service and its clones.
 //!
 //! Without the `metrics` feature [`Metrics`] and [`Fire`] are zero-sized:
 //! the services and futures keep the size they have without metrics, and
@@ -52,7 +54,7 @@ macro_rules! event {
 pub(crate) use event;
 
 /// Which series a layer registers.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) enum Kind {
     /// `TimeoutLayer`: fired, exceeded; the timeout in nanoseconds rides
@@ -120,16 +122,6 @@ impl Metrics {
                 }),
             }
         }
-        #[cfg(not(feature = "metrics"))]
-        Metrics {}
-    }
-
-    /// The handles of the same kind of layer under another name,
-    /// registered with the recorder installed now.
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn renamed(&self, name: &LayerName) -> Metrics {
-        #[cfg(feature = "metrics")]
-        return Metrics::new(name, self.inner.kind);
         #[cfg(not(feature = "metrics"))]
         Metrics {}
     }

@@ -34,7 +34,7 @@ async fn one_slow_call_among_three_is_one_timeout_fired() {
         MockReply::ok(2u8).after(ms(500)),
         MockReply::ok(3u8),
     ]);
-    let svc = layer.layer(mock.clone());
+    let svc = cap.install(|| layer.layer(mock.clone()));
     assert_eq!(svc.clone().oneshot(()).await.unwrap(), 1);
     let err = svc.clone().oneshot(()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
@@ -52,7 +52,7 @@ async fn a_timeout_cut_short_by_the_request_deadline_counts_as_deadline_exceeded
     let layer = cap.install(|| TimeoutLayer::new(ms(1000)).name("attempt"));
     let mock = MockService::new(|(): ()| MockReply::<u8>::pending());
     let ctx = Context::new().with_deadline(Instant::now() + ms(50));
-    let err = within_an_hour(ctx.scope(layer.layer(mock).oneshot(())))
+    let err = within_an_hour(ctx.scope(cap.install(|| layer.layer(mock)).oneshot(())))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
@@ -67,7 +67,7 @@ async fn a_timeout_spent_waiting_for_readiness_is_counted_once() {
     let layer = cap.install(|| TimeoutLayer::new(ms(100)).name("attempt"));
     let mock = MockService::new(|(): ()| MockReply::ok(1u8));
     mock.set_ready(ReadyMode::Gated(Gate::new())); // never opened
-    let err = within_an_hour(layer.layer(mock.clone()).oneshot(()))
+    let err = within_an_hour(cap.install(|| layer.layer(mock.clone())).oneshot(()))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
@@ -85,7 +85,7 @@ async fn a_deadline_counts_the_calls_it_cut_short_and_those_that_arrived_too_lat
         MockReply::ok(1u8).after(ms(100)),
         MockReply::ok(2u8).after(ms(300)), // cut short at 200 ms
     ]);
-    let svc = layer.layer(mock.clone());
+    let svc = cap.install(|| layer.layer(mock.clone()));
     assert_eq!(svc.clone().oneshot(()).await.unwrap(), 1);
     let err = svc.clone().oneshot(()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
@@ -138,8 +138,8 @@ async fn malformed_deadline_headers_are_counted_whether_ignored_or_rejected() {
     let mock = MockService::<Request<()>, Response<String>>::new(|_| {
         MockReply::ok(Response::new("ok".into()))
     });
-    let lenient = lenient.layer(mock.clone());
-    let strict = strict.layer(mock.clone());
+    let lenient = cap.install(|| lenient.layer(mock.clone()));
+    let strict = cap.install(|| strict.layer(mock.clone()));
     for req in [grpc(b"1x"), http(b"-5"), http(b"12ms"), grpc(b"100m")] {
         let res = lenient.clone().oneshot(req).await.unwrap();
         assert_eq!(res.status(), 200);
@@ -162,7 +162,7 @@ async fn a_client_request_with_no_time_left_is_counted_as_expired_on_arrival() {
     let cap = MetricsCapture::new();
     let layer = cap.install(|| PropagateDeadlineLayer::new().name("billing-client"));
     let mock = MockService::<Request<()>, Response<()>>::new(|_| MockReply::ok(Response::new(())));
-    let svc = layer.layer(mock.clone());
+    let svc = cap.install(|| layer.layer(mock.clone()));
     let get = || Request::get("/").body(()).unwrap();
     // No deadline, then plenty of time: sent.
     svc.clone().oneshot(get()).await.unwrap();
@@ -190,11 +190,20 @@ async fn two_timeout_layers_with_different_names_record_separately() {
     });
     let mock = MockService::new(|(): ()| MockReply::ok(1u8).after(ms(100)));
     for _ in 0..3 {
-        fast.layer(mock.clone()).oneshot(()).await.unwrap_err();
-        slow.layer(mock.clone()).oneshot(()).await.unwrap();
+        cap.install(|| fast.layer(mock.clone()))
+            .oneshot(())
+            .await
+            .unwrap_err();
+        cap.install(|| slow.layer(mock.clone()))
+            .oneshot(())
+            .await
+            .unwrap();
     }
     let unnamed = cap.install(|| TimeoutLayer::new(ms(10)));
-    unnamed.layer(mock).oneshot(()).await.unwrap_err();
+    cap.install(|| unnamed.layer(mock))
+        .oneshot(())
+        .await
+        .unwrap_err();
 
     let s = cap.snapshot();
     assert_eq!(s.counter(FIRED, "fast"), Some(3));
@@ -214,13 +223,13 @@ async fn a_deadline_an_inner_layer_hits_first_is_counted_by_the_deadline_layer()
         tokio::time::sleep(ms(100)).await;
         Err::<u8, _>(rampart_core::Error::deadline_exceeded())
     });
-    let err = within_an_hour(layer.layer(inner).oneshot(()))
+    let err = within_an_hour(cap.install(|| layer.layer(inner)).oneshot(()))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
     // An inner failure of another kind is not a deadline.
     let other = tower::service_fn(|(): ()| async { Err::<u8, _>(rampart_core::Error::closed()) });
-    let err = within_an_hour(layer.layer(other).oneshot(()))
+    let err = within_an_hour(cap.install(|| layer.layer(other)).oneshot(()))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed);

@@ -203,7 +203,9 @@ impl Adaptive {
         }
         if new != old {
             sem.set_limit(new);
-            counters.metrics.current.set(new);
+            if let Some(m) = counters.metrics() {
+                m.current.set(new);
+            }
             tracing::debug!(
                 layer = %counters.name,
                 algorithm = self.name,
@@ -241,7 +243,7 @@ mod tests {
         };
         let adaptive = Adaptive::new(Box::new(cfg.build().unwrap()), None);
         let sem = Sem::new(adaptive.initial_limit());
-        let c = Counters::new(rampart_core::telemetry::LayerName::default(), sem.limit());
+        let c = Counters::new(rampart_core::telemetry::LayerName::default());
         let ms = Duration::from_millis(1);
         let now = Instant::now();
         adaptive.on_result(&sem, &c, now, ms, 10, Outcome::Fatal);

@@ -7,7 +7,7 @@ use crate::permit::Owner;
 use crate::sem::Sem;
 use crate::stats::Counters;
 use rampart_core::hashed::HashedMap;
-use rampart_core::telemetry::LayerName;
+use rampart_core::telemetry::{LayerName, Registered};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -109,8 +109,9 @@ pub(crate) struct KeyMap {
     max_keys: usize,
     policy: Policy,
     pub(crate) counters: Arc<Counters>,
-    /// The keyed-only metric handles (keys, key map refusals).
-    pub(crate) metrics: KeyedMetrics,
+    /// The keyed-only metric handles (keys, key map refusals), registered
+    /// with the counters' when the layer makes its first service.
+    metrics: Registered<KeyedMetrics>,
     /// The shard the next sweep starts in.
     clock: AtomicUsize,
     /// Entries looked at by sweeps (to prove they are bounded).
@@ -127,14 +128,14 @@ pub(crate) struct Totals {
 impl KeyMap {
     pub(crate) fn new(limit: u32, max_keys: usize, policy: Policy, name: LayerName) -> KeyMap {
         KeyMap {
-            metrics: KeyedMetrics::new(&name, 0),
+            metrics: Registered::new(),
             shards: (0..SHARDS).map(|_| Padded::default()).collect(),
             keys: AtomicUsize::new(0),
             hasher: RandomState::new(),
             limit,
             max_keys,
             policy,
-            counters: Arc::new(Counters::new(name, limit)),
+            counters: Arc::new(Counters::new(name)),
             clock: AtomicUsize::new(0),
             swept: AtomicU64::new(0),
         }
@@ -165,11 +166,30 @@ impl KeyMap {
         let Some(counters) = Arc::get_mut(&mut self.counters) else {
             return false;
         };
+        // Handles registered under the old name (a service was made and
+        // dropped since) take the map's keys off the old series.
         let keys = *self.keys.get_mut();
-        self.metrics.keys.decrement(keys as f64);
-        self.metrics = KeyedMetrics::new(&name, keys);
-        counters.rename(name, self.limit);
+        if let Some(m) = self.metrics.get() {
+            m.keys.decrement(keys as f64);
+        }
+        self.metrics = Registered::new();
+        counters.rename(name);
         true
+    }
+
+    /// Registers the metric handles under the layer's name with the
+    /// recorder installed now, unless done already (`Layer::layer`).
+    pub(crate) fn register_metrics(&self) {
+        let limit = self.limit;
+        self.counters.register_metrics(|| limit);
+        self.metrics
+            .register(|| KeyedMetrics::new(&self.counters.name, self.keys.load(Ordering::Acquire)));
+    }
+
+    /// The keyed-only metric handles, once registered.
+    #[inline]
+    pub(crate) fn metrics(&self) -> Option<&KeyedMetrics> {
+        self.metrics.get()
     }
 
     /// Takes a slot for a new key, if the map is not full.
@@ -180,8 +200,8 @@ impl KeyMap {
                 (n < self.max_keys).then_some(n + 1)
             })
             .is_ok();
-        if reserved {
-            self.metrics.keys.increment(1.0);
+        if reserved && let Some(m) = self.metrics() {
+            m.keys.increment(1.0);
         }
         reserved
     }
@@ -237,7 +257,9 @@ impl KeyMap {
             let (looked, evicted, wrapped) = self.lock(at).sweep(budget);
             if evicted > 0 {
                 self.keys.fetch_sub(evicted, Ordering::AcqRel);
-                self.metrics.keys.decrement(evicted as f64);
+                if let Some(m) = self.metrics() {
+                    m.keys.decrement(evicted as f64);
+                }
                 freed += evicted;
             }
             budget -= looked;
@@ -290,8 +312,10 @@ impl Drop for KeyMap {
     /// are gone.
     fn drop(&mut self) {
         let keys = *self.keys.get_mut();
-        if keys > 0 {
-            self.metrics.keys.decrement(keys as f64);
+        if keys > 0
+            && let Some(m) = self.metrics()
+        {
+            m.keys.decrement(keys as f64);
         }
     }
 }

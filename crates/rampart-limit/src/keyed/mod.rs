@@ -188,9 +188,9 @@ impl<E> KeyedConcurrencyLimitLayer<E> {
     /// [`KeyedBuilder::name`].
     ///
     /// The name belongs to the state every clone shares, and the metric
-    /// handles are registered (with the `metrics` recorder installed now)
-    /// when it is set: name the layer where it is made, before it is
-    /// cloned or wraps a service. A layer whose state is already shared
+    /// handles are registered under it (with the `metrics` recorder
+    /// installed then) when the layer makes its first service: name the
+    /// layer where it is made, before it is cloned or wraps a service. A layer whose state is already shared
     /// keeps its name (a `warn` event says so).
     pub fn name(mut self, name: impl Into<LayerName>) -> Self {
         let name = name.into();
@@ -224,6 +224,9 @@ impl<S, E: Clone> Layer<S> for KeyedConcurrencyLimitLayer<E> {
     type Service = KeyedConcurrencyLimit<S, E>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // The first service registers the handles, under the name the
+        // layer ends up with (building and naming it register nothing).
+        self.shared.keys.register_metrics();
         KeyedConcurrencyLimit::from_parts(inner, Arc::clone(&self.shared), self.extractor.clone())
     }
 }

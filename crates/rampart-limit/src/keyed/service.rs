@@ -93,7 +93,9 @@ where
             admit(entry, &mut self.inner, req, None)
         } else {
             shared.map_full.fetch_add(1, Ordering::Relaxed);
-            shared.keys.metrics.keys_rejected.increment(1);
+            if let Some(m) = shared.keys.metrics() {
+                m.keys_rejected.increment(1);
+            }
             tracing::debug!(
                 layer = %shared.keys.counters.name,
                 "keyed concurrency limit: key map full of busy keys, request shed"

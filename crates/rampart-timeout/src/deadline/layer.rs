@@ -62,7 +62,8 @@ pub struct DeadlineLayer<H = NoHeaders> {
     budget: Duration,
     source: H,
     name: LayerName,
-    metrics: Metrics,
+    /// The series its services record (registered by `Layer::layer`).
+    kind: Kind,
 }
 
 impl<H: PartialEq> PartialEq for DeadlineLayer<H> {
@@ -80,12 +81,11 @@ impl DeadlineLayer {
     /// (every request fails with `DeadlineExceeded` without reaching the
     /// inner service); a budget too large for the clock saturates.
     pub fn new(budget: Duration) -> Self {
-        let name = LayerName::default();
         DeadlineLayer {
             budget,
             source: NoHeaders,
-            metrics: Metrics::new(&name, Kind::Deadline { headers: false }),
-            name,
+            name: LayerName::default(),
+            kind: Kind::Deadline { headers: false },
         }
     }
 
@@ -115,15 +115,14 @@ impl DeadlineLayer<FromHeaders> {
     /// Never fails: a zero budget means "already expired", as for
     /// [`DeadlineLayer::new`].
     pub fn from_headers(budget: Duration, headers: DeadlineHeaders) -> Self {
-        let name = LayerName::default();
         DeadlineLayer {
             budget,
             source: FromHeaders {
                 headers,
                 on_malformed: OnMalformed::Ignore,
             },
-            metrics: Metrics::new(&name, Kind::Deadline { headers: true }),
-            name,
+            name: LayerName::default(),
+            kind: Kind::Deadline { headers: true },
         }
     }
 
@@ -136,8 +135,8 @@ impl DeadlineLayer<FromHeaders> {
 
 impl<H> DeadlineLayer<H> {
     /// Names the layer (default `"default"`): the `layer` label of its
-    /// metrics with the `metrics` feature, registered again here with the
-    /// recorder installed now, and the `layer` field of its tracing events
+    /// metrics with the `metrics` feature (registered when the layer wraps
+    /// a service, under the name it has then), and the `layer` field of its tracing events
     /// (with the feature: without it the services keep no name, so that
     /// they stay the size they are). A name tells layers apart, never
     /// request data.
@@ -152,7 +151,6 @@ impl<H> DeadlineLayer<H> {
     /// ```
     pub fn name(mut self, name: impl Into<LayerName>) -> Self {
         self.name = name.into();
-        self.metrics = self.metrics.renamed(&self.name);
         self
     }
 
@@ -181,7 +179,8 @@ impl<S, H: Clone> Layer<S> for DeadlineLayer<H> {
             inner,
             self.budget,
             self.source.clone(),
-            self.metrics.clone(),
+            // Registered here, under the name the layer ends up with.
+            Metrics::new(&self.name, self.kind),
         )
     }
 }

@@ -50,7 +50,6 @@ use tower_layer::Layer;
 pub struct PropagateDeadlineLayer {
     headers: DeadlineHeaders,
     name: LayerName,
-    metrics: Metrics,
 }
 
 impl Default for PropagateDeadlineLayer {
@@ -76,17 +75,15 @@ impl PropagateDeadlineLayer {
 
     /// Writes the deadline in `headers` instead.
     pub fn with_headers(headers: DeadlineHeaders) -> Self {
-        let name = LayerName::default();
         PropagateDeadlineLayer {
             headers,
-            metrics: Metrics::new(&name, Kind::Propagate),
-            name,
+            name: LayerName::default(),
         }
     }
 
     /// Names the layer (default `"default"`): the `layer` label of its
-    /// metric with the `metrics` feature, registered again here with the
-    /// recorder installed now, and the `layer` field of its tracing events
+    /// metric with the `metrics` feature (registered when the layer wraps a
+    /// service, under the name it has then), and the `layer` field of its tracing events
     /// (with the feature: without it the services keep no name).
     ///
     /// ```
@@ -97,7 +94,6 @@ impl PropagateDeadlineLayer {
     /// ```
     pub fn name(mut self, name: impl Into<LayerName>) -> Self {
         self.name = name.into();
-        self.metrics = self.metrics.renamed(&self.name);
         self
     }
 
@@ -116,6 +112,8 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
     type Service = PropagateDeadline<S>;
 
     fn layer(&self, inner: S) -> PropagateDeadline<S> {
-        PropagateDeadline::from_parts(inner, self.headers.clone(), self.metrics.clone())
+        // Registered here, under the name the layer ends up with.
+        let metrics = Metrics::new(&self.name, Kind::Propagate);
+        PropagateDeadline::from_parts(inner, self.headers.clone(), metrics)
     }
 }

@@ -35,7 +35,8 @@ use tower_layer::Layer;
 pub struct TimeoutLayer {
     timeout: Duration,
     name: LayerName,
-    metrics: Metrics,
+    /// The series its services record (registered by `Layer::layer`).
+    kind: Kind,
 }
 
 impl PartialEq for TimeoutLayer {
@@ -53,16 +54,12 @@ impl TimeoutLayer {
     /// response is not ready on its first poll fails at once), and a
     /// duration too large for the clock saturates at about 31 years.
     pub fn new(timeout: Duration) -> Self {
-        let name = LayerName::default();
         TimeoutLayer {
             timeout,
-            metrics: Metrics::new(
-                &name,
-                Kind::Timeout {
-                    limit_ns: nanos(timeout),
-                },
-            ),
-            name,
+            name: LayerName::default(),
+            kind: Kind::Timeout {
+                limit_ns: nanos(timeout),
+            },
         }
     }
 
@@ -74,8 +71,8 @@ impl TimeoutLayer {
     }
 
     /// Names the layer (default `"default"`): the `layer` label of its
-    /// metrics with the `metrics` feature, registered again here with the
-    /// recorder installed now, and the `layer` field of its tracing events
+    /// metrics with the `metrics` feature (registered when the layer wraps
+    /// a service, under the name it has then), and the `layer` field of its tracing events
     /// (with the feature: without it the services keep no name, so that
     /// they stay the size they are). A name tells layers apart (one per
     /// upstream), never request data.
@@ -89,7 +86,6 @@ impl TimeoutLayer {
     /// ```
     pub fn name(mut self, name: impl Into<LayerName>) -> Self {
         self.name = name.into();
-        self.metrics = self.metrics.renamed(&self.name);
         self
     }
 
@@ -114,7 +110,10 @@ impl<S> Layer<S> for TimeoutLayer {
     type Service = Timeout<S>;
 
     fn layer(&self, inner: S) -> Timeout<S> {
-        let limit = Limit::new(&self.metrics, nanos(self.timeout));
+        // The handles are registered here, under the name the layer ends
+        // up with (naming it registers nothing).
+        let metrics = Metrics::new(&self.name, self.kind);
+        let limit = Limit::new(&metrics, nanos(self.timeout));
         Timeout::from_parts(inner, limit)
     }
 }
