@@ -80,6 +80,16 @@ pin_project! {
     }
 }
 
+/// The running request's scope, between polls of its inner future.
+#[inline]
+fn running_scope<'a, F>(inner: &'a Pin<&mut Option<Scoped<F>>>) -> &'a Scoped<F> {
+    inner
+        .as_ref()
+        .get_ref()
+        .as_ref()
+        .expect("a running request has its scope")
+}
+
 /// The request's token, if it was made.
 #[inline]
 fn peek<F>(scoped: &Scoped<F>) -> Option<&CancellationToken> {
@@ -204,12 +214,7 @@ where
             .expect("a running request has its state");
         let mut reason = None;
         if this.watchers.is_some() {
-            let scoped = this
-                .inner
-                .as_ref()
-                .get_ref()
-                .as_ref()
-                .expect("checked above");
+            let scoped = running_scope(&this.inner);
             if running.config.shutdown.shared.is_stopped() {
                 cancel_token(scoped);
                 reason = Some(CancelReason::Shutdown);
@@ -238,12 +243,7 @@ where
                 }));
             }
             let watchers = this.watchers.as_mut().as_pin_mut().expect("set above");
-            let scoped = this
-                .inner
-                .as_ref()
-                .get_ref()
-                .as_ref()
-                .expect("checked above");
+            let scoped = running_scope(&this.inner);
             reason = watch(watchers.project(), running, scoped, cx);
         }
         let Some(reason) = reason else {

@@ -25,6 +25,21 @@ fn gated(gate: &Gate, capacity: usize, workers: usize) -> (Q, MockService<u32, u
     (Queue::new(mock.clone(), capacity, workers), mock)
 }
 
+/// A queue of one place and one worker whose callers wait at most 50 ms
+/// for space, in front of a service that waits on `gate`.
+fn gated_one_place_waiting_50ms(gate: &Gate) -> (Q, MockService<u32, u32>) {
+    let g = gate.clone();
+    let mock = MockService::new(move |n: u32| MockReply::ok(n).after_gate(&g));
+    let svc = QueueLayer::builder()
+        .capacity(1)
+        .workers(1)
+        .max_wait(Duration::from_millis(50))
+        .build()
+        .unwrap()
+        .layer(mock.clone());
+    (svc, mock)
+}
+
 #[tokio::test]
 async fn answers_through_the_workers_with_the_inner_response() {
     let svc = ServiceBuilder::new()
@@ -191,15 +206,7 @@ async fn the_wait_for_space_wakes_on_the_cancellation_token() {
 #[tokio::test(start_paused = true)]
 async fn max_wait_sheds_a_waiting_call_with_overloaded() {
     let gate = Gate::new();
-    let g = gate.clone();
-    let mock = MockService::new(move |n: u32| MockReply::ok(n).after_gate(&g));
-    let svc: Q = QueueLayer::builder()
-        .capacity(1)
-        .workers(1)
-        .max_wait(Duration::from_millis(50))
-        .build()
-        .unwrap()
-        .layer(mock);
+    let (svc, _) = gated_one_place_waiting_50ms(&gate);
     tokio::spawn(svc.clone().oneshot(1));
     settle().await;
     tokio::spawn(svc.clone().oneshot(2));
@@ -708,15 +715,7 @@ async fn callers_that_leave_while_waiting_for_space_are_never_run_and_close_fail
 #[tokio::test(start_paused = true)]
 async fn a_submission_waiting_for_space_resolves_when_placed_and_is_withdrawn_when_it_gives_up() {
     let gate = Gate::new();
-    let g = gate.clone();
-    let mock = MockService::new(move |n: u32| MockReply::ok(n).after_gate(&g));
-    let svc: Q = QueueLayer::builder()
-        .capacity(1)
-        .workers(1)
-        .max_wait(Duration::from_millis(50))
-        .build()
-        .unwrap()
-        .layer(mock.clone());
+    let (svc, mock) = gated_one_place_waiting_50ms(&gate);
     tokio::spawn(svc.clone().oneshot(1));
     settle().await;
     svc.submit(2).await.unwrap();
