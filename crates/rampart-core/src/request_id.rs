@@ -134,11 +134,8 @@ impl RequestId {
         let millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let mut random = [0u8; 10];
-        rand::rng().fill_bytes(&mut random);
-        let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
-        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        uuid.hyphenated().encode_lower(&mut text);
+        let mut rng = rand::rng();
+        let text = v7_text(millis, rng.next_u64(), rng.next_u64());
         let bytes = ID_BUFFER
             .try_with(|buf| carve(&mut buf.borrow_mut(), &text))
             .unwrap_or_else(|_| bytes::Bytes::copy_from_slice(&text));
@@ -157,6 +154,40 @@ impl RequestId {
     pub fn header_value(&self) -> &HeaderValue {
         &self.0
     }
+}
+
+/// Two lower-case hex digits for every byte value: one load per byte when
+/// writing an id.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = [DIGITS[b >> 4], DIGITS[b & 0xf]];
+        b += 1;
+    }
+    table
+};
+
+/// The hyphenated text of the UUIDv7 (RFC 9562) with Unix time `millis`
+/// (its low 48 bits), `rand_a` from the low 12 bits of `r1` and `rand_b` from
+/// the low 62 bits of `r2`.
+fn v7_text(millis: u64, r1: u64, r2: u64) -> [u8; 36] {
+    let hi = (millis << 16) | 0x7000 | (r1 & 0x0fff);
+    let lo = (r2 & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&hi.to_be_bytes());
+    raw[8..].copy_from_slice(&lo.to_be_bytes());
+    let mut text = [b'-'; 36];
+    let mut at = 0;
+    for (i, byte) in raw.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
+        }
+        text[at..at + 2].copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
+        at += 2;
+    }
+    text
 }
 
 /// How many generated ids share one buffer allocation.
@@ -248,6 +279,38 @@ mod tests {
             "a.b:c/d+e=f_g~h@i",
         ] {
             assert_eq!(RequestId::parse(ok.as_bytes()).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn hyphenated_text_matches_the_uuid_crate() {
+        // splitmix64, seeded: the same inputs on every run.
+        let mut seed = 0x5eed_u64;
+        let mut next = move || {
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        for millis in [0, 1, 1_733_443_200_000, (1 << 48) - 1, u64::MAX] {
+            for _ in 0..200 {
+                let (r1, r2) = (next(), next());
+                let text = v7_text(millis, r1, r2);
+                let mut random = [0u8; 10];
+                random[..2].copy_from_slice(&((r1 & 0x0fff) as u16).to_be_bytes());
+                random[2..].copy_from_slice(&r2.to_be_bytes());
+                let expected =
+                    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+                let parsed = uuid::Uuid::parse_str(std::str::from_utf8(&text).unwrap()).unwrap();
+                assert_eq!(parsed, expected, "millis {millis} r1 {r1:#x} r2 {r2:#x}");
+                assert_eq!(parsed.get_version_num(), 7);
+                assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+                assert_eq!(
+                    std::str::from_utf8(&text).unwrap(),
+                    expected.hyphenated().to_string()
+                );
+            }
         }
     }
 

@@ -81,26 +81,6 @@ where
     }
 }
 
-/// The future of a call that holds its permit.
-pub(crate) fn calling<S, Req, K, O>(
-    fut: S::Future,
-    permit: Permit<O>,
-    in_flight: u32,
-    judge: Option<K>,
-) -> LimitFuture<S, Req, K, O>
-where
-    S: Service<Req>,
-    O: Owner,
-{
-    LimitFuture {
-        state: State::Calling {
-            fut,
-            permit: Some(permit),
-            timing: timing(judge, in_flight),
-        },
-    }
-}
-
 fn timing<K>(judge: Option<K>, in_flight: u32) -> Option<Timing<K>> {
     judge.map(|judge| Timing {
         judge,
@@ -258,15 +238,60 @@ where
 
 pin_project! {
     /// The response future of [`ConcurrencyLimit`](crate::ConcurrencyLimit):
-    /// waits for a permit (unless one is free), calls the inner service,
-    /// and gives the permit back when the response is ready or the future
-    /// is dropped.
+    /// calls the inner service with the permit `poll_ready` took, and gives
+    /// the permit back when the response is ready or the future is dropped.
+    ///
+    /// The wait for a permit happens in `poll_ready`, so this future never
+    /// holds the request: it is the inner future plus two words.
     pub struct ResponseFuture<S, Req, K>
     where
         S: Service<Req>,
     {
         #[pin]
-        pub(crate) inner: LimitFuture<S, Req, K, Shared>,
+        pub(crate) state: Fixed<S::Future, K>,
+    }
+}
+
+pin_project! {
+    #[project = FixedProj]
+    pub(crate) enum Fixed<F, K> {
+        // `permit` is taken when the inner future completes (so a second
+        // poll is caught without moving the whole state).
+        Calling {
+            #[pin]
+            fut: F,
+            permit: Option<Permit<Shared>>,
+            timing: Option<Timing<K>>,
+        },
+        Rejected {
+            error: Option<Error>,
+        },
+    }
+}
+
+impl<S, Req, K> ResponseFuture<S, Req, K>
+where
+    S: Service<Req>,
+{
+    pub(crate) fn rejected(error: Error) -> Self {
+        ResponseFuture {
+            state: Fixed::Rejected { error: Some(error) },
+        }
+    }
+
+    pub(crate) fn calling(
+        fut: S::Future,
+        permit: Permit<Shared>,
+        in_flight: u32,
+        judge: Option<K>,
+    ) -> Self {
+        ResponseFuture {
+            state: Fixed::Calling {
+                fut,
+                permit: Some(permit),
+                timing: timing(judge, in_flight),
+            },
+        }
     }
 }
 
@@ -288,6 +313,22 @@ where
     type Output = Result<S::Response, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
+        match self.project().state.project() {
+            FixedProj::Calling {
+                fut,
+                permit,
+                timing,
+            } => {
+                assert!(permit.is_some(), "{POLLED_AFTER_COMPLETION}");
+                let out = ready!(fut.poll(cx)).map_err(Error::from_inner);
+                if let Some(permit) = permit.take() {
+                    report(&permit, timing.take(), &out);
+                }
+                Poll::Ready(out)
+            }
+            FixedProj::Rejected { error } => {
+                Poll::Ready(Err(error.take().expect(POLLED_AFTER_COMPLETION)))
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! [`ConcurrencyLimit`]: the service of [`ConcurrencyLimitLayer`](crate::ConcurrencyLimitLayer).
 
-use crate::future::{LimitFuture, ResponseFuture, calling};
+use crate::future::ResponseFuture;
 use crate::permit::Permit;
 use crate::shared::Shared;
 use crate::stats::Stats;
@@ -167,9 +167,7 @@ where
         let (permit, in_flight) = match std::mem::replace(&mut self.admission, Admission::Idle) {
             Admission::Held { permit, in_flight } => (permit, in_flight),
             Admission::Refused(e) => {
-                return ResponseFuture {
-                    inner: LimitFuture::rejected(e),
-                };
+                return ResponseFuture::rejected(e);
             }
             // `call` without `poll_ready` answering `Ready` first breaks the
             // `Service` contract; the limit still holds: a free permit is
@@ -177,9 +175,7 @@ where
             Admission::Idle | Admission::Waiting(_) => match self.shared.sem.try_acquire() {
                 Some(in_flight) => (Permit::taken(Arc::clone(&self.shared)), in_flight),
                 None => {
-                    return ResponseFuture {
-                        inner: LimitFuture::rejected(shed(&*self.shared)),
-                    };
+                    return ResponseFuture::rejected(shed(&*self.shared));
                 }
             },
         };
@@ -188,9 +184,7 @@ where
             .adaptive
             .is_some()
             .then(|| self.classify.classify_request(&req));
-        ResponseFuture {
-            inner: calling(self.inner.call(req), permit, in_flight, judge),
-        }
+        ResponseFuture::calling(self.inner.call(req), permit, in_flight, judge)
     }
 }
 

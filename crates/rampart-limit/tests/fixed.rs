@@ -451,3 +451,18 @@ async fn a_shedding_limit_refuses_in_call_and_stays_usable() {
     assert_eq!(first.await.unwrap(), 1);
     assert_eq!(svc.ready().await.unwrap().call(3).await.unwrap(), 3);
 }
+
+#[test]
+fn the_response_future_does_not_hold_the_request() {
+    // The wait for a permit happens in `poll_ready`, so the response future
+    // is the inner future plus the permit: a large request is not carried.
+    type Big = [u8; 1024];
+    type Inner = tower::util::ServiceFn<fn(Big) -> std::future::Ready<Result<u8, std::io::Error>>>;
+    type Limited = rampart_limit::ConcurrencyLimit<Inner>;
+    let future = std::mem::size_of::<<Limited as Service<Big>>::Future>();
+    let inner = std::mem::size_of::<std::future::Ready<Result<u8, std::io::Error>>>();
+    assert!(
+        future <= inner + 4 * std::mem::size_of::<usize>(),
+        "response future {future} bytes, inner future {inner} bytes"
+    );
+}
