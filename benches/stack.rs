@@ -20,6 +20,10 @@
 //!   is cloned per attempt like tower's), `QueueLayer::new(1024, 8)` (8
 //!   workers, as in the `queue` bench), `ConcurrencyLimitLayer::new(64)`.
 //!
+//! In probe mode only, ids `abl_rampart_without_<layer>` and
+//! `abl_tower_without_<layer>` (ct, 1 and 64 callers) are each stack with
+//! one layer left out (see `register_ablation`).
+//!
 //! [`NeverRetry`]: common::NeverRetry
 
 mod common;
@@ -60,38 +64,205 @@ const LIMIT: usize = 64;
 /// Workers of rampart's queue (the `queue` bench's choice).
 const WORKERS: usize = 8;
 
+/// The five layers outermost first, each an expression (or `Identity` to
+/// leave one out), as one stack.
+macro_rules! five {
+    ($a:expr, $b:expr, $c:expr, $d:expr, $e:expr $(,)?) => {
+        ServiceBuilder::new()
+            .layer($a)
+            .layer($b)
+            .layer($c)
+            .layer($d)
+            .layer($e)
+            .into_inner()
+    };
+}
+
+/// tower's five layers (buffer and limit as one tuple layer).
+macro_rules! tower_stack {
+    ($timeout:expr) => {
+        five!(
+            SetRequestIdLayer::x_request_id(MakeRequestUuid),
+            PropagateRequestIdLayer::x_request_id(),
+            TimeoutLayer::new($timeout),
+            RetryLayer::new(NeverRetry),
+            (BufferLayer::new(BOUND), ConcurrencyLimitLayer::new(LIMIT)),
+        )
+    };
+}
+
+fn rampart_retry() -> rampart::retry::RetryLayer {
+    rampart::retry::RetryLayer::builder()
+        .build()
+        .expect("valid retry config")
+}
+
+fn rampart_queue() -> rampart::queue::QueueLayer<common::Req> {
+    rampart::queue::QueueLayer::new(BOUND, WORKERS)
+}
+
 /// Registers `floor`, `tower` and `rampart` for `case`, both stacks with
 /// `timeout`.
 fn register(g: &mut Group<'_>, case: Case, timeout: Duration) {
     bench_floor(g, case);
-    let tower_stack = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TimeoutLayer::new(timeout))
-        .layer(RetryLayer::new(NeverRetry))
-        .layer(BufferLayer::new(BOUND))
-        .layer(ConcurrencyLimitLayer::new(LIMIT))
-        .into_inner();
-    bench_layer(g, "tower", case, tower_stack);
-    let retry = rampart::retry::RetryLayer::builder()
-        .build()
-        .expect("valid retry config");
-    let rampart_stack = ServiceBuilder::new()
-        .layer(rampart::context::RequestIdLayer::new())
-        .layer(rampart::timeout::TimeoutLayer::new(timeout))
-        .layer(retry)
-        .layer(rampart::queue::QueueLayer::<common::Req>::new(
-            BOUND, WORKERS,
-        ))
-        .layer(rampart::limit::ConcurrencyLimitLayer::new(LIMIT))
-        .into_inner();
+    bench_layer(g, "tower", case, tower_stack!(timeout));
+    let rampart_stack = five!(
+        rampart::context::RequestIdLayer::new(),
+        rampart::timeout::TimeoutLayer::new(timeout),
+        rampart_retry(),
+        rampart_queue(),
+        rampart::limit::ConcurrencyLimitLayer::new(LIMIT),
+    );
     bench_layer(g, "rampart", case, rampart_stack);
+}
+
+/// Probe mode only (callgrind, never timed by criterion): each stack with
+/// one layer left out, so `rampart − abl_rampart_without_X` is what layer X
+/// costs inside the whole stack (and the same for tower). Only the
+/// current-thread cases with 1 and 64 callers.
+fn register_ablation(g: &mut Group<'_>, case: Case) {
+    use rampart::context::RequestIdLayer;
+    use rampart::limit::ConcurrencyLimitLayer as Limit;
+    use rampart::timeout::TimeoutLayer as Timeout;
+    use tower::layer::util::Identity as Skip;
+    let t = TIMEOUT;
+    let rampart_without = [
+        "abl_rampart_without_request_id",
+        "abl_rampart_without_timeout",
+        "abl_rampart_without_retry",
+        "abl_rampart_without_queue",
+        "abl_rampart_without_limit",
+    ];
+    let (l, q) = (|| Limit::new(LIMIT), rampart_queue);
+    bench_layer(
+        g,
+        rampart_without[0],
+        case,
+        five!(Skip::new(), Timeout::new(t), rampart_retry(), q(), l()),
+    );
+    bench_layer(
+        g,
+        rampart_without[1],
+        case,
+        five!(
+            RequestIdLayer::new(),
+            Skip::new(),
+            rampart_retry(),
+            q(),
+            l()
+        ),
+    );
+    bench_layer(
+        g,
+        rampart_without[2],
+        case,
+        five!(
+            RequestIdLayer::new(),
+            Timeout::new(t),
+            Skip::new(),
+            q(),
+            l()
+        ),
+    );
+    bench_layer(
+        g,
+        rampart_without[3],
+        case,
+        five!(
+            RequestIdLayer::new(),
+            Timeout::new(t),
+            rampart_retry(),
+            Skip::new(),
+            l()
+        ),
+    );
+    bench_layer(
+        g,
+        rampart_without[4],
+        case,
+        five!(
+            RequestIdLayer::new(),
+            Timeout::new(t),
+            rampart_retry(),
+            q(),
+            Skip::new()
+        ),
+    );
+    let set_id = || SetRequestIdLayer::x_request_id(MakeRequestUuid);
+    let propagate = PropagateRequestIdLayer::x_request_id;
+    let (tl, tb) = (
+        || ConcurrencyLimitLayer::new(LIMIT),
+        || BufferLayer::new(BOUND),
+    );
+    bench_layer(
+        g,
+        "abl_tower_without_request_id",
+        case,
+        five!(
+            Skip::new(),
+            Skip::new(),
+            TimeoutLayer::new(t),
+            RetryLayer::new(NeverRetry),
+            (tb(), tl())
+        ),
+    );
+    bench_layer(
+        g,
+        "abl_tower_without_timeout",
+        case,
+        five!(
+            set_id(),
+            propagate(),
+            Skip::new(),
+            RetryLayer::new(NeverRetry),
+            (tb(), tl())
+        ),
+    );
+    bench_layer(
+        g,
+        "abl_tower_without_retry",
+        case,
+        five!(
+            set_id(),
+            propagate(),
+            TimeoutLayer::new(t),
+            Skip::new(),
+            (tb(), tl())
+        ),
+    );
+    bench_layer(
+        g,
+        "abl_tower_without_queue",
+        case,
+        five!(
+            set_id(),
+            propagate(),
+            TimeoutLayer::new(t),
+            RetryLayer::new(NeverRetry),
+            tl()
+        ),
+    );
+    bench_layer(
+        g,
+        "abl_tower_without_limit",
+        case,
+        five!(
+            set_id(),
+            propagate(),
+            TimeoutLayer::new(t),
+            RetryLayer::new(NeverRetry),
+            tb()
+        ),
+    );
 }
 
 fn stack(c: &mut Criterion) {
     let mut g = group(c, "stack");
     for case in cases(&[Ct, Mt], &[Ready, Yield, Remote], &[1, 64]) {
         register(&mut g, case, TIMEOUT);
+        if common::probing() && case.rt == Ct {
+            register_ablation(&mut g, case);
+        }
     }
     g.finish();
 
