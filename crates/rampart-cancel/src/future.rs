@@ -233,6 +233,9 @@ where
                 running.config.shutdown.shared.ended(Ended::Completed);
                 return Poll::Ready(res.map_err(Error::from_inner));
             }
+            if !running.config.watch_shutdown {
+                return Poll::Pending;
+            }
             if this.watchers.is_none() {
                 // First `Pending`: watch the shutdown now, not before.
                 // Created before the flag is read (in `watch`): a
