@@ -136,6 +136,8 @@ mod layer;
 mod metrics;
 mod service;
 mod shutdown;
+mod sync;
+mod waiters;
 
 pub use future::ResponseFuture;
 pub use hook::{CancelInfo, CancelReason};

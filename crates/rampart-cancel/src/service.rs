@@ -139,6 +139,7 @@ where
             config: self.config.clone(),
             _tracked: tracked,
             started,
+            watching: None,
         };
         let inner = ctx.scope_call(|| self.inner.call(req));
         ResponseFuture::running(inner, running)

@@ -13,6 +13,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::waiters::Waiters;
+
 /// How long [`Shutdown::drain`] waits, after cancelling the requests left at
 /// its deadline, for them to unwind (their futures resolve on their next
 /// poll, which the cancellation schedules at once) and for the async
@@ -74,9 +76,11 @@ pub struct Shutdown {
 pub(crate) struct Shared {
     /// Set (before `stop` is notified) by `cancel_all`.
     stopped: AtomicBool,
-    /// Wakes every request pending when `cancel_all` is called. Requests
+    /// The wakers of the requests pending, woken by `cancel_all`. Requests
     /// register only once they returned `Pending` (a token tree would
     /// register every request, lock the parent and allocate its child list).
+    pub(crate) waiters: Waiters,
+    /// Wakes [`Shutdown::cancelled`] futures when `cancel_all` is called.
     stop: Arc<Notify>,
     /// Fires when the drain begins.
     draining: CancellationToken,
@@ -167,6 +171,7 @@ impl Shutdown {
         Shutdown {
             shared: Arc::new(Shared {
                 stopped: AtomicBool::new(false),
+                waiters: Waiters::default(),
                 stop: Arc::new(Notify::new()),
                 draining: CancellationToken::new(),
                 requests: TaskTracker::new(),
@@ -216,6 +221,7 @@ impl Shutdown {
     /// [`drain`](Shutdown::drain) calls it at its deadline.
     pub fn cancel_all(&self) {
         self.shared.stopped.store(true, Ordering::SeqCst);
+        self.shared.waiters.stop();
         self.shared.stop.notify_waiters();
     }
 
