@@ -20,29 +20,31 @@ pub(crate) struct Running {
     pub(crate) config: Arc<Config>,
     /// Keeps the request counted as in flight by the [`Shutdown`](crate::Shutdown).
     pub(crate) _tracked: TaskTrackerToken,
-    /// For the hooks, captured only when there are some.
-    pub(crate) started: Option<(Instant, Option<RequestId>)>,
+    /// When the call was made, for the hooks: read only when there are
+    /// some (their request id is read from the scope's context when the
+    /// request is cancelled).
+    pub(crate) started: Option<Instant>,
     /// The request's place among the shutdown's waiters, from its first
     /// `Pending`.
     pub(crate) watching: Option<Watching>,
 }
 
 /// A request's key in the shutdown's [`Waiters`](crate::waiters::Waiters)
-/// and which waker it registered there (its data and vtable addresses, what
-/// `Waker::will_wake` compares: the slab holds a clone of that waker, so
-/// the addresses cannot be reused by another task's meanwhile).
+/// and which waker it registered there: its vtable and data address, what
+/// `Waker::will_wake` compares (the slab holds a clone of that waker, so the
+/// addresses cannot be reused by another task's meanwhile).
 pub(crate) struct Watching {
-    key: usize,
-    waker: (usize, usize),
+    vtable: &'static RawWakerVTable,
+    data: usize,
+    key: u32,
 }
 
-/// What `Waker::will_wake` compares.
-#[inline]
-fn waker_id(waker: &Waker) -> (usize, usize) {
-    (
-        waker.data() as usize,
-        std::ptr::from_ref::<RawWakerVTable>(waker.vtable()) as usize,
-    )
+impl Watching {
+    /// True when `waker` is the one registered (`Waker::will_wake`).
+    #[inline]
+    fn registered(&self, waker: &Waker) -> bool {
+        self.data == waker.data() as usize && std::ptr::eq(self.vtable, waker.vtable())
+    }
 }
 
 impl Running {
@@ -52,21 +54,25 @@ impl Running {
     #[inline]
     fn watch_shutdown(&mut self, waker: &Waker) -> bool {
         let waiters = &self.config.shutdown.shared.waiters;
-        let id = waker_id(waker);
         match &mut self.watching {
             None => {
                 let Some(key) = waiters.register(waker) else {
                     return false;
                 };
-                self.watching = Some(Watching { key, waker: id });
+                self.watching = Some(Watching {
+                    vtable: waker.vtable(),
+                    data: waker.data() as usize,
+                    key,
+                });
                 true
             }
-            Some(w) if w.waker == id => true,
+            Some(w) if w.registered(waker) => true,
             Some(w) => {
                 if !waiters.update(w.key, waker) {
                     return false;
                 }
-                w.waker = id;
+                w.vtable = waker.vtable();
+                w.data = waker.data() as usize;
                 true
             }
         }
@@ -122,8 +128,9 @@ pin_project! {
                     cancel_token(scoped);
                     CancelReason::CallerDropped
                 };
+                let id = request_id(scoped);
                 this.inner.set(None);
-                cancelled(&running, reason);
+                cancelled(&running, reason, id);
             }
         }
     }
@@ -193,15 +200,19 @@ fn shutdown_or_token(running: &Running) -> CancelReason {
     }
 }
 
+/// The request id of the request's context (read before its inner future,
+/// and the scope with it, is dropped).
+#[inline]
+fn request_id<F>(scoped: &Scoped<F>) -> Option<RequestId> {
+    scoped.context().and_then(Context::request_id).cloned()
+}
+
 /// Counts the cancellation and runs the hooks (the inner future is gone).
-fn cancelled(running: &Running, reason: CancelReason) {
+fn cancelled(running: &Running, reason: CancelReason, request_id: Option<RequestId>) {
     let shared = &running.config.shutdown.shared;
     shared.ended(Ended::Cancelled);
     running.config.metrics.cancelled(reason);
-    let (elapsed, request_id) = match &running.started {
-        Some((at, id)) => (at.elapsed(), id.clone()),
-        None => Default::default(),
-    };
+    let elapsed = running.started.map(|at| at.elapsed()).unwrap_or_default();
     tracing::debug!(
         layer = %running.config.name,
         request_id = request_id.as_ref().map(RequestId::as_str),
@@ -282,12 +293,13 @@ where
             return Poll::Pending;
         };
         // Dropped inside the request's context, before the hooks run.
+        let id = request_id(running_scope(&this.inner));
         this.inner.set(None);
         let running = this
             .running
             .take()
             .expect("a running request has its state");
-        cancelled(&running, reason);
+        cancelled(&running, reason, id);
         Poll::Ready(Err(Error::cancelled()))
     }
 }

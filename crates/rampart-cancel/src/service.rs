@@ -132,7 +132,7 @@ where
         let started = if self.config.hooks.is_empty() {
             None
         } else {
-            Some((Instant::now(), ctx.request_id().cloned()))
+            Some(Instant::now())
         };
         self.config.metrics.admitted();
         let running = Running {

@@ -28,7 +28,7 @@ struct Slab {
     stopped: bool,
     slots: Vec<Option<Waker>>,
     /// Keys of the empty slots.
-    free: Vec<usize>,
+    free: Vec<u32>,
 }
 
 impl Waiters {
@@ -43,41 +43,42 @@ impl Waiters {
 
     /// Registers `waker`: its key, or `None` once stopped (the request is
     /// cancelled).
-    pub(crate) fn register(&self, waker: &Waker) -> Option<usize> {
+    pub(crate) fn register(&self, waker: &Waker) -> Option<u32> {
         let mut slab = self.lock();
         if slab.stopped {
             return None;
         }
         let waker = Some(waker.clone());
         if let Some(key) = slab.free.pop() {
-            slab.slots[key] = waker;
+            slab.slots[key as usize] = waker;
             Some(key)
         } else {
+            let key = u32::try_from(slab.slots.len()).expect("fewer than 2^32 requests pending");
             slab.slots.push(waker);
-            Some(slab.slots.len() - 1)
+            Some(key)
         }
     }
 
     /// Replaces the waker registered under `key`; false once stopped.
-    pub(crate) fn update(&self, key: usize, waker: &Waker) -> bool {
+    pub(crate) fn update(&self, key: u32, waker: &Waker) -> bool {
         let mut slab = self.lock();
         if slab.stopped {
             return false;
         }
-        let old = slab.slots[key].replace(waker.clone());
+        let old = slab.slots[key as usize].replace(waker.clone());
         drop(slab);
         drop(old);
         true
     }
 
     /// Removes the waker registered under `key` (the request ended).
-    pub(crate) fn remove(&self, key: usize) {
+    pub(crate) fn remove(&self, key: u32) {
         let mut slab = self.lock();
         if slab.stopped {
             // `stop` took every waker; nothing registers any more.
             return;
         }
-        let old = slab.slots[key].take();
+        let old = slab.slots[key as usize].take();
         slab.free.push(key);
         drop(slab);
         drop(old);
