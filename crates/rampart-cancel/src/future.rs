@@ -27,6 +27,8 @@ pub(crate) struct Running {
     /// The request's place among the shutdown's waiters, from its first
     /// `Pending`.
     pub(crate) watching: Option<Watching>,
+    /// The lane the request is tracked in (its waker goes there too).
+    pub(crate) lane: u8,
 }
 
 /// A request's key in the shutdown's [`Waiters`](crate::waiters::Waiters)
@@ -53,7 +55,7 @@ impl Running {
     /// once [`Shutdown::cancel_all`](crate::Shutdown::cancel_all) ran.
     #[inline]
     fn watch_shutdown(&mut self, waker: &Waker) -> bool {
-        let waiters = &self.config.shutdown.shared.waiters;
+        let waiters = &self.config.shutdown.shared.lanes[usize::from(self.lane)].waiters;
         match &mut self.watching {
             None => {
                 let Some(key) = waiters.register(waker) else {
@@ -83,7 +85,9 @@ impl Drop for Running {
     /// The request is no longer in flight, however it ended.
     fn drop(&mut self) {
         if let Some(w) = &self.watching {
-            self.config.shutdown.shared.waiters.remove(w.key);
+            self.config.shutdown.shared.lanes[usize::from(self.lane)]
+                .waiters
+                .remove(w.key);
         }
         self.config.metrics.ended();
     }

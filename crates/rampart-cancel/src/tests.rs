@@ -761,3 +761,60 @@ async fn requests_that_ended_are_not_woken_by_cancel_all_and_later_ones_are_canc
     );
     assert_eq!(mock.inflight(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn cancel_all_wakes_requests_pending_on_every_lane_and_the_drain_counts_them_all() {
+    let layer = CancelLayer::new();
+    let shutdown = layer.shutdown().clone();
+    let svc = layer.layer(service_fn(|()| {
+        std::future::pending::<Result<(), std::io::Error>>()
+    }));
+    // Calls made and first polled on many threads: their lanes (given
+    // round-robin to threads) cover several of the shutdown's lanes.
+    let threads = 4 * crate::shutdown::LANES;
+    let pending: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let mut svc = svc.clone();
+                s.spawn(move || {
+                    let (waker, count) = counting_waker();
+                    let mut fut = Box::pin(svc.call(()));
+                    let mut cx = std::task::Context::from_waker(&waker);
+                    assert!(fut.as_mut().poll(&mut cx).is_pending());
+                    (fut, waker, count)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let lanes_used = shutdown
+        .shared
+        .lanes
+        .iter()
+        .filter(|l| l.waiters.len() > 0)
+        .count();
+    assert!(
+        lanes_used > 1,
+        "the requests spread over lanes ({lanes_used})"
+    );
+    assert_eq!(shutdown.in_flight(), threads);
+    let drain = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { shutdown.drain(Duration::from_secs(5)).await }
+    });
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The deadline passed: `cancel_all` woke every one of them.
+    for (mut fut, waker, count) in pending {
+        assert_eq!(wakes(&count), 1);
+        let mut cx = std::task::Context::from_waker(&waker);
+        let Poll::Ready(Err(err)) = fut.as_mut().poll(&mut cx) else {
+            panic!("cancelled");
+        };
+        assert_eq!(err.kind(), ErrorKind::Cancelled);
+    }
+    let report = drain.await.unwrap();
+    assert!(report.deadline_hit());
+    assert_eq!((report.cancelled(), report.unfinished()), (threads, 0));
+    assert_eq!(shutdown.in_flight(), 0);
+    assert!(shutdown.shared.lanes.iter().all(|l| l.waiters.len() == 0));
+}
