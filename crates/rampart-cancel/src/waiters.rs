@@ -246,4 +246,30 @@ mod loom_tests {
             stopper.join().unwrap();
         });
     }
+
+    /// Requests on one lane end (remove their keys, one slot reused by a
+    /// new registration) while the slab is stopped: nothing panics, the
+    /// request still registered is woken or refused, and the slab ends
+    /// empty.
+    #[test]
+    fn loom_requests_ending_and_registering_while_stop_runs_leave_nothing_behind() {
+        loom::model(|| {
+            let w = Arc::new(Waiters::default());
+            let (a, b) = loom::future::block_on(poll_fn(|cx| {
+                Poll::Ready((w.register(cx.waker()), w.register(cx.waker())))
+            }));
+            let (a, b) = (a.expect("not stopped"), b.expect("not stopped"));
+            let w2 = w.clone();
+            let stopper = thread::spawn(move || w2.stop());
+            w.remove(a);
+            let again = loom::future::block_on(poll_fn(|cx| Poll::Ready(w.register(cx.waker()))));
+            w.remove(b);
+            if let Some(k) = again {
+                w.remove(k);
+            }
+            stopper.join().unwrap();
+            assert_eq!(w.len(), 0);
+            assert!(w.register(Waker::noop()).is_none());
+        });
+    }
 }
