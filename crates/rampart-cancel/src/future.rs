@@ -9,8 +9,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
-use tokio::sync::futures::OwnedNotified;
+use std::task::{Context as TaskContext, Poll, RawWakerVTable, Waker};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -21,13 +20,75 @@ pub(crate) struct Running {
     pub(crate) config: Arc<Config>,
     /// Keeps the request counted as in flight by the [`Shutdown`](crate::Shutdown).
     pub(crate) _tracked: TaskTrackerToken,
-    /// For the hooks, captured only when there are some.
-    pub(crate) started: Option<(Instant, Option<RequestId>)>,
+    /// When the call was made, for the hooks: read only when there are
+    /// some (their request id is read from the scope's context when the
+    /// request is cancelled).
+    pub(crate) started: Option<Instant>,
+    /// The request's place among the shutdown's waiters, from its first
+    /// `Pending`.
+    pub(crate) watching: Option<Watching>,
+    /// The lane the request is tracked in (its waker goes there too).
+    pub(crate) lane: u8,
+}
+
+/// A request's key in the shutdown's [`Waiters`](crate::waiters::Waiters)
+/// and which waker it registered there: its vtable and data address, what
+/// `Waker::will_wake` compares (the slab holds a clone of that waker, so the
+/// addresses cannot be reused by another task's meanwhile).
+pub(crate) struct Watching {
+    vtable: &'static RawWakerVTable,
+    data: usize,
+    key: u32,
+}
+
+impl Watching {
+    /// True when `waker` is the one registered (`Waker::will_wake`).
+    #[inline]
+    fn registered(&self, waker: &Waker) -> bool {
+        self.data == waker.data() as usize && std::ptr::eq(self.vtable, waker.vtable())
+    }
+}
+
+impl Running {
+    /// Watches the shutdown with `waker` (registered at the first
+    /// `Pending`, replaced when a later poll comes with another one): false
+    /// once [`Shutdown::cancel_all`](crate::Shutdown::cancel_all) ran.
+    #[inline]
+    fn watch_shutdown(&mut self, waker: &Waker) -> bool {
+        let waiters = &self.config.shutdown.shared.lanes[usize::from(self.lane)].waiters;
+        match &mut self.watching {
+            None => {
+                let Some(key) = waiters.register(waker) else {
+                    return false;
+                };
+                self.watching = Some(Watching {
+                    vtable: waker.vtable(),
+                    data: waker.data() as usize,
+                    key,
+                });
+                true
+            }
+            Some(w) if w.registered(waker) => true,
+            Some(w) => {
+                if !waiters.update(w.key, waker) {
+                    return false;
+                }
+                w.vtable = waker.vtable();
+                w.data = waker.data() as usize;
+                true
+            }
+        }
+    }
 }
 
 impl Drop for Running {
     /// The request is no longer in flight, however it ended.
     fn drop(&mut self) {
+        if let Some(w) = &self.watching {
+            self.config.shutdown.shared.lanes[usize::from(self.lane)]
+                .waiters
+                .remove(w.key);
+        }
         self.config.metrics.ended();
     }
 }
@@ -51,12 +112,10 @@ pin_project! {
         // `None` once finished (or never, for a refused call).
         #[pin]
         inner: Option<Scoped<F>>,
-        // Made at the first `Pending`, not before: a request that completes
-        // at its first poll registers with nothing. (Inline: boxing them
-        // saves moving 136 bytes on the ready path, −55 instructions, and
-        // costs an allocation on every pending one, +120.)
+        // The wait on the request's token, from the first `Pending` at which
+        // the token exists (it may be made on demand later, or never).
         #[pin]
-        watchers: Option<Watchers>,
+        token: Option<WaitForCancellationFutureOwned>,
         running: Option<Running>,
         refused: Option<Error>,
     }
@@ -73,8 +132,9 @@ pin_project! {
                     cancel_token(scoped);
                     CancelReason::CallerDropped
                 };
+                let id = request_id(scoped);
                 this.inner.set(None);
-                cancelled(&running, reason);
+                cancelled(&running, reason, id);
             }
         }
     }
@@ -106,20 +166,6 @@ fn cancel_token<F>(scoped: &Scoped<F>) {
     }
 }
 
-pin_project! {
-    /// What a request that went pending waits on besides its inner future.
-    #[project = WatchersProj]
-    struct Watchers {
-        // The request's token, from the first `Pending` at which it exists
-        // (it may be made on demand later, or never).
-        #[pin]
-        token: Option<WaitForCancellationFutureOwned>,
-        // The shutdown's `cancel_all`.
-        #[pin]
-        stop: OwnedNotified,
-    }
-}
-
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
@@ -133,7 +179,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn running(inner: Scoped<F>, running: Running) -> Self {
         ResponseFuture {
             inner: Some(inner),
-            watchers: None,
+            token: None,
             running: Some(running),
             refused: None,
         }
@@ -142,7 +188,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn refused(error: Error) -> Self {
         ResponseFuture {
             inner: None,
-            watchers: None,
+            token: None,
             running: None,
             refused: Some(error),
         }
@@ -158,15 +204,19 @@ fn shutdown_or_token(running: &Running) -> CancelReason {
     }
 }
 
+/// The request id of the request's context (read before its inner future,
+/// and the scope with it, is dropped).
+#[inline]
+fn request_id<F>(scoped: &Scoped<F>) -> Option<RequestId> {
+    scoped.context().and_then(Context::request_id).cloned()
+}
+
 /// Counts the cancellation and runs the hooks (the inner future is gone).
-fn cancelled(running: &Running, reason: CancelReason) {
+fn cancelled(running: &Running, reason: CancelReason, request_id: Option<RequestId>) {
     let shared = &running.config.shutdown.shared;
     shared.ended(Ended::Cancelled);
     running.config.metrics.cancelled(reason);
-    let (elapsed, request_id) = match &running.started {
-        Some((at, id)) => (at.elapsed(), id.clone()),
-        None => Default::default(),
-    };
+    let elapsed = running.started.map(|at| at.elapsed()).unwrap_or_default();
     tracing::debug!(
         layer = %running.config.name,
         request_id = request_id.as_ref().map(RequestId::as_str),
@@ -213,7 +263,7 @@ where
             .as_ref()
             .expect("a running request has its state");
         let mut reason = None;
-        if this.watchers.is_some() {
+        if running.watching.is_some() {
             let scoped = running_scope(&this.inner);
             if running.config.shutdown.shared.is_stopped() {
                 cancel_token(scoped);
@@ -233,54 +283,52 @@ where
                 running.config.shutdown.shared.ended(Ended::Completed);
                 return Poll::Ready(res.map_err(Error::from_inner));
             }
-            if this.watchers.is_none() {
-                // First `Pending`: watch the shutdown now, not before.
-                // Created before the flag is read (in `watch`): a
-                // `cancel_all` in between wakes it.
-                this.watchers.set(Some(Watchers {
-                    token: None,
-                    stop: running.config.shutdown.shared.stop_notified(),
-                }));
+            if !running.config.watch_shutdown {
+                return Poll::Pending;
             }
-            let watchers = this.watchers.as_mut().as_pin_mut().expect("set above");
+            let running = this
+                .running
+                .as_mut()
+                .expect("a running request has its state");
             let scoped = running_scope(&this.inner);
-            reason = watch(watchers.project(), running, scoped, cx);
+            reason = watch(this.token, running, scoped, cx);
         }
         let Some(reason) = reason else {
             return Poll::Pending;
         };
         // Dropped inside the request's context, before the hooks run.
+        let id = request_id(running_scope(&this.inner));
         this.inner.set(None);
         let running = this
             .running
             .take()
             .expect("a running request has its state");
-        cancelled(&running, reason);
+        cancelled(&running, reason, id);
         Poll::Ready(Err(Error::cancelled()))
     }
 }
 
-/// Polls the watchers (the request's token once it exists, the shutdown):
-/// the reason if the request was cancelled.
+/// Watches the request's token once it exists, and the shutdown: the
+/// reason if the request was cancelled.
 fn watch<F>(
-    mut watchers: WatchersProj<'_>,
-    running: &Running,
+    mut token: Pin<&mut Option<WaitForCancellationFutureOwned>>,
+    running: &mut Running,
     scoped: &Scoped<F>,
     cx: &mut TaskContext<'_>,
 ) -> Option<CancelReason> {
-    if watchers.token.is_none()
-        && let Some(token) = peek(scoped)
+    if token.is_none()
+        && let Some(t) = peek(scoped)
     {
         // The token, once something made it (at the call, or in this poll
         // or an earlier one).
-        watchers.token.set(Some(token.clone().cancelled_owned()));
+        token.set(Some(t.clone().cancelled_owned()));
     }
-    if let Some(token) = watchers.token.as_pin_mut()
-        && token.poll(cx).is_ready()
+    if let Some(t) = token.as_pin_mut()
+        && t.poll(cx).is_ready()
     {
         return Some(shutdown_or_token(running));
     }
-    if running.config.shutdown.shared.is_stopped() || watchers.stop.poll(cx).is_ready() {
+    if !running.watch_shutdown(cx.waker()) {
         // Tell the tasks the request spawned.
         cancel_token(scoped);
         return Some(CancelReason::Shutdown);

@@ -29,6 +29,9 @@ pub(crate) struct Config {
     /// No-ops in a layer's configuration; registered in each service's
     /// (`Layer::layer`).
     pub(crate) metrics: CancelMetrics,
+    /// False only for the benches' ablation
+    /// ([`CancelLayer::ablation_never_watch_shutdown`]).
+    pub(crate) watch_shutdown: bool,
 }
 
 impl fmt::Debug for CancelLayer {
@@ -63,6 +66,7 @@ impl CancelLayer {
                 hooks: Vec::new(),
                 name: LayerName::default(),
                 metrics: CancelMetrics::default(),
+                watch_shutdown: true,
             }),
         }
     }
@@ -86,6 +90,24 @@ impl CancelLayer {
                 hooks: self.config.hooks.clone(),
                 name: name.into(),
                 metrics: CancelMetrics::default(),
+                watch_shutdown: self.config.watch_shutdown,
+            }),
+        }
+    }
+
+    /// Not for use: a layer whose requests never watch the [`Shutdown`]
+    /// ([`Shutdown::cancel_all`] then cancels none of them), for the
+    /// benches' ablation (`abl_nowatch` in `benches/cancel.rs`), which
+    /// prices the watch.
+    #[doc(hidden)]
+    pub fn ablation_never_watch_shutdown(self) -> CancelLayer {
+        CancelLayer {
+            config: Arc::new(Config {
+                shutdown: self.config.shutdown.clone(),
+                hooks: self.config.hooks.clone(),
+                name: self.config.name.clone(),
+                metrics: CancelMetrics::default(),
+                watch_shutdown: false,
             }),
         }
     }
@@ -104,6 +126,7 @@ impl CancelLayer {
                 hooks,
                 name: self.config.name.clone(),
                 metrics: CancelMetrics::default(),
+                watch_shutdown: self.config.watch_shutdown,
             }),
         }
     }
@@ -162,6 +185,7 @@ impl<S> Layer<S> for CancelLayer {
                 hooks: c.hooks.clone(),
                 name: c.name.clone(),
                 metrics: CancelMetrics::new(&c.name),
+                watch_shutdown: c.watch_shutdown,
             })
         } else {
             self.config.clone()

@@ -126,9 +126,14 @@
 //! future answers on its first poll: the request's token is not put in a
 //! server-wide token tree (that locks the shared parent and grows its
 //! child list for every request); the request watches the [`Shutdown`],
-//! and its token once it exists, only from its first `Pending`. Only a
-//! caller that brings a token of its own gets a real child token of it,
-//! made at the call.
+//! and its token once it exists, only from its first `Pending`: a clone
+//! of its waker goes into a slab under a mutex (replaced if a later poll
+//! comes with another waker, removed when the request ends), which
+//! [`Shutdown::cancel_all`] empties and wakes. The [`Shutdown`] keeps its
+//! requests in 8 lanes (a `TaskTracker` and a waker slab each; a thread's
+//! calls go to its lane), so a multi-thread runtime's workers do not all
+//! write the same counters. Only a caller that brings a token of its own
+//! gets a real child token of it, made at the call.
 
 mod future;
 mod hook;
@@ -136,6 +141,8 @@ mod layer;
 mod metrics;
 mod service;
 mod shutdown;
+mod sync;
+mod waiters;
 
 pub use future::ResponseFuture;
 pub use hook::{CancelInfo, CancelReason};

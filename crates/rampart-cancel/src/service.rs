@@ -75,7 +75,7 @@ where
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
         // Once draining, `call` refuses without touching the inner service:
         // a caller must not wait for an inner permit only to be refused.
-        if self.config.shutdown.shared.requests.is_closed() {
+        if self.config.shutdown.shared.is_closed() {
             return Poll::Ready(Ok(()));
         }
         self.inner.poll_ready(cx).map_err(Error::from_inner)
@@ -85,8 +85,10 @@ where
         let shared = &self.config.shutdown.shared;
         // Tracked before the check: a drain that closes in between waits
         // for this call until it is refused, and never misses an admitted one.
-        let tracked = shared.requests.token();
-        if shared.requests.is_closed() {
+        let lane = crate::shutdown::lane();
+        let requests = &shared.lanes[lane].requests;
+        let tracked = requests.token();
+        if requests.is_closed() {
             drop(tracked);
             shared.refused();
             self.config.metrics.refused();
@@ -132,13 +134,15 @@ where
         let started = if self.config.hooks.is_empty() {
             None
         } else {
-            Some((Instant::now(), ctx.request_id().cloned()))
+            Some(Instant::now())
         };
         self.config.metrics.admitted();
         let running = Running {
             config: self.config.clone(),
             _tracked: tracked,
             started,
+            watching: None,
+            lane: lane as u8,
         };
         let inner = ctx.scope_call(|| self.inner.call(req));
         ResponseFuture::running(inner, running)

@@ -2,6 +2,7 @@
 //! [`CancelLayer`](crate::CancelLayer)s that share it.
 
 use rampart_core::telemetry::LayerName;
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::waiters::Waiters;
 
 /// How long [`Shutdown::drain`] waits, after cancelling the requests left at
 /// its deadline, for them to unwind (their futures resolve on their next
@@ -74,14 +77,17 @@ pub struct Shutdown {
 pub(crate) struct Shared {
     /// Set (before `stop` is notified) by `cancel_all`.
     stopped: AtomicBool,
-    /// Wakes every request pending when `cancel_all` is called. Requests
-    /// register only once they returned `Pending` (a token tree would
-    /// register every request, lock the parent and allocate its child list).
+    /// Set first by `close` (the drain began): then requests that end are
+    /// counted, and `poll_ready` lets calls through to be refused.
+    closed: AtomicBool,
+    /// The requests, by lane: each call is tracked, and its waker kept
+    /// once it is pending, in the lane of the thread that made the call, so
+    /// the threads of a runtime do not all write the same cache lines.
+    pub(crate) lanes: [Lane; LANES],
+    /// Wakes [`Shutdown::cancelled`] futures when `cancel_all` is called.
     stop: Arc<Notify>,
     /// Fires when the drain begins.
     draining: CancellationToken,
-    /// Admitted requests still running; closed when the drain begins.
-    pub(crate) requests: TaskTracker,
     /// Async cleanup hooks still running.
     pub(crate) cleanups: TaskTracker,
     /// Counted once the drain began.
@@ -90,6 +96,41 @@ pub(crate) struct Shared {
     refused: AtomicUsize,
     /// The `layer` field of the drain's tracing events.
     name: LayerName,
+}
+
+/// How many lanes a [`Shutdown`] has (threads share them round-robin).
+pub(crate) const LANES: usize = 8;
+
+/// One lane of a [`Shutdown`]: the requests made on the threads that use
+/// it. Aligned to its own cache lines.
+#[repr(align(128))]
+pub(crate) struct Lane {
+    /// Admitted requests still running; closed when the drain begins.
+    pub(crate) requests: TaskTracker,
+    /// The wakers of the requests pending, woken by `cancel_all`. Requests
+    /// register only once they returned `Pending` (a token tree would
+    /// register every request, lock the parent and allocate its child list).
+    pub(crate) waiters: Waiters,
+}
+
+/// The lane of the current thread: given round-robin at its first call
+/// (lane 0 while the thread's locals are being destroyed).
+#[inline]
+pub(crate) fn lane() -> usize {
+    thread_local! {
+        static LANE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    LANE.try_with(|lane| {
+        let mine = lane.get();
+        if mine < LANES {
+            return mine;
+        }
+        let mine = NEXT.fetch_add(1, Ordering::Relaxed) % LANES;
+        lane.set(mine);
+        mine
+    })
+    .unwrap_or(0)
 }
 
 /// How a request admitted by the layer ended.
@@ -113,10 +154,28 @@ impl Shared {
         self.stop.clone().notified_owned()
     }
 
+    /// True once the drain began ([`Shutdown::close`]).
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Requests admitted and not finished, on every lane.
+    fn in_flight(&self) -> usize {
+        self.lanes.iter().map(|l| l.requests.len()).sum()
+    }
+
+    /// Resolves once every lane's tracker is closed and empty.
+    async fn requests_done(&self) {
+        for lane in &self.lanes {
+            lane.requests.wait().await;
+        }
+    }
+
     /// Counts a request that ended, if the drain has begun.
     #[inline]
     pub(crate) fn ended(&self, how: Ended) {
-        if self.requests.is_closed() {
+        if self.is_closed() {
             let counter = match how {
                 Ended::Completed => &self.completed,
                 Ended::Cancelled => &self.cancelled,
@@ -167,9 +226,13 @@ impl Shutdown {
         Shutdown {
             shared: Arc::new(Shared {
                 stopped: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+                lanes: std::array::from_fn(|_| Lane {
+                    requests: TaskTracker::new(),
+                    waiters: Waiters::default(),
+                }),
                 stop: Arc::new(Notify::new()),
                 draining: CancellationToken::new(),
-                requests: TaskTracker::new(),
                 cleanups: TaskTracker::new(),
                 completed: AtomicUsize::new(0),
                 cancelled: AtomicUsize::new(0),
@@ -181,13 +244,13 @@ impl Shutdown {
 
     /// Requests admitted and not finished yet.
     pub fn in_flight(&self) -> usize {
-        self.shared.requests.len()
+        self.shared.in_flight()
     }
 
     /// True once [`drain`](Shutdown::drain) (or
     /// [`close`](Shutdown::close)) began: new calls are refused.
     pub fn is_draining(&self) -> bool {
-        self.shared.requests.is_closed()
+        self.shared.is_closed()
     }
 
     /// A future that resolves when the drain begins: give it to axum's
@@ -203,7 +266,10 @@ impl Shutdown {
     /// waiting; [`drain`](Shutdown::drain) does this first. From here on
     /// requests that end are counted in the [`DrainReport`].
     pub fn close(&self) {
-        self.shared.requests.close();
+        self.shared.closed.store(true, Ordering::SeqCst);
+        for lane in &self.shared.lanes {
+            lane.requests.close();
+        }
         self.shared.draining.cancel();
     }
 
@@ -216,6 +282,9 @@ impl Shutdown {
     /// [`drain`](Shutdown::drain) calls it at its deadline.
     pub fn cancel_all(&self) {
         self.shared.stopped.store(true, Ordering::SeqCst);
+        for lane in &self.shared.lanes {
+            lane.waiters.stop();
+        }
         self.shared.stop.notify_waiters();
     }
 
@@ -254,32 +323,32 @@ impl Shutdown {
         let started = Instant::now();
         self.close();
         let s = &self.shared;
-        let in_flight_at_start = s.requests.len();
+        let in_flight_at_start = s.in_flight();
         tracing::debug!(
             layer = %s.name,
             in_flight = in_flight_at_start,
             ?deadline,
             "drain started"
         );
-        let deadline_hit = tokio::time::timeout(deadline, s.requests.wait())
+        let deadline_hit = tokio::time::timeout(deadline, s.requests_done())
             .await
             .is_err();
         if deadline_hit {
             tracing::debug!(
                 layer = %s.name,
-                in_flight = s.requests.len(),
+                in_flight = s.in_flight(),
                 "drain deadline passed: cancelling the requests left"
             );
             self.cancel_all();
         }
         let grace_end = Instant::now() + grace;
-        let _ = tokio::time::timeout_at(grace_end, s.requests.wait()).await;
+        let _ = tokio::time::timeout_at(grace_end, s.requests_done()).await;
         s.cleanups.close();
         let _ = tokio::time::timeout_at(grace_end, s.cleanups.wait()).await;
         let report = DrainReport {
             completed: s.completed.load(Ordering::Relaxed),
             cancelled: s.cancelled.load(Ordering::Relaxed),
-            unfinished: s.requests.len(),
+            unfinished: s.in_flight(),
             refused: s.refused.load(Ordering::Relaxed),
             deadline_hit,
             elapsed: started.elapsed(),

@@ -678,3 +678,143 @@ async fn a_drop_guard_in_the_handler_sees_the_token_cancelled_when_the_caller_le
     drop(call);
     assert_eq!(*saw.lock().unwrap(), Some(true));
 }
+
+/// A waker that counts its wake-ups.
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn counting_waker() -> (std::task::Waker, Arc<CountingWaker>) {
+    let count = Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
+    (std::task::Waker::from(count.clone()), count)
+}
+
+fn wakes(count: &CountingWaker) -> usize {
+    count.0.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_all_wakes_the_waker_of_the_latest_poll_when_the_request_moved_to_another_task() {
+    let mock = MockService::<(), ()>::new(|()| MockReply::pending());
+    let (layer, seen) = recording(CancelLayer::new());
+    let shutdown = layer.shutdown().clone();
+    let mut svc = layer.layer(mock.clone());
+    let mut fut = pin!(svc.call(()));
+    let (first, first_count) = counting_waker();
+    let (second, second_count) = counting_waker();
+    // Pending under one task, then under another (and again the same).
+    for waker in [&first, &second, &second] {
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+    }
+    shutdown.cancel_all();
+    assert_eq!(wakes(&first_count), 0, "the old task is not woken");
+    assert_eq!(wakes(&second_count), 1, "the task polling it now is");
+    let mut cx = std::task::Context::from_waker(&second);
+    let Poll::Ready(Err(err)) = fut.as_mut().poll(&mut cx) else {
+        panic!("cancelled at its next poll");
+    };
+    assert_eq!(err.kind(), ErrorKind::Cancelled);
+    assert_eq!(reasons(&seen), [CancelReason::Shutdown]);
+    assert_eq!(mock.inflight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_that_ended_are_not_woken_by_cancel_all_and_later_ones_are_cancelled_at_their_first_pending()
+ {
+    let mock = MockService::<(), ()>::new(|()| MockReply::pending());
+    let (layer, seen) = recording(CancelLayer::new());
+    let shutdown = layer.shutdown().clone();
+    let mut svc = layer.layer(mock.clone());
+    let (ended, ended_count) = counting_waker();
+    {
+        // Pending once, then dropped by its caller: it leaves the waiters.
+        let mut fut = pin!(svc.call(()));
+        let mut cx = std::task::Context::from_waker(&ended);
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+    }
+    let (waiting, waiting_count) = counting_waker();
+    let mut fut = pin!(svc.call(()));
+    let mut cx = std::task::Context::from_waker(&waiting);
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    shutdown.cancel_all();
+    assert_eq!(wakes(&ended_count), 0);
+    assert_eq!(wakes(&waiting_count), 1);
+    assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Err(_))));
+    // Admitted after `cancel_all`: cancelled as soon as it is pending.
+    let mut late = pin!(svc.call(()));
+    let Poll::Ready(Err(err)) = late.as_mut().poll(&mut cx) else {
+        panic!("cancelled at its first pending");
+    };
+    assert_eq!(err.kind(), ErrorKind::Cancelled);
+    assert_eq!(
+        reasons(&seen),
+        [
+            CancelReason::CallerDropped,
+            CancelReason::Shutdown,
+            CancelReason::Shutdown
+        ]
+    );
+    assert_eq!(mock.inflight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_all_wakes_requests_pending_on_every_lane_and_the_drain_counts_them_all() {
+    let layer = CancelLayer::new();
+    let shutdown = layer.shutdown().clone();
+    let svc = layer.layer(service_fn(|()| {
+        std::future::pending::<Result<(), std::io::Error>>()
+    }));
+    // Calls made and first polled on many threads: their lanes (given
+    // round-robin to threads) cover several of the shutdown's lanes.
+    let threads = 4 * crate::shutdown::LANES;
+    let pending: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let mut svc = svc.clone();
+                s.spawn(move || {
+                    let (waker, count) = counting_waker();
+                    let mut fut = Box::pin(svc.call(()));
+                    let mut cx = std::task::Context::from_waker(&waker);
+                    assert!(fut.as_mut().poll(&mut cx).is_pending());
+                    (fut, waker, count)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let lanes_used = shutdown
+        .shared
+        .lanes
+        .iter()
+        .filter(|l| l.waiters.len() > 0)
+        .count();
+    assert!(
+        lanes_used > 1,
+        "the requests spread over lanes ({lanes_used})"
+    );
+    assert_eq!(shutdown.in_flight(), threads);
+    let drain = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { shutdown.drain(Duration::from_secs(5)).await }
+    });
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The deadline passed: `cancel_all` woke every one of them.
+    for (mut fut, waker, count) in pending {
+        assert_eq!(wakes(&count), 1);
+        let mut cx = std::task::Context::from_waker(&waker);
+        let Poll::Ready(Err(err)) = fut.as_mut().poll(&mut cx) else {
+            panic!("cancelled");
+        };
+        assert_eq!(err.kind(), ErrorKind::Cancelled);
+    }
+    let report = drain.await.unwrap();
+    assert!(report.deadline_hit());
+    assert_eq!((report.cancelled(), report.unfinished()), (threads, 0));
+    assert_eq!(shutdown.in_flight(), 0);
+    assert!(shutdown.shared.lanes.iter().all(|l| l.waiters.len() == 0));
+}
