@@ -195,6 +195,29 @@ where
     }
 }
 
+/// Polls a call that holds its permit; when it completes, gives the permit
+/// back and reports the outcome to an adaptive limit.
+#[inline]
+fn poll_call<F, T, E, K, O>(
+    fut: Pin<&mut F>,
+    permit: &mut Option<Permit<O>>,
+    timing: &mut Option<Timing<K>>,
+    cx: &mut TaskContext<'_>,
+) -> Poll<Result<T, Error>>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    K: ClassifyResult<T>,
+    O: Owner,
+{
+    assert!(permit.is_some(), "{POLLED_AFTER_COMPLETION}");
+    let out = ready!(fut.poll(cx)).map_err(Error::from_inner);
+    if let Some(permit) = permit.take() {
+        report(&permit, timing.take(), &out);
+    }
+    Poll::Ready(out)
+}
+
 impl<S, Req, K, O> Future for LimitFuture<S, Req, K, O>
 where
     S: Service<Req>,
@@ -213,12 +236,7 @@ where
                     permit,
                     timing,
                 } => {
-                    assert!(permit.is_some(), "{POLLED_AFTER_COMPLETION}");
-                    let out = ready!(fut.poll(cx)).map_err(Error::from_inner);
-                    if let Some(permit) = permit.take() {
-                        report(&permit, timing.take(), &out);
-                    }
-                    return Poll::Ready(out);
+                    return poll_call(fut, permit, timing, cx);
                 }
                 StateProj::Waiting { .. } => {
                     if let Err(e) = ready!(state.as_mut().poll_wait(cx)) {
@@ -318,14 +336,7 @@ where
                 fut,
                 permit,
                 timing,
-            } => {
-                assert!(permit.is_some(), "{POLLED_AFTER_COMPLETION}");
-                let out = ready!(fut.poll(cx)).map_err(Error::from_inner);
-                if let Some(permit) = permit.take() {
-                    report(&permit, timing.take(), &out);
-                }
-                Poll::Ready(out)
-            }
+            } => poll_call(fut, permit, timing, cx),
             FixedProj::Rejected { error } => {
                 Poll::Ready(Err(error.take().expect(POLLED_AFTER_COMPLETION)))
             }
