@@ -22,7 +22,6 @@
 
 use crate::sync::{Arc, Mutex};
 use rampart_core::{Context, Error};
-use std::sync::PoisonError;
 use std::task::{Context as TaskContext, Poll, Waker};
 
 /// Where a slot stands.
@@ -57,6 +56,15 @@ struct Cell<Req, Res> {
     ctx: Option<Context>,
 }
 
+impl<Req, Res> Cell<Req, Res> {
+    /// The request and context still in the slot, if any (copied out only
+    /// when there is one: a worker took them already in the common case).
+    #[inline]
+    fn take_work(&mut self) -> Option<Work<Req>> {
+        (self.req.is_some() || self.ctx.is_some()).then(|| (self.req.take(), self.ctx.take()))
+    }
+}
+
 impl<Req, Res> std::ops::Deref for Cell<Req, Res> {
     type Target = State<Res>;
     fn deref(&self) -> &State<Res> {
@@ -87,9 +95,7 @@ impl<Req, Res> Slot<Req, Res> {
     }
 
     fn lock(&self) -> crate::sync::MutexGuard<'_, Cell<Req, Res>> {
-        // Nothing panics under the lock; a poisoned one still holds a
-        // consistent state.
-        self.cell.lock().unwrap_or_else(PoisonError::into_inner)
+        self.cell.lock()
     }
 }
 
@@ -113,12 +119,9 @@ impl<Req, Res> Pool<Req, Res> {
     }
 
     /// A slot holding `req` and `ctx`, from the pool (or new).
+    #[inline]
     fn slot(&self, req: Req, ctx: Option<Context>, state: State<Res>) -> Arc<Slot<Req, Res>> {
-        let reused = self
-            .free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
+        let reused = self.free.lock().pop();
         let slot = reused.unwrap_or_else(|| Arc::new(Slot::new()));
         {
             let mut cell = slot.lock();
@@ -131,6 +134,7 @@ impl<Req, Res> Pool<Req, Res> {
 
     /// A fresh pair of halves on one slot holding `req` and `ctx`: the
     /// caller's and the worker's.
+    #[inline]
     pub(crate) fn pair(
         pool: &Arc<Self>,
         req: Req,
@@ -161,7 +165,7 @@ impl<Req, Res> Pool<Req, Res> {
     /// Takes back a slot both halves are done with (its state is idle, its
     /// request taken).
     fn put(&self, slot: Arc<Slot<Req, Res>>) {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut free = self.free.lock();
         if free.len() < self.max {
             free.push(slot);
         }
@@ -170,10 +174,7 @@ impl<Req, Res> Pool<Req, Res> {
     /// Idle slots now (loom tests).
     #[cfg(all(test, rampart_loom))]
     pub(crate) fn idle(&self) -> usize {
-        self.free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.free.lock().len()
     }
 }
 
@@ -199,9 +200,11 @@ impl<Req, Res> Reply<Req, Res> {
             return false;
         };
         let mut cell = slot.lock();
-        // Swapped with the empty places: no copy through a temporary.
-        std::mem::swap(req, &mut cell.req);
-        std::mem::swap(ctx, &mut cell.ctx);
+        // Moved into the empty places (a swap of the request would cost
+        // more than the move).
+        debug_assert!(req.is_none() && ctx.is_none());
+        *req = cell.req.take();
+        *ctx = cell.ctx.take();
         self.answered && matches!(cell.state, State::CallerGone)
     }
 
@@ -237,31 +240,29 @@ impl<Req, Res> Reply<Req, Res> {
     pub(crate) fn send(mut self, result: Result<Res, Error>, pool: &Pool<Req, Res>) {
         let slot = self.slot.take().expect("a reply is sent once");
         let mut cell = slot.lock();
-        match std::mem::replace(&mut cell.state, State::Answered(result)) {
+        // A job failed before a worker took it leaves its request to be
+        // dropped here (outside the lock); a worker's job left nothing.
+        let work = cell.take_work();
+        match &mut cell.state {
             State::Waiting { caller, .. } => {
-                // A job failed before a worker took it leaves its request
-                // to be dropped here.
-                let work: Work<Req> = (cell.req.take(), cell.ctx.take());
+                let caller = caller.take();
+                // The result is moved once, into the slot.
+                cell.state = State::Answered(result);
                 drop(cell);
                 drop(slot);
                 if let Some(w) = caller {
                     w.wake();
                 }
-                drop(work);
             }
             State::CallerGone => {
-                let State::Answered(result) = std::mem::replace(&mut cell.state, State::IDLE)
-                else {
-                    unreachable!("set just above")
-                };
-                let work: Work<Req> = (cell.req.take(), cell.ctx.take());
+                cell.state = State::IDLE;
                 drop(cell);
                 pool.put(slot);
                 drop(result);
-                drop(work);
             }
             State::Answered(_) => unreachable!("a reply is sent once"),
         }
+        drop(work);
     }
 }
 

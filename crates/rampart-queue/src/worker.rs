@@ -121,10 +121,9 @@ impl<Req, Res> Inner<Req, Res> {
         }
     }
 
-    /// The queue, locked (nothing panics under the lock; a poisoned one
-    /// still holds a consistent queue).
+    /// The queue, locked (nothing panics under the lock).
     pub(crate) fn core(&self) -> crate::sync::MutexGuard<'_, Core<Job<Req, Res>>> {
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+        self.core.lock()
     }
 
     /// Stops accepting: the callers waiting for space fail with `Closed`,
