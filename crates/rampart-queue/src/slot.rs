@@ -118,14 +118,28 @@ impl<Req, Res> Pool<Req, Res> {
         }
     }
 
-    /// A slot holding `req` and `ctx`, from the pool (or new).
+    /// A slot holding `req` and `ctx`, from the pool (or new); its caller
+    /// counts as gone with `caller_gone` (a job nobody waits on).
     #[inline]
-    fn slot(&self, req: Req, ctx: Option<Context>, state: State<Res>) -> Arc<Slot<Req, Res>> {
+    fn slot(&self, req: Req, ctx: Option<Context>, caller_gone: bool) -> Arc<Slot<Req, Res>> {
         let reused = self.free.lock().pop();
         let slot = reused.unwrap_or_else(|| Arc::new(Slot::new()));
         {
             let mut cell = slot.lock();
-            cell.state = state;
+            // Pooled slots are idle, request and context taken (reset by
+            // the half that pooled it): only the state of a job nobody
+            // waits on is set.
+            debug_assert!(matches!(
+                cell.state,
+                State::Waiting {
+                    caller: None,
+                    worker: None
+                }
+            ));
+            debug_assert!(cell.req.is_none() && cell.ctx.is_none());
+            if caller_gone {
+                cell.state = State::CallerGone;
+            }
             cell.req = Some(req);
             cell.ctx = ctx;
         }
@@ -140,7 +154,7 @@ impl<Req, Res> Pool<Req, Res> {
         req: Req,
         ctx: Option<Context>,
     ) -> (Reply<Req, Res>, Answer<Req, Res>) {
-        let slot = pool.slot(req, ctx, State::IDLE);
+        let slot = pool.slot(req, ctx, false);
         (
             Reply {
                 slot: Some(Arc::clone(&slot)),
@@ -157,7 +171,7 @@ impl<Req, Res> Pool<Req, Res> {
     /// (fire-and-forget): its outcome is dropped and the slot pooled.
     pub(crate) fn unanswered(&self, req: Req, ctx: Option<Context>) -> Reply<Req, Res> {
         Reply {
-            slot: Some(self.slot(req, ctx, State::CallerGone)),
+            slot: Some(self.slot(req, ctx, true)),
             answered: false,
         }
     }
@@ -242,7 +256,7 @@ impl<Req, Res> Reply<Req, Res> {
         let mut cell = slot.lock();
         // A job failed before a worker took it leaves its request to be
         // dropped here (outside the lock); a worker's job left nothing.
-        let work = cell.take_work();
+        let _work = cell.take_work();
         match &mut cell.state {
             State::Waiting { caller, .. } => {
                 let caller = caller.take();
@@ -262,7 +276,8 @@ impl<Req, Res> Reply<Req, Res> {
             }
             State::Answered(_) => unreachable!("a reply is sent once"),
         }
-        drop(work);
+        // `_work` is dropped here, in place (after the lock is released;
+        // not by `drop(..)`, which would copy it).
     }
 }
 
