@@ -206,20 +206,29 @@ impl<Req, Res> Reply<Req, Res> {
         self.answered
     }
 
-    /// Moves the request and its context out of the slot into `req` and
-    /// `ctx` (both `None`), and tells whether the caller dropped its
-    /// response future (never for a fire-and-forget job).
-    pub(crate) fn take_work_into(&self, req: &mut Option<Req>, ctx: &mut Option<Context>) -> bool {
+    /// Moves the caller's context out of the slot into `ctx` (`None`), and
+    /// tells whether the caller dropped its response future (never for a
+    /// fire-and-forget job). The request stays in the slot until the inner
+    /// service is called ([`take_request`](Self::take_request)): moved
+    /// once, from the slot into the call.
+    pub(crate) fn take_context_into(&self, ctx: &mut Option<Context>) -> bool {
         let Some(slot) = &self.slot else {
             return false;
         };
         let mut cell = slot.lock();
-        // Moved into the empty places (a swap of the request would cost
-        // more than the move).
-        debug_assert!(req.is_none() && ctx.is_none());
-        *req = cell.req.take();
+        debug_assert!(ctx.is_none());
         *ctx = cell.ctx.take();
         self.answered && matches!(cell.state, State::CallerGone)
+    }
+
+    /// The request, moved out of the slot for the call (once: a job not
+    /// called leaves it there, dropped when the reply is sent or dropped).
+    #[inline]
+    pub(crate) fn take_request(&self) -> Req {
+        self.slot
+            .as_ref()
+            .and_then(|slot| slot.lock().req.take())
+            .expect("a request is called once, before its reply is sent")
     }
 
     /// True once the caller dropped its response future (tests).
@@ -394,9 +403,13 @@ mod loom_tests {
             "a reused slot starts idle"
         );
         assert!(!reply.caller_gone());
-        let (mut req, mut ctx) = (None, None);
-        let gone = reply.take_work_into(&mut req, &mut ctx);
-        assert_eq!((req, gone), (Some(2), false), "it holds this request");
+        let mut ctx = None;
+        let gone = reply.take_context_into(&mut ctx);
+        assert_eq!(
+            (reply.take_request(), gone),
+            (2, false),
+            "it holds this request"
+        );
         reply.send(Ok(8), pool);
         let got = block_on(poll_fn(|cx| answer.poll(cx)));
         assert_eq!(got.unwrap(), 8);
