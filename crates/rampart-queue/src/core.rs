@@ -113,6 +113,7 @@ impl<J> Core<J> {
 
     /// A job was queued: the waker of an idle worker to wake for it (it
     /// counts as busy from now on), if any.
+    #[inline]
     fn hand_to_idle(&mut self) -> Option<Waker> {
         while let Some(id) = self.idle.pop() {
             if let Some(w) = self.idle_wakers[id].take() {
@@ -139,6 +140,7 @@ impl<J> Core<J> {
     /// Queues `job` if there is a place and nobody waits for one (a new
     /// job never passes a waiting caller); then the waker of an idle
     /// worker to wake for it, if one is idle.
+    #[inline]
     pub(crate) fn push(&mut self, job: J) -> Result<Option<Waker>, Refused<J>> {
         if self.closed {
             return Err(Refused::Closed(job));
@@ -171,6 +173,7 @@ impl<J> Core<J> {
     /// one: the time it was taken), and moves the first waiter (if any)
     /// into the place it freed, calling `placed` on that job with the same
     /// time (the start of its wait in the queue).
+    #[inline]
     pub(crate) fn take<S: Copy>(
         &mut self,
         now: impl FnOnce() -> S,

@@ -178,6 +178,7 @@ impl<Req, Res> Pool<Req, Res> {
 
     /// Takes back a slot both halves are done with (its state is idle, its
     /// request taken).
+    #[inline]
     fn put(&self, slot: Arc<Slot<Req, Res>>) {
         let mut free = self.free.lock();
         if free.len() < self.max {
@@ -211,6 +212,7 @@ impl<Req, Res> Reply<Req, Res> {
     /// fire-and-forget job). The request stays in the slot until the inner
     /// service is called ([`take_request`](Self::take_request)): moved
     /// once, from the slot into the call.
+    #[inline]
     pub(crate) fn take_context_into(&self, ctx: &mut Option<Context>) -> bool {
         let Some(slot) = &self.slot else {
             return false;
@@ -241,6 +243,7 @@ impl<Req, Res> Reply<Req, Res> {
 
     /// `Ready` once the caller dropped its response future; until then the
     /// task of `cx` is woken when it does.
+    #[inline]
     pub(crate) fn poll_caller_gone(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
         let Some(slot) = &self.slot else {
             return Poll::Pending;
@@ -260,6 +263,7 @@ impl<Req, Res> Reply<Req, Res> {
 
     /// Leaves `result` for the caller and wakes it; if the caller left, the
     /// result is dropped and the slot goes back to `pool`.
+    #[inline]
     pub(crate) fn send(mut self, result: Result<Res, Error>, pool: &Pool<Req, Res>) {
         let slot = self.slot.take().expect("a reply is sent once");
         let mut cell = slot.lock();
@@ -294,10 +298,20 @@ impl<Req, Res> Drop for Reply<Req, Res> {
     /// Dropped unanswered (a drain deadline, or the queue dropped with jobs
     /// in it): the caller gets `Closed`. A slot whose caller left is freed
     /// (not pooled: no pool at hand; this is not the common path).
+    #[inline]
     fn drop(&mut self) {
-        let Some(slot) = self.slot.take() else {
-            return;
-        };
+        // A sent reply (the common case) has nothing left to do.
+        if let Some(slot) = self.slot.take() {
+            reply_dropped(slot);
+        }
+    }
+}
+
+/// [`Reply`]'s drop, unanswered.
+#[cold]
+#[inline(never)]
+fn reply_dropped<Req, Res>(slot: Arc<Slot<Req, Res>>) {
+    {
         let mut state = slot.lock();
         if let State::Waiting { caller, .. } =
             std::mem::replace(&mut state.state, State::Answered(Err(Error::closed())))
@@ -322,6 +336,7 @@ pub(crate) struct Answer<Req, Res> {
 impl<Req, Res> Answer<Req, Res> {
     /// `Ready` with the outcome once the worker answered; until then the
     /// task of `cx` is woken when it does.
+    #[inline]
     pub(crate) fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Res, Error>> {
         let slot = self.slot.as_ref().expect("an answer is taken once");
         let mut state = slot.lock();
@@ -351,10 +366,20 @@ impl<Req, Res> Drop for Answer<Req, Res> {
     /// The caller leaves: before the answer, the worker is told (and woken
     /// if it watches); after it, the unread answer is dropped and the slot
     /// goes back to the pool.
+    #[inline]
     fn drop(&mut self) {
-        let Some(slot) = self.slot.take() else {
-            return;
-        };
+        // An answer taken (the common case) has nothing left to do.
+        if let Some(slot) = self.slot.take() {
+            answer_dropped(slot, &self.pool);
+        }
+    }
+}
+
+/// [`Answer`]'s drop before its answer was taken.
+#[cold]
+#[inline(never)]
+fn answer_dropped<Req, Res>(slot: Arc<Slot<Req, Res>>, pool: &Pool<Req, Res>) {
+    {
         let mut state = slot.lock();
         match std::mem::replace(&mut state.state, State::CallerGone) {
             State::Waiting { worker, .. } => {
@@ -366,7 +391,7 @@ impl<Req, Res> Drop for Answer<Req, Res> {
             State::Answered(result) => {
                 state.state = State::IDLE;
                 drop(state);
-                self.pool.put(slot);
+                pool.put(slot);
                 drop(result);
             }
             State::CallerGone => unreachable!("the caller leaves once"),

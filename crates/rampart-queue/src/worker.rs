@@ -364,6 +364,7 @@ enum Skip {
     Refused(Error),
 }
 
+#[inline]
 fn skip_reason(detach: bool, gone: bool, ctx: Option<&Context>, now: Stamp) -> Option<Skip> {
     if gone && !detach {
         return Some(Skip::CallerLeft);
@@ -452,6 +453,7 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
 /// With `idle` (worker id and its task's context), a worker that finds the
 /// queue empty and open leaves its waker in the queue, under the same lock
 /// hold; one that takes a job is counted busy.
+#[inline]
 fn take<Req, Res>(
     inner: &Inner<Req, Res>,
     idle: Option<(usize, &TaskContext<'_>)>,
@@ -494,6 +496,7 @@ fn take<Req, Res>(
 /// into `running`), unless it is skipped: its caller left,
 /// or it was cancelled or passed its deadline (then its caller is told
 /// so). Returns whether it runs.
+#[inline]
 fn accept<Req, Res>(
     inner: &Inner<Req, Res>,
     (job, now): (Job<Req, Res>, Stamp),
@@ -529,6 +532,7 @@ fn accept<Req, Res>(
 }
 
 /// Answers the caller of `job` (a fire-and-forget job's failure is logged).
+#[inline]
 fn answer<Req, Res>(inner: &Inner<Req, Res>, reply: Reply<Req, Res>, result: Result<Res, Error>) {
     if !reply.wants_answer()
         && let Err(e) = &result
