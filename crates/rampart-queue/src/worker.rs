@@ -120,6 +120,7 @@ impl<Req, Res> Inner<Req, Res> {
     }
 
     /// The queue, locked (nothing panics under the lock).
+    #[inline]
     pub(crate) fn core(&self) -> crate::sync::MutexGuard<'_, Core<Job<Req, Res>>> {
         self.core.lock()
     }
@@ -549,6 +550,7 @@ fn answer<Req, Res>(inner: &Inner<Req, Res>, reply: Reply<Req, Res>, result: Res
 /// Polls the running job: calls the inner service once it is ready (in the
 /// caller's context), then drives the call; a panic anywhere fails this job
 /// only. Gives up when the caller leaves, unless detached.
+#[inline]
 fn step<Req, B: Backend<Req>>(
     inner: &Inner<Req, B::Response>,
     backend: &mut B,
