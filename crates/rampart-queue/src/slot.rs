@@ -4,9 +4,9 @@
 //!
 //! A slot is an `Arc` shared by two halves: the caller's [`Answer`] (in its
 //! response future) and the worker's [`Reply`] (in the job). Its state sits
-//! under a `std::sync::Mutex`, held only to read or swap the state and the
-//! two wakers (never while user code runs: results are dropped and wakers
-//! woken after the lock is released). The half that finishes last hands the
+//! under a `parking_lot` mutex (loom's under `rampart_loom`), held only to
+//! read or swap the state and the two wakers (never while user code runs:
+//! results are dropped and wakers woken after the lock is released). The half that finishes last hands the
 //! slot back to the [`Pool`], reset, for the next request:
 //!
 //! - the caller, when it takes the answer, or drops its future after the
@@ -311,17 +311,15 @@ impl<Req, Res> Drop for Reply<Req, Res> {
 #[cold]
 #[inline(never)]
 fn reply_dropped<Req, Res>(slot: Arc<Slot<Req, Res>>) {
+    let mut state = slot.lock();
+    if let State::Waiting { caller, .. } =
+        std::mem::replace(&mut state.state, State::Answered(Err(Error::closed())))
     {
-        let mut state = slot.lock();
-        if let State::Waiting { caller, .. } =
-            std::mem::replace(&mut state.state, State::Answered(Err(Error::closed())))
-        {
-            let work: Work<Req> = (state.req.take(), state.ctx.take());
-            drop(state);
-            drop(work);
-            if let Some(w) = caller {
-                w.wake();
-            }
+        let work: Work<Req> = (state.req.take(), state.ctx.take());
+        drop(state);
+        drop(work);
+        if let Some(w) = caller {
+            w.wake();
         }
     }
 }
@@ -379,23 +377,21 @@ impl<Req, Res> Drop for Answer<Req, Res> {
 #[cold]
 #[inline(never)]
 fn answer_dropped<Req, Res>(slot: Arc<Slot<Req, Res>>, pool: &Pool<Req, Res>) {
-    {
-        let mut state = slot.lock();
-        match std::mem::replace(&mut state.state, State::CallerGone) {
-            State::Waiting { worker, .. } => {
-                drop(state);
-                if let Some(w) = worker {
-                    w.wake();
-                }
+    let mut state = slot.lock();
+    match std::mem::replace(&mut state.state, State::CallerGone) {
+        State::Waiting { worker, .. } => {
+            drop(state);
+            if let Some(w) = worker {
+                w.wake();
             }
-            State::Answered(result) => {
-                state.state = State::IDLE;
-                drop(state);
-                pool.put(slot);
-                drop(result);
-            }
-            State::CallerGone => unreachable!("the caller leaves once"),
         }
+        State::Answered(result) => {
+            state.state = State::IDLE;
+            drop(state);
+            pool.put(slot);
+            drop(result);
+        }
+        State::CallerGone => unreachable!("the caller leaves once"),
     }
 }
 
