@@ -113,6 +113,7 @@ impl<J> Core<J> {
 
     /// A job was queued: the waker of an idle worker to wake for it (it
     /// counts as busy from now on), if any.
+    #[inline]
     fn hand_to_idle(&mut self) -> Option<Waker> {
         while let Some(id) = self.idle.pop() {
             if let Some(w) = self.idle_wakers[id].take() {
@@ -139,6 +140,7 @@ impl<J> Core<J> {
     /// Queues `job` if there is a place and nobody waits for one (a new
     /// job never passes a waiting caller); then the waker of an idle
     /// worker to wake for it, if one is idle.
+    #[inline]
     pub(crate) fn push(&mut self, job: J) -> Result<Option<Waker>, Refused<J>> {
         if self.closed {
             return Err(Refused::Closed(job));
@@ -171,6 +173,7 @@ impl<J> Core<J> {
     /// one: the time it was taken), and moves the first waiter (if any)
     /// into the place it freed, calling `placed` on that job with the same
     /// time (the start of its wait in the queue).
+    #[inline]
     pub(crate) fn take<S: Copy>(
         &mut self,
         now: impl FnOnce() -> S,
@@ -196,8 +199,8 @@ impl<J> Core<J> {
                     break;
                 }
             }
+            self.trim();
         }
-        self.trim();
         Some((taken, now))
     }
 
@@ -385,7 +388,7 @@ mod loom_tests {
         loom::model(|| {
             let core = Arc::new(Mutex::new(Core::new(1, 1)));
             let ticket = {
-                let mut c = core.lock().unwrap();
+                let mut c = core.lock();
                 c.push(0u32).ok().unwrap();
                 let Err(Refused::Full(j)) = c.push(1) else {
                     panic!("full")
@@ -394,18 +397,13 @@ mod loom_tests {
             };
             let w = Arc::clone(&core);
             let worker = thread::spawn(move || {
-                let t = w
-                    .lock()
-                    .unwrap()
-                    .take(|| (), |_, ()| {})
-                    .map(|t| t.0)
-                    .unwrap();
+                let t = w.lock().take(|| (), |_, ()| {}).map(|t| t.0).unwrap();
                 assert_eq!(t.job, 0);
                 t.promoted
             });
-            let back = core.lock().unwrap().leave(ticket);
+            let back = core.lock().leave(ticket);
             let promoted = worker.join().unwrap();
-            let mut c = core.lock().unwrap();
+            let mut c = core.lock();
             assert!(c.len() <= 1);
             match back {
                 Some(j) => {
@@ -431,13 +429,13 @@ mod loom_tests {
             let core = Arc::new(Mutex::new(Core::new(1, 1)));
             let c = Arc::clone(&core);
             let caller = thread::spawn(move || {
-                let wake = c.lock().unwrap().push(7u32).ok().unwrap();
+                let wake = c.lock().push(7u32).ok().unwrap();
                 if let Some(w) = wake {
                     w.wake();
                 }
             });
             let got = loom::future::block_on(std::future::poll_fn(|cx| {
-                let mut c = core.lock().unwrap();
+                let mut c = core.lock();
                 match c.take(|| (), |_, ()| {}) {
                     Some((t, ())) => {
                         c.set_busy(0);
@@ -462,13 +460,13 @@ mod loom_tests {
     fn loom_callers_racing_for_places_are_each_queued_once_within_capacity() {
         loom::model(|| {
             let core = Arc::new(Mutex::new(Core::new(1, 1)));
-            core.lock().unwrap().push(0u32).ok().unwrap();
+            core.lock().push(0u32).ok().unwrap();
             let callers: Vec<_> = [1u32, 2]
                 .into_iter()
                 .map(|n| {
                     let c = Arc::clone(&core);
                     thread::spawn(move || {
-                        let mut c = c.lock().unwrap();
+                        let mut c = c.lock();
                         match c.push(n) {
                             Ok(_) => {}
                             Err(Refused::Full(j)) => {
@@ -483,7 +481,7 @@ mod loom_tests {
             let w = Arc::clone(&core);
             let worker = thread::spawn(move || {
                 let mut got = Vec::new();
-                if let Some(t) = w.lock().unwrap().take(|| (), |_, ()| {}).map(|t| t.0) {
+                if let Some(t) = w.lock().take(|| (), |_, ()| {}).map(|t| t.0) {
                     got.push(t.job);
                 }
                 got
@@ -492,7 +490,7 @@ mod loom_tests {
                 c.join().unwrap();
             }
             let mut got = worker.join().unwrap();
-            let mut c = core.lock().unwrap();
+            let mut c = core.lock();
             while let Some(t) = c.take(|| (), |_, ()| {}).map(|t| t.0) {
                 got.push(t.job);
             }

@@ -185,6 +185,7 @@ impl<Req, Res> ResponseFuture<Req, Res> {
 impl<Req, Res> Future for ResponseFuture<Req, Res> {
     type Output = Result<Res, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.state {

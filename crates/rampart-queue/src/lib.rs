@@ -61,15 +61,17 @@
 //! prepared for each connection, so every application builds a queue and
 //! spawns workers of its own.
 //!
-//! The queue is a `VecDeque` of `capacity` places under one lock, held
+//! The queue is a `VecDeque` of `capacity` places under one lock
+//! (`parking_lot`'s: a compare-exchange each way, no poison checks), held
 //! only to move a job in or out (measured against `async-channel`'s
 //! bounded queue with a `tokio::sync::Semaphore` for the places: about
 //! 850 instructions per request fewer on `benches/queue.rs` at 64 callers,
 //! and a waiting caller no longer costs more than a queued one;
 //! loom-checked). A job is
-//! a pointer to an answer slot (a `std::sync::Mutex` per slot,
-//! loom-checked) that holds the request and its context until a worker
-//! takes them, then the answer; slots come from a pool and are reused, so
+//! a pointer to an answer slot (a `parking_lot` mutex per slot,
+//! loom-checked) that holds the request until the worker calls the inner
+//! service with it (so it is moved once, from the slot into the call) and
+//! its context until the worker takes the job, then the answer; slots come from a pool and are reused, so
 //! a call whose [`Context`](rampart_core::Context) has neither a deadline
 //! nor a cancellation token (or that has no context) allocates nothing in
 //! the steady state. An idle worker leaves its waker in the queue, and

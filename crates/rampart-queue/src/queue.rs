@@ -69,6 +69,7 @@ enum Offer {
 /// (`Closed`, or `Overloaded` when `wait` is false: the job is dropped,
 /// its caller told), else left waiting for space; `placed` is told when a
 /// waiting job gets its place.
+#[inline]
 fn offer<Req, Res>(
     inner: &Inner<Req, Res>,
     job: Job<Req, Res>,

@@ -4,9 +4,9 @@
 //!
 //! A slot is an `Arc` shared by two halves: the caller's [`Answer`] (in its
 //! response future) and the worker's [`Reply`] (in the job). Its state sits
-//! under a `std::sync::Mutex`, held only to read or swap the state and the
-//! two wakers (never while user code runs: results are dropped and wakers
-//! woken after the lock is released). The half that finishes last hands the
+//! under a `parking_lot` mutex (loom's under `rampart_loom`), held only to
+//! read or swap the state and the two wakers (never while user code runs:
+//! results are dropped and wakers woken after the lock is released). The half that finishes last hands the
 //! slot back to the [`Pool`], reset, for the next request:
 //!
 //! - the caller, when it takes the answer, or drops its future after the
@@ -22,7 +22,6 @@
 
 use crate::sync::{Arc, Mutex};
 use rampart_core::{Context, Error};
-use std::sync::PoisonError;
 use std::task::{Context as TaskContext, Poll, Waker};
 
 /// Where a slot stands.
@@ -57,6 +56,15 @@ struct Cell<Req, Res> {
     ctx: Option<Context>,
 }
 
+impl<Req, Res> Cell<Req, Res> {
+    /// The request and context still in the slot, if any (copied out only
+    /// when there is one: a worker took them already in the common case).
+    #[inline]
+    fn take_work(&mut self) -> Option<Work<Req>> {
+        (self.req.is_some() || self.ctx.is_some()).then(|| (self.req.take(), self.ctx.take()))
+    }
+}
+
 impl<Req, Res> std::ops::Deref for Cell<Req, Res> {
     type Target = State<Res>;
     fn deref(&self) -> &State<Res> {
@@ -87,9 +95,7 @@ impl<Req, Res> Slot<Req, Res> {
     }
 
     fn lock(&self) -> crate::sync::MutexGuard<'_, Cell<Req, Res>> {
-        // Nothing panics under the lock; a poisoned one still holds a
-        // consistent state.
-        self.cell.lock().unwrap_or_else(PoisonError::into_inner)
+        self.cell.lock()
     }
 }
 
@@ -112,17 +118,28 @@ impl<Req, Res> Pool<Req, Res> {
         }
     }
 
-    /// A slot holding `req` and `ctx`, from the pool (or new).
-    fn slot(&self, req: Req, ctx: Option<Context>, state: State<Res>) -> Arc<Slot<Req, Res>> {
-        let reused = self
-            .free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
+    /// A slot holding `req` and `ctx`, from the pool (or new); its caller
+    /// counts as gone with `caller_gone` (a job nobody waits on).
+    #[inline]
+    fn slot(&self, req: Req, ctx: Option<Context>, caller_gone: bool) -> Arc<Slot<Req, Res>> {
+        let reused = self.free.lock().pop();
         let slot = reused.unwrap_or_else(|| Arc::new(Slot::new()));
         {
             let mut cell = slot.lock();
-            cell.state = state;
+            // Pooled slots are idle, request and context taken (reset by
+            // the half that pooled it): only the state of a job nobody
+            // waits on is set.
+            debug_assert!(matches!(
+                cell.state,
+                State::Waiting {
+                    caller: None,
+                    worker: None
+                }
+            ));
+            debug_assert!(cell.req.is_none() && cell.ctx.is_none());
+            if caller_gone {
+                cell.state = State::CallerGone;
+            }
             cell.req = Some(req);
             cell.ctx = ctx;
         }
@@ -131,12 +148,13 @@ impl<Req, Res> Pool<Req, Res> {
 
     /// A fresh pair of halves on one slot holding `req` and `ctx`: the
     /// caller's and the worker's.
+    #[inline]
     pub(crate) fn pair(
         pool: &Arc<Self>,
         req: Req,
         ctx: Option<Context>,
     ) -> (Reply<Req, Res>, Answer<Req, Res>) {
-        let slot = pool.slot(req, ctx, State::IDLE);
+        let slot = pool.slot(req, ctx, false);
         (
             Reply {
                 slot: Some(Arc::clone(&slot)),
@@ -153,15 +171,16 @@ impl<Req, Res> Pool<Req, Res> {
     /// (fire-and-forget): its outcome is dropped and the slot pooled.
     pub(crate) fn unanswered(&self, req: Req, ctx: Option<Context>) -> Reply<Req, Res> {
         Reply {
-            slot: Some(self.slot(req, ctx, State::CallerGone)),
+            slot: Some(self.slot(req, ctx, true)),
             answered: false,
         }
     }
 
     /// Takes back a slot both halves are done with (its state is idle, its
     /// request taken).
+    #[inline]
     fn put(&self, slot: Arc<Slot<Req, Res>>) {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut free = self.free.lock();
         if free.len() < self.max {
             free.push(slot);
         }
@@ -170,10 +189,7 @@ impl<Req, Res> Pool<Req, Res> {
     /// Idle slots now (loom tests).
     #[cfg(all(test, rampart_loom))]
     pub(crate) fn idle(&self) -> usize {
-        self.free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.free.lock().len()
     }
 }
 
@@ -191,18 +207,30 @@ impl<Req, Res> Reply<Req, Res> {
         self.answered
     }
 
-    /// Moves the request and its context out of the slot into `req` and
-    /// `ctx` (both `None`), and tells whether the caller dropped its
-    /// response future (never for a fire-and-forget job).
-    pub(crate) fn take_work_into(&self, req: &mut Option<Req>, ctx: &mut Option<Context>) -> bool {
+    /// Moves the caller's context out of the slot into `ctx` (`None`), and
+    /// tells whether the caller dropped its response future (never for a
+    /// fire-and-forget job). The request stays in the slot until the inner
+    /// service is called ([`take_request`](Self::take_request)): moved
+    /// once, from the slot into the call.
+    #[inline]
+    pub(crate) fn take_context_into(&self, ctx: &mut Option<Context>) -> bool {
         let Some(slot) = &self.slot else {
             return false;
         };
         let mut cell = slot.lock();
-        // Swapped with the empty places: no copy through a temporary.
-        std::mem::swap(req, &mut cell.req);
-        std::mem::swap(ctx, &mut cell.ctx);
+        debug_assert!(ctx.is_none());
+        *ctx = cell.ctx.take();
         self.answered && matches!(cell.state, State::CallerGone)
+    }
+
+    /// The request, moved out of the slot for the call (once: a job not
+    /// called leaves it there, dropped when the reply is sent or dropped).
+    #[inline]
+    pub(crate) fn take_request(&self) -> Req {
+        self.slot
+            .as_ref()
+            .and_then(|slot| slot.lock().req.take())
+            .expect("a request is called once, before its reply is sent")
     }
 
     /// True once the caller dropped its response future (tests).
@@ -215,6 +243,7 @@ impl<Req, Res> Reply<Req, Res> {
 
     /// `Ready` once the caller dropped its response future; until then the
     /// task of `cx` is woken when it does.
+    #[inline]
     pub(crate) fn poll_caller_gone(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
         let Some(slot) = &self.slot else {
             return Poll::Pending;
@@ -234,34 +263,34 @@ impl<Req, Res> Reply<Req, Res> {
 
     /// Leaves `result` for the caller and wakes it; if the caller left, the
     /// result is dropped and the slot goes back to `pool`.
+    #[inline]
     pub(crate) fn send(mut self, result: Result<Res, Error>, pool: &Pool<Req, Res>) {
         let slot = self.slot.take().expect("a reply is sent once");
         let mut cell = slot.lock();
-        match std::mem::replace(&mut cell.state, State::Answered(result)) {
+        // A job failed before a worker took it leaves its request to be
+        // dropped here (outside the lock); a worker's job left nothing.
+        let _work = cell.take_work();
+        match &mut cell.state {
             State::Waiting { caller, .. } => {
-                // A job failed before a worker took it leaves its request
-                // to be dropped here.
-                let work: Work<Req> = (cell.req.take(), cell.ctx.take());
+                let caller = caller.take();
+                // The result is moved once, into the slot.
+                cell.state = State::Answered(result);
                 drop(cell);
                 drop(slot);
                 if let Some(w) = caller {
                     w.wake();
                 }
-                drop(work);
             }
             State::CallerGone => {
-                let State::Answered(result) = std::mem::replace(&mut cell.state, State::IDLE)
-                else {
-                    unreachable!("set just above")
-                };
-                let work: Work<Req> = (cell.req.take(), cell.ctx.take());
+                cell.state = State::IDLE;
                 drop(cell);
                 pool.put(slot);
                 drop(result);
-                drop(work);
             }
             State::Answered(_) => unreachable!("a reply is sent once"),
         }
+        // `_work` is dropped here, in place (after the lock is released;
+        // not by `drop(..)`, which would copy it).
     }
 }
 
@@ -269,20 +298,28 @@ impl<Req, Res> Drop for Reply<Req, Res> {
     /// Dropped unanswered (a drain deadline, or the queue dropped with jobs
     /// in it): the caller gets `Closed`. A slot whose caller left is freed
     /// (not pooled: no pool at hand; this is not the common path).
+    #[inline]
     fn drop(&mut self) {
-        let Some(slot) = self.slot.take() else {
-            return;
-        };
-        let mut state = slot.lock();
-        if let State::Waiting { caller, .. } =
-            std::mem::replace(&mut state.state, State::Answered(Err(Error::closed())))
-        {
-            let work: Work<Req> = (state.req.take(), state.ctx.take());
-            drop(state);
-            drop(work);
-            if let Some(w) = caller {
-                w.wake();
-            }
+        // A sent reply (the common case) has nothing left to do.
+        if let Some(slot) = self.slot.take() {
+            reply_dropped(slot);
+        }
+    }
+}
+
+/// [`Reply`]'s drop, unanswered.
+#[cold]
+#[inline(never)]
+fn reply_dropped<Req, Res>(slot: Arc<Slot<Req, Res>>) {
+    let mut state = slot.lock();
+    if let State::Waiting { caller, .. } =
+        std::mem::replace(&mut state.state, State::Answered(Err(Error::closed())))
+    {
+        let work: Work<Req> = (state.req.take(), state.ctx.take());
+        drop(state);
+        drop(work);
+        if let Some(w) = caller {
+            w.wake();
         }
     }
 }
@@ -297,6 +334,7 @@ pub(crate) struct Answer<Req, Res> {
 impl<Req, Res> Answer<Req, Res> {
     /// `Ready` with the outcome once the worker answered; until then the
     /// task of `cx` is woken when it does.
+    #[inline]
     pub(crate) fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Res, Error>> {
         let slot = self.slot.as_ref().expect("an answer is taken once");
         let mut state = slot.lock();
@@ -326,26 +364,34 @@ impl<Req, Res> Drop for Answer<Req, Res> {
     /// The caller leaves: before the answer, the worker is told (and woken
     /// if it watches); after it, the unread answer is dropped and the slot
     /// goes back to the pool.
+    #[inline]
     fn drop(&mut self) {
-        let Some(slot) = self.slot.take() else {
-            return;
-        };
-        let mut state = slot.lock();
-        match std::mem::replace(&mut state.state, State::CallerGone) {
-            State::Waiting { worker, .. } => {
-                drop(state);
-                if let Some(w) = worker {
-                    w.wake();
-                }
-            }
-            State::Answered(result) => {
-                state.state = State::IDLE;
-                drop(state);
-                self.pool.put(slot);
-                drop(result);
-            }
-            State::CallerGone => unreachable!("the caller leaves once"),
+        // An answer taken (the common case) has nothing left to do.
+        if let Some(slot) = self.slot.take() {
+            answer_dropped(slot, &self.pool);
         }
+    }
+}
+
+/// [`Answer`]'s drop before its answer was taken.
+#[cold]
+#[inline(never)]
+fn answer_dropped<Req, Res>(slot: Arc<Slot<Req, Res>>, pool: &Pool<Req, Res>) {
+    let mut state = slot.lock();
+    match std::mem::replace(&mut state.state, State::CallerGone) {
+        State::Waiting { worker, .. } => {
+            drop(state);
+            if let Some(w) = worker {
+                w.wake();
+            }
+        }
+        State::Answered(result) => {
+            state.state = State::IDLE;
+            drop(state);
+            pool.put(slot);
+            drop(result);
+        }
+        State::CallerGone => unreachable!("the caller leaves once"),
     }
 }
 
@@ -378,9 +424,13 @@ mod loom_tests {
             "a reused slot starts idle"
         );
         assert!(!reply.caller_gone());
-        let (mut req, mut ctx) = (None, None);
-        let gone = reply.take_work_into(&mut req, &mut ctx);
-        assert_eq!((req, gone), (Some(2), false), "it holds this request");
+        let mut ctx = None;
+        let gone = reply.take_context_into(&mut ctx);
+        assert_eq!(
+            (reply.take_request(), gone),
+            (2, false),
+            "it holds this request"
+        );
         reply.send(Ok(8), pool);
         let got = block_on(poll_fn(|cx| answer.poll(cx)));
         assert_eq!(got.unwrap(), 8);

@@ -44,14 +44,12 @@ impl<Req, Res> Job<Req, Res> {
     }
 }
 
-/// The job a worker runs: its request and context taken out of the slot
-/// (in place: the runner keeps one, so the request is copied once, from
-/// the slot into it).
+/// The job a worker runs: its reply half, and its context taken out of
+/// the slot (the request stays in the slot until the inner service is
+/// called, so it is moved once, from the slot into the call).
 pub(crate) struct Running<Req, Res> {
     /// `None` when idle.
     reply: Option<Reply<Req, Res>>,
-    /// Taken when the inner service is called.
-    req: Option<Req>,
     /// The caller's context, in scope while the call runs.
     ctx: Option<Context>,
 }
@@ -121,10 +119,10 @@ impl<Req, Res> Inner<Req, Res> {
         }
     }
 
-    /// The queue, locked (nothing panics under the lock; a poisoned one
-    /// still holds a consistent queue).
+    /// The queue, locked (nothing panics under the lock).
+    #[inline]
     pub(crate) fn core(&self) -> crate::sync::MutexGuard<'_, Core<Job<Req, Res>>> {
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+        self.core.lock()
     }
 
     /// Stops accepting: the callers waiting for space fail with `Closed`,
@@ -182,12 +180,12 @@ pub(crate) trait Backend<Req>: Send + 'static {
     type Error: Into<BoxError>;
     type Future: Future<Output = Result<Self::Response, Self::Error>>;
 
-    /// Polls readiness and, once ready, calls with the request taken from
-    /// `req` (left in place while pending).
+    /// Polls readiness and, once ready, calls with the request `req`
+    /// returns (not called while pending).
     fn poll_call(
         &mut self,
         cx: &mut TaskContext<'_>,
-        req: &mut Option<Req>,
+        req: impl FnOnce() -> Req,
     ) -> Poll<Result<Self::Future, Self::Error>>;
 }
 
@@ -206,13 +204,10 @@ where
     fn poll_call(
         &mut self,
         cx: &mut TaskContext<'_>,
-        req: &mut Option<Req>,
+        req: impl FnOnce() -> Req,
     ) -> Poll<Result<S::Future, S::Error>> {
         match self.0.poll_ready(cx) {
-            Poll::Ready(Ok(())) => {
-                let req = req.take().expect("a request is called once");
-                Poll::Ready(Ok(self.0.call(req)))
-            }
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(self.0.call(req()))),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }
@@ -235,16 +230,13 @@ where
     fn poll_call(
         &mut self,
         cx: &mut TaskContext<'_>,
-        req: &mut Option<Req>,
+        req: impl FnOnce() -> Req,
     ) -> Poll<Result<S::Future, S::Error>> {
         // A panic in the inner service poisons the lock; the service is
         // still the one the user gave, keep using it.
         let mut svc = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         match svc.poll_ready(cx) {
-            Poll::Ready(Ok(())) => {
-                let req = req.take().expect("a request is called once");
-                Poll::Ready(Ok(svc.call(req)))
-            }
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(svc.call(req()))),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }
@@ -334,7 +326,6 @@ async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, id: usi
         backend,
         job: Running {
             reply: None,
-            req: None,
             ctx: None,
         },
         call: Call::Idle,
@@ -374,6 +365,7 @@ enum Skip {
     Refused(Error),
 }
 
+#[inline]
 fn skip_reason(detach: bool, gone: bool, ctx: Option<&Context>, now: Stamp) -> Option<Skip> {
     if gone && !detach {
         return Some(Skip::CallerLeft);
@@ -431,8 +423,8 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 // caller hears of it; a panic while dropping it stays here.
                 let _ = catch_unwind(AssertUnwindSafe(|| this.call.set(Call::Idle)));
                 let reply = this.job.reply.take().expect("a job is running");
-                // Left by a `poll_ready` error (or a panic before the call).
-                this.job.req = None;
+                // Left by a `poll_ready` error (or a panic before the call);
+                // a request not called is dropped with the reply.
                 this.job.ctx = None;
                 inner.call_ended();
                 if let Some(result) = result {
@@ -462,6 +454,7 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
 /// With `idle` (worker id and its task's context), a worker that finds the
 /// queue empty and open leaves its waker in the queue, under the same lock
 /// hold; one that takes a job is counted busy.
+#[inline]
 fn take<Req, Res>(
     inner: &Inner<Req, Res>,
     idle: Option<(usize, &TaskContext<'_>)>,
@@ -500,17 +493,18 @@ fn take<Req, Res>(
     Some((job, now))
 }
 
-/// Makes `job` the one `running` runs (its request and context moved
-/// from the slot into `running`), unless it is skipped: its caller left,
+/// Makes `job` the one `running` runs (its context moved from the slot
+/// into `running`), unless it is skipped: its caller left,
 /// or it was cancelled or passed its deadline (then its caller is told
 /// so). Returns whether it runs.
+#[inline]
 fn accept<Req, Res>(
     inner: &Inner<Req, Res>,
     (job, now): (Job<Req, Res>, Stamp),
     running: &mut Running<Req, Res>,
 ) -> bool {
     debug_assert!(running.reply.is_none(), "one job at a time");
-    let gone = job.reply.take_work_into(&mut running.req, &mut running.ctx);
+    let gone = job.reply.take_context_into(&mut running.ctx);
     let Some(reason) = skip_reason(inner.detach, gone, running.ctx.as_ref(), now) else {
         running.reply = Some(job.reply);
         return true;
@@ -534,12 +528,12 @@ fn accept<Req, Res>(
         },
         &inner.pool,
     );
-    running.req = None;
     running.ctx = None;
     false
 }
 
 /// Answers the caller of `job` (a fire-and-forget job's failure is logged).
+#[inline]
 fn answer<Req, Res>(inner: &Inner<Req, Res>, reply: Reply<Req, Res>, result: Result<Res, Error>) {
     if !reply.wants_answer()
         && let Err(e) = &result
@@ -556,6 +550,7 @@ fn answer<Req, Res>(inner: &Inner<Req, Res>, reply: Reply<Req, Res>, result: Res
 /// Polls the running job: calls the inner service once it is ready (in the
 /// caller's context), then drives the call; a panic anywhere fails this job
 /// only. Gives up when the caller leaves, unless detached.
+#[inline]
 fn step<Req, B: Backend<Req>>(
     inner: &Inner<Req, B::Response>,
     backend: &mut B,
@@ -566,11 +561,11 @@ fn step<Req, B: Backend<Req>>(
     let polled = catch_unwind(AssertUnwindSafe(
         || -> Poll<Result<B::Response, B::Error>> {
             if let CallProj::Idle = call.as_mut().project() {
+                let reply = job.reply.as_ref().expect("a job is running");
+                let req = || reply.take_request();
                 let ready = match &job.ctx {
-                    Some(ctx) => ctx
-                        .clone()
-                        .sync_scope(|| backend.poll_call(cx, &mut job.req)),
-                    None => backend.poll_call(cx, &mut job.req),
+                    Some(ctx) => ctx.clone().sync_scope(|| backend.poll_call(cx, req)),
+                    None => backend.poll_call(cx, req),
                 };
                 match ready {
                     Poll::Ready(Ok(fut)) => match job.ctx.take() {
