@@ -88,7 +88,11 @@ where
         let lane = crate::shutdown::lane();
         let requests = &shared.lanes[lane].requests;
         let tracked = requests.token();
-        if requests.is_closed() {
+        // The lane's tracker decides that a call it admits is waited for;
+        // the shared flag (set by `close` before it closes the lanes one by
+        // one) keeps `call` refusing whenever `poll_ready` let the call
+        // through without readying the inner service.
+        if requests.is_closed() || shared.is_closed() {
             drop(tracked);
             shared.refused();
             self.config.metrics.refused();

@@ -281,6 +281,9 @@ impl Shutdown {
     /// [`CancelReason::Shutdown`](crate::CancelReason::Shutdown).
     /// [`drain`](Shutdown::drain) calls it at its deadline.
     pub fn cancel_all(&self) {
+        // Stored before the lanes stop: a request that skips the lane's lock
+        // (same waker as its last poll) either sees the flag at the top of
+        // its poll or was registered, and is woken by `stop`.
         self.shared.stopped.store(true, Ordering::SeqCst);
         for lane in &self.shared.lanes {
             lane.waiters.stop();
