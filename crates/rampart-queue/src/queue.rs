@@ -7,7 +7,7 @@ use crate::future::{Bounds, ResponseFuture, State, WaitingForSpace};
 use crate::metrics::{Stamp, expired_at};
 use crate::slot::Pool;
 use crate::stats::{Drained, Stats};
-use crate::worker::{Backend, Inner, Job, Owned, Shared, worker};
+use crate::worker::{Backend, Inner, Job, Owned, Shared, WorkerCounters, worker};
 use rampart_core::telemetry::LayerName;
 use rampart_core::{BoxError, Context, Error};
 use std::fmt;
@@ -272,6 +272,9 @@ impl<Req, Res> Queue<Req, Res> {
     /// A snapshot of the queue's counters.
     pub fn stats(&self) -> Stats {
         let c = &self.handle.inner.counters;
+        let sum = |field: fn(&WorkerCounters) -> u64| {
+            WorkerCounters::sum(&self.handle.inner.per_worker, field)
+        };
         let core = self.handle.inner.core();
         Stats {
             capacity: self.handle.inner.capacity,
@@ -279,13 +282,13 @@ impl<Req, Res> Queue<Req, Res> {
             live_workers: self.handle.inner.live.load(Relaxed),
             queued: core.len(),
             waiting: core.waiting(),
-            running: self.handle.inner.running.load(Relaxed),
-            completed: c.completed.load(Relaxed),
-            failed: c.failed.load(Relaxed),
+            running: self.handle.inner.running(),
+            completed: sum(|w| w.completed.load(Relaxed)),
+            failed: sum(|w| w.failed.load(Relaxed)),
             shed: c.shed.load(Relaxed),
-            skipped: c.skipped.load(Relaxed),
-            panicked: c.panicked.load(Relaxed),
-            abandoned: c.abandoned.load(Relaxed),
+            skipped: sum(|w| w.skipped.load(Relaxed)),
+            panicked: sum(|w| w.panicked.load(Relaxed)),
+            abandoned: sum(|w| w.abandoned.load(Relaxed)),
         }
     }
 
@@ -333,7 +336,7 @@ impl<Req, Res> Queue<Req, Res> {
                 took: started.elapsed(),
             };
         }
-        let running = self.handle.inner.running.load(Relaxed);
+        let running = self.handle.inner.running();
         for h in self
             .handle
             .inner

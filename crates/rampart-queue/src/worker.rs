@@ -52,17 +52,44 @@ pub(crate) struct Running<Req, Res> {
     reply: Option<Reply<Req, Res>>,
     /// The caller's context, in scope while the call runs.
     ctx: Option<Context>,
+    /// The worker's id (its counters).
+    id: usize,
 }
 
-/// Counters behind [`Stats`](crate::Stats).
+/// The callers' counters behind [`Stats`](crate::Stats) (the workers'
+/// are in [`WorkerCounters`]).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    pub(crate) shed: AtomicU64,
+}
+
+/// One worker's counters behind [`Stats`](crate::Stats), on cache lines of
+/// their own: only that worker writes them (a load and a store, no
+/// read-modify-write, and no line bouncing between workers that count at
+/// once); [`stats`](crate::Queue::stats) sums them.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct WorkerCounters {
+    /// 1 while the worker runs a call.
+    pub(crate) running: AtomicUsize,
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
-    pub(crate) shed: AtomicU64,
     pub(crate) skipped: AtomicU64,
     pub(crate) panicked: AtomicU64,
     pub(crate) abandoned: AtomicU64,
+}
+
+/// Adds one to a counter only its worker writes.
+#[inline]
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Relaxed) + 1, Relaxed);
+}
+
+impl WorkerCounters {
+    /// The sum of `field` over `workers`.
+    pub(crate) fn sum(workers: &[WorkerCounters], field: impl Fn(&WorkerCounters) -> u64) -> u64 {
+        workers.iter().map(field).sum()
+    }
 }
 
 /// State shared by every handle of one queue and by its workers.
@@ -76,9 +103,10 @@ pub(crate) struct Inner<Req, Res> {
     pub(crate) max_wait: Option<Duration>,
     pub(crate) retry_after: Option<Duration>,
     pub(crate) detach: bool,
-    pub(crate) running: AtomicUsize,
     pub(crate) live: AtomicUsize,
     pub(crate) counters: Counters,
+    /// Each worker's counters, by worker id.
+    pub(crate) per_worker: Box<[WorkerCounters]>,
     /// The name of the queue's layer: the `layer` label of its metrics and
     /// the `layer` field of its tracing events.
     pub(crate) name: LayerName,
@@ -104,9 +132,11 @@ impl<Req, Res> Inner<Req, Res> {
             max_wait: cfg.max_wait,
             retry_after: cfg.retry_after,
             detach: cfg.detach,
-            running: AtomicUsize::new(0),
             live: AtomicUsize::new(cfg.workers),
             counters: Counters::default(),
+            per_worker: (0..cfg.workers)
+                .map(|_| WorkerCounters::default())
+                .collect(),
             name,
             metrics,
             stopped: Notify::new(),
@@ -147,17 +177,25 @@ impl<Req, Res> Inner<Req, Res> {
         was_open
     }
 
-    /// A worker starts running a call.
+    /// Calls running now.
+    pub(crate) fn running(&self) -> usize {
+        self.per_worker
+            .iter()
+            .map(|w| w.running.load(Relaxed))
+            .sum()
+    }
+
+    /// Worker `id` starts running a call.
     #[inline]
-    fn call_started(&self) {
-        self.running.fetch_add(1, Relaxed);
+    fn call_started(&self, id: usize) {
+        self.per_worker[id].running.store(1, Relaxed);
         self.metrics.running.increment(1.0);
     }
 
-    /// A worker's call ended (answered, abandoned or dropped).
+    /// Worker `id`'s call ended (answered, abandoned or dropped).
     #[inline]
-    fn call_ended(&self) {
-        self.running.fetch_sub(1, Relaxed);
+    fn call_ended(&self, id: usize) {
+        self.per_worker[id].running.store(0, Relaxed);
         self.metrics.running.decrement(1.0);
     }
 }
@@ -278,7 +316,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if this.job.reply.is_some() {
-                this.inner.call_ended();
+                this.inner.call_ended(this.job.id);
             }
         }
     }
@@ -327,6 +365,7 @@ async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, id: usi
         job: Running {
             reply: None,
             ctx: None,
+            id,
         },
         call: Call::Idle,
     });
@@ -394,7 +433,7 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
     fn start(self: Pin<&mut Self>, job: (Job<Req, B::Response>, Stamp)) {
         let this = self.project();
         if accept(this.inner, job, this.job) {
-            this.inner.call_started();
+            this.inner.call_started(this.job.id);
         }
     }
 
@@ -410,7 +449,7 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 let result = match step {
                     Step::Pending => return Poll::Pending,
                     Step::Abandoned => {
-                        inner.counters.abandoned.fetch_add(1, Relaxed);
+                        bump(&inner.per_worker[this.job.id].abandoned);
                         tracing::debug!(
                             layer = %inner.name,
                             "queue dropped a running call: its caller left"
@@ -426,7 +465,7 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 // Left by a `poll_ready` error (or a panic before the call);
                 // a request not called is dropped with the reply.
                 this.job.ctx = None;
-                inner.call_ended();
+                inner.call_ended(this.job.id);
                 if let Some(result) = result {
                     answer(inner, reply, result);
                 }
@@ -440,7 +479,7 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 return Poll::Ready(());
             };
             if accept(inner, job, this.job) {
-                inner.call_started();
+                inner.call_started(this.job.id);
             }
         }
     }
@@ -509,7 +548,7 @@ fn accept<Req, Res>(
         running.reply = Some(job.reply);
         return true;
     };
-    inner.counters.skipped.fetch_add(1, Relaxed);
+    bump(&inner.per_worker[running.id].skipped);
     inner.metrics.skipped.increment(1);
     tracing::debug!(
         layer = %inner.name,
@@ -597,18 +636,19 @@ fn step<Req, B: Backend<Req>>(
             return Step::Pending;
         }
         Ok(Poll::Ready(Ok(res))) => {
-            inner.counters.completed.fetch_add(1, Relaxed);
+            bump(&inner.per_worker[job.id].completed);
             inner.metrics.completed.increment(1);
             Ok(res)
         }
         Ok(Poll::Ready(Err(e))) => {
-            inner.counters.completed.fetch_add(1, Relaxed);
+            let counters = &inner.per_worker[job.id];
+            bump(&counters.completed);
             inner.metrics.completed.increment(1);
-            inner.counters.failed.fetch_add(1, Relaxed);
+            bump(&counters.failed);
             Err(Error::from_inner(e))
         }
         Err(payload) => {
-            inner.counters.panicked.fetch_add(1, Relaxed);
+            bump(&inner.per_worker[job.id].panicked);
             inner.metrics.panicked.increment(1);
             let panicked = Panicked::from_payload(&*payload);
             // The context for the log (the broken call is dropped next,
