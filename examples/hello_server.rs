@@ -5,8 +5,10 @@
 //! request id → handle errors → cancel scope (drain) → deadline from headers → concurrency limit → handler
 //! ```
 //!
-//! `cargo run --release --example hello_server -- bare|stacked PORT [SECS]`
-//! serves `GET /` ("Hello, World!") on 127.0.0.1:PORT (loopback only) until
+//! `cargo run --release --example hello_server -- MODE PORT [SECS]`, MODE
+//! `bare`, `stacked`, or one layer of the stack alone (`request_id`,
+//! `handle_errors`, `drain`, `deadline`, `limit`; the last three behind
+//! `handle_errors`, for `benches/e2e_layers.sh`), serves `GET /` ("Hello, World!") on 127.0.0.1:PORT (loopback only) until
 //! Ctrl-C or, when SECS is given, for SECS seconds, then drains (stacked) and
 //! exits.
 
@@ -31,7 +33,9 @@ async fn hello() -> &'static str {
 }
 
 fn usage(got: &str) -> BoxError {
-    format!("usage: hello_server bare|stacked PORT [SECS], got {got:?}").into()
+    format!(
+        "usage: hello_server bare|stacked|request_id|handle_errors|drain|deadline|limit PORT [SECS], got {got:?}"
+    ).into()
 }
 
 #[tokio::main]
@@ -56,6 +60,21 @@ async fn main() -> Result<(), BoxError> {
                 .handle_errors()
                 .drain_with(&shutdown)
                 .deadline_from_headers(SERVER_BUDGET)
+                .limit_concurrency(ConcurrencyLimitLayer::new(LIMIT)),
+        ),
+        // One layer of the stack at a time (behind `handle_errors` where the
+        // layer's error is rampart's), for `benches/e2e_layers.sh`.
+        "request_id" => router.layer(ServiceBuilder::new().request_id()),
+        "handle_errors" => router.layer(ServiceBuilder::new().handle_errors()),
+        "drain" => router.layer(ServiceBuilder::new().handle_errors().drain_with(&shutdown)),
+        "deadline" => router.layer(
+            ServiceBuilder::new()
+                .handle_errors()
+                .deadline_from_headers(SERVER_BUDGET),
+        ),
+        "limit" => router.layer(
+            ServiceBuilder::new()
+                .handle_errors()
                 .limit_concurrency(ConcurrencyLimitLayer::new(LIMIT)),
         ),
         other => return Err(usage(other)),
