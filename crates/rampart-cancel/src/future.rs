@@ -283,7 +283,7 @@ where
                 running.config.shutdown.shared.ended(Ended::Completed);
                 return Poll::Ready(res.map_err(Error::from_inner));
             }
-            if !running.config.watch_shutdown {
+            if cfg!(feature = "ablation") && !running.config.watch_shutdown {
                 return Poll::Pending;
             }
             let running = this

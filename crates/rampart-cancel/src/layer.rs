@@ -29,8 +29,9 @@ pub(crate) struct Config {
     /// No-ops in a layer's configuration; registered in each service's
     /// (`Layer::layer`).
     pub(crate) metrics: CancelMetrics,
-    /// False only for the benches' ablation
-    /// ([`CancelLayer::ablation_never_watch_shutdown`]).
+    /// False only for the benches' ablation (`ablation` feature,
+    /// `CancelLayer::ablation_never_watch_shutdown`); read only with that
+    /// feature.
     pub(crate) watch_shutdown: bool,
 }
 
@@ -100,6 +101,7 @@ impl CancelLayer {
     /// benches' ablation (`abl_nowatch` in `benches/cancel.rs`), which
     /// prices the watch.
     #[doc(hidden)]
+    #[cfg(feature = "ablation")]
     pub fn ablation_never_watch_shutdown(self) -> CancelLayer {
         CancelLayer {
             config: Arc::new(Config {
