@@ -10,6 +10,8 @@ requests (env, default 1000 and 3000) and prints (I(N2) - I(N1)) / (N2 - N1),
 the same method as ../shared/tools/bench-instructions, for any case.
 """
 import os, re, subprocess, sys, tempfile
+if len(sys.argv) < 3:
+    sys.exit(__doc__)
 exe = sys.argv[1]
 n1 = int(os.environ.get("N1", "1000")); n2 = int(os.environ.get("N2", "3000"))
 def ir(case, n):
