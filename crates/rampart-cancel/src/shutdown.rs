@@ -365,6 +365,10 @@ impl Shutdown {
 ///
 /// Every request admitted before the drain began and still running when
 /// it began is in exactly one of `completed`, `cancelled` and `unfinished`.
+/// A request that ends in the instant the drain begins (it saw the drain
+/// not begun yet while the drain counted it) can be in
+/// [`in_flight_at_start`](DrainReport::in_flight_at_start) and in none of
+/// the three.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DrainReport {
     completed: usize,
