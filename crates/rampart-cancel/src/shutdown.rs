@@ -285,8 +285,16 @@ impl Shutdown {
         // (same waker as its last poll) either sees the flag at the top of
         // its poll or was registered, and is woken by `stop`.
         self.shared.stopped.store(true, Ordering::SeqCst);
-        for lane in &self.shared.lanes {
-            lane.waiters.stop();
+        // Every lane is stopped before any waker runs: a waker that panics
+        // cannot leave a lane admitting registrations.
+        let wakers: Vec<_> = self
+            .shared
+            .lanes
+            .iter()
+            .flat_map(|lane| lane.waiters.stop_and_take())
+            .collect();
+        for waker in wakers {
+            waker.wake();
         }
         self.shared.stop.notify_waiters();
     }

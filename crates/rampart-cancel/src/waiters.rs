@@ -85,16 +85,25 @@ impl Waiters {
     }
 
     /// Stops the slab and wakes every registered waker (once: later calls
-    /// find it stopped and empty).
+    /// find it stopped and empty). Tests and models; the `Shutdown` uses
+    /// [`stop_and_take`](Waiters::stop_and_take).
+    #[cfg(test)]
     pub(crate) fn stop(&self) {
+        for waker in self.stop_and_take() {
+            waker.wake();
+        }
+    }
+
+    /// Stops the slab and hands back every registered waker, for the caller
+    /// to wake (so that [`Shutdown::cancel_all`](crate::Shutdown::cancel_all)
+    /// stops every lane before it runs any waker's code).
+    pub(crate) fn stop_and_take(&self) -> impl Iterator<Item = Waker> {
         let mut slab = self.lock();
         slab.stopped = true;
         let slots = std::mem::take(&mut slab.slots);
         slab.free = Vec::new();
         drop(slab);
-        for waker in slots.into_iter().flatten() {
-            waker.wake();
-        }
+        slots.into_iter().flatten()
     }
 
     /// How many wakers are registered (tests).
