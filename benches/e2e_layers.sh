@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
 PORT=${PORT:-18180}
-MODES=${MODES:-bare handle_errors request_id drain deadline limit stacked}
+MODES=${MODES:-bare handle_errors request_id tower_request_id echo_header drain deadline limit stacked}
 
 if ! command -v wrk >/dev/null 2>&1; then
     SUDO=""

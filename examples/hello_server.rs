@@ -8,7 +8,9 @@
 //! `cargo run --release --example hello_server -- MODE PORT [SECS]`, MODE
 //! `bare`, `stacked`, or one layer of the stack alone (`request_id`,
 //! `handle_errors`, `drain`, `deadline`, `limit`; the last three behind
-//! `handle_errors`, for `benches/e2e_layers.sh`), serves `GET /` ("Hello, World!") on 127.0.0.1:PORT (loopback only) until
+//! `handle_errors`), or for comparison `tower_request_id` (tower-http's
+//! set + propagate request id) or `echo_header` (a constant 36-byte
+//! `x-request-id` on every response), for `benches/e2e_layers.sh`, serves `GET /` ("Hello, World!") on 127.0.0.1:PORT (loopback only) until
 //! Ctrl-C or, when SECS is given, for SECS seconds, then drains (stacked) and
 //! exits.
 
@@ -16,11 +18,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use http::{HeaderName, HeaderValue};
 use rampart::BoxError;
 use rampart::cancel::Shutdown;
 use rampart::prelude::*;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 /// Concurrent handlers at most: far above the bench's 64 connections, so
 /// the limit is paid for but never waited on.
@@ -34,7 +39,7 @@ async fn hello() -> &'static str {
 
 fn usage(got: &str) -> BoxError {
     format!(
-        "usage: hello_server bare|stacked|request_id|handle_errors|drain|deadline|limit PORT [SECS], got {got:?}"
+        "usage: hello_server bare|stacked|request_id|handle_errors|drain|deadline|limit|tower_request_id|echo_header PORT [SECS], got {got:?}"
     ).into()
 }
 
@@ -65,6 +70,19 @@ async fn main() -> Result<(), BoxError> {
         // One layer of the stack at a time (behind `handle_errors` where the
         // layer's error is rampart's), for `benches/e2e_layers.sh`.
         "request_id" => router.layer(ServiceBuilder::new().request_id()),
+        // For comparison: tower-http's request id (v4 UUID, set on the
+        // request and propagated to the response), and a constant header of
+        // the same length added to the response (what echoing an id costs
+        // hyper, with no id made).
+        "tower_request_id" => router.layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        ),
+        "echo_header" => router.layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("x-request-id"),
+            HeaderValue::from_static("0190f4f6-7f0e-7cc4-9f5e-1d2c3b4a5968"),
+        )),
         "handle_errors" => router.layer(ServiceBuilder::new().handle_errors()),
         "drain" => router.layer(ServiceBuilder::new().handle_errors().drain_with(&shutdown)),
         "deadline" => router.layer(
