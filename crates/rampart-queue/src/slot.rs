@@ -233,8 +233,9 @@ impl<Req, Res> Reply<Req, Res> {
             .expect("a request is called once, before its reply is sent")
     }
 
-    /// True once the caller dropped its response future (tests).
-    #[cfg(all(test, rampart_loom))]
+    /// True once the caller dropped its response future (registers no
+    /// waker).
+    #[inline]
     pub(crate) fn caller_gone(&self) -> bool {
         self.slot
             .as_ref()
@@ -266,31 +267,39 @@ impl<Req, Res> Reply<Req, Res> {
     #[inline]
     pub(crate) fn send(mut self, result: Result<Res, Error>, pool: &Pool<Req, Res>) {
         let slot = self.slot.take().expect("a reply is sent once");
-        let mut cell = slot.lock();
-        // A job failed before a worker took it leaves its request to be
-        // dropped here (outside the lock); a worker's job left nothing.
-        let _work = cell.take_work();
-        match &mut cell.state {
-            State::Waiting { caller, .. } => {
-                let caller = caller.take();
-                // The result is moved once, into the slot.
-                cell.state = State::Answered(result);
-                drop(cell);
-                drop(slot);
-                if let Some(w) = caller {
-                    w.wake();
+        let caller = {
+            let mut cell = slot.lock();
+            // A job failed before a worker took it (or before its call)
+            // leaves its request to be dropped at the end of this block:
+            // outside the lock, before the caller is woken, and in place
+            // (`drop(work)` would copy the request); a called job left
+            // nothing.
+            let _work = cell.take_work();
+            match &mut cell.state {
+                State::Waiting { caller, worker } => {
+                    let caller = caller.take();
+                    // The worker's own waker: dropped outside the lock too.
+                    let worker = worker.take();
+                    // The result is moved once, into the slot.
+                    cell.state = State::Answered(result);
+                    drop(cell);
+                    drop(slot);
+                    drop(worker);
+                    caller
                 }
+                State::CallerGone => {
+                    cell.state = State::IDLE;
+                    drop(cell);
+                    pool.put(slot);
+                    drop(result);
+                    None
+                }
+                State::Answered(_) => unreachable!("a reply is sent once"),
             }
-            State::CallerGone => {
-                cell.state = State::IDLE;
-                drop(cell);
-                pool.put(slot);
-                drop(result);
-            }
-            State::Answered(_) => unreachable!("a reply is sent once"),
+        };
+        if let Some(w) = caller {
+            w.wake();
         }
-        // `_work` is dropped here, in place (after the lock is released;
-        // not by `drop(..)`, which would copy it).
     }
 }
 
@@ -312,15 +321,19 @@ impl<Req, Res> Drop for Reply<Req, Res> {
 #[inline(never)]
 fn reply_dropped<Req, Res>(slot: Arc<Slot<Req, Res>>) {
     let mut state = slot.lock();
-    if let State::Waiting { caller, .. } =
-        std::mem::replace(&mut state.state, State::Answered(Err(Error::closed())))
+    // A request never called is dropped here, by the worker or the queue
+    // that held the reply (also when the caller left: not by whichever
+    // side lets go of the slot last), outside the lock and before the
+    // caller is woken.
+    let work: Work<Req> = (state.req.take(), state.ctx.take());
+    let old = std::mem::replace(&mut state.state, State::Answered(Err(Error::closed())));
+    drop(state);
+    drop(work);
+    if let State::Waiting {
+        caller: Some(w), ..
+    } = old
     {
-        let work: Work<Req> = (state.req.take(), state.ctx.take());
-        drop(state);
-        drop(work);
-        if let Some(w) = caller {
-            w.wake();
-        }
+        w.wake();
     }
 }
 
@@ -467,6 +480,37 @@ mod loom_tests {
             drop(answer);
             worker.join().unwrap();
             second_request_on_the_pooled_slot(&pool);
+        });
+    }
+
+    /// A request that records whether it was dropped.
+    struct Tracked(Arc<loom::sync::atomic::AtomicBool>);
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0.store(true, loom::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// The caller leaves while the worker gives up a request it never
+    /// called: the worker drops the request itself, whichever side lets go
+    /// of the slot last (not the caller's thread, at its drop).
+    #[test]
+    fn loom_an_uncalled_request_is_dropped_by_the_worker_that_gives_it_up() {
+        loom::model(|| {
+            let pool: Arc<Pool<Tracked, u32>> = Arc::new(Pool::new(4));
+            let dropped = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let (reply, answer) = Pool::pair(&pool, Tracked(Arc::clone(&dropped)), None);
+            let d = Arc::clone(&dropped);
+            let worker = thread::spawn(move || {
+                drop(reply);
+                assert!(
+                    d.load(loom::sync::atomic::Ordering::SeqCst),
+                    "the worker dropped the request it gave up"
+                );
+            });
+            drop(answer);
+            worker.join().unwrap();
         });
     }
 

@@ -54,6 +54,10 @@ pub(crate) struct Running<Req, Res> {
     ctx: Option<Context>,
     /// The worker's id (its counters).
     id: usize,
+    /// The inner service was not ready for this job at least once: before
+    /// it is called, the worker checks again that its caller is still
+    /// there (the caller may have left in the meantime).
+    waited_ready: bool,
 }
 
 /// The callers' counters behind [`Stats`](crate::Stats) (the workers'
@@ -366,6 +370,7 @@ async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, id: usi
             reply: None,
             ctx: None,
             id,
+            waited_ready: false,
         },
         call: Call::Idle,
     });
@@ -546,6 +551,7 @@ fn accept<Req, Res>(
     let gone = job.reply.take_context_into(&mut running.ctx);
     let Some(reason) = skip_reason(inner.detach, gone, running.ctx.as_ref(), now) else {
         running.reply = Some(job.reply);
+        running.waited_ready = false;
         return true;
     };
     bump(&inner.per_worker[running.id].skipped);
@@ -597,6 +603,18 @@ fn step<Req, B: Backend<Req>>(
     mut call: Pin<&mut Call<B::Future>>,
     cx: &mut TaskContext<'_>,
 ) -> Step<B::Response> {
+    // A job that waited for the inner service's readiness is not called
+    // once its caller has left (unless detached): the inner service never
+    // sees abandoned work, even when it becomes ready in the same wake-up.
+    if job.waited_ready
+        && !inner.detach
+        && matches!(call.as_mut().project(), CallProj::Idle)
+        && let Some(reply) = job.reply.as_ref()
+        && reply.wants_answer()
+        && reply.caller_gone()
+    {
+        return Step::Abandoned;
+    }
     let polled = catch_unwind(AssertUnwindSafe(
         || -> Poll<Result<B::Response, B::Error>> {
             if let CallProj::Idle = call.as_mut().project() {
@@ -614,7 +632,10 @@ fn step<Req, B: Backend<Req>>(
                         None => call.set(Call::Bare { fut }),
                     },
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        job.waited_ready = true;
+                        return Poll::Pending;
+                    }
                 }
             }
             match call.as_mut().project() {

@@ -313,6 +313,34 @@ async fn a_running_call_is_dropped_when_its_caller_leaves() {
 }
 
 #[tokio::test]
+async fn a_caller_leaving_while_the_inner_service_is_not_ready_is_never_called() {
+    let ready = Gate::new();
+    let mock = MockService::<u32, u32>::new(MockReply::ok);
+    mock.set_ready(ReadyMode::Gated(ready.clone()));
+    let svc: Q = Queue::new(mock.clone(), 4, 1);
+    let mut s = svc.clone();
+    ServiceExt::<u32>::ready(&mut s).await.unwrap();
+    let fut = s.call(1);
+    // The worker took the job and waits for the inner service's readiness.
+    settle().await;
+    assert_eq!(svc.stats().running, 1);
+    // The caller leaves, and the inner service becomes ready, before the
+    // worker runs again: it must not call the inner service for nobody.
+    drop(fut);
+    ready.open();
+    settle().await;
+    assert_eq!(
+        mock.calls(),
+        0,
+        "the abandoned request never reached the inner service"
+    );
+    assert_eq!(svc.stats().abandoned, 1);
+    assert_eq!(svc.stats().running, 0);
+    assert_eq!(svc.clone().oneshot(2).await.unwrap(), 2);
+    assert_eq!(mock.calls(), 1);
+}
+
+#[tokio::test]
 async fn detach_lets_work_finish_after_its_caller_left() {
     let gate = Gate::new();
     let g = gate.clone();
