@@ -107,13 +107,14 @@
 //! Cost: without the feature the handles are zero-sized and a job keeps its
 //! size; nothing is recorded or paid. With it and no recorder installed
 //! (`benches/queue.rs` under callgrind, current thread, 8 workers, ready
-//! inner): +299 / +261 instructions per request at 1 / 64 callers. About
-//! 150 of them are the wait histogram's two clock readings (one when a
-//! request is queued, one when a worker takes it) and their difference:
-//! the `metrics` facade does not say whether a recorder listens, so they
-//! are taken anyway. The gauge and counter updates are 20 to 40; the rest
-//! is the bench's inner service no longer inlined into the worker's loop
-//! (see `benches/README.md`). A request with a deadline pays no clock
+//! inner, 2026-12-06): +271 / +219 instructions per request at 1 / 64
+//! callers. About 130 of them are the wait histogram's two clock readings
+//! (one when a request is queued, one when a worker takes it) and their
+//! difference (22 of those are tokio's paused-clock check, which the
+//! bench build has from `test-util` and a production build does not): the
+//! `metrics` facade does not say whether a recorder listens, so they are
+//! taken anyway. The rest is the no-op gauge and counter updates and the
+//! 16-byte stamp each queued job carries (see `benches/README.md`). A request with a deadline pays no clock
 //! reading of its own: the queue's deadline checks (at the call and when a
 //! worker takes it) use the same readings. No allocation or lock.
 //!
