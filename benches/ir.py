@@ -7,11 +7,13 @@ queue/rampart/ct/ready/64, including the probe-only `abl_*` ids)
 Runs BENCH_BINARY (from `cargo bench --bench NAME --no-run`) under
 `valgrind --tool=callgrind` with RAMPART_BENCH_PROBE=CASE at N1 and N2
 requests (env, default 1000 and 3000) and prints (I(N2) - I(N1)) / (N2 - N1),
-the same method as ../shared/tools/bench-instructions, for any case.
+the method of the workplace's bench-instructions tool, for any case.
 """
-import os, re, subprocess, sys, tempfile
+import os, re, shutil, subprocess, sys, tempfile
 if len(sys.argv) < 3:
     sys.exit(__doc__)
+if shutil.which("valgrind") is None:
+    sys.exit("benches/ir.py needs valgrind (Debian: apt-get install valgrind)")
 exe = sys.argv[1]
 n1 = int(os.environ.get("N1", "1000")); n2 = int(os.environ.get("N2", "3000"))
 def ir(case, n):
@@ -25,6 +27,7 @@ def ir(case, n):
         for line in open(f):
             if line.startswith("summary:") or line.startswith("totals:"):
                 return int(line.split()[1])
+        sys.exit(f"no instruction total in callgrind's output for {case}")
 for case in sys.argv[2:]:
     a, b = ir(case, n1), ir(case, n2)
     print(f"{case}\t{(b - a) / (n2 - n1):.0f}", flush=True)

@@ -5,14 +5,15 @@
 //! request id → handle errors → cancel scope (drain) → deadline from headers → concurrency limit → handler
 //! ```
 //!
-//! `cargo run --release --example hello_server -- MODE PORT [SECS]`, MODE
-//! `bare`, `stacked`, or one layer of the stack alone (`request_id`,
-//! `handle_errors`, `drain`, `deadline`, `limit`; the last three behind
-//! `handle_errors`), or for comparison `tower_request_id` (tower-http's
-//! set + propagate request id) or `echo_header` (a constant 36-byte
-//! `x-request-id` on every response), for `benches/e2e_layers.sh`, serves `GET /` ("Hello, World!") on 127.0.0.1:PORT (loopback only) until
-//! Ctrl-C or, when SECS is given, for SECS seconds, then drains (stacked) and
-//! exits.
+//! `cargo run --release --example hello_server -- MODE PORT [SECS]` serves
+//! `GET /` ("Hello, World!") on 127.0.0.1:PORT (loopback only) until Ctrl-C
+//! or, when SECS is given, for SECS seconds, then drains and exits.
+//!
+//! MODE is `bare`, `stacked`, or, for `benches/e2e_layers.sh`, one layer of
+//! the stack alone (`request_id`, `handle_errors`, `drain`, `deadline`,
+//! `limit`; the last three behind `handle_errors`), or a comparison:
+//! `tower_request_id` (tower-http's set + propagate request id) or
+//! `echo_header` (a constant 36-byte `x-request-id` on every response).
 
 use std::time::Duration;
 

@@ -58,7 +58,8 @@ pin_project! {
 }
 
 pin_project! {
-    /// The future shared by the fixed/adaptive and the keyed limits.
+    /// The keyed limit's future (the fixed and adaptive limits have their
+    /// own, smaller [`ResponseFuture`]).
     pub(crate) struct LimitFuture<S, Req, K, O>
     where
         S: Service<Req>,
@@ -260,7 +261,8 @@ pin_project! {
     /// the permit back when the response is ready or the future is dropped.
     ///
     /// The wait for a permit happens in `poll_ready`, so this future never
-    /// holds the request: it is the inner future plus two words.
+    /// holds the request: it is the inner future, the permit and the
+    /// adaptive limit's timing slot (four words beside the inner future).
     pub struct ResponseFuture<S, Req, K>
     where
         S: Service<Req>,
