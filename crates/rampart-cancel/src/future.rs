@@ -9,7 +9,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll, RawWakerVTable, Waker};
+use std::task::{Context as TaskContext, Poll, Waker};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -24,29 +24,11 @@ pub(crate) struct Running {
     /// some (their request id is read from the scope's context when the
     /// request is cancelled).
     pub(crate) started: Option<Instant>,
-    /// The request's place among the shutdown's waiters, from its first
+    /// The request's key among the shutdown's waiters, from its first
     /// `Pending`.
-    pub(crate) watching: Option<Watching>,
+    pub(crate) watching: Option<u32>,
     /// The lane the request is tracked in (its waker goes there too).
     pub(crate) lane: u8,
-}
-
-/// A request's key in the shutdown's [`Waiters`](crate::waiters::Waiters)
-/// and which waker it registered there: its vtable and data address, what
-/// `Waker::will_wake` compares (the slab holds a clone of that waker, so the
-/// addresses cannot be reused by another task's meanwhile).
-pub(crate) struct Watching {
-    vtable: &'static RawWakerVTable,
-    data: usize,
-    key: u32,
-}
-
-impl Watching {
-    /// True when `waker` is the one registered (`Waker::will_wake`).
-    #[inline]
-    fn registered(&self, waker: &Waker) -> bool {
-        self.data == waker.data() as usize && std::ptr::eq(self.vtable, waker.vtable())
-    }
 }
 
 impl Running {
@@ -56,27 +38,15 @@ impl Running {
     #[inline]
     fn watch_shutdown(&mut self, waker: &Waker) -> bool {
         let waiters = &self.config.shutdown.shared.lanes[usize::from(self.lane)].waiters;
-        match &mut self.watching {
+        match self.watching {
             None => {
                 let Some(key) = waiters.register(waker) else {
                     return false;
                 };
-                self.watching = Some(Watching {
-                    vtable: waker.vtable(),
-                    data: waker.data() as usize,
-                    key,
-                });
+                self.watching = Some(key);
                 true
             }
-            Some(w) if w.registered(waker) => true,
-            Some(w) => {
-                if !waiters.update(w.key, waker) {
-                    return false;
-                }
-                w.vtable = waker.vtable();
-                w.data = waker.data() as usize;
-                true
-            }
+            Some(key) => waiters.update(key, waker),
         }
     }
 }
@@ -84,10 +54,10 @@ impl Running {
 impl Drop for Running {
     /// The request is no longer in flight, however it ended.
     fn drop(&mut self) {
-        if let Some(w) = &self.watching {
+        if let Some(key) = self.watching {
             self.config.shutdown.shared.lanes[usize::from(self.lane)]
                 .waiters
-                .remove(w.key);
+                .remove(key);
         }
         self.config.metrics.ended();
     }

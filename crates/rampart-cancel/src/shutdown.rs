@@ -8,8 +8,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::Notify;
-use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -75,7 +73,7 @@ pub struct Shutdown {
 }
 
 pub(crate) struct Shared {
-    /// Set (before `stop` is notified) by `cancel_all`.
+    /// Set first by `cancel_all` (read at every poll of a pending request).
     stopped: AtomicBool,
     /// Set first by `close` (the drain began): then requests that end are
     /// counted, and `poll_ready` lets calls through to be refused.
@@ -84,8 +82,8 @@ pub(crate) struct Shared {
     /// once it is pending, in the lane of the thread that made the call, so
     /// the threads of a runtime do not all write the same cache lines.
     pub(crate) lanes: [Lane; LANES],
-    /// Wakes [`Shutdown::cancelled`] futures when `cancel_all` is called.
-    stop: Arc<Notify>,
+    /// Fired by `cancel_all`, for [`Shutdown::cancelled`].
+    stop: CancellationToken,
     /// Fires when the drain begins.
     draining: CancellationToken,
     /// Async cleanup hooks still running.
@@ -145,13 +143,6 @@ impl Shared {
     #[inline]
     pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
-    }
-
-    /// A future that resolves when [`Shutdown::cancel_all`] is called after
-    /// it was created (check [`is_stopped`](Shared::is_stopped) after
-    /// creating it: `notify_waiters` wakes every future created before it).
-    pub(crate) fn stop_notified(&self) -> OwnedNotified {
-        self.stop.clone().notified_owned()
     }
 
     /// True once the drain began ([`Shutdown::close`]).
@@ -231,7 +222,7 @@ impl Shutdown {
                     requests: TaskTracker::new(),
                     waiters: Waiters::default(),
                 }),
-                stop: Arc::new(Notify::new()),
+                stop: CancellationToken::new(),
                 draining: CancellationToken::new(),
                 cleanups: TaskTracker::new(),
                 completed: AtomicUsize::new(0),
@@ -281,9 +272,6 @@ impl Shutdown {
     /// [`CancelReason::Shutdown`](crate::CancelReason::Shutdown).
     /// [`drain`](Shutdown::drain) calls it at its deadline.
     pub fn cancel_all(&self) {
-        // Stored before the lanes stop: a request that skips the lane's lock
-        // (same waker as its last poll) either sees the flag at the top of
-        // its poll or was registered, and is woken by `stop`.
         self.shared.stopped.store(true, Ordering::SeqCst);
         // Every lane is stopped before any waker runs: a waker that panics
         // cannot leave a lane admitting registrations.
@@ -296,7 +284,7 @@ impl Shutdown {
         for waker in wakers {
             waker.wake();
         }
-        self.shared.stop.notify_waiters();
+        self.shared.stop.cancel();
     }
 
     /// True once [`cancel_all`](Shutdown::cancel_all) was called.
@@ -307,10 +295,7 @@ impl Shutdown {
     /// A future that resolves once [`cancel_all`](Shutdown::cancel_all)
     /// was called, e.g. to stop background work with the requests.
     pub async fn cancelled(&self) {
-        let notified = self.shared.stop_notified();
-        if !self.shared.is_stopped() {
-            notified.await;
-        }
+        self.shared.stop.cancelled().await;
     }
 
     /// Graceful drain with [`DEFAULT_CANCEL_GRACE`]; see

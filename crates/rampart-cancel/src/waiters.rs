@@ -59,13 +59,19 @@ impl Waiters {
         }
     }
 
-    /// Replaces the waker registered under `key`; false once stopped.
+    /// Keeps `waker` registered under `key`: replaces the waker there
+    /// unless it would wake the same task (`Waker::will_wake`); false once
+    /// stopped.
     pub(crate) fn update(&self, key: u32, waker: &Waker) -> bool {
         let mut slab = self.lock();
         if slab.stopped {
             return false;
         }
-        let old = slab.slots[key as usize].replace(waker.clone());
+        let slot = &mut slab.slots[key as usize];
+        if slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            return true;
+        }
+        let old = slot.replace(waker.clone());
         drop(slab);
         drop(old);
         true
@@ -162,6 +168,20 @@ mod tests {
         w.stop();
         assert_eq!(ca.0.load(Ordering::SeqCst), 0);
         assert_eq!(cb.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_update_with_the_same_tasks_waker_keeps_the_registered_one() {
+        let w = Waiters::default();
+        let (a, ca) = waker();
+        let k = w.register(&a).unwrap();
+        // The task's strong count: the test's waker, the slab's clone.
+        let before = Arc::strong_count(&ca);
+        assert!(w.update(k, &a.clone()));
+        assert_eq!(Arc::strong_count(&ca), before, "no second clone kept");
+        assert_eq!(w.len(), 1);
+        w.stop();
+        assert_eq!(ca.0.load(Ordering::SeqCst), 1, "woken once");
     }
 
     #[test]
