@@ -16,7 +16,7 @@
 //! robin), each of which drives the inner call to completion and answers
 //! through the oneshot. What any "workers drive the call" design pays (a
 //! floor for it, not a queue: no bound, no skip of abandoned work, no
-//! deadline, no panic isolation; see [`handoff`]).
+//! deadline, no panic isolation; see [`common::handoff`]).
 //!
 //! Each queue is built inside the case's runtime (its workers are spawned
 //! there) once per benchmark, and cloned per request. rampart's queue runs
@@ -51,7 +51,12 @@ fn queue(c: &mut Criterion) {
         bench_layer(&mut g, "tower", case, BufferLayer::new(BOUND));
         bench_layer(&mut g, "rampart", case, rampart());
         if common::probing() && case.rt == Ct {
-            bench_layer(&mut g, "abl_handoff", case, handoff::HandoffLayer);
+            bench_layer(
+                &mut g,
+                "abl_handoff",
+                case,
+                common::handoff::HandoffLayer { workers: WORKERS },
+            );
         }
     }
     g.finish();
@@ -62,94 +67,15 @@ fn queue(c: &mut Criterion) {
         bench_layer(&mut g, "tower", case, BufferLayer::new(BOUND));
         bench_layer(&mut g, "rampart", case, rampart());
         if common::probing() && case.rt == Ct {
-            bench_layer(&mut g, "abl_handoff", case, handoff::HandoffLayer);
+            bench_layer(
+                &mut g,
+                "abl_handoff",
+                case,
+                common::handoff::HandoffLayer { workers: WORKERS },
+            );
         }
     }
     g.finish();
-}
-
-/// The `abl_handoff` ablation (see the module docs): requests handed to
-/// [`WORKERS`] worker tasks over tokio's mpsc, answers back over a tokio
-/// oneshot.
-mod handoff {
-    use super::WORKERS;
-    use crate::common::{Inner, Req, Res};
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-    use std::task::{Context, Poll};
-    use tokio::sync::{mpsc, oneshot};
-    use tower::{BoxError, Layer, Service, ServiceExt};
-
-    type Job = (Req, oneshot::Sender<Result<Res, BoxError>>);
-
-    /// Spawns the workers (inside the case's runtime) and hands out the
-    /// service that feeds them.
-    pub(crate) struct HandoffLayer;
-
-    #[derive(Clone)]
-    pub(crate) struct Handoff {
-        workers: Arc<[mpsc::UnboundedSender<Job>]>,
-        next: Arc<AtomicUsize>,
-    }
-
-    impl Layer<Inner> for HandoffLayer {
-        type Service = Handoff;
-
-        fn layer(&self, inner: Inner) -> Handoff {
-            let workers = (0..WORKERS)
-                .map(|_| {
-                    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-                    let mut svc = inner.clone();
-                    tokio::spawn(async move {
-                        while let Some((req, answer)) = rx.recv().await {
-                            let res = match svc.ready().await {
-                                Ok(svc) => svc.call(req).await,
-                                Err(e) => Err(e),
-                            };
-                            let _ = answer.send(res);
-                        }
-                    });
-                    tx
-                })
-                .collect();
-            Handoff {
-                workers,
-                next: Arc::new(AtomicUsize::new(0)),
-            }
-        }
-    }
-
-    impl Service<Req> for Handoff {
-        type Response = Res;
-        type Error = BoxError;
-        type Future = Answer;
-
-        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, req: Req) -> Answer {
-            let (tx, rx) = oneshot::channel();
-            let i = self.next.fetch_add(1, Relaxed) % self.workers.len();
-            let _ = self.workers[i].send((req, tx));
-            Answer(rx)
-        }
-    }
-
-    /// The caller's wait for its answer.
-    pub(crate) struct Answer(oneshot::Receiver<Result<Res, BoxError>>);
-
-    impl Future for Answer {
-        type Output = Result<Res, BoxError>;
-
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-            Pin::new(&mut self.0)
-                .poll(cx)
-                .map(|r| r.unwrap_or_else(|_| Err("worker gone".into())))
-        }
-    }
 }
 
 fn main() {

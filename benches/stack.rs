@@ -22,7 +22,8 @@
 //!
 //! In probe mode only, ids `abl_rampart_without_<layer>` and
 //! `abl_tower_without_<layer>` (ct, 1 and 64 callers) are each stack with
-//! one layer left out (see `register_ablation`).
+//! one layer left out (see `register_ablation`), and `abl_floor` is a stack
+//! of the cheapest parts that do the five jobs (see `register_floor_stack`).
 //!
 //! [`NeverRetry`]: common::NeverRetry
 
@@ -256,12 +257,71 @@ fn register_ablation(g: &mut Group<'_>, case: Case) {
     );
 }
 
+/// Probe mode only: `abl_floor`, a stack of the least each of the five jobs
+/// costs, every piece the cheapest measured, so `(abl_floor − floor) /
+/// (tower − floor)` is the lowest ratio to tower any stack doing the jobs
+/// could reach with these parts. It leaves out work rampart's stack must do,
+/// so the true floor is higher:
+/// - request id: a v7 id minted and echoed on the response
+///   ([`echo_new_id`]); no incoming header checked, and no context, so
+///   nothing reaches the calls made further in;
+/// - timeout: tower's `Timeout` (a tokio `Sleep` made at `call()`);
+/// - retry: rampart's (the request cloned per attempt; tower's costs more);
+/// - queue: [`common::handoff`] (tokio mpsc and oneshot to [`WORKERS`]
+///   workers: no bound, no skip, no deadline, no panic isolation, no
+///   context carried);
+/// - limit: tower's `ConcurrencyLimit` (rampart's costs ~40 more).
+///
+/// `abl_floor_with_rampart_request_id` is the same with rampart's
+/// `RequestIdLayer` in place of [`echo_new_id`]: what the context (made,
+/// scoped over the call and every poll) adds.
+fn register_floor_stack(g: &mut Group<'_>, case: Case) {
+    use common::handoff::HandoffLayer;
+    use tower::util::MapResponseLayer;
+    bench_layer(
+        g,
+        "abl_floor_with_rampart_request_id",
+        case,
+        five!(
+            rampart::context::RequestIdLayer::new(),
+            TimeoutLayer::new(TIMEOUT),
+            rampart_retry(),
+            HandoffLayer { workers: WORKERS },
+            ConcurrencyLimitLayer::new(LIMIT),
+        ),
+    );
+    bench_layer(
+        g,
+        "abl_floor",
+        case,
+        five!(
+            MapResponseLayer::new(echo_new_id),
+            TimeoutLayer::new(TIMEOUT),
+            rampart_retry(),
+            HandoffLayer { workers: WORKERS },
+            ConcurrencyLimitLayer::new(LIMIT),
+        ),
+    );
+}
+
+/// The request-id floor of [`register_floor_stack`]: a new v7 id in the
+/// response's `x-request-id`.
+fn echo_new_id(mut res: common::Res) -> common::Res {
+    let id = rampart::RequestId::new_v7();
+    res.headers_mut().insert(
+        http::header::HeaderName::from_static("x-request-id"),
+        id.into(),
+    );
+    res
+}
+
 fn stack(c: &mut Criterion) {
     let mut g = group(c, "stack");
     for case in cases(&[Ct, Mt], &[Ready, Yield, Remote], &[1, 64]) {
         register(&mut g, case, TIMEOUT);
         if common::probing() && case.rt == Ct {
             register_ablation(&mut g, case);
+            register_floor_stack(&mut g, case);
         }
     }
     g.finish();

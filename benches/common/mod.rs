@@ -44,6 +44,8 @@
 //! `target/criterion/allocs.txt`.
 #![allow(dead_code)] // each bench binary uses a different subset of the helpers
 
+pub(crate) mod handoff;
+
 use std::fmt;
 use std::time::{Duration, Instant};
 

@@ -297,6 +297,30 @@ impl Context {
         enter(&mut Some(self), f)
     }
 
+    /// Runs the closure `f` with the context in `slot` as the current one and
+    /// leaves it back in `slot` after, also when `f` panics: the context is
+    /// lent to the scope, not cloned, for a caller that keeps it for a later
+    /// scope (a `poll_ready` then a `call` in the same context). With `slot`
+    /// empty, `f` runs with no current context.
+    ///
+    /// # Panics
+    ///
+    /// Inside [`Context::with_current`]'s closure, which holds the current
+    /// context borrowed (a bug, as with tokio's task-locals).
+    ///
+    /// ```
+    /// use rampart_core::{Context, RequestId};
+    /// let mut slot = Some(Context::new().with_request_id(RequestId::parse(b"req-1").unwrap()));
+    /// let seen = Context::lend(&mut slot, || Context::current().unwrap().request_id().cloned());
+    /// assert_eq!(seen.unwrap().as_str(), "req-1");
+    /// assert!(slot.is_some(), "the context is back in its slot");
+    /// assert!(Context::current().is_none());
+    /// ```
+    #[inline]
+    pub fn lend<R>(slot: &mut Option<Context>, f: impl FnOnce() -> R) -> R {
+        enter(slot, f)
+    }
+
     /// Calls `call` with this context as the current one, then runs the
     /// future it returns in the same context: a `Service::call` that must
     /// see the context its future will run in. One context serves both (no

@@ -620,8 +620,9 @@ fn step<Req, B: Backend<Req>>(
             if let CallProj::Idle = call.as_mut().project() {
                 let reply = job.reply.as_ref().expect("a job is running");
                 let req = || reply.take_request();
-                let ready = match &job.ctx {
-                    Some(ctx) => ctx.clone().sync_scope(|| backend.poll_call(cx, req)),
+                let ready = match job.ctx {
+                    // Lent, not cloned: the call's future takes it next.
+                    Some(_) => Context::lend(&mut job.ctx, || backend.poll_call(cx, req)),
                     None => backend.poll_call(cx, req),
                 };
                 match ready {
