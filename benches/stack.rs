@@ -274,7 +274,9 @@ fn register_ablation(g: &mut Group<'_>, case: Case) {
 ///
 /// `abl_floor_with_rampart_request_id` is the same with rampart's
 /// `RequestIdLayer` in place of [`echo_new_id`]: what the context (made,
-/// scoped over the call and every poll) adds.
+/// scoped over the call and every poll) adds; `…_and_queue` also has
+/// rampart's queue in place of the hand-off (which carries the context to
+/// the worker and scopes the call in it).
 fn register_floor_stack(g: &mut Group<'_>, case: Case) {
     use common::handoff::HandoffLayer;
     use tower::util::MapResponseLayer;
@@ -287,6 +289,18 @@ fn register_floor_stack(g: &mut Group<'_>, case: Case) {
             TimeoutLayer::new(TIMEOUT),
             rampart_retry(),
             HandoffLayer { workers: WORKERS },
+            ConcurrencyLimitLayer::new(LIMIT),
+        ),
+    );
+    bench_layer(
+        g,
+        "abl_floor_with_rampart_request_id_and_queue",
+        case,
+        five!(
+            rampart::context::RequestIdLayer::new(),
+            TimeoutLayer::new(TIMEOUT),
+            rampart_retry(),
+            rampart_queue(),
             ConcurrencyLimitLayer::new(LIMIT),
         ),
     );
