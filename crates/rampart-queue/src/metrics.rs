@@ -55,11 +55,11 @@ impl Metrics {
         }
     }
 
-    /// A worker took a job stamped `stamp` off the queue at `now`.
+    /// A worker took a job queued at `stamp` off the queue at `now`: its
+    /// wait, if both are clock readings.
     #[inline]
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn taken(&self, stamp: Stamp, now: Stamp) {
-        self.depth.decrement(1.0);
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables, clippy::unused_self))]
+    pub(crate) fn waited(&self, stamp: Stamp, now: Stamp) {
         #[cfg(feature = "metrics")]
         if let (Some(at), Some(now)) = (stamp.0, now.0) {
             self.wait.record_duration(now.saturating_duration_since(at));

@@ -397,7 +397,7 @@ impl<Req, Res> Queue<Req, Res> {
         let cancel = ctx.as_ref().and_then(Context::cancellation).cloned();
         let inner = &self.handle.inner;
         let mut placed = None;
-        let job = Job::new(inner.pool.unanswered(req, ctx), now);
+        let job = Job::new(inner.pool.unanswered(req, ctx, now));
         let ticket = match offer(inner, job, true, || {
             let (tx, rx) = oneshot::channel();
             placed = Some(rx);
@@ -463,7 +463,7 @@ impl<Req, Res> Queue<Req, Res> {
         let inner = &self.handle.inner;
         offer(
             inner,
-            Job::new(inner.pool.unanswered(req, ctx), now),
+            Job::new(inner.pool.unanswered(req, ctx, now)),
             false,
             || None,
         )
@@ -512,8 +512,8 @@ where
             );
         }
         let inner = &self.handle.inner;
-        let (reply, answer) = Pool::pair(&inner.pool, req, ctx);
-        let job = Job::new(reply, now);
+        let (reply, answer) = Pool::pair(&inner.pool, req, ctx, now);
+        let job = Job::new(reply);
         let wait = inner.when_full == WhenFull::Wait;
         let waiting = match offer(inner, job, wait, || None) {
             Ok(Offer::Queued) => None,

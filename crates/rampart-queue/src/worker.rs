@@ -21,20 +21,18 @@ use tokio::task::AbortHandle;
 use tower_service::Service;
 
 /// One accepted request, as it moves through the queue: a pointer to its
-/// slot (which holds the request and its context until a worker takes
-/// them, then the answer).
+/// slot (which holds the request, its context and when it was queued until
+/// a worker takes them, then the answer).
 pub(crate) struct Job<Req, Res> {
     pub(crate) reply: Reply<Req, Res>,
-    /// When it was queued (zero-sized without the `metrics` feature).
-    pub(crate) stamp: Stamp,
 }
 
 impl<Req, Res> Job<Req, Res> {
-    /// A job about to be queued, stamped `stamp` (now; a caller that has
-    /// to wait for space is stamped again once it has a place).
+    /// A job about to be queued (its slot stamped with the time; a caller
+    /// that has to wait for space is stamped again once it has a place).
     #[inline]
-    pub(crate) fn new(reply: Reply<Req, Res>, stamp: Stamp) -> Self {
-        Job { reply, stamp }
+    pub(crate) fn new(reply: Reply<Req, Res>) -> Self {
+        Job { reply }
     }
 
     /// Answers the caller (if it still listens) with `err`; the answer
@@ -513,7 +511,7 @@ fn take<Req, Res>(
         now,
     ) = {
         let mut core = inner.core();
-        let taken = core.take(Stamp::now, |next, now| next.stamp = now);
+        let taken = core.take(Stamp::now, |next, now| next.reply.restamp(now));
         if let Some((id, cx)) = idle {
             if taken.is_some() {
                 core.set_busy(id);
@@ -523,7 +521,7 @@ fn take<Req, Res>(
         }
         taken?
     };
-    inner.metrics.taken(job.stamp, now);
+    inner.metrics.depth.decrement(1.0);
     if promoted {
         inner.metrics.depth.increment(1.0);
         // An idle worker takes it if this one is busy with `job`.
@@ -548,7 +546,8 @@ fn accept<Req, Res>(
     running: &mut Running<Req, Res>,
 ) -> bool {
     debug_assert!(running.reply.is_none(), "one job at a time");
-    let gone = job.reply.take_context_into(&mut running.ctx);
+    let (gone, queued) = job.reply.take_context_into(&mut running.ctx);
+    inner.metrics.waited(queued, now);
     let Some(reason) = skip_reason(inner.detach, gone, running.ctx.as_ref(), now) else {
         running.reply = Some(job.reply);
         running.waited_ready = false;
