@@ -388,14 +388,15 @@ impl<Req, Res> Queue<Req, Res> {
     /// runs in the current [`Context`]; its outcome is logged, not returned.
     pub async fn submit(&self, req: Req) -> Result<(), Error> {
         let ctx = Context::current();
-        // One clock reading for the wait histogram and the deadline check.
-        let now = Stamp::now();
+        let inner = &self.handle.inner;
+        // One clock reading (when the wait histogram records) for it and the
+        // deadline check, which reads the clock itself otherwise.
+        let now = inner.metrics.now();
         if let Some(err) = refused(ctx.as_ref(), now) {
             return Err(err);
         }
         let deadline = ctx.as_ref().and_then(Context::deadline);
         let cancel = ctx.as_ref().and_then(Context::cancellation).cloned();
-        let inner = &self.handle.inner;
         let mut placed = None;
         let job = Job::new(inner.pool.unanswered(req, ctx, now));
         let ticket = match offer(inner, job, true, || {
@@ -455,12 +456,13 @@ impl<Req, Res> Queue<Req, Res> {
     /// once with `Overloaded` when the queue is full, `Closed` when closed.
     pub fn try_submit(&self, req: Req) -> Result<(), Error> {
         let ctx = Context::current();
-        // One clock reading for the wait histogram and the deadline check.
-        let now = Stamp::now();
+        let inner = &self.handle.inner;
+        // One clock reading (when the wait histogram records) for it and the
+        // deadline check, which reads the clock itself otherwise.
+        let now = inner.metrics.now();
         if let Some(err) = refused(ctx.as_ref(), now) {
             return Err(err);
         }
-        let inner = &self.handle.inner;
         offer(
             inner,
             Job::new(inner.pool.unanswered(req, ctx, now)),
@@ -499,8 +501,10 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let ctx = Context::current();
-        // One clock reading for the wait histogram and the deadline check.
-        let now = Stamp::now();
+        let inner = &self.handle.inner;
+        // One clock reading (when the wait histogram records) for it and the
+        // deadline check, which reads the clock itself otherwise.
+        let now = inner.metrics.now();
         let mut bounds = None;
         if let Some(ctx) = &ctx {
             if let Some(err) = refused(Some(ctx), now) {
@@ -511,7 +515,6 @@ where
                 ctx.cancellation().map(|t| t.clone().cancelled_owned()),
             );
         }
-        let inner = &self.handle.inner;
         let (reply, answer) = Pool::pair(&inner.pool, req, ctx, now);
         let job = Job::new(reply);
         let wait = inner.when_full == WhenFull::Wait;

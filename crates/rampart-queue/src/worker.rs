@@ -376,8 +376,9 @@ async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, id: usi
         // The runner left the queue empty: look again, and wait as idle
         // (the waker left in the queue under the same lock hold, so the
         // next job queued wakes this worker or another idle one).
+        let mut now = Stamp::default();
         let Some(job) = poll_fn(|cx| {
-            take(&inner, Some((id, cx))).map_or_else(
+            take(&inner, Some((id, cx)), &mut now).map_or_else(
                 || {
                     if inner.core().is_closed() {
                         Poll::Ready(None)
@@ -392,7 +393,7 @@ async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, id: usi
         else {
             break;
         };
-        runner.as_mut().start(job);
+        runner.as_mut().start(job, now);
         poll_fn(|cx| runner.as_mut().poll_run(cx)).await;
     }
     tracing::debug!(layer = %inner.name, "queue worker stopped: queue closed and empty");
@@ -433,9 +434,9 @@ enum Step<Res> {
 
 impl<Req, B: Backend<Req>> Runner<Req, B> {
     /// Takes `job` unless it is to be skipped.
-    fn start(self: Pin<&mut Self>, job: (Job<Req, B::Response>, Stamp)) {
+    fn start(self: Pin<&mut Self>, job: Job<Req, B::Response>, now: Stamp) {
         let this = self.project();
-        if accept(this.inner, job, this.job) {
+        if accept(this.inner, job, now, this.job) {
             this.inner.call_started(this.job.id);
         }
     }
@@ -478,10 +479,11 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 return Poll::Pending;
             }
             budget -= 1;
-            let Some(job) = take(inner, None) else {
+            let mut now = Stamp::default();
+            let Some(job) = take(inner, None, &mut now) else {
                 return Poll::Ready(());
             };
-            if accept(inner, job, this.job) {
+            if accept(inner, job, now, this.job) {
                 inner.call_started(this.job.id);
             }
         }
@@ -490,8 +492,8 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
 
 /// Takes the next job off the queue; the first caller waiting for space
 /// (if any) gets the place it freed, and its wait in the queue starts now.
-/// Returns the job and when it was taken (a clock reading with the
-/// `metrics` feature, reused for the job's deadline check).
+/// Returns the job, and sets `now` to when it was taken (a clock reading
+/// when the wait histogram records, reused for the job's deadline check).
 ///
 /// With `idle` (worker id and its task's context), a worker that finds the
 /// queue empty and open leaves its waker in the queue, under the same lock
@@ -500,7 +502,8 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
 fn take<Req, Res>(
     inner: &Inner<Req, Res>,
     idle: Option<(usize, &TaskContext<'_>)>,
-) -> Option<(Job<Req, Res>, Stamp)> {
+    now: &mut Stamp,
+) -> Option<Job<Req, Res>> {
     let (
         Taken {
             job,
@@ -508,10 +511,10 @@ fn take<Req, Res>(
             wake,
             placed,
         },
-        now,
+        taken_at,
     ) = {
         let mut core = inner.core();
-        let taken = core.take(Stamp::now, |next, now| next.reply.restamp(now));
+        let taken = core.take(|| inner.metrics.now(), |next, now| next.reply.restamp(now));
         if let Some((id, cx)) = idle {
             if taken.is_some() {
                 core.set_busy(id);
@@ -532,7 +535,8 @@ fn take<Req, Res>(
             let _ = placed.send(());
         }
     }
-    Some((job, now))
+    *now = taken_at;
+    Some(job)
 }
 
 /// Makes `job` the one `running` runs (its context moved from the slot
@@ -542,7 +546,8 @@ fn take<Req, Res>(
 #[inline]
 fn accept<Req, Res>(
     inner: &Inner<Req, Res>,
-    (job, now): (Job<Req, Res>, Stamp),
+    job: Job<Req, Res>,
+    now: Stamp,
     running: &mut Running<Req, Res>,
 ) -> bool {
     debug_assert!(running.reply.is_none(), "one job at a time");
