@@ -98,6 +98,12 @@ impl Metrics {
 pub(crate) struct Stamp(#[cfg(feature = "metrics")] Option<tokio::time::Instant>);
 
 impl Stamp {
+    /// A clock reading, whatever the recorder (loom tests).
+    #[cfg(all(test, rampart_loom, feature = "metrics"))]
+    pub(crate) fn reading() -> Stamp {
+        Stamp(Some(tokio::time::Instant::now()))
+    }
+
     /// The clock reading behind the stamp, if one was taken (with the
     /// `metrics` feature and a recorder behind the wait histogram): a
     /// deadline check at the same moment reuses it

@@ -18,7 +18,8 @@
 //! it ever was), and a slot handed back to a full pool is freed.
 //!
 //! Model-checked with loom (`RUSTFLAGS="--cfg rampart_loom" cargo test
-//! --release -p rampart-queue --lib loom`).
+//! --release -p rampart-queue --lib loom`; add `--features metrics` for the
+//! model of a waiter's slot stamped under the queue's lock).
 
 use crate::metrics::Stamp;
 use crate::sync::{Arc, Mutex};
@@ -548,6 +549,66 @@ mod loom_tests {
             });
             drop(answer);
             worker.join().unwrap();
+        });
+    }
+
+    /// A worker frees a place while the caller waiting for it leaves: the
+    /// worker moves that caller's job into the queue and stamps its slot
+    /// (the slot's lock taken under the queue's: the only nesting of the
+    /// two, always in that order) or the caller takes its job back first;
+    /// either way nothing deadlocks, and a job moved in carries the
+    /// worker's reading.
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn loom_a_waiter_placed_while_its_caller_leaves_is_restamped_under_the_queue_lock() {
+        use crate::core::{Core, Refused};
+        use crate::metrics::Stamp;
+        loom::model(|| {
+            let pool = pool();
+            let queued = Stamp::reading();
+            let core = Arc::new(Mutex::new(Core::new(1, 1)));
+            let (first, _first_answer) = Pool::pair(&pool, 0, None, queued);
+            let (second, second_answer) = Pool::pair(&pool, 1, None, queued);
+            let ticket = {
+                let mut c = core.lock();
+                assert!(c.push(first).is_ok());
+                let Err(Refused::Full(j)) = c.push(second) else {
+                    panic!("full")
+                };
+                c.wait(j, None)
+            };
+            let at = Stamp::reading();
+            let w = Arc::clone(&core);
+            let worker = thread::spawn(move || {
+                let mut c = w.lock();
+                let (t, _) = c.take(|| at, |next, now| next.restamp(now)).unwrap();
+                drop(c);
+                (t.job, t.promoted)
+            });
+            let caller = thread::spawn(move || drop(second_answer));
+            let back = core.lock().leave(ticket);
+            let (taken, promoted) = worker.join().unwrap();
+            caller.join().unwrap();
+            let mut ctx = None;
+            assert_eq!(
+                taken.take_context_into(&mut ctx).1.instant(),
+                queued.instant()
+            );
+            taken.send(Ok(0), &pool);
+            match back {
+                Some(job) => {
+                    assert!(!promoted);
+                    job.send(Err(Error::cancelled()), &pool);
+                }
+                None => {
+                    assert!(promoted);
+                    let next = core.lock().take(|| at, |_, _| {}).unwrap().0.job;
+                    let (gone, stamp) = next.take_context_into(&mut ctx);
+                    assert!(gone, "its caller left");
+                    assert_eq!(stamp.instant(), at.instant(), "stamped when placed");
+                    next.send(Err(Error::cancelled()), &pool);
+                }
+            }
         });
     }
 
