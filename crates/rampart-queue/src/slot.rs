@@ -250,7 +250,8 @@ impl<Req, Res> Reply<Req, Res> {
 
     /// The job is queued again at `now` (a caller that waited for space
     /// got its place): its wait in the queue starts then. Nothing to do
-    /// without a clock reading (without the `metrics` feature).
+    /// without a clock reading (without the `metrics` feature, or with no
+    /// recorder behind the wait histogram).
     #[inline]
     pub(crate) fn restamp(&self, now: Stamp) {
         if now.instant().is_some()
