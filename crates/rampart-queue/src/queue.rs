@@ -398,7 +398,7 @@ impl<Req, Res> Queue<Req, Res> {
         let deadline = ctx.as_ref().and_then(Context::deadline);
         let cancel = ctx.as_ref().and_then(Context::cancellation).cloned();
         let mut placed = None;
-        let job = Job::new(inner.pool.unanswered(req, ctx, now));
+        let job = Job::new(inner.pool.unanswered(req, ctx, || now));
         let ticket = match offer(inner, job, true, || {
             let (tx, rx) = oneshot::channel();
             placed = Some(rx);
@@ -465,7 +465,7 @@ impl<Req, Res> Queue<Req, Res> {
         }
         offer(
             inner,
-            Job::new(inner.pool.unanswered(req, ctx, now)),
+            Job::new(inner.pool.unanswered(req, ctx, || now)),
             false,
             || None,
         )
@@ -502,20 +502,26 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let ctx = Context::current();
         let inner = &self.handle.inner;
-        // One clock reading (when the wait histogram records) for it and the
-        // deadline check, which reads the clock itself otherwise.
-        let now = inner.metrics.now();
         let mut bounds = None;
+        let mut early = None;
         if let Some(ctx) = &ctx {
+            // One clock reading (when the wait histogram records) for it and
+            // the deadline check, which reads the clock itself otherwise.
+            let now = inner.metrics.now();
             if let Some(err) = refused(Some(ctx), now) {
                 return ResponseFuture::failed(err);
             }
+            early = Some(now);
             bounds = Bounds::new(
                 ctx.deadline(),
                 ctx.cancellation().map(|t| t.clone().cancelled_owned()),
             );
         }
-        let (reply, answer) = Pool::pair(&inner.pool, req, ctx, now);
+        // Without a context, the queue's stamp is read as the slot is
+        // filled (not kept across the pool's lock and allocation).
+        let (reply, answer) = Pool::pair(&inner.pool, req, ctx, || {
+            early.unwrap_or_else(|| inner.metrics.now())
+        });
         let job = Job::new(reply);
         let wait = inner.when_full == WhenFull::Wait;
         let waiting = match offer(inner, job, wait, || None) {

@@ -125,20 +125,23 @@ impl<Req, Res> Pool<Req, Res> {
         }
     }
 
-    /// A slot holding `req` and `ctx`, queued at `queued`, from the pool
-    /// (or new); its caller counts as gone with `caller_gone` (a job nobody
-    /// waits on).
+    /// A slot holding `req` and `ctx`, from the pool (or new), stamped with
+    /// what `queued` returns (called once the slot is at hand, so that a
+    /// reading taken there is not kept across the pool's lock and
+    /// allocation); its caller counts as gone with `caller_gone` (a job
+    /// nobody waits on).
     #[inline]
     fn slot(
         &self,
         req: Req,
         ctx: Option<Context>,
-        queued: Stamp,
+        queued: impl FnOnce() -> Stamp,
         caller_gone: bool,
     ) -> Arc<Slot<Req, Res>> {
         let reused = self.free.lock().pop();
         let slot = reused.unwrap_or_else(|| Arc::new(Slot::new()));
         {
+            let queued = queued();
             let mut cell = slot.lock();
             // Pooled slots are idle, request and context taken (reset by
             // the half that pooled it): only the state of a job nobody
@@ -161,14 +164,14 @@ impl<Req, Res> Pool<Req, Res> {
         slot
     }
 
-    /// A fresh pair of halves on one slot holding `req` and `ctx`, queued
-    /// at `queued`: the caller's and the worker's.
+    /// A fresh pair of halves on one slot holding `req` and `ctx`, stamped
+    /// with `queued()`: the caller's and the worker's.
     #[inline]
     pub(crate) fn pair(
         pool: &Arc<Self>,
         req: Req,
         ctx: Option<Context>,
-        queued: Stamp,
+        queued: impl FnOnce() -> Stamp,
     ) -> (Reply<Req, Res>, Answer<Req, Res>) {
         let slot = pool.slot(req, ctx, queued, false);
         (
@@ -189,7 +192,7 @@ impl<Req, Res> Pool<Req, Res> {
         &self,
         req: Req,
         ctx: Option<Context>,
-        queued: Stamp,
+        queued: impl FnOnce() -> Stamp,
     ) -> Reply<Req, Res> {
         Reply {
             slot: Some(self.slot(req, ctx, queued, true)),
@@ -462,7 +465,7 @@ mod loom_tests {
     /// answer, then goes back to the pool.
     fn second_request_on_the_pooled_slot(pool: &Arc<Pool<u32, u32>>) {
         assert_eq!(pool.idle(), 1);
-        let (reply, mut answer) = Pool::pair(pool, 2, None, Stamp::default());
+        let (reply, mut answer) = Pool::pair(pool, 2, None, Stamp::default);
         assert_eq!(pool.idle(), 0, "the pooled slot is reused");
         assert!(
             matches!(
@@ -495,7 +498,7 @@ mod loom_tests {
     fn loom_answer_reaches_a_waiting_caller_and_the_slot_is_pooled_once() {
         loom::model(|| {
             let pool = pool();
-            let (reply, mut answer) = Pool::pair(&pool, 1, None, Stamp::default());
+            let (reply, mut answer) = Pool::pair(&pool, 1, None, Stamp::default);
             let p = Arc::clone(&pool);
             let worker = thread::spawn(move || reply.send(Ok(7), &p));
             let got = block_on(poll_fn(|cx| answer.poll(cx)));
@@ -512,7 +515,7 @@ mod loom_tests {
     fn loom_caller_leaving_during_the_answer_pools_the_slot_once_idle() {
         loom::model(|| {
             let pool = pool();
-            let (reply, answer) = Pool::pair(&pool, 1, None, Stamp::default());
+            let (reply, answer) = Pool::pair(&pool, 1, None, Stamp::default);
             let p = Arc::clone(&pool);
             let worker = thread::spawn(move || reply.send(Ok(7), &p));
             drop(answer);
@@ -539,7 +542,7 @@ mod loom_tests {
             let pool: Arc<Pool<Tracked, u32>> = Arc::new(Pool::new(4));
             let dropped = Arc::new(loom::sync::atomic::AtomicBool::new(false));
             let (reply, answer) =
-                Pool::pair(&pool, Tracked(Arc::clone(&dropped)), None, Stamp::default());
+                Pool::pair(&pool, Tracked(Arc::clone(&dropped)), None, Stamp::default);
             let d = Arc::clone(&dropped);
             let worker = thread::spawn(move || {
                 drop(reply);
@@ -568,8 +571,8 @@ mod loom_tests {
             let pool = pool();
             let queued = Stamp::reading();
             let core = Arc::new(Mutex::new(Core::new(1, 1)));
-            let (first, _first_answer) = Pool::pair(&pool, 0, None, queued);
-            let (second, second_answer) = Pool::pair(&pool, 1, None, queued);
+            let (first, _first_answer) = Pool::pair(&pool, 0, None, || queued);
+            let (second, second_answer) = Pool::pair(&pool, 1, None, || queued);
             let ticket = {
                 let mut c = core.lock();
                 assert!(c.push(first).is_ok());
@@ -618,7 +621,7 @@ mod loom_tests {
     fn loom_worker_watching_sees_the_caller_leave() {
         loom::model(|| {
             let pool = pool();
-            let (mut reply, answer) = Pool::pair(&pool, 1, None, Stamp::default());
+            let (mut reply, answer) = Pool::pair(&pool, 1, None, Stamp::default);
             let caller = thread::spawn(move || drop(answer));
             block_on(poll_fn(|cx| reply.poll_caller_gone(cx)));
             assert!(reply.caller_gone());
@@ -634,7 +637,7 @@ mod loom_tests {
     fn loom_reply_dropped_unanswered_gives_closed() {
         loom::model(|| {
             let pool = pool();
-            let (reply, mut answer) = Pool::pair(&pool, 1, None, Stamp::default());
+            let (reply, mut answer) = Pool::pair(&pool, 1, None, Stamp::default);
             let worker = thread::spawn(move || drop(reply));
             let got = block_on(poll_fn(|cx| answer.poll(cx)));
             worker.join().unwrap();
