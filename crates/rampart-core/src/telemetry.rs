@@ -249,6 +249,45 @@ impl Histogram {
         #[cfg(feature = "metrics")]
         self.inner.record(d.as_secs_f64());
     }
+
+    /// Whether values recorded through this handle reach a recorder: false
+    /// for a handle registered while no recorder was installed (and always
+    /// without the `metrics` feature), whose records are dropped. A layer
+    /// asks once, when it registers its handles, and skips the work that
+    /// only serves the histogram (such as reading the clock to time a
+    /// wait) when nothing listens; what a live handle records is not
+    /// changed.
+    ///
+    /// The `metrics` handles do not expose this; it is found by recording
+    /// a value zero times ([`metrics::Histogram::record_many`] with a count
+    /// of 0, which records nothing): a handle converts the value it is
+    /// given only when a recorder is behind it.
+    ///
+    /// ```
+    /// use rampart_core::telemetry::{Histogram, LayerName};
+    ///
+    /// let h = Histogram::new("rampart.demo.duration", &LayerName::default());
+    /// assert!(!h.is_recording()); // no recorder installed
+    /// ```
+    #[must_use]
+    pub fn is_recording(&self) -> bool {
+        #[cfg(feature = "metrics")]
+        {
+            /// Notes that the handle asked for its value.
+            struct Probe<'a>(&'a std::cell::Cell<bool>);
+            impl metrics::IntoF64 for Probe<'_> {
+                fn into_f64(self) -> f64 {
+                    self.0.set(true);
+                    0.0
+                }
+            }
+            let asked = std::cell::Cell::new(false);
+            self.inner.record_many(Probe(&asked), 0);
+            asked.get()
+        }
+        #[cfg(not(feature = "metrics"))]
+        false
+    }
 }
 
 impl fmt::Debug for Histogram {
@@ -388,6 +427,45 @@ mod tests {
         g.decrement(1.0);
         g.set(3.0);
         Histogram::new("rampart.test.hist", &name).record_duration(Duration::from_millis(5));
+    }
+
+    #[test]
+    fn a_histogram_registered_without_a_recorder_is_not_recording() {
+        let h = Histogram::new("rampart.test.hist", &LayerName::default());
+        assert!(!h.is_recording());
+        assert!(!Histogram::default().is_recording());
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn a_histogram_with_a_recorder_is_recording_and_asking_records_nothing() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snap = recorder.snapshotter();
+        let h = metrics::with_local_recorder(&recorder, || {
+            Histogram::new("rampart.test.hist", &LayerName::from("payments"))
+        });
+        assert!(h.is_recording());
+        assert!(h.is_recording(), "asking twice records nothing either");
+        let values: Vec<_> = snap.snapshot().into_vec();
+        assert_eq!(values.len(), 1, "the histogram is registered");
+        for (_, _, _, v) in values {
+            match v {
+                DebugValue::Histogram(xs) => assert!(xs.is_empty(), "recorded {xs:?}"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        h.record(1.5);
+        let recorded: Vec<_> = snap
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(_, _, _, v)| v)
+            .collect();
+        assert!(
+            matches!(&recorded[..], [DebugValue::Histogram(xs)] if xs.len() == 1),
+            "{recorded:?}"
+        );
     }
 
     #[cfg(feature = "metrics")]

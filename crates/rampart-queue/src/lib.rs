@@ -106,17 +106,28 @@
 //!
 //! Cost: without the feature the handles are zero-sized and a job keeps its
 //! size; nothing is recorded or paid. With it and no recorder installed
-//! (`benches/queue.rs` under callgrind, current thread, 8 workers, ready
-//! inner, 2026-12-06): +271 / +219 instructions per request at 1 / 64
-//! callers. About 130 of them are the wait histogram's two clock readings
-//! (one when a request is queued, one when a worker takes it) and their
-//! difference (22 of those are tokio's paused-clock check, which the
-//! bench build has from `test-util` and a production build does not): the
-//! `metrics` facade does not say whether a recorder listens, so they are
-//! taken anyway. The rest is the no-op gauge and counter updates and the
-//! 16-byte stamp each queued job carries (see `benches/README.md`). A request with a deadline pays no clock
-//! reading of its own: the queue's deadline checks (at the call and when a
-//! worker takes it) use the same readings. No allocation or lock.
+//! (`benches/queue.rs` under callgrind, current thread, 8 workers,
+//! 2026-12-06): +39 / +22 instructions per request at 1 / 64 callers
+//! (ready inner, compared with the same inlining of the call in both
+//! builds; as shipped the metrics build even comes out a few instructions
+//! below, by a different inlining): the no-op gauge and counter updates.
+//! The wait histogram needs two clock readings per request (one when a
+//! request is queued, one when a worker takes it) and their difference;
+//! the queue asks once, when it is built, whether that histogram reaches a
+//! recorder
+//! ([`Histogram::is_recording`](rampart_core::telemetry::Histogram::is_recording))
+//! and reads the clock for it only then. With a recorder they cost about
+//! 155 instructions per request in the bench build (which carries tokio's
+//! paused-clock check from `test-util`; two `std::time::Instant` readings
+//! and their difference are about 155 in a release build without it, and
+//! 60-75 ns of wall time on the bench machine: a clock reading costs more
+//! time than its instruction count suggests). While the histogram records,
+//! a request with a deadline pays no clock reading of its own: the queue's
+//! deadline checks (at the call and when a worker takes it) use the same
+//! readings; otherwise they read the clock themselves, as without the
+//! feature. The enqueue time is kept in the request's answer slot, so a
+//! queued job stays a pointer. No allocation or lock. See
+//! `benches/README.md` ("rampart-queue: the metrics feature's cost").
 //!
 //! | name | kind | meaning |
 //! |---|---|---|

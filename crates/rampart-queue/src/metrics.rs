@@ -3,7 +3,10 @@
 //! and shared by its handles and workers through [`Inner`](crate::worker::Inner).
 //!
 //! Without the `metrics` feature every handle and [`Stamp`] is a
-//! zero-sized no-op: a request pays nothing.
+//! zero-sized no-op: a request pays nothing. With it, the clock is read
+//! for the wait histogram only when that histogram reaches a recorder
+//! ([`Histogram::is_recording`](rampart_core::telemetry::Histogram::is_recording),
+//! asked once when the queue is built).
 
 use rampart_core::telemetry::{Counter, Gauge, Histogram, LayerName};
 
@@ -38,11 +41,16 @@ pub(crate) struct Metrics {
     pub(crate) panicked: Counter,
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     wait: Histogram,
+    /// Whether `wait` reaches a recorder: the clock is read for it only
+    /// then (see [`now`](Self::now)).
+    #[cfg(feature = "metrics")]
+    timed: bool,
 }
 
 impl Metrics {
     /// Registers the handles under `name`.
     pub(crate) fn new(name: &LayerName) -> Metrics {
+        let wait = Histogram::new(WAIT_DURATION, name);
         Metrics {
             depth: Gauge::new(DEPTH, name),
             running: Gauge::new(RUNNING, name),
@@ -51,15 +59,31 @@ impl Metrics {
             shed: Counter::new(SHED, name),
             skipped: Counter::new(SKIPPED, name),
             panicked: Counter::new(PANICKED, name),
-            wait: Histogram::new(WAIT_DURATION, name),
+            #[cfg(feature = "metrics")]
+            timed: wait.is_recording(),
+            wait,
         }
     }
 
-    /// A worker took a job stamped `stamp` off the queue at `now`.
+    /// Now, for the wait histogram: a clock reading when the histogram
+    /// reaches a recorder, else none (no recorder was installed when the
+    /// queue was built, so no sample would be kept: the two readings and
+    /// their difference per request are not paid for nothing). What a
+    /// recorder receives is the same either way.
     #[inline]
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn taken(&self, stamp: Stamp, now: Stamp) {
-        self.depth.decrement(1.0);
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    pub(crate) fn now(&self) -> Stamp {
+        #[cfg(feature = "metrics")]
+        return Stamp(self.timed.then(tokio::time::Instant::now));
+        #[cfg(not(feature = "metrics"))]
+        Stamp()
+    }
+
+    /// A worker took a job queued at `stamp` off the queue at `now`: its
+    /// wait, if both are clock readings.
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables, clippy::unused_self))]
+    pub(crate) fn waited(&self, stamp: Stamp, now: Stamp) {
         #[cfg(feature = "metrics")]
         if let (Some(at), Some(now)) = (stamp.0, now.0) {
             self.wait.record_duration(now.saturating_duration_since(at));
@@ -67,26 +91,25 @@ impl Metrics {
     }
 }
 
-/// When a job was queued: kept (one clock read per request) only with the
-/// `metrics` feature, for `rampart.queue.wait.duration`; zero-sized
-/// without it.
+/// When a job was queued: a clock reading (one per request) only with the
+/// `metrics` feature and a recorder behind `rampart.queue.wait.duration`
+/// ([`Metrics::now`]); zero-sized without the feature.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Stamp(#[cfg(feature = "metrics")] Option<tokio::time::Instant>);
 
 impl Stamp {
-    /// Now.
-    #[inline]
-    pub(crate) fn now() -> Stamp {
-        #[cfg(feature = "metrics")]
-        return Stamp(Some(tokio::time::Instant::now()));
-        #[cfg(not(feature = "metrics"))]
-        Stamp()
+    /// A clock reading, whatever the recorder (loom tests).
+    #[cfg(all(test, rampart_loom, feature = "metrics"))]
+    pub(crate) fn reading() -> Stamp {
+        Stamp(Some(tokio::time::Instant::now()))
     }
 
     /// The clock reading behind the stamp, if one was taken (with the
-    /// `metrics` feature): a deadline check at the same moment reuses it
+    /// `metrics` feature and a recorder behind the wait histogram): a
+    /// deadline check at the same moment reuses it
     /// rather than reading the clock again.
     #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
     pub(crate) fn instant(self) -> Option<tokio::time::Instant> {
         #[cfg(feature = "metrics")]
         return self.0;
@@ -102,4 +125,23 @@ impl Stamp {
 pub(crate) fn expired_at(ctx: &rampart_core::Context, at: Stamp) -> bool {
     ctx.deadline()
         .is_some_and(|d| d <= at.instant().unwrap_or_else(tokio::time::Instant::now))
+}
+
+#[cfg(all(test, feature = "metrics", not(rampart_loom)))]
+mod tests {
+    use super::*;
+    use rampart_testkit::MetricsCapture;
+
+    #[test]
+    fn without_a_recorder_the_wait_is_not_timed_and_no_clock_is_read() {
+        let m = Metrics::new(&LayerName::default());
+        assert!(m.now().instant().is_none());
+    }
+
+    #[test]
+    fn with_a_recorder_each_stamp_is_a_clock_reading() {
+        let cap = MetricsCapture::new();
+        let m = cap.install(|| Metrics::new(&LayerName::from("timed")));
+        assert!(m.now().instant().is_some());
+    }
 }

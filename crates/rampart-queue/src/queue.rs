@@ -388,16 +388,17 @@ impl<Req, Res> Queue<Req, Res> {
     /// runs in the current [`Context`]; its outcome is logged, not returned.
     pub async fn submit(&self, req: Req) -> Result<(), Error> {
         let ctx = Context::current();
-        // One clock reading for the wait histogram and the deadline check.
-        let now = Stamp::now();
+        let inner = &self.handle.inner;
+        // One clock reading (when the wait histogram records) for it and the
+        // deadline check, which reads the clock itself otherwise.
+        let now = inner.metrics.now();
         if let Some(err) = refused(ctx.as_ref(), now) {
             return Err(err);
         }
         let deadline = ctx.as_ref().and_then(Context::deadline);
         let cancel = ctx.as_ref().and_then(Context::cancellation).cloned();
-        let inner = &self.handle.inner;
         let mut placed = None;
-        let job = Job::new(inner.pool.unanswered(req, ctx), now);
+        let job = Job::new(inner.pool.unanswered(req, ctx, || now));
         let ticket = match offer(inner, job, true, || {
             let (tx, rx) = oneshot::channel();
             placed = Some(rx);
@@ -455,15 +456,16 @@ impl<Req, Res> Queue<Req, Res> {
     /// once with `Overloaded` when the queue is full, `Closed` when closed.
     pub fn try_submit(&self, req: Req) -> Result<(), Error> {
         let ctx = Context::current();
-        // One clock reading for the wait histogram and the deadline check.
-        let now = Stamp::now();
+        let inner = &self.handle.inner;
+        // One clock reading (when the wait histogram records) for it and the
+        // deadline check, which reads the clock itself otherwise.
+        let now = inner.metrics.now();
         if let Some(err) = refused(ctx.as_ref(), now) {
             return Err(err);
         }
-        let inner = &self.handle.inner;
         offer(
             inner,
-            Job::new(inner.pool.unanswered(req, ctx), now),
+            Job::new(inner.pool.unanswered(req, ctx, || now)),
             false,
             || None,
         )
@@ -499,21 +501,28 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let ctx = Context::current();
-        // One clock reading for the wait histogram and the deadline check.
-        let now = Stamp::now();
+        let inner = &self.handle.inner;
         let mut bounds = None;
+        let mut early = None;
         if let Some(ctx) = &ctx {
+            // One clock reading (when the wait histogram records) for it and
+            // the deadline check, which reads the clock itself otherwise.
+            let now = inner.metrics.now();
             if let Some(err) = refused(Some(ctx), now) {
                 return ResponseFuture::failed(err);
             }
+            early = Some(now);
             bounds = Bounds::new(
                 ctx.deadline(),
                 ctx.cancellation().map(|t| t.clone().cancelled_owned()),
             );
         }
-        let inner = &self.handle.inner;
-        let (reply, answer) = Pool::pair(&inner.pool, req, ctx);
-        let job = Job::new(reply, now);
+        // Without a context, the queue's stamp is read as the slot is
+        // filled (not kept across the pool's lock and allocation).
+        let (reply, answer) = Pool::pair(&inner.pool, req, ctx, || {
+            early.unwrap_or_else(|| inner.metrics.now())
+        });
+        let job = Job::new(reply);
         let wait = inner.when_full == WhenFull::Wait;
         let waiting = match offer(inner, job, wait, || None) {
             Ok(Offer::Queued) => None,

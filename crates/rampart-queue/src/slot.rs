@@ -18,8 +18,10 @@
 //! it ever was), and a slot handed back to a full pool is freed.
 //!
 //! Model-checked with loom (`RUSTFLAGS="--cfg rampart_loom" cargo test
-//! --release -p rampart-queue --lib loom`).
+//! --release -p rampart-queue --lib loom`; add `--features metrics` for the
+//! model of a waiter's slot stamped under the queue's lock).
 
+use crate::metrics::Stamp;
 use crate::sync::{Arc, Mutex};
 use rampart_core::{Context, Error};
 use std::task::{Context as TaskContext, Poll, Waker};
@@ -54,6 +56,10 @@ struct Cell<Req, Res> {
     /// is a pointer).
     req: Option<Req>,
     ctx: Option<Context>,
+    /// When the job was queued (zero-sized without the `metrics`
+    /// feature): kept here, not in the job, for the same reason; read by
+    /// the worker that takes the job, under the lock it takes anyway.
+    queued: Stamp,
 }
 
 impl<Req, Res> Cell<Req, Res> {
@@ -90,6 +96,7 @@ impl<Req, Res> Slot<Req, Res> {
                 state: State::IDLE,
                 req: None,
                 ctx: None,
+                queued: Stamp::default(),
             }),
         }
     }
@@ -118,13 +125,23 @@ impl<Req, Res> Pool<Req, Res> {
         }
     }
 
-    /// A slot holding `req` and `ctx`, from the pool (or new); its caller
-    /// counts as gone with `caller_gone` (a job nobody waits on).
+    /// A slot holding `req` and `ctx`, from the pool (or new), stamped with
+    /// what `queued` returns (called once the slot is at hand, so that a
+    /// reading taken there is not kept across the pool's lock and
+    /// allocation); its caller counts as gone with `caller_gone` (a job
+    /// nobody waits on).
     #[inline]
-    fn slot(&self, req: Req, ctx: Option<Context>, caller_gone: bool) -> Arc<Slot<Req, Res>> {
+    fn slot(
+        &self,
+        req: Req,
+        ctx: Option<Context>,
+        queued: impl FnOnce() -> Stamp,
+        caller_gone: bool,
+    ) -> Arc<Slot<Req, Res>> {
         let reused = self.free.lock().pop();
         let slot = reused.unwrap_or_else(|| Arc::new(Slot::new()));
         {
+            let queued = queued();
             let mut cell = slot.lock();
             // Pooled slots are idle, request and context taken (reset by
             // the half that pooled it): only the state of a job nobody
@@ -142,19 +159,21 @@ impl<Req, Res> Pool<Req, Res> {
             }
             cell.req = Some(req);
             cell.ctx = ctx;
+            cell.queued = queued;
         }
         slot
     }
 
-    /// A fresh pair of halves on one slot holding `req` and `ctx`: the
-    /// caller's and the worker's.
+    /// A fresh pair of halves on one slot holding `req` and `ctx`, stamped
+    /// with `queued()`: the caller's and the worker's.
     #[inline]
     pub(crate) fn pair(
         pool: &Arc<Self>,
         req: Req,
         ctx: Option<Context>,
+        queued: impl FnOnce() -> Stamp,
     ) -> (Reply<Req, Res>, Answer<Req, Res>) {
-        let slot = pool.slot(req, ctx, false);
+        let slot = pool.slot(req, ctx, queued, false);
         (
             Reply {
                 slot: Some(Arc::clone(&slot)),
@@ -169,9 +188,14 @@ impl<Req, Res> Pool<Req, Res> {
 
     /// The worker's half alone, for a job nobody waits on
     /// (fire-and-forget): its outcome is dropped and the slot pooled.
-    pub(crate) fn unanswered(&self, req: Req, ctx: Option<Context>) -> Reply<Req, Res> {
+    pub(crate) fn unanswered(
+        &self,
+        req: Req,
+        ctx: Option<Context>,
+        queued: impl FnOnce() -> Stamp,
+    ) -> Reply<Req, Res> {
         Reply {
-            slot: Some(self.slot(req, ctx, true)),
+            slot: Some(self.slot(req, ctx, queued, true)),
             answered: false,
         }
     }
@@ -209,18 +233,35 @@ impl<Req, Res> Reply<Req, Res> {
 
     /// Moves the caller's context out of the slot into `ctx` (`None`), and
     /// tells whether the caller dropped its response future (never for a
-    /// fire-and-forget job). The request stays in the slot until the inner
-    /// service is called ([`take_request`](Self::take_request)): moved
-    /// once, from the slot into the call.
+    /// fire-and-forget job) and when the job was queued. The request stays
+    /// in the slot until the inner service is called
+    /// ([`take_request`](Self::take_request)): moved once, from the slot
+    /// into the call.
     #[inline]
-    pub(crate) fn take_context_into(&self, ctx: &mut Option<Context>) -> bool {
+    pub(crate) fn take_context_into(&self, ctx: &mut Option<Context>) -> (bool, Stamp) {
         let Some(slot) = &self.slot else {
-            return false;
+            return (false, Stamp::default());
         };
         let mut cell = slot.lock();
         debug_assert!(ctx.is_none());
         *ctx = cell.ctx.take();
-        self.answered && matches!(cell.state, State::CallerGone)
+        (
+            self.answered && matches!(cell.state, State::CallerGone),
+            cell.queued,
+        )
+    }
+
+    /// The job is queued again at `now` (a caller that waited for space
+    /// got its place): its wait in the queue starts then. Nothing to do
+    /// without a clock reading (without the `metrics` feature, or with no
+    /// recorder behind the wait histogram).
+    #[inline]
+    pub(crate) fn restamp(&self, now: Stamp) {
+        if now.instant().is_some()
+            && let Some(slot) = &self.slot
+        {
+            slot.lock().queued = now;
+        }
     }
 
     /// The request, moved out of the slot for the call (once: a job not
@@ -424,7 +465,7 @@ mod loom_tests {
     /// answer, then goes back to the pool.
     fn second_request_on_the_pooled_slot(pool: &Arc<Pool<u32, u32>>) {
         assert_eq!(pool.idle(), 1);
-        let (reply, mut answer) = Pool::pair(pool, 2, None);
+        let (reply, mut answer) = Pool::pair(pool, 2, None, Stamp::default);
         assert_eq!(pool.idle(), 0, "the pooled slot is reused");
         assert!(
             matches!(
@@ -438,7 +479,7 @@ mod loom_tests {
         );
         assert!(!reply.caller_gone());
         let mut ctx = None;
-        let gone = reply.take_context_into(&mut ctx);
+        let (gone, _) = reply.take_context_into(&mut ctx);
         assert_eq!(
             (reply.take_request(), gone),
             (2, false),
@@ -457,7 +498,7 @@ mod loom_tests {
     fn loom_answer_reaches_a_waiting_caller_and_the_slot_is_pooled_once() {
         loom::model(|| {
             let pool = pool();
-            let (reply, mut answer) = Pool::pair(&pool, 1, None);
+            let (reply, mut answer) = Pool::pair(&pool, 1, None, Stamp::default);
             let p = Arc::clone(&pool);
             let worker = thread::spawn(move || reply.send(Ok(7), &p));
             let got = block_on(poll_fn(|cx| answer.poll(cx)));
@@ -474,7 +515,7 @@ mod loom_tests {
     fn loom_caller_leaving_during_the_answer_pools_the_slot_once_idle() {
         loom::model(|| {
             let pool = pool();
-            let (reply, answer) = Pool::pair(&pool, 1, None);
+            let (reply, answer) = Pool::pair(&pool, 1, None, Stamp::default);
             let p = Arc::clone(&pool);
             let worker = thread::spawn(move || reply.send(Ok(7), &p));
             drop(answer);
@@ -500,7 +541,8 @@ mod loom_tests {
         loom::model(|| {
             let pool: Arc<Pool<Tracked, u32>> = Arc::new(Pool::new(4));
             let dropped = Arc::new(loom::sync::atomic::AtomicBool::new(false));
-            let (reply, answer) = Pool::pair(&pool, Tracked(Arc::clone(&dropped)), None);
+            let (reply, answer) =
+                Pool::pair(&pool, Tracked(Arc::clone(&dropped)), None, Stamp::default);
             let d = Arc::clone(&dropped);
             let worker = thread::spawn(move || {
                 drop(reply);
@@ -514,12 +556,72 @@ mod loom_tests {
         });
     }
 
+    /// A worker frees a place while the caller waiting for it leaves: the
+    /// worker moves that caller's job into the queue and stamps its slot
+    /// (the slot's lock taken under the queue's: the only nesting of the
+    /// two, always in that order) or the caller takes its job back first;
+    /// either way nothing deadlocks, and a job moved in carries the
+    /// worker's reading.
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn loom_a_waiter_placed_while_its_caller_leaves_is_restamped_under_the_queue_lock() {
+        use crate::core::{Core, Refused};
+        use crate::metrics::Stamp;
+        loom::model(|| {
+            let pool = pool();
+            let queued = Stamp::reading();
+            let core = Arc::new(Mutex::new(Core::new(1, 1)));
+            let (first, _first_answer) = Pool::pair(&pool, 0, None, || queued);
+            let (second, second_answer) = Pool::pair(&pool, 1, None, || queued);
+            let ticket = {
+                let mut c = core.lock();
+                assert!(c.push(first).is_ok());
+                let Err(Refused::Full(j)) = c.push(second) else {
+                    panic!("full")
+                };
+                c.wait(j, None)
+            };
+            let at = Stamp::reading();
+            let w = Arc::clone(&core);
+            let worker = thread::spawn(move || {
+                let mut c = w.lock();
+                let (t, _) = c.take(|| at, |next, now| next.restamp(now)).unwrap();
+                drop(c);
+                (t.job, t.promoted)
+            });
+            let caller = thread::spawn(move || drop(second_answer));
+            let back = core.lock().leave(ticket);
+            let (taken, promoted) = worker.join().unwrap();
+            caller.join().unwrap();
+            let mut ctx = None;
+            assert_eq!(
+                taken.take_context_into(&mut ctx).1.instant(),
+                queued.instant()
+            );
+            taken.send(Ok(0), &pool);
+            match back {
+                Some(job) => {
+                    assert!(!promoted);
+                    job.send(Err(Error::cancelled()), &pool);
+                }
+                None => {
+                    assert!(promoted);
+                    let next = core.lock().take(|| at, |_, _| {}).unwrap().0.job;
+                    let (gone, stamp) = next.take_context_into(&mut ctx);
+                    assert!(gone, "its caller left");
+                    assert_eq!(stamp.instant(), at.instant(), "stamped when placed");
+                    next.send(Err(Error::cancelled()), &pool);
+                }
+            }
+        });
+    }
+
     /// A worker watching for the caller leaving is woken when it leaves.
     #[test]
     fn loom_worker_watching_sees_the_caller_leave() {
         loom::model(|| {
             let pool = pool();
-            let (mut reply, answer) = Pool::pair(&pool, 1, None);
+            let (mut reply, answer) = Pool::pair(&pool, 1, None, Stamp::default);
             let caller = thread::spawn(move || drop(answer));
             block_on(poll_fn(|cx| reply.poll_caller_gone(cx)));
             assert!(reply.caller_gone());
@@ -535,7 +637,7 @@ mod loom_tests {
     fn loom_reply_dropped_unanswered_gives_closed() {
         loom::model(|| {
             let pool = pool();
-            let (reply, mut answer) = Pool::pair(&pool, 1, None);
+            let (reply, mut answer) = Pool::pair(&pool, 1, None, Stamp::default);
             let worker = thread::spawn(move || drop(reply));
             let got = block_on(poll_fn(|cx| answer.poll(cx)));
             worker.join().unwrap();

@@ -21,20 +21,18 @@ use tokio::task::AbortHandle;
 use tower_service::Service;
 
 /// One accepted request, as it moves through the queue: a pointer to its
-/// slot (which holds the request and its context until a worker takes
-/// them, then the answer).
+/// slot (which holds the request, its context and when it was queued until
+/// a worker takes them, then the answer).
 pub(crate) struct Job<Req, Res> {
     pub(crate) reply: Reply<Req, Res>,
-    /// When it was queued (zero-sized without the `metrics` feature).
-    pub(crate) stamp: Stamp,
 }
 
 impl<Req, Res> Job<Req, Res> {
-    /// A job about to be queued, stamped `stamp` (now; a caller that has
-    /// to wait for space is stamped again once it has a place).
+    /// A job about to be queued (its slot stamped with the time; a caller
+    /// that has to wait for space is stamped again once it has a place).
     #[inline]
-    pub(crate) fn new(reply: Reply<Req, Res>, stamp: Stamp) -> Self {
-        Job { reply, stamp }
+    pub(crate) fn new(reply: Reply<Req, Res>) -> Self {
+        Job { reply }
     }
 
     /// Answers the caller (if it still listens) with `err`; the answer
@@ -378,8 +376,9 @@ async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, id: usi
         // The runner left the queue empty: look again, and wait as idle
         // (the waker left in the queue under the same lock hold, so the
         // next job queued wakes this worker or another idle one).
+        let mut now = Stamp::default();
         let Some(job) = poll_fn(|cx| {
-            take(&inner, Some((id, cx))).map_or_else(
+            take(&inner, Some((id, cx)), &mut now).map_or_else(
                 || {
                     if inner.core().is_closed() {
                         Poll::Ready(None)
@@ -394,7 +393,7 @@ async fn work<Req, B: Backend<Req>>(inner: Arc<Inner<Req, B::Response>>, id: usi
         else {
             break;
         };
-        runner.as_mut().start(job);
+        runner.as_mut().start(job, now);
         poll_fn(|cx| runner.as_mut().poll_run(cx)).await;
     }
     tracing::debug!(layer = %inner.name, "queue worker stopped: queue closed and empty");
@@ -435,9 +434,9 @@ enum Step<Res> {
 
 impl<Req, B: Backend<Req>> Runner<Req, B> {
     /// Takes `job` unless it is to be skipped.
-    fn start(self: Pin<&mut Self>, job: (Job<Req, B::Response>, Stamp)) {
+    fn start(self: Pin<&mut Self>, job: Job<Req, B::Response>, now: Stamp) {
         let this = self.project();
-        if accept(this.inner, job, this.job) {
+        if accept(this.inner, job, now, this.job) {
             this.inner.call_started(this.job.id);
         }
     }
@@ -480,10 +479,11 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
                 return Poll::Pending;
             }
             budget -= 1;
-            let Some(job) = take(inner, None) else {
+            let mut now = Stamp::default();
+            let Some(job) = take(inner, None, &mut now) else {
                 return Poll::Ready(());
             };
-            if accept(inner, job, this.job) {
+            if accept(inner, job, now, this.job) {
                 inner.call_started(this.job.id);
             }
         }
@@ -492,8 +492,8 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
 
 /// Takes the next job off the queue; the first caller waiting for space
 /// (if any) gets the place it freed, and its wait in the queue starts now.
-/// Returns the job and when it was taken (a clock reading with the
-/// `metrics` feature, reused for the job's deadline check).
+/// Returns the job, and sets `now` to when it was taken (a clock reading
+/// when the wait histogram records, reused for the job's deadline check).
 ///
 /// With `idle` (worker id and its task's context), a worker that finds the
 /// queue empty and open leaves its waker in the queue, under the same lock
@@ -502,7 +502,8 @@ impl<Req, B: Backend<Req>> Runner<Req, B> {
 fn take<Req, Res>(
     inner: &Inner<Req, Res>,
     idle: Option<(usize, &TaskContext<'_>)>,
-) -> Option<(Job<Req, Res>, Stamp)> {
+    now: &mut Stamp,
+) -> Option<Job<Req, Res>> {
     let (
         Taken {
             job,
@@ -510,10 +511,10 @@ fn take<Req, Res>(
             wake,
             placed,
         },
-        now,
+        taken_at,
     ) = {
         let mut core = inner.core();
-        let taken = core.take(Stamp::now, |next, now| next.stamp = now);
+        let taken = core.take(|| inner.metrics.now(), |next, now| next.reply.restamp(now));
         if let Some((id, cx)) = idle {
             if taken.is_some() {
                 core.set_busy(id);
@@ -523,7 +524,7 @@ fn take<Req, Res>(
         }
         taken?
     };
-    inner.metrics.taken(job.stamp, now);
+    inner.metrics.depth.decrement(1.0);
     if promoted {
         inner.metrics.depth.increment(1.0);
         // An idle worker takes it if this one is busy with `job`.
@@ -534,7 +535,8 @@ fn take<Req, Res>(
             let _ = placed.send(());
         }
     }
-    Some((job, now))
+    *now = taken_at;
+    Some(job)
 }
 
 /// Makes `job` the one `running` runs (its context moved from the slot
@@ -544,11 +546,13 @@ fn take<Req, Res>(
 #[inline]
 fn accept<Req, Res>(
     inner: &Inner<Req, Res>,
-    (job, now): (Job<Req, Res>, Stamp),
+    job: Job<Req, Res>,
+    now: Stamp,
     running: &mut Running<Req, Res>,
 ) -> bool {
     debug_assert!(running.reply.is_none(), "one job at a time");
-    let gone = job.reply.take_context_into(&mut running.ctx);
+    let (gone, queued) = job.reply.take_context_into(&mut running.ctx);
+    inner.metrics.waited(queued, now);
     let Some(reason) = skip_reason(inner.detach, gone, running.ctx.as_ref(), now) else {
         running.reply = Some(job.reply);
         running.waited_ready = false;
