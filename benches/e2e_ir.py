@@ -6,6 +6,8 @@ Usage: benches/e2e_ir.py [--functions K] [MODE...]
        bare, handle_errors, request_id, tower_request_id, echo_header, drain,
        deadline, limit, stacked; bare is always run, as the baseline)
        env: N1=2000 N2=6000 requests, CONNS=1 keep-alive connections,
+            WORKERS=1 tokio worker threads (TOKIO_WORKER_THREADS; 0: tokio's
+            default, one per core),
             ROUNDS=1 (run every mode this many times, to check the figures
             repeat), BIN=path of a built hello_server (default: cargo build
             --release --example hello_server), KEEP=DIR to keep callgrind's
@@ -20,7 +22,11 @@ CONNS=k, one request on each of the k connections, then the k responses, so
 k requests are in flight at once. The client then half-closes each
 connection and reads until the server closes it (so the server has seen the
 end of every connection), and sends SIGINT: the server drains and exits, and
-callgrind writes its total. Bounded: the server exits by itself after SECS
+callgrind writes its total. The server runs on one tokio worker by default,
+as in benches/e2e_layers.sh (pinned to one core by taskset, tokio starts one
+worker): with two, tasks move between workers and glibc's per-thread malloc
+arenas, which moves the figures by 0.5-2 % between runs (one worker: 0.03 %).
+Bounded: the server exits by itself after SECS
 (120) seconds, and is killed after 180.
 
 Prints, per mode, (I(N2) - I(N1)) / (N2 - N1), the method of benches/ir.py:
@@ -57,7 +63,11 @@ for tool in ["valgrind"] + (["callgrind_annotate"] if funcs else []):
     if shutil.which(tool) is None:
         sys.exit(f"benches/e2e_ir.py needs {tool} (Debian: apt-get install valgrind)")
 n1 = int(os.environ.get("N1", "2000")); n2 = int(os.environ.get("N2", "6000"))
-conns = int(os.environ.get("CONNS", "1")); rounds = int(os.environ.get("ROUNDS", "1"))
+conns = int(os.environ.get("CONNS", "1")); workers = int(os.environ.get("WORKERS", "1"))
+server_env = dict(os.environ)
+if workers > 0:
+    server_env["TOKIO_WORKER_THREADS"] = str(workers)
+ rounds = int(os.environ.get("ROUNDS", "1"))
 if not 0 < n1 < n2 or conns < 1 or rounds < 1:
     sys.exit("need 0 < N1 < N2, CONNS >= 1, ROUNDS >= 1")
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,7 +133,7 @@ def run(mode, n, rnd):
     out = os.path.join(outdir, f"{mode}.r{rnd}.{n}.out")
     err = open(out + ".log", "w")
     p = subprocess.Popen(["valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out}",
-                          exe, mode, "0", str(SECS)], stdout=subprocess.PIPE, stderr=err, text=True)
+                          exe, mode, "0", str(SECS)], stdout=subprocess.PIPE, stderr=err, text=True, env=server_env)
     killer = threading.Timer(KILL_AFTER, p.kill)
     killer.start()
     try:
@@ -182,7 +192,7 @@ for rnd in range(1, rounds + 1):
         results[mode].append(per)
         print(f"round {rnd} {mode}: {per:.0f} instructions/request", file=sys.stderr, flush=True)
 
-print(f"server instructions per request, (I({n2}) - I({n1})) / {n2 - n1}, CONNS={conns}, "
+print(f"server instructions per request, (I({n2}) - I({n1})) / {n2 - n1}, CONNS={conns}, WORKERS={workers or 'default'}, "
       f"{rounds} round(s){'' if rounds == 1 else ' (mean; spread = (max - min) / mean)'}")
 print(f"{'mode':<17}{'instr/request':>14}{'Δ over bare':>13}{'bare/mode':>11}" + ("" if rounds == 1 else f"{'spread':>9}  rounds"))
 base = sum(results["bare"]) / rounds
