@@ -67,9 +67,9 @@ conns = int(os.environ.get("CONNS", "1")); workers = int(os.environ.get("WORKERS
 server_env = dict(os.environ)
 if workers > 0:
     server_env["TOKIO_WORKER_THREADS"] = str(workers)
- rounds = int(os.environ.get("ROUNDS", "1"))
-if not 0 < n1 < n2 or conns < 1 or rounds < 1:
-    sys.exit("need 0 < N1 < N2, CONNS >= 1, ROUNDS >= 1")
+rounds = int(os.environ.get("ROUNDS", "1"))
+if not 0 < n1 < n2 or conns < 1 or rounds < 1 or workers < 0:
+    sys.exit("need 0 < N1 < N2, CONNS >= 1, ROUNDS >= 1, WORKERS >= 0")
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 exe = os.environ.get("BIN")
 if not exe:
