@@ -4,7 +4,8 @@
 Usage: benches/e2e_ir.py [--functions K] [MODE...]
        (MODE: a mode of examples/hello_server.rs; default: all of them,
        bare, handle_errors, request_id, tower_request_id, echo_header, drain,
-       deadline, limit, stacked; bare is always run, as the baseline)
+       deadline, limit, stacked, stacked_service; bare is always run, as the
+       baseline)
        env: N1=2000 N2=6000 requests, CONNS=1 keep-alive connections,
             WORKERS=1 tokio worker threads (TOKIO_WORKER_THREADS; 0: tokio's
             default, one per core),
@@ -46,7 +47,7 @@ instructions summed by crate.
 import os, re, shutil, signal, socket, subprocess, sys, tempfile, threading
 
 ALL_MODES = ["bare", "handle_errors", "request_id", "tower_request_id", "echo_header",
-             "drain", "deadline", "limit", "stacked"]
+             "drain", "deadline", "limit", "stacked", "stacked_service"]
 SECS, KILL_AFTER = 120, 180
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
