@@ -69,7 +69,9 @@ async fn main() -> Result<(), BoxError> {
             .drain_with(&shutdown)
             .deadline_from_headers(SERVER_BUDGET)
             .limit_concurrency(ConcurrencyLimitLayer::new(LIMIT))
-            .service(router);
+            // `with_state` turns the handlers into routes once, as
+            // `Router::into_make_service` does (not on every request).
+            .service(router.with_state::<()>(()));
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         println!("hello_server {mode} on http://{}", listener.local_addr()?);
         let server = tokio::spawn(
