@@ -13,12 +13,16 @@
 //! the stack alone (`request_id`, `handle_errors`, `drain`, `deadline`,
 //! `limit`; the last three behind `handle_errors`), or a comparison:
 //! `tower_request_id` (tower-http's set + propagate request id) or
-//! `echo_header` (a constant 36-byte `x-request-id` on every response).
+//! `echo_header` (a constant 36-byte `x-request-id` on every response), or
+//! `stacked_service`: the same stack as `stacked` around the whole router
+//! (`ServiceBuilder::service(router)`) instead of `Router::layer`, which
+//! boxes the layered route once more (a second `Route`, cloned per request;
+//! it also puts the stack around the router's 404s).
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::routing::get;
+use axum::{Router, ServiceExt};
 use http::{HeaderName, HeaderValue};
 use rampart::BoxError;
 use rampart::cancel::Shutdown;
@@ -40,7 +44,7 @@ async fn hello() -> &'static str {
 
 fn usage(got: &str) -> BoxError {
     format!(
-        "usage: hello_server bare|stacked|request_id|handle_errors|drain|deadline|limit|tower_request_id|echo_header PORT [SECS], got {got:?}"
+        "usage: hello_server bare|stacked|stacked_service|request_id|handle_errors|drain|deadline|limit|tower_request_id|echo_header PORT [SECS], got {got:?}"
     ).into()
 }
 
@@ -58,6 +62,28 @@ async fn main() -> Result<(), BoxError> {
     };
     let shutdown = Shutdown::new();
     let router = Router::new().route("/", get(hello));
+    if mode == "stacked_service" {
+        let service = ServiceBuilder::new()
+            .request_id()
+            .handle_errors()
+            .drain_with(&shutdown)
+            .deadline_from_headers(SERVER_BUDGET)
+            .limit_concurrency(ConcurrencyLimitLayer::new(LIMIT))
+            // `with_state` turns the handlers into routes once, as
+            // `Router::into_make_service` does (not on every request).
+            .service(router.with_state::<()>(()));
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        println!("hello_server {mode} on http://{}", listener.local_addr()?);
+        let server = tokio::spawn(
+            axum::serve(
+                listener,
+                ServiceExt::<axum::extract::Request>::into_make_service(service),
+            )
+            .with_graceful_shutdown(shutdown.draining())
+            .into_future(),
+        );
+        return run(mode, secs, shutdown, server).await;
+    }
     let router = match mode {
         "bare" => router,
         "stacked" => router.layer(
@@ -106,6 +132,17 @@ async fn main() -> Result<(), BoxError> {
             .with_graceful_shutdown(shutdown.draining())
             .into_future(),
     );
+    run(mode, secs, shutdown, server).await
+}
+
+/// Serves until Ctrl-C or SECS seconds, then drains and waits (2 s at most)
+/// for the server task.
+async fn run(
+    mode: &str,
+    secs: Option<u64>,
+    shutdown: Shutdown,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) -> Result<(), BoxError> {
     match secs {
         Some(s) => {
             tokio::select! {
