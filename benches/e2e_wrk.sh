@@ -10,7 +10,10 @@
 # Bounded in time: every server exits by itself after SERVER_SECS.
 #
 # Usage: benches/e2e_wrk.sh      (env: DURATION=10s CONNS=64 THREADS=2 ROUNDS=3
-#                                       BARE_PORT=18080 STACKED_PORT=18081)
+#                                       BARE_PORT=18080 STACKED_PORT=18081
+#                                       STACKED_MODE=stacked; `stacked_service`
+#                                       puts the same stack around the whole
+#                                       router instead of `Router::layer`)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,6 +23,7 @@ THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
 BARE_PORT=${BARE_PORT:-18080}
 STACKED_PORT=${STACKED_PORT:-18081}
+STACKED_MODE=${STACKED_MODE:-stacked}
 # Seconds each server lives at most: the load plus start-up and slack.
 SERVER_SECS=$(( ${DURATION%s} + 20 ))
 
@@ -97,7 +101,7 @@ STACKED=()
 for round in $(seq 1 "$ROUNDS"); do
     run bare "$BARE_PORT"
     BARE+=("$RESULT")
-    run stacked "$STACKED_PORT"
+    run "$STACKED_MODE" "$STACKED_PORT"
     STACKED+=("$RESULT")
     echo "round $round: bare ${BARE[-1]}, stacked ${STACKED[-1]} (req/s, p99 ms)" >&2
 done
