@@ -23,7 +23,7 @@
 //! In probe mode only, ids `abl_rampart_without_<layer>` and
 //! `abl_tower_without_<layer>` (ct, 1 and 64 callers) are each stack with
 //! one layer left out (see `register_ablation`), and `abl_floor` is a stack
-//! of the cheapest parts that do the five jobs (see `register_floor_stack`).
+//! of minimal parts that do the five jobs (see `register_floor_stack`).
 //!
 //! [`NeverRetry`]: common::NeverRetry
 
@@ -257,11 +257,10 @@ fn register_ablation(g: &mut Group<'_>, case: Case) {
     );
 }
 
-/// Probe mode only: `abl_floor`, a stack of the least each of the five jobs
-/// costs, every piece the cheapest measured, so `(abl_floor − floor) /
-/// (tower − floor)` is the lowest ratio to tower any stack doing the jobs
-/// could reach with these parts. It leaves out work rampart's stack must do,
-/// so the true floor is higher:
+/// Probe mode only: `abl_floor`, a stack of minimal parts for the five jobs,
+/// built on tokio's timer and channels, so `(abl_floor − floor) / (tower −
+/// floor)` is about the lowest ratio to tower such a stack reaches. It
+/// leaves out work rampart's stack must do:
 /// - request id: a v7 id minted and echoed on the response
 ///   ([`echo_new_id`]); no incoming header checked, and no context, so
 ///   nothing reaches the calls made further in;
@@ -272,14 +271,28 @@ fn register_ablation(g: &mut Group<'_>, case: Case) {
 ///   context carried);
 /// - limit: tower's `ConcurrencyLimit` (rampart's costs ~40 more).
 ///
-/// `abl_floor_with_rampart_request_id` is the same with rampart's
+/// `abl_floor_with_rampart_queue` has rampart's queue in place of the
+/// hand-off (with no context to carry, it costs about the same or less on
+/// these inners). `abl_floor_with_rampart_request_id` has rampart's
 /// `RequestIdLayer` in place of [`echo_new_id`]: what the context (made,
 /// scoped over the call and every poll) adds; `…_and_queue` also has
-/// rampart's queue in place of the hand-off (which carries the context to
-/// the worker and scopes the call in it).
+/// rampart's queue in place of the hand-off (which then carries the context
+/// to the worker and scopes the call in it).
 fn register_floor_stack(g: &mut Group<'_>, case: Case) {
     use common::handoff::HandoffLayer;
     use tower::util::MapResponseLayer;
+    bench_layer(
+        g,
+        "abl_floor_with_rampart_queue",
+        case,
+        five!(
+            MapResponseLayer::new(echo_new_id),
+            TimeoutLayer::new(TIMEOUT),
+            rampart_retry(),
+            rampart_queue(),
+            ConcurrencyLimitLayer::new(LIMIT),
+        ),
+    );
     bench_layer(
         g,
         "abl_floor_with_rampart_request_id",

@@ -260,8 +260,17 @@ impl Histogram {
     ///
     /// The `metrics` handles do not expose this; it is found by recording
     /// a value zero times ([`metrics::Histogram::record_many`] with a count
-    /// of 0, which records nothing): a handle converts the value it is
-    /// given only when a recorder is behind it.
+    /// of 0): a handle converts the value it is given only when a recorder
+    /// is behind it. This relies on how `metrics` 0.24 implements
+    /// `record_many` (the tests of this crate and of rampart-queue pin it
+    /// for the version the lock file resolves):
+    /// - with the trait's default `record_many` (metrics-util's recorders,
+    ///   metrics-exporter-prometheus) a count of 0 records nothing; a
+    ///   recorder that overrides `HistogramFn::record_many` sees one call
+    ///   with value 0.0 and count 0 when the layer is built;
+    /// - a recorder behind a fan-out of no-op recorders counts as
+    ///   recording (the layer then does the work for nothing, as it did
+    ///   before it asked); a no-op handle never counts as recording.
     ///
     /// ```
     /// use rampart_core::telemetry::{Histogram, LayerName};
