@@ -260,17 +260,23 @@ impl Histogram {
     ///
     /// The `metrics` handles do not expose this; it is found by recording
     /// a value zero times ([`metrics::Histogram::record_many`] with a count
-    /// of 0): a handle converts the value it is given only when a recorder
-    /// is behind it. This relies on how `metrics` 0.24 implements
-    /// `record_many` (the tests of this crate and of rampart-queue pin it
-    /// for the version the lock file resolves):
+    /// of 0): a `metrics` 0.24 handle converts the value it is given only
+    /// when a recorder is behind it. The answer errs only towards
+    /// "recording":
+    /// - the probe is first put to a handle known to be live (one of our
+    ///   own, with no recorder behind it); a `metrics` version whose live
+    ///   handles do not convert the value then (say, one that returns
+    ///   early on a count of 0) makes every handle count as recording, so
+    ///   no sample is ever lost to this check;
+    /// - a `metrics` version that converted the value for no-op handles
+    ///   too makes them count as recording: the layer then does the work
+    ///   for nothing, as it did before it asked;
     /// - with the trait's default `record_many` (metrics-util's recorders,
     ///   metrics-exporter-prometheus) a count of 0 records nothing; a
     ///   recorder that overrides `HistogramFn::record_many` sees one call
     ///   with value 0.0 and count 0 when the layer is built;
     /// - a recorder behind a fan-out of no-op recorders counts as
-    ///   recording (the layer then does the work for nothing, as it did
-    ///   before it asked); a no-op handle never counts as recording.
+    ///   recording.
     ///
     /// ```
     /// use rampart_core::telemetry::{Histogram, LayerName};
@@ -290,9 +296,20 @@ impl Histogram {
                     0.0
                 }
             }
-            let asked = std::cell::Cell::new(false);
-            self.inner.record_many(Probe(&asked), 0);
-            asked.get()
+            /// A live handle that keeps nothing.
+            struct Sink;
+            impl metrics::HistogramFn for Sink {
+                fn record(&self, _: f64) {}
+            }
+            fn asks(h: &metrics::Histogram) -> bool {
+                let asked = std::cell::Cell::new(false);
+                h.record_many(Probe(&asked), 0);
+                asked.get()
+            }
+            // Only when a live handle is seen to ask does not asking mean
+            // no recorder.
+            let live = metrics::Histogram::from_arc(std::sync::Arc::new(Sink));
+            !asks(&live) || asks(&self.inner)
         }
         #[cfg(not(feature = "metrics"))]
         false
