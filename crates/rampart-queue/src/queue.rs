@@ -398,7 +398,7 @@ impl<Req, Res> Queue<Req, Res> {
         let deadline = ctx.as_ref().and_then(Context::deadline);
         let cancel = ctx.as_ref().and_then(Context::cancellation).cloned();
         let mut placed = None;
-        let job = Job::new(inner.pool.unanswered(req, ctx, || now));
+        let job = inner.pool.unanswered(req, ctx, || now);
         let ticket = match offer(inner, job, true, || {
             let (tx, rx) = oneshot::channel();
             placed = Some(rx);
@@ -465,7 +465,7 @@ impl<Req, Res> Queue<Req, Res> {
         }
         offer(
             inner,
-            Job::new(inner.pool.unanswered(req, ctx, || now)),
+            inner.pool.unanswered(req, ctx, || now),
             false,
             || None,
         )
@@ -519,10 +519,9 @@ where
         }
         // Without a context, the queue's stamp is read as the slot is
         // filled (not kept across the pool's lock and allocation).
-        let (reply, answer) = Pool::pair(&inner.pool, req, ctx, || {
+        let (job, answer) = Pool::pair(&inner.pool, req, ctx, || {
             early.unwrap_or_else(|| inner.metrics.now())
         });
-        let job = Job::new(reply);
         let wait = inner.when_full == WhenFull::Wait;
         let waiting = match offer(inner, job, wait, || None) {
             Ok(Offer::Queued) => None,

@@ -251,6 +251,14 @@ impl<Req, Res> Reply<Req, Res> {
         )
     }
 
+    /// Answers the caller (if it still listens) with `err`, for a job
+    /// failed before or instead of its call; the slot goes back to `pool`
+    /// if the caller left.
+    #[inline]
+    pub(crate) fn fail(self, err: Error, pool: &Pool<Req, Res>) {
+        self.send(Err(err), pool);
+    }
+
     /// The job is queued again at `now` (a caller that waited for space
     /// got its place): its wait in the queue starts then. Nothing to do
     /// without a clock reading (without the `metrics` feature, or with no

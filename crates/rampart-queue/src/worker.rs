@@ -20,27 +20,10 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tower_service::Service;
 
-/// One accepted request, as it moves through the queue: a pointer to its
-/// slot (which holds the request, its context and when it was queued until
-/// a worker takes them, then the answer).
-pub(crate) struct Job<Req, Res> {
-    pub(crate) reply: Reply<Req, Res>,
-}
-
-impl<Req, Res> Job<Req, Res> {
-    /// A job about to be queued (its slot stamped with the time; a caller
-    /// that has to wait for space is stamped again once it has a place).
-    #[inline]
-    pub(crate) fn new(reply: Reply<Req, Res>) -> Self {
-        Job { reply }
-    }
-
-    /// Answers the caller (if it still listens) with `err`; the answer
-    /// slot goes back to `pool` if the caller left.
-    pub(crate) fn fail(self, err: Error, pool: &Pool<Req, Res>) {
-        self.reply.send(Err(err), pool);
-    }
-}
+/// One accepted request, as it moves through the queue: the worker's half
+/// of its answer slot, a pointer (the slot holds the request, its context
+/// and when it was queued until a worker takes them, then the answer).
+pub(crate) type Job<Req, Res> = Reply<Req, Res>;
 
 /// The job a worker runs: its reply half, and its context taken out of
 /// the slot (the request stays in the slot until the inner service is
@@ -514,7 +497,7 @@ fn take<Req, Res>(
         taken_at,
     ) = {
         let mut core = inner.core();
-        let taken = core.take(|| inner.metrics.now(), |next, now| next.reply.restamp(now));
+        let taken = core.take(|| inner.metrics.now(), |next, now| next.restamp(now));
         if let Some((id, cx)) = idle {
             if taken.is_some() {
                 core.set_busy(id);
@@ -551,10 +534,10 @@ fn accept<Req, Res>(
     running: &mut Running<Req, Res>,
 ) -> bool {
     debug_assert!(running.reply.is_none(), "one job at a time");
-    let (gone, queued) = job.reply.take_context_into(&mut running.ctx);
+    let (gone, queued) = job.take_context_into(&mut running.ctx);
     inner.metrics.waited(queued, now);
     let Some(reason) = skip_reason(inner.detach, gone, running.ctx.as_ref(), now) else {
-        running.reply = Some(job.reply);
+        running.reply = Some(job);
         running.waited_ready = false;
         return true;
     };
