@@ -281,64 +281,46 @@ fn register_ablation(g: &mut Group<'_>, case: Case) {
 fn register_floor_stack(g: &mut Group<'_>, case: Case) {
     use common::handoff::HandoffLayer;
     use tower::util::MapResponseLayer;
-    bench_layer(
-        g,
-        "abl_floor_with_rampart_queue",
-        case,
-        five!(
-            MapResponseLayer::new(echo_new_id),
-            TimeoutLayer::new(TIMEOUT),
-            rampart_retry(),
-            rampart_queue(),
-            ConcurrencyLimitLayer::new(LIMIT),
-        ),
+    // The five jobs with `$id` as the request id and `$queue` as the queue,
+    // tower's timeout and limit, rampart's retry.
+    macro_rules! floor_stack {
+        ($name:expr, $id:expr, $queue:expr) => {
+            bench_layer(
+                g,
+                $name,
+                case,
+                five!(
+                    $id,
+                    TimeoutLayer::new(TIMEOUT),
+                    rampart_retry(),
+                    $queue,
+                    ConcurrencyLimitLayer::new(LIMIT),
+                ),
+            )
+        };
+    }
+    let (echo, handoff) = (
+        || MapResponseLayer::new(echo_new_id),
+        || HandoffLayer { workers: WORKERS },
     );
-    bench_layer(
-        g,
-        "abl_floor_with_rampart_request_id",
-        case,
-        five!(
-            rampart::context::RequestIdLayer::new(),
-            TimeoutLayer::new(TIMEOUT),
-            rampart_retry(),
-            HandoffLayer { workers: WORKERS },
-            ConcurrencyLimitLayer::new(LIMIT),
-        ),
-    );
-    bench_layer(
-        g,
+    let request_id = rampart::context::RequestIdLayer::new;
+    floor_stack!("abl_floor_with_rampart_queue", echo(), rampart_queue());
+    floor_stack!("abl_floor_with_rampart_request_id", request_id(), handoff());
+    floor_stack!(
         "abl_floor_with_rampart_request_id_and_queue",
-        case,
-        five!(
-            rampart::context::RequestIdLayer::new(),
-            TimeoutLayer::new(TIMEOUT),
-            rampart_retry(),
-            rampart_queue(),
-            ConcurrencyLimitLayer::new(LIMIT),
-        ),
+        request_id(),
+        rampart_queue()
     );
-    bench_layer(
-        g,
-        "abl_floor",
-        case,
-        five!(
-            MapResponseLayer::new(echo_new_id),
-            TimeoutLayer::new(TIMEOUT),
-            rampart_retry(),
-            HandoffLayer { workers: WORKERS },
-            ConcurrencyLimitLayer::new(LIMIT),
-        ),
-    );
+    floor_stack!("abl_floor", echo(), handoff());
 }
 
 /// The request-id floor of [`register_floor_stack`]: a new v7 id in the
 /// response's `x-request-id`.
 fn echo_new_id(mut res: common::Res) -> common::Res {
-    let id = rampart::RequestId::new_v7();
-    res.headers_mut().insert(
-        http::header::HeaderName::from_static("x-request-id"),
-        id.into(),
-    );
+    const X_REQUEST_ID: http::header::HeaderName =
+        http::header::HeaderName::from_static("x-request-id");
+    res.headers_mut()
+        .insert(X_REQUEST_ID, rampart::RequestId::new_v7().into());
     res
 }
 
